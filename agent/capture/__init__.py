@@ -1,0 +1,1 @@
+"""capture: filled in by later steps of the station."""

@@ -1,0 +1,200 @@
+"""The station's one TOML config file: load, validate, and say exactly what is wrong.
+
+Every section is a dataclass; its fields are the contract (names, types, defaults). Unknown
+keys are errors so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("/etc/scanner-agent/config.toml")
+
+
+def _f(default: Any, *, choices: tuple | None = None, min: float | None = None,
+       max: float | None = None, doc: str = "") -> Any:
+    return field(default=default, metadata={"choices": choices, "min": min, "max": max, "doc": doc})
+
+
+@dataclass
+class StationConfig:
+    id: str = _f("demo-station", doc="station id; also the MQTT client id")
+    state_dir: str = _f("state", doc="outbox and runtime state; relative paths are from the working directory")
+
+
+@dataclass
+class CameraConfig:
+    source: str = _f("replay", choices=("picamera2", "v4l2", "replay"))
+    path: str = _f("", doc="replay: folder of images (sorted by name) or a video file; empty = bundled demo")
+    device: int = _f(0, min=0, doc="v4l2: /dev/videoN")
+    fps: float = _f(30.0, min=0.1, max=240)
+    loop: bool = _f(False)
+    width: int = _f(1280, min=160, max=4608)
+    height: int = _f(720, min=120, max=3496)
+
+
+@dataclass
+class CheckinConfig:
+    cooldown_s: float = _f(10.0, min=0, max=3600)
+
+
+@dataclass
+class FeedbackConfig:
+    backend: str = _f("console", choices=("gpio", "console", "none"))
+    green_pin: int = _f(17, min=0, max=27)
+    red_pin: int = _f(27, min=0, max=27)
+    amber_pin: int = _f(-1, min=-1, max=27, doc="-1: no amber LED")
+    buzzer_pin: int = _f(22, min=-1, max=27, doc="-1: no buzzer")
+
+
+@dataclass
+class OutboxConfig:
+    retention_s: float = _f(3600.0, min=0, doc="delivered check-ins are deleted after this")
+    max_events: int = _f(50_000, min=1)
+    min_free_mb: int = _f(100, min=0)
+
+
+@dataclass
+class MqttConfig:
+    host: str = _f("localhost")
+    port: int = _f(8883, min=1, max=65535)
+    topic_prefix: str = _f("hospital/checkin")
+    allow_insecure: bool = _f(False, doc="allow a broker without TLS (demo and tests only)")
+    tls: bool = _f(True)
+    ca_file: str = _f("")
+    cert_file: str = _f("")
+    key_file: str = _f("")
+    username: str = _f("")
+    password: str = _f("")
+    keepalive_s: int = _f(30, min=5, max=3600)
+    health_interval_s: float = _f(60.0, min=1)
+
+
+@dataclass
+class LoggingConfig:
+    level: str = _f("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+
+@dataclass
+class Config:
+    station: StationConfig = field(default_factory=StationConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    checkin: CheckinConfig = field(default_factory=CheckinConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    #: None when the section is absent: run without a broker, check-ins stay queued.
+    mqtt: MqttConfig | None = None
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    path: Path | None = None
+
+
+SECTIONS: dict[str, type] = {"station": StationConfig, "camera": CameraConfig, "checkin": CheckinConfig,
+            "feedback": FeedbackConfig, "outbox": OutboxConfig, "mqtt": MqttConfig,
+            "logging": LoggingConfig}
+
+
+class ConfigError(Exception):
+    """Everything wrong with a config file, one line each, with line number and key."""
+
+    def __init__(self, path: Path | str, errors: list[str]):
+        self.path, self.errors = Path(path), errors
+        super().__init__("\n".join(f"{path}:{e}" for e in errors))
+
+
+_HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"']+)\s*=")
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Map `section` and `section.key` to the line they are on (tomllib does not keep positions)."""
+    lines: dict[str, int] = {}
+    section = ""
+    for n, line in enumerate(text.splitlines(), 1):
+        if m := _HEADER.match(line):
+            section = m.group(1).replace('"', "").replace("'", "").replace(" ", "")
+            lines.setdefault(section, n)
+        elif m := _KEY.match(line):
+            key = m.group(1).strip("\"'")
+            lines.setdefault(f"{section}.{key}" if section else key, n)
+    return lines
+
+
+def _check_value(value: Any, f: dataclasses.Field) -> tuple[Any, str | None]:
+    want = {"str": str, "int": int, "float": float, "bool": bool}[f.type]
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        wanted = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false"}
+        return None, f"must be {wanted[f.type]}, got {value!r}"
+    meta = f.metadata
+    if meta.get("choices") and value not in meta["choices"]:
+        return None, f"must be one of {', '.join(meta['choices'])}, got {value!r}"
+    if meta.get("min") is not None and value < meta["min"]:
+        return None, f"must be >= {meta['min']}, got {value!r}"
+    if meta.get("max") is not None and value > meta["max"]:
+        return None, f"must be <= {meta['max']}, got {value!r}"
+    return value, None
+
+
+def parse_config(text: str, path: Path | str = "<config>") -> Config:
+    """Validate TOML text into a Config; raises ConfigError listing every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"TOML syntax: {exc}"]) from None
+    where = _key_lines(text)
+    errors: list[str] = []
+    cfg = Config(path=Path(path))
+    for name, value in data.items():
+        line = where.get(name, 0)
+        if name not in SECTIONS:
+            errors.append(f"{line}: unknown section [{name}] (known: {', '.join(SECTIONS)})")
+            continue
+        if not isinstance(value, dict):
+            errors.append(f"{line}: {name} must be a [section]")
+            continue
+        cls = SECTIONS[name]
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, raw in value.items():
+            kline = where.get(f"{name}.{key}", line)
+            if key not in known:
+                errors.append(f"{kline}: unknown key {name}.{key} (known: {', '.join(known)})")
+                continue
+            checked, err = _check_value(raw, known[key])
+            if err:
+                errors.append(f"{kline}: {name}.{key} {err}")
+            else:
+                kwargs[key] = checked
+        setattr(cfg, name, cls(**kwargs))
+    if cfg.station.id and not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", cfg.station.id):
+        errors.append(f"{where.get('station.id', 0)}: station.id may use letters, digits, '_', '.', '-' "
+                      "(it is part of MQTT topics)")
+    if cfg.mqtt is not None and re.search(r"[#+]|^/|/$", cfg.mqtt.topic_prefix):
+        errors.append(f"{where.get('mqtt.topic_prefix', 0)}: mqtt.topic_prefix must not contain + or # "
+                      "or start/end with /")
+    if cfg.camera.source == "replay" and cfg.camera.path and not Path(cfg.camera.path).exists():
+        errors.append(f"{where.get('camera.path', 0)}: camera.path {cfg.camera.path!r} does not exist")
+    if errors:
+        raise ConfigError(path, errors)
+    return cfg
+
+
+def load_config(path: Path | str) -> Config:
+    """Read and validate a config file; unreadable files are a ConfigError too, never a traceback."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(path, [f"0: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(path, [f"{line}: not UTF-8 text"]) from None
+    return parse_config(text, path)

@@ -1,0 +1,1 @@
+"""decode: filled in by later steps of the station."""

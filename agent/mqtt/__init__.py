@@ -1,0 +1,1 @@
+"""mqtt: filled in by later steps of the station."""

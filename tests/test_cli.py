@@ -1,0 +1,86 @@
+"""The CLI contract, run as a real process the way hospital IT and later pieces call it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from payloads import BHYT10, BHYT15, CCCD, VIETQR
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "agent", *args], input=stdin, capture_output=True,
+                          cwd=ROOT, timeout=60)
+
+
+def parse_json(*args, stdin=None):
+    proc = run("parse", "--json", *args, stdin=stdin)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.decode().splitlines()
+    assert len(lines) == 1  # exactly one JSON object
+    return json.loads(lines[0])
+
+
+@pytest.mark.parametrize("payload,kind", [(BHYT15, "bhyt"), (BHYT10, "bhyt"), (CCCD, "cccd"), (VIETQR, "other")])
+def test_parse_json_shape(payload, kind):
+    out = parse_json("--today", "2026-11-24", payload)
+    assert set(out) == {"kind", "verdict", "problems", "card"}
+    assert out["kind"] == kind
+
+
+def test_parse_bhyt_card_keys():
+    card = parse_json("--today", "2026-11-24", BHYT10)["card"]
+    for key in ("card_number", "generation", "bhxh_number", "name", "birth_date", "sex", "address",
+                "facility_code", "valid_from", "valid_to", "issued", "management_code",
+                "benefit_level", "group_code", "check_string"):
+        assert key in card
+    assert card["generation"] == "10" and card["benefit_level"] == 4
+
+
+def test_parse_cccd_card_keys():
+    card = parse_json(CCCD)["card"]
+    assert {"id_number", "old_id_number", "name", "birth_date", "sex", "address", "issued"} <= set(card)
+
+
+def test_parse_today_changes_verdict():
+    expired = BHYT15.replace("|-|01/01/2024|", "|31/12/2025|01/01/2024|")
+    assert parse_json("--today", "2025-06-01", expired)["verdict"] == "ok"
+    assert parse_json("--today", "2026-06-01", expired)["verdict"] == "expired"
+
+
+def test_parse_stdin_bytes():
+    out = parse_json("-", stdin=CCCD.encode() + b"\n")
+    assert out["kind"] == "cccd" and out["verdict"] == "ok"
+    out = parse_json("-", stdin=b"\xff\xfe|\x00\x1b[2J")
+    assert out["verdict"] in ("unsupported", "invalid")
+
+
+def test_parse_human_output():
+    proc = run("parse", BHYT15)
+    assert proc.returncode == 0 and b"bhyt: ok" in proc.stdout and "Nguyễn Văn An".encode() in proc.stdout
+
+
+def test_usage_errors_exit_2():
+    assert run("parse", "--today", "24/11/2026", CCCD).returncode == 2
+    assert run("parse").returncode == 2
+    assert run("frobnicate").returncode == 2
+
+
+def test_version():
+    proc = run("--version")
+    assert proc.returncode == 0 and proc.stdout.decode().startswith("scanner-agent ")
+
+
+def test_config_check(tmp_path):
+    ok = run("config", "check", str(ROOT / "config" / "config.toml"))
+    assert ok.returncode == 0 and b"ok" in ok.stdout
+    bad = tmp_path / "c.toml"
+    bad.write_text("[camera]\nsorce = 'replay'\n")
+    proc = run("config", "check", str(bad))
+    assert proc.returncode == 2
+    assert f"{bad}:2: unknown key camera.sorce".encode() in proc.stderr
+    assert b"Traceback" not in proc.stderr
