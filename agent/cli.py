@@ -53,6 +53,34 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_gray(path: str):
+    """An image file as grayscale, ignoring EXIF rotation (corners stay in file pixels)."""
+    import cv2
+
+    return cv2.imread(path, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from agent.decode import decode, decode_with
+
+    status = 0
+    for path in args.images:
+        gray = load_gray(path)
+        if gray is None:
+            print(f"{path}: cannot read as an image", file=sys.stderr)
+            status = 1
+            continue
+        result = decode(gray) if args.strategy == "cascade" else decode_with(gray, args.strategy)
+        if args.json:
+            codes = [{"text": c.text, "corners": [list(p) for p in c.corners]} for c in result.codes]
+            print(json.dumps({"file": path, "codes": codes, "ms": round(result.ms, 3)}, ensure_ascii=False),
+                  flush=True)
+        else:
+            shown = "; ".join(f"{c.text[:60]!r} via {c.strategy}" for c in result.codes) or "no code"
+            print(f"{path}: {shown} ({result.ms:.1f} ms)")
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scanner-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scanner-agent {__version__}")
@@ -63,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--today", type=_date, default=None, help="judge validity as of this date (YYYY-MM-DD)")
     p.add_argument("text", metavar="TEXT", help="the decoded QR text, or - to read standard input")
     p.set_defaults(func=cmd_parse)
+
+    from agent.decode.strategies import STRATEGIES
+
+    p = sub.add_parser("decode", help="decode the QR codes in image files")
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--strategy", default="cascade", choices=["cascade", "baseline", *STRATEGIES],
+                   help="cascade (default), baseline = plain zxing-cpp, or one named strategy")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")

@@ -1,1 +1,7 @@
-"""decode: filled in by later steps of the station."""
+"""decode: QR codes from camera frames of phone screens (zxing-cpp + OpenCV preprocessing)."""
+
+from agent.decode.decoder import Code, DecodeResult, FrameReader, baseline, decode, decode_with
+from agent.decode.strategies import DEFAULT_ORDER, STRATEGIES
+
+__all__ = ["Code", "DecodeResult", "FrameReader", "baseline", "decode", "decode_with",
+           "DEFAULT_ORDER", "STRATEGIES"]
