@@ -1,0 +1,5 @@
+"""outbox: check-ins committed to disk before the station signals success, delivered in order."""
+
+from agent.outbox.store import Outbox, OutboxFull, Row, uuid7
+
+__all__ = ["Outbox", "OutboxFull", "Row", "uuid7"]

@@ -1,0 +1,163 @@
+"""The outbox on a real SQLite file: durability settings, order, capacity, retention, corruption."""
+
+import os
+import sqlite3
+import stat
+import threading
+import time
+import uuid
+
+import pytest
+
+from agent.outbox import Outbox, OutboxFull, uuid7
+
+
+def body(i=0):
+    return {"read_at": "2026-11-24T08:00:00+07:00", "clock_synced": True, "kind": "bhyt", "verdict": "ok",
+            "problems": [], "card": {"card_number": f"DN47901234{i:05d}", "name": "Nguyễn Văn An"}}
+
+
+@pytest.fixture
+def box(tmp_path):
+    ob = Outbox(tmp_path / "state" / "outbox.db", station="counter-01")
+    yield ob
+    ob.close()
+
+
+def test_file_private_wal_and_full_sync(box):
+    mode = stat.S_IMODE(os.stat(box.path).st_mode)
+    assert mode == 0o600
+    assert stat.S_IMODE(os.stat(box.path.parent).st_mode) == 0o700
+    assert box.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert box.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    box.put(body())
+    for side in ("-wal", "-shm"):
+        p = f"{box.path}{side}"
+        if os.path.exists(p):
+            assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
+
+
+def test_put_is_committed_before_it_returns(box):
+    row = box.put(body())
+    # a second, independent connection sees it at once: it is in the database file, not a buffer
+    other = sqlite3.connect(box.path)
+    assert other.execute("SELECT id FROM events").fetchall() == [(row.id,)]
+    other.close()
+
+
+def test_envelope_ids_and_sequence(box):
+    rows = [box.put(body(i)) for i in range(5)]
+    assert [r.seq for r in rows] == [1, 2, 3, 4, 5]
+    assert all(uuid.UUID(r.id).version == 7 for r in rows)
+    p = rows[0].payload
+    assert (p["schema"], p["id"], p["seq"], p["station"]) == ("1.0", rows[0].id, 1, "counter-01")
+    assert p["card"]["name"] == "Nguyễn Văn An"
+
+
+def test_uuid7_is_time_ordered():
+    a = uuid7()
+    time.sleep(0.002)
+    b = uuid7()
+    assert a < b and uuid.UUID(a).version == 7 and uuid.UUID(a).variant == uuid.RFC_4122
+
+
+def test_sequence_survives_restart(tmp_path):
+    path = tmp_path / "o.db"
+    ob = Outbox(path, station="s")
+    for i in range(3):
+        ob.put(body(i))
+    ob.close()
+    ob = Outbox(path, station="s")
+    assert ob.put(body()).seq == 4
+    assert [r.seq for r in ob.pending()] == [1, 2, 3, 4]
+    ob.close()
+
+
+def test_pending_in_order_and_delivery(box):
+    rows = [box.put(body(i)) for i in range(10)]
+    assert box.mark_delivered([rows[0].id, rows[2].id]) == 2
+    assert box.mark_delivered([rows[0].id]) == 0  # idempotent
+    assert [r.seq for r in box.pending()] == [2, 4, 5, 6, 7, 8, 9, 10]
+    assert [r.seq for r in box.pending(limit=3, after_seq=5)] == [6, 7, 8]
+    assert [r.seq for r in box.iter_pending(batch=3)] == [2, 4, 5, 6, 7, 8, 9, 10]
+    s = box.stats()
+    assert s["queue_depth"] == 8 and s["delivered_total"] == 2 and s["oldest_undelivered_age_s"] >= 0
+
+
+def test_capacity_refuses_loudly_and_drops_nothing(tmp_path):
+    ob = Outbox(tmp_path / "o.db", station="s", max_events=10)
+    ids = [ob.put(body(i)).id for i in range(10)]
+    with pytest.raises(OutboxFull, match="10 undelivered"):
+        ob.put(body(99))
+    assert [r.id for r in ob.pending()] == ids
+    ob.mark_delivered(ids[:1])  # one delivered: room again
+    assert ob.put(body(100)).seq == 11
+    ob.close()
+
+
+def test_disk_space_floor(tmp_path):
+    ob = Outbox(tmp_path / "o.db", station="s", min_free_mb=10**12)  # more than any disk has
+    with pytest.raises(OutboxFull, match="disk almost full"):
+        ob.put(body())
+    assert ob.depth() == 0
+    ob.close()
+
+
+def test_retention_deletes_delivered_rows_only(tmp_path):
+    ob = Outbox(tmp_path / "o.db", station="s", retention_s=3600)
+    rows = [ob.put(body(i)) for i in range(4)]
+    ob.mark_delivered([rows[0].id, rows[1].id])
+    assert ob.purge(now=time.time() + 10) == 0          # delivered, but within retention
+    assert ob.purge(now=time.time() + 3601) == 2        # delivered and old: gone
+    assert ob.get(rows[0].id) is None
+    assert [r.id for r in ob.pending()] == [rows[2].id, rows[3].id]
+    assert ob.purge(now=time.time() + 10**9) == 0       # undelivered are never deleted
+    assert ob.depth() == 2
+    ob.close()
+
+
+def test_corrupt_file_moved_aside_and_station_keeps_working(tmp_path, caplog):
+    path = tmp_path / "o.db"
+    path.write_bytes(b"this is not a database" * 200)
+    ob = Outbox(path, station="s")
+    aside = list(tmp_path.glob("o.db.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes().startswith(b"this is not")
+    assert "moved aside" in caplog.text
+    row = ob.put(body())
+    assert row.seq > 1_000_000_000  # a replaced outbox continues the sequence from the clock
+    assert ob.stats()["recovered_from"] == str(aside[0])
+    ob.close()
+
+
+def test_corruption_found_while_running(tmp_path):
+    path = tmp_path / "o.db"
+    ob = Outbox(path, station="s")
+    ob.put(body())
+    # the file is clobbered under the running station (a failing SD card), then the next put
+    ob.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with open(path, "r+b") as f:
+        f.write(b"\0garbage" * 1024)
+    ob.db.conn.execute("PRAGMA cache_size=0")  # make SQLite read the damaged pages
+    row = ob.put(body(1))
+    assert ob.get(row.id) is not None and ob.depth() == 1
+    assert list(tmp_path.glob("o.db.corrupt-*"))
+    ob.close()
+
+
+def test_concurrent_put_and_deliver(box):
+    stop = threading.Event()
+    delivered = []
+
+    def drain():
+        while not stop.is_set() or box.depth():
+            rows = box.pending(20)
+            box.mark_delivered([r.id for r in rows])
+            delivered.extend(r.seq for r in rows)
+            time.sleep(0.001)
+    t = threading.Thread(target=drain)
+    t.start()
+    for i in range(300):
+        box.put(body(i))
+    stop.set()
+    t.join(20)
+    assert sorted(delivered) == list(range(1, 301))
