@@ -1,0 +1,293 @@
+"""The station's MQTT link to the hospital broker (paho-mqtt 2.x, MQTT 5).
+
+Topics, with {p} the prefix and {s} the station id (docs/asyncapi.yaml):
+  {p}/{s}/checkin  QoS 1, not retained: check-in events, drained from the outbox in order
+  {p}/{s}/status   retained: online on connect; offline as last will and on clean shutdown
+  {p}/{s}/health   retained, every health_interval_s
+  {p}/{s}/verdict  subscribed: the hospital's answer to a check-in
+
+Publishing is driven from the outbox by this link's own thread, never from the scan path, and
+a row is marked delivered only when the broker acknowledged it (PUBACK with a success reason).
+MQTT 5 is used because its PUBACK says when the broker refused a message (ACL): MQTT 3.1.1
+acknowledges a denied publish as if it had been delivered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent import __version__
+from agent.clock import clock_synced, now_iso
+from agent.config import MqttConfig
+from agent.mqtt.schemas import errors as schema_errors
+from agent.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our subscription and queued verdicts for a week
+MAX_VERDICT_BYTES = 4096
+
+
+class InsecureBroker(ValueError):
+    """TLS is off and the config did not say allow_insecure = true."""
+
+
+@dataclass
+class LinkState:
+    connected: bool = False
+    last_error: str | None = None
+    failed_attempts: int = 0          # connection attempts since the last successful one
+    connected_since: float | None = None
+    failed_total: int = 0             # publishes the broker refused
+    delivered_session: int = 0
+    next_retry_at: float | None = None
+    history: list[float] = field(default_factory=list)  # connection attempt times (last 20)
+
+
+def topics(prefix: str, station: str) -> dict[str, str]:
+    return {name: f"{prefix}/{station}/{name}" for name in ("checkin", "status", "health", "verdict")}
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate was not accepted ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (broker not running or wrong port)"
+    if isinstance(exc, OSError):
+        return f"network: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class MqttLink:
+    """Owns the MQTT connection. start() runs it in a background thread; stop() ends cleanly."""
+
+    def __init__(self, cfg: MqttConfig, station: str, outbox: Outbox, *,
+                 on_verdict: Callable[[dict], None] | None = None,
+                 faults: Callable[[], list[str]] = lambda: [],
+                 backoff: tuple[float, float] = (1.0, 120.0), window: int = 32,
+                 started_at: float | None = None):
+        if not cfg.tls and not cfg.allow_insecure:
+            raise InsecureBroker(f"refusing to send check-ins to {cfg.host}:{cfg.port} without TLS; "
+                                 "set [mqtt] tls = true, or allow_insecure = true for a test broker")
+        self.cfg, self.station, self.outbox = cfg, station, outbox
+        self.on_verdict, self.faults = on_verdict, faults
+        self.backoff_min, self.backoff_max = backoff
+        self.window = window
+        self.topics = topics(cfg.topic_prefix, station)
+        self.state = LinkState()
+        self.started_at = started_at or time.time()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._inflight: dict[int, str] = {}   # mid -> event id
+        self._acked: list[str] = []
+        self._sent_upto = -1
+        self._paused_until = 0.0
+        self._refusals = 0
+        self._next_health = 0.0
+        self.client = self._make_client()
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.station, protocol=MQTTProtocolVersion.MQTTv5)
+        if self.cfg.tls:
+            c.tls_set(ca_certs=self.cfg.ca_file or None, certfile=self.cfg.cert_file or None,
+                      keyfile=self.cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        if self.cfg.username:
+            c.username_pw_set(self.cfg.username, self.cfg.password or None)
+        c.will_set(self.topics["status"], json.dumps(self._status("offline", "connection lost")), qos=1, retain=True)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        return c
+
+    def _status(self, state: str, reason: str | None = None) -> dict[str, Any]:
+        status = {"state": state, "station": self.station, "at": now_iso(), "version": __version__}
+        if reason:
+            status["reason"] = reason
+        return status
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Publish 'offline' (retained) if connected, disconnect, and end the thread."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        delay = self.backoff_min
+        while not self._stop.is_set():
+            self.state.history = (self.state.history + [time.time()])[-20:]
+            try:
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = SESSION_EXPIRY_S
+                self.client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+                                    clean_start=False, properties=props)
+            except Exception as exc:  # noqa: BLE001 - every failure to connect is retried
+                self._failed(_describe(exc))
+            else:
+                self._serve()
+                if self._stop.is_set():
+                    break  # still connected: _shutdown says goodbye properly
+                if self.state.connected_since:  # a session was established: start backoff afresh
+                    delay = self.backoff_min
+                self._went_down()
+            if self._stop.is_set():
+                break
+            wait = random.uniform(delay / 2, delay)  # full jitter: stations do not reconnect in step
+            self.state.next_retry_at = time.time() + wait
+            log.warning("MQTT %s:%d unreachable (%s); retry %d in %.1f s", self.cfg.host, self.cfg.port,
+                        self.state.last_error, self.state.failed_attempts, wait)
+            self._stop.wait(wait)
+            delay = min(delay * 2, self.backoff_max)
+        self._shutdown()
+
+    def _serve(self) -> None:
+        """Network loop for one connection: returns when it drops or stop() is called."""
+        while not self._stop.is_set():
+            rc = self.client.loop(timeout=0.05)
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                if not self.state.last_error or self.state.connected:
+                    self.state.last_error = f"connection lost ({mqtt.error_string(rc)})"
+                return
+            if self.state.connected:
+                self._pump()
+
+    def _shutdown(self) -> None:
+        if self.state.connected:
+            self._flush_acks()
+            info = self.client.publish(self.topics["status"], json.dumps(self._status("offline", "shutdown")),
+                                       qos=1, retain=True)
+            deadline = time.time() + 1.5
+            while not info.is_published() and time.time() < deadline:
+                self.client.loop(timeout=0.05)
+            self._flush_acks()
+            self.client.disconnect()
+            self.client.loop(timeout=0.05)
+        self.state.connected = False
+
+    def _failed(self, reason: str) -> None:
+        self.state.last_error = reason
+        self.state.failed_attempts += 1
+        self.state.connected = False
+
+    def _went_down(self) -> None:
+        self._flush_acks()
+        self.state.connected = False
+        self._inflight.clear()  # unacknowledged rows stay in the outbox and are sent again
+
+    # -- callbacks (run inside client.loop, on the link thread) -----------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._failed(f"broker refused the connection: {reason_code}")
+            if str(reason_code) in ("Bad user name or password", "Not authorized"):
+                log.error("MQTT: %s. Check [mqtt] username/password and the broker's ACL.", reason_code)
+            return
+        self.state = LinkState(connected=True, connected_since=time.time(), failed_total=self.state.failed_total,
+                               history=self.state.history)
+        self._sent_upto, self._paused_until, self._next_health = -1, 0.0, 0.0
+        log.info("MQTT connected to %s:%d (session %s)", self.cfg.host, self.cfg.port,
+                 "resumed" if flags.session_present else "new")
+        client.publish(self.topics["status"], json.dumps(self._status("online")), qos=1, retain=True)
+        client.subscribe(self.topics["verdict"], qos=1)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self.state.connected and not self._stop.is_set():  # our own goodbye is no error
+            self.state.last_error = f"disconnected: {reason_code}"
+            log.warning("MQTT disconnected: %s", reason_code)
+        self.state.connected = False
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        for rc in reason_codes:
+            if rc.is_failure:
+                log.error("MQTT: subscribing to %s refused: %s (verdicts will not arrive)",
+                          self.topics["verdict"], rc)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        event_id = self._inflight.pop(mid, None)
+        if event_id is None:
+            return  # status / health, or a resend of an earlier session's message
+        if reason_code.is_failure:
+            self.state.failed_total += 1
+            self._refusals += 1
+            pause = min(self.backoff_min * 2 ** min(self._refusals, 10), self.backoff_max)
+            self._paused_until = time.time() + pause
+            self._sent_upto = -1  # send again from the oldest undelivered, after the pause
+            self.state.last_error = f"broker refused a check-in on {self.topics['checkin']}: {reason_code}"
+            log.error("MQTT: %s; check-ins stay queued, retry in %.1f s", self.state.last_error, pause)
+            return
+        self._refusals = 0
+        self._acked.append(event_id)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        """A verdict from the hospital. Untrusted: anything malformed is logged and ignored."""
+        try:
+            if len(msg.payload) > MAX_VERDICT_BYTES:
+                raise ValueError(f"{len(msg.payload)} bytes is too large")
+            data = json.loads(msg.payload.decode("utf-8"))
+            problems = schema_errors("verdict", data)
+            if problems:
+                raise ValueError(problems[0])
+            if self.outbox.get(data["id"]) is None:
+                log.warning("MQTT: verdict for unknown check-in %s ignored", data["id"])
+                return
+            if self.on_verdict:
+                self.on_verdict(data)
+        except Exception as exc:  # noqa: BLE001 - a bad message must never reach the scan loop
+            log.warning("MQTT: ignored malformed message on %s: %s", msg.topic, str(exc)[:200])
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        now = time.time()
+        self._flush_acks()
+        if now >= self._next_health:
+            self._next_health = now + self.cfg.health_interval_s
+            self.client.publish(self.topics["health"], json.dumps(self.health()), qos=1, retain=True)
+        if now < self._paused_until:
+            return
+        room = self.window - len(self._inflight)
+        if room <= 0:
+            return
+        for row in self.outbox.pending(limit=room, after_seq=self._sent_upto):
+            info = self.client.publish(self.topics["checkin"], json.dumps(row.payload, ensure_ascii=False), qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                break
+            self._inflight[info.mid] = row.id
+            self._sent_upto = row.seq
+
+    def _flush_acks(self) -> None:
+        if self._acked:
+            ids, self._acked = self._acked, []
+            self.state.delivered_session += self.outbox.mark_delivered(ids)
+
+    def health(self) -> dict[str, Any]:
+        stats = self.outbox.stats()
+        return {"station": self.station, "at": now_iso(), "version": __version__,
+                "uptime_s": round(time.time() - self.started_at, 1),
+                "queue_depth": stats["queue_depth"],
+                "oldest_undelivered_age_s": stats["oldest_undelivered_age_s"],
+                "delivered_total": stats["delivered_total"], "failed_total": self.state.failed_total,
+                "clock_synced": clock_synced(), "faults": list(self.faults())}

@@ -1,0 +1,135 @@
+"""A real Mosquitto broker for tests, on a free loopback port, with a generated config."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_ca(folder: Path, name: str) -> dict[str, Path]:
+    """A test CA and a server certificate for 127.0.0.1 / localhost, made with openssl."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_crt = folder / f"{name}-ca.key", folder / f"{name}-ca.crt"
+    key, csr, crt = folder / f"{name}-server.key", folder / f"{name}-server.csr", folder / f"{name}-server.crt"
+    ext = folder / f"{name}.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt, "-days", "2",
+        "-subj", f"/CN={name} test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=localhost")
+    run("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
+        "-days", "2", "-extfile", ext)
+    return {"ca": ca_crt, "cert": crt, "key": key}
+
+
+class Broker:
+    def __init__(self, folder: Path, *, tls: dict | None = None, users: dict[str, str] | None = None,
+                 acl: str | None = None):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        # As root, mosquitto would drop to the 'mosquitto' user, which cannot write to the test's
+        # private folder (no persistence, no log): tell it to stay the user running the tests.
+        lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {folder}/",
+                 f"log_dest file {folder}/mosquitto.log", "log_type all", "max_queued_messages 100000"]
+        if tls:
+            lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
+        if users:
+            pw = folder / "passwd"
+            pw.write_text("")
+            for user, password in users.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(pw), user, password], check=True, capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {pw}"]
+        else:
+            lines += ["allow_anonymous true"]
+        if acl:
+            (folder / "acl").write_text(acl)
+            lines += [f"acl_file {folder / 'acl'}"]
+        self.conf = folder / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
+
+    def start(self) -> "Broker":
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.proc.stderr.read().decode()[-500:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start listening")
+
+    def stop(self) -> None:
+        """SIGTERM: mosquitto saves its persistence (sessions, queued messages) and exits."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+
+class Subscriber:
+    """A consumer with a persistent session, as the hospital's would be: collects every message."""
+
+    def __init__(self, port: int, topic: str, client_id: str = "test-consumer", *, tls_ca: Path | None = None,
+                 auth: tuple[str, str] | None = None):
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+        if tls_ca:
+            self.client.tls_set(ca_certs=str(tls_ca))
+        if auth:
+            self.client.username_pw_set(*auth)
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.reconnect_delay_set(0.1, 0.5)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
+        self.client.loop_start()
+        self.subscribed = self.wait_for(lambda: self.client.is_connected(), 5)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def json_on(self, suffix: str) -> list[dict]:
+        with self.lock:
+            return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix)]
+
+    @staticmethod
+    def wait_for(predicate, timeout: float) -> bool:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.05)
+        return predicate()
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()

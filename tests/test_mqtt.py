@@ -1,0 +1,253 @@
+"""The MQTT link against a real Mosquitto: delivery, outages, restarts, TLS, auth, ACL, verdicts."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.config import MqttConfig
+from agent.mqtt.link import InsecureBroker, MqttLink
+from agent.mqtt.schemas import errors as schema_errors
+from agent.outbox import Outbox
+from broker import Broker, Subscriber, make_ca
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "hospital/checkin"
+wait_for = Subscriber.wait_for
+
+
+def body(i=0):
+    return {"read_at": "2026-11-24T08:00:00.000+07:00", "clock_synced": False, "kind": "bhyt", "verdict": "ok",
+            "problems": [{"code": "lookup_required", "message": "look it up"}],
+            "card": {"card_number": "7901234567", "generation": "10", "bhxh_number": "7901234567",
+                     "name": f"Trần Thị Bích {i}", "birth_date": "1985-03-15", "sex": "female", "address": None,
+                     "facility_code": "79034", "valid_from": "2025-02-01", "valid_to": None,
+                     "issued": "2025-02-20", "management_code": "79020123456700", "benefit_level": 4,
+                     "group_code": None, "check_string": "15e89ac07ee8517f-7102"}}
+
+
+def cfg(port, **kw):
+    base = dict(host="127.0.0.1", port=port, tls=False, allow_insecure=True, keepalive_s=5, health_interval_s=1)
+    base.update(kw)
+    return MqttConfig(**base)
+
+
+@pytest.fixture
+def outbox(tmp_path):
+    ob = Outbox(tmp_path / "outbox.db", station="counter-01")
+    yield ob
+    ob.close()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+def start_link(outbox, config, **kw):
+    kw.setdefault("backoff", (0.05, 0.5))
+    link = MqttLink(config, "counter-01", outbox, **kw)
+    link.start()
+    return link
+
+
+def first_seen_seqs(events):
+    seen, order = set(), []
+    for e in events:
+        if e["id"] not in seen:
+            seen.add(e["id"])
+            order.append(e["seq"])
+    return order
+
+
+def test_insecure_broker_refused_unless_allowed(outbox):
+    with pytest.raises(InsecureBroker, match="without TLS"):
+        MqttLink(MqttConfig(host="h", port=1883, tls=False), "s", outbox)
+
+
+def test_delivery_status_health_and_schemas(broker, outbox):
+    sub = Subscriber(broker.port, f"{PREFIX}/#")
+    rows = [outbox.put(body(i)) for i in range(5)]
+    link = start_link(outbox, cfg(broker.port))
+    try:
+        assert wait_for(lambda: outbox.depth() == 0 and len(sub.json_on("/checkin")) >= 5, 10)
+        events = sub.json_on("/checkin")
+        assert [e["id"] for e in events] == [r.id for r in rows]
+        for e in events:
+            assert schema_errors("checkin", e) == []
+        assert sub.json_on("/status")[0]["state"] == "online"
+        # health goes out on connect (queue full) and every second after (queue drained)
+        assert wait_for(lambda: any(h["queue_depth"] == 0 for h in sub.json_on("/health")), 5)
+        health = sub.json_on("/health")
+        assert health[0]["queue_depth"] == 5 and health[-1]["delivered_total"] == 5
+        for h in health:
+            assert schema_errors("health", h) == []
+        assert link.state.connected and link.state.last_error is None
+    finally:
+        link.stop()
+    assert wait_for(lambda: sub.json_on("/status")[-1]["state"] == "offline", 5)
+    assert schema_errors("status", sub.json_on("/status")[-1]) == []
+    # a consumer arriving later gets the retained status and health at once
+    late = Subscriber(broker.port, f"{PREFIX}/+/status", client_id="late")
+    assert wait_for(lambda: late.json_on("/status"), 5)
+    assert late.json_on("/status")[0]["state"] == "offline"
+    late.close()
+    sub.close()
+
+
+def test_burst_of_1000_through_outages_arrives_complete_and_in_order(tmp_path, outbox):
+    broker = Broker(tmp_path / "broker").start()
+    sub = Subscriber(broker.port, f"{PREFIX}/counter-01/checkin")
+    broker.stop()                                   # down before the burst
+    link = start_link(outbox, cfg(broker.port))
+    try:
+        ids = [outbox.put(body(i)).id for i in range(500)]
+        time.sleep(0.5)
+        assert outbox.depth() == 500 and not link.state.connected
+        assert "connection refused" in link.state.last_error
+        broker.start()                              # up: the queue starts draining
+        for i in range(500, 1000):                  # ... and down again during the burst
+            ids.append(outbox.put(body(i)).id)
+            if i == 700:
+                broker.stop()
+                time.sleep(0.3)
+                broker.start()
+        assert wait_for(lambda: outbox.depth() == 0, 60), f"{outbox.depth()} still queued"
+        assert wait_for(lambda: {e["id"] for e in sub.json_on("/checkin")} >= set(ids), 30)
+        events = sub.json_on("/checkin")
+        assert {e["id"] for e in events} == set(ids)            # every id at least once
+        order = first_seen_seqs(events)
+        assert order == sorted(order) == list(range(1, 1001))   # in sequence order
+    finally:
+        link.stop()
+        sub.close()
+        broker.stop()
+
+
+def test_sigkill_while_publishing_loses_nothing(tmp_path, broker):
+    sub = Subscriber(broker.port, f"{PREFIX}/kill-test/checkin")
+    db = tmp_path / "kill.db"
+    child = [sys.executable, str(ROOT / "tests" / "agent_child.py"), str(db), str(broker.port)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    promised: list[str] = []
+    rng = random.Random(7)
+    for run in range(5):
+        proc = subprocess.Popen(child + ["produce", "120"], stdout=subprocess.PIPE, text=True, env=env)
+        time.sleep(rng.uniform(0.1, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=10)
+        promised += [line for line in out.splitlines() if len(line) == 36]
+    done = subprocess.run(child + ["drain"], capture_output=True, text=True, env=env, timeout=90)
+    assert done.stdout.strip().endswith("DONE"), done.stdout + done.stderr
+    assert promised, "the child never got to store anything"
+    assert wait_for(lambda: {e["id"] for e in sub.json_on("/checkin")} >= set(promised), 20)
+    received = {e["id"]: e["seq"] for e in sub.json_on("/checkin")}
+    # every stored event arrived, with no gap in the sequence
+    ob = Outbox(db, station="kill-test")
+    stored = ob._rows("ORDER BY seq", [])
+    assert {r.id for r in stored} <= set(received) and len(stored) >= len(promised)
+    assert sorted(received.values()) == list(range(1, len(received) + 1))
+    ob.close()
+    sub.close()
+
+
+def test_tls_good_ca_delivers_and_wrong_ca_is_refused(tmp_path, outbox):
+    good, other = make_ca(tmp_path / "pki", "good"), make_ca(tmp_path / "pki", "other")
+    broker = Broker(tmp_path / "broker", tls=good).start()
+    try:
+        outbox.put(body())
+        link = start_link(outbox, cfg(broker.port, tls=True, allow_insecure=False, ca_file=str(other["ca"])))
+        assert wait_for(lambda: link.state.failed_attempts >= 2, 10)
+        link.stop()
+        assert "certificate" in link.state.last_error and outbox.depth() == 1
+        link = start_link(outbox, cfg(broker.port, tls=True, allow_insecure=False, ca_file=str(good["ca"])))
+        assert wait_for(lambda: outbox.depth() == 0, 10)
+        link.stop()
+    finally:
+        broker.stop()
+
+
+def test_bad_password_reported_and_retried_with_backoff(tmp_path, outbox):
+    broker = Broker(tmp_path / "broker", users={"station": "right"}).start()
+    try:
+        outbox.put(body())
+        link = start_link(outbox, cfg(broker.port, username="station", password="wrong"), backoff=(0.1, 0.8))
+        assert wait_for(lambda: link.state.failed_attempts >= 5, 15)
+        link.stop()
+        assert "Bad user name or password" in link.state.last_error or "Not authorized" in link.state.last_error
+        gaps = [b - a for a, b in zip(link.state.history, link.state.history[1:])]
+        assert gaps[-1] > gaps[0] and max(gaps) <= 0.8 + 0.2  # grows, capped at the maximum
+        assert outbox.depth() == 1
+        link = start_link(outbox, cfg(broker.port, username="station", password="right"))
+        assert wait_for(lambda: outbox.depth() == 0, 10)
+        link.stop()
+    finally:
+        broker.stop()
+
+
+def test_acl_denying_the_topic_is_reported_without_busy_loop(tmp_path, outbox):
+    acl = "user station\ntopic readwrite hospital/checkin/counter-01/status\n" \
+          "topic readwrite hospital/checkin/counter-01/health\ntopic read hospital/checkin/counter-01/verdict\n"
+    broker = Broker(tmp_path / "broker", users={"station": "pw"}, acl=acl).start()
+    try:
+        outbox.put(body())
+        link = start_link(outbox, cfg(broker.port, username="station", password="pw"), backoff=(0.2, 1.0))
+        time.sleep(3)
+        link.stop()
+        assert link.state.failed_total >= 1
+        assert link.state.failed_total <= 8, "publishes refused by the ACL must be retried with backoff"
+        assert "refused a check-in" in link.state.last_error and "authori" in link.state.last_error.lower()
+        assert outbox.depth() == 1  # still queued, never marked delivered
+    finally:
+        broker.stop()
+
+
+def test_verdicts_garbage_ignored_valid_delivered(broker, outbox):
+    got = []
+    row = outbox.put(body())
+    link = start_link(outbox, cfg(broker.port), on_verdict=got.append)
+    pub = Subscriber(broker.port, "unused/topic", client_id="hospital")
+    topic = f"{PREFIX}/counter-01/verdict"
+    try:
+        assert wait_for(lambda: link.state.connected and outbox.depth() == 0, 10)
+        time.sleep(0.3)  # subscription in place
+        for junk in [b"", b"\xff\xfe", b"not json", b"[]", b"null", b'{"id": 5}', b"{" * 10000,
+                     json.dumps({"id": row.id, "result": "maybe"}).encode(),
+                     json.dumps({"id": "01a20c7a-cf1f-70ea-bfde-3bcbbc7f3c69", "result": "accepted"}).encode(),
+                     b"x" * 100_000]:
+            pub.client.publish(topic, junk, qos=1)
+        good = {"id": row.id, "result": "rejected", "code": "070", "message": "Sai ngày sinh"}
+        pub.client.publish(topic, json.dumps(good, ensure_ascii=False).encode(), qos=1)
+        assert wait_for(lambda: got, 5)
+        time.sleep(0.3)
+        assert got == [good]
+        assert link.state.connected and link._thread.is_alive()
+    finally:
+        link.stop()
+        pub.close()
+
+
+def test_last_will_marks_station_offline_when_killed(tmp_path, broker):
+    sub = Subscriber(broker.port, f"{PREFIX}/kill-test/status")
+    db = tmp_path / "will.db"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "agent_child.py"), str(db), str(broker.port),
+                             "produce", "100000"], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert wait_for(lambda: [s for s in sub.json_on("/status") if s["state"] == "online"], 10)
+        proc.kill()
+        # keepalive 5 s: the broker publishes the will within 1.5 keepalives
+        assert wait_for(lambda: sub.json_on("/status")[-1]["state"] == "offline", 12)
+        assert sub.json_on("/status")[-1]["reason"] == "connection lost"
+    finally:
+        proc.kill()
+        proc.wait()
+        sub.close()
