@@ -1,0 +1,48 @@
+"""The frame-source interface: a grayscale frame and the time it was captured.
+
+Every camera hides behind this, so the station (and its tests) never touch a camera API.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from agent.config import CameraConfig
+
+
+class SourceError(Exception):
+    """The camera failed or disappeared; the grabber retries with backoff."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    gray: np.ndarray      # uint8, H x W
+    t: float              # capture time, time.monotonic() seconds
+    index: int = 0
+
+
+class FrameSource(Protocol):
+    def open(self) -> None: ...
+    def read(self) -> Frame | None:
+        """The next frame; None when a finished replay has nothing more (not an error)."""
+    def close(self) -> None: ...
+
+
+def open_source(cfg: CameraConfig, *, demo_frames: str | None = None) -> FrameSource:
+    """The source the config names (not yet opened)."""
+    if cfg.source == "replay":
+        from agent.capture.replay import ReplaySource
+        return ReplaySource(cfg.path or demo_frames or "", fps=cfg.fps, loop=cfg.loop)
+    if cfg.source == "v4l2":
+        from agent.capture.v4l2 import V4l2Source
+        return V4l2Source(cfg)
+    from agent.capture.picam import Picamera2Source
+    return Picamera2Source(cfg)
+
+
+def now() -> float:
+    return time.monotonic()

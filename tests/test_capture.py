@@ -1,0 +1,204 @@
+"""Frame sources and the newest-frame-wins grabber. picamera2 cannot run here: a stand-in object
+records how we drive it."""
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.capture import Frame, Grabber, SourceError
+from agent.capture.picam import Picamera2Source, camera_controls
+from agent.capture.replay import ReplaySource
+from agent.config import CameraConfig
+
+
+def write_images(folder, n, size=(64, 48)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full(size[::-1], i * 10, np.uint8))
+
+
+def test_replay_folder_in_name_order_paced_and_finishes(tmp_path):
+    write_images(tmp_path / "f", 5)
+    (tmp_path / "f" / "notes.txt").write_text("not an image")
+    src = ReplaySource(tmp_path / "f", fps=50)
+    src.open()
+    t0 = time.monotonic()
+    frames = [src.read() for _ in range(5)]
+    elapsed = time.monotonic() - t0
+    assert [int(f.gray[0, 0]) for f in frames] == [0, 10, 20, 30, 40]
+    assert 0.06 <= elapsed < 1.0  # 5 frames at 50 fps: paced, not instant
+    assert all(b.t > a.t for a, b in zip(frames, frames[1:]))
+    assert src.read() is None  # not looping: finished, no error
+
+
+def test_replay_loops(tmp_path):
+    write_images(tmp_path / "f", 3)
+    src = ReplaySource(tmp_path / "f", fps=0, loop=True)
+    src.open()
+    assert [int(src.read().gray[0, 0]) for _ in range(7)] == [0, 10, 20, 0, 10, 20, 0]
+
+
+def test_replay_video_file(tmp_path):
+    path = tmp_path / "v.avi"
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(6):
+        out.write(np.full((48, 64, 3), i * 40, np.uint8))
+    out.release()
+    src = ReplaySource(path, fps=0)
+    src.open()
+    frames = []
+    while (f := src.read()) is not None:
+        frames.append(f)
+    assert len(frames) == 6 and frames[0].gray.ndim == 2
+    assert abs(int(frames[3].gray.mean()) - 120) < 8
+
+
+@pytest.mark.parametrize("make", [lambda p: p / "missing", lambda p: (p / "empty").mkdir() or p / "empty"])
+def test_replay_bad_paths_are_source_errors(tmp_path, make):
+    with pytest.raises(SourceError):
+        ReplaySource(make(tmp_path)).open()
+
+
+class CountingSource:
+    """Produces frames as fast as asked; fails on demand."""
+
+    def __init__(self, fail_opens=0, fail_after=None):
+        self.fail_opens, self.fail_after = fail_opens, fail_after
+        self.opens = self.closes = self.i = 0
+
+    def open(self):
+        self.opens += 1
+        if self.opens <= self.fail_opens:
+            raise SourceError("camera unplugged")
+
+    def read(self):
+        self.i += 1
+        if self.fail_after is not None and self.i == self.fail_after:
+            raise SourceError("capture failed")
+        time.sleep(0.002)
+        return Frame(np.zeros((4, 4), np.uint8), time.monotonic(), self.i)
+
+    def close(self):
+        self.closes += 1
+
+
+def test_newest_frame_wins():
+    src = CountingSource()
+    g = Grabber(src).start()
+    try:
+        time.sleep(0.2)  # consumer is slow: many frames arrive meanwhile
+        f1 = g.get()
+        time.sleep(0.05)
+        f2 = g.get()
+        assert f2.index > f1.index + 3        # not the next queued frame: the newest
+        assert g.dropped > 10
+        assert f2.index >= src.i - 3
+    finally:
+        g.stop()
+
+
+def test_failing_camera_retried_with_backoff_and_reported():
+    src = CountingSource(fail_opens=3)
+    g = Grabber(src, backoff=(0.05, 0.2)).start()
+    try:
+        time.sleep(0.06)
+        assert g.fault == "camera unplugged"
+        deadline = time.time() + 5
+        while g.get(0.1) is None and time.time() < deadline:
+            pass
+        assert g.fault is None and src.opens == 4 and src.closes >= 3
+    finally:
+        g.stop()
+
+
+def test_camera_failing_mid_stream_is_reopened():
+    src = CountingSource(fail_after=20)
+    g = Grabber(src, backoff=(0.01, 0.05)).start()
+    try:
+        deadline = time.time() + 5
+        while src.opens < 2 and time.time() < deadline:
+            g.get(0.05)
+        assert src.opens >= 2 and g.get(1.0) is not None
+    finally:
+        g.stop()
+
+
+class FakePicamera2:
+    """Records what we ask of picamera2; returns YUV420 'lores' arrays like the real one."""
+
+    def __init__(self, controls=("FrameRate", "AeMeteringMode", "AeFlickerMode", "AeFlickerPeriod",
+                                 "AfMode", "AfRange", "ScalerCrop", "ExposureTime", "AnalogueGain", "AeEnable")):
+        self.camera_controls = {c: (0, 1, 0) for c in controls}
+        self.calls = []
+
+    def create_video_configuration(self, **kw):
+        self.calls.append(("create_video_configuration", kw))
+        return {"config": kw}
+
+    def configure(self, config):
+        self.calls.append(("configure", config))
+
+    def set_controls(self, controls):
+        self.calls.append(("set_controls", controls))
+
+    def start(self):
+        self.calls.append(("start",))
+
+    def capture_array(self, name):
+        self.calls.append(("capture_array", name))
+        w, h = self.calls[0][1]["lores"]["size"]
+        yuv = np.zeros((h * 3 // 2, w), np.uint8)
+        yuv[:h] = 100   # Y plane
+        yuv[h:] = 7     # U and V planes must not leak into the frame
+        return yuv
+
+    def stop(self):
+        self.calls.append(("stop",))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+def test_picamera2_lores_y_plane_and_screen_controls():
+    fake = FakePicamera2()
+    src = Picamera2Source(CameraConfig(source="picamera2", width=1280, height=720, fps=30), factory=lambda: fake)
+    src.open()
+    frame = src.read()
+    src.close()
+    names = [c[0] for c in fake.calls]
+    assert names == ["create_video_configuration", "configure", "set_controls", "start", "capture_array",
+                     "stop", "close"]
+    config = fake.calls[0][1]
+    assert config["lores"] == {"size": (1280, 720), "format": "YUV420"}
+    assert frame.gray.shape == (720, 1280) and (frame.gray == 100).all()
+    controls = fake.calls[2][1]
+    assert controls["AeMeteringMode"] == 0                 # centre-weighted: the phone, not the room
+    assert controls["AeFlickerMode"] == 1 and controls["AeFlickerPeriod"] == 10000  # 50 Hz mains
+    assert controls["AfMode"] == 2 and controls["AfRange"] == 1  # continuous AF, macro
+    assert fake.calls[4] == ("capture_array", "lores")
+
+
+def test_picamera2_manual_exposure_crop_and_unsupported_controls():
+    cfg = CameraConfig(source="picamera2", exposure_us=8000, analogue_gain=2.0, scaler_crop="100,50,800,600")
+    c = camera_controls(cfg, {k: None for k in ("FrameRate", "AeEnable", "ExposureTime", "AnalogueGain",
+                                                 "ScalerCrop")})
+    assert c == {"FrameRate": 30.0, "AeEnable": False, "ExposureTime": 8000, "AnalogueGain": 2.0,
+                 "ScalerCrop": (100, 50, 800, 600)}  # no AF controls on a fixed-focus module
+
+
+def test_picamera2_failures_become_source_errors():
+    def broken():
+        raise SourceError("no camera: list index out of range")
+    with pytest.raises(SourceError, match="no camera"):
+        Picamera2Source(CameraConfig(), factory=broken).open()
+
+    class FailsToStart(FakePicamera2):
+        def start(self):
+            raise RuntimeError("Camera in use by another process")
+    fake = FailsToStart()
+    with pytest.raises(SourceError, match="in use"):
+        Picamera2Source(CameraConfig(), factory=lambda: fake).open()
+    assert fake.calls[-1] == ("close",)
