@@ -1,0 +1,75 @@
+"""What the patient and staff see and hear: one distinct pattern per signal.
+
+A pattern is a list of steps (duration, which LEDs are on, buzzer tone). Kept as data so the
+README table, the console backend and the tests all read the same definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+HIGH, LOW = 2000.0, 800.0  # buzzer tones (Hz); an active buzzer just sounds for tone > 0
+
+
+@dataclass(frozen=True)
+class Step:
+    seconds: float
+    green: bool = False
+    red: bool = False
+    amber: bool = False
+    tone: float = 0.0
+
+
+class Signal(str, Enum):
+    READY = "ready"
+    CHECKIN = "checkin"                 # recorded (only after the outbox commit returned)
+    CHECKIN_WARNING = "checkin_warning"  # recorded, but expired / not yet valid: staff should look
+    ALREADY_READ = "already_read"
+    REJECTED = "rejected"               # invalid card or not a card (bank QR, link...)
+    TRY_AGAIN = "try_again"             # a code is visible but unreadable: tilt the phone
+    FAULT = "fault"                     # camera, disk or outbox full
+    BROKER_DOWN = "broker_down"         # check-ins still accepted and queued
+    VERDICT_ACCEPTED = "verdict_accepted"
+    VERDICT_REJECTED = "verdict_rejected"
+
+
+def _blinks(n: int, on: float, off: float, **leds) -> list[Step]:
+    out: list[Step] = []
+    for i in range(n):
+        out.append(Step(on, **leds))
+        if i < n - 1:
+            out.append(Step(off))
+    return out
+
+
+PATTERNS: dict[Signal, list[Step]] = {
+    Signal.READY: _blinks(2, 0.15, 0.15, green=True),
+    Signal.CHECKIN: [Step(0.15, green=True, tone=HIGH), Step(1.35, green=True)],
+    Signal.CHECKIN_WARNING: [Step(0.15, green=True, tone=HIGH), Step(0.6, green=True),
+                             *_blinks(3, 0.15, 0.1, green=True, amber=True, red=True)],
+    Signal.ALREADY_READ: _blinks(2, 0.12, 0.12, green=True, tone=HIGH) + [Step(0.6, green=True)],
+    Signal.REJECTED: [Step(0.5, red=True, tone=LOW), Step(1.0, red=True)],
+    Signal.TRY_AGAIN: _blinks(3, 0.3, 0.3, amber=True, red=False),
+    Signal.FAULT: _blinks(5, 0.1, 0.1, red=True, tone=LOW),
+    Signal.BROKER_DOWN: [Step(0.05, amber=True, red=True)],
+    Signal.VERDICT_ACCEPTED: _blinks(2, 0.4, 0.2, green=True),
+    Signal.VERDICT_REJECTED: _blinks(2, 0.4, 0.2, red=True, tone=LOW),
+}
+
+DESCRIPTIONS: dict[Signal, str] = {
+    Signal.READY: "station ready",
+    Signal.CHECKIN: "check-in recorded",
+    Signal.CHECKIN_WARNING: "check-in recorded, card expired or not yet valid",
+    Signal.ALREADY_READ: "already read",
+    Signal.REJECTED: "not accepted: invalid card or not a card",
+    Signal.TRY_AGAIN: "code seen but unreadable: tilt the phone",
+    Signal.FAULT: "station fault",
+    Signal.BROKER_DOWN: "hospital system unreachable; check-ins are queued",
+    Signal.VERDICT_ACCEPTED: "hospital accepted the card",
+    Signal.VERDICT_REJECTED: "hospital rejected the card",
+}
+
+
+def duration(signal: Signal) -> float:
+    return sum(step.seconds for step in PATTERNS[signal])

@@ -1,0 +1,147 @@
+"""Play signal patterns on LEDs and a buzzer from a background thread, never blocking the scan loop.
+
+A newer signal interrupts the pattern being played: the latest event is what the patient is
+looking at.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+from agent.config import FeedbackConfig
+from agent.feedback.patterns import DESCRIPTIONS, PATTERNS, Signal, Step
+
+log = logging.getLogger(__name__)
+
+
+class Output(Protocol):
+    def show(self, step: Step) -> None: ...
+    def announce(self, signal: Signal, detail: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class NoOutput:
+    def show(self, step: Step) -> None:
+        pass
+
+    def announce(self, signal: Signal, detail: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ConsoleOutput(NoOutput):
+    """The demo's 'LEDs': one line per signal on standard output."""
+
+    SYMBOL = {Signal.CHECKIN: "[GREEN + beep]", Signal.CHECKIN_WARNING: "[GREEN + AMBER]",
+              Signal.REJECTED: "[RED + buzz]", Signal.ALREADY_READ: "[green x2]",
+              Signal.TRY_AGAIN: "[amber blink]", Signal.FAULT: "[RED blink]", Signal.READY: "[green x2]",
+              Signal.BROKER_DOWN: "[amber flash]", Signal.VERDICT_ACCEPTED: "[green long x2]",
+              Signal.VERDICT_REJECTED: "[red long x2]"}
+
+    def announce(self, signal: Signal, detail: str) -> None:
+        text = f"{self.SYMBOL[signal]:16s} {DESCRIPTIONS[signal]}"
+        print(f"{text}  {detail}" if detail else text, flush=True)
+
+
+class GpioOutput:
+    """LEDs and a buzzer through gpiozero (whatever pin factory is active: lgpio on the Pi,
+    MockFactory in tests)."""
+
+    def __init__(self, cfg: FeedbackConfig):
+        from gpiozero import LED, Buzzer, TonalBuzzer
+
+        self.green, self.red = LED(cfg.green_pin), LED(cfg.red_pin)
+        self.amber = LED(cfg.amber_pin) if cfg.amber_pin >= 0 else None
+        self.buzzer = None
+        self.tonal = cfg.buzzer == "tonal"
+        if cfg.buzzer_pin >= 0:
+            self.buzzer = TonalBuzzer(cfg.buzzer_pin) if self.tonal else Buzzer(cfg.buzzer_pin)
+
+    def show(self, step: Step) -> None:
+        self.green.value = step.green
+        # without an amber LED, amber is shown on the red one
+        self.red.value = step.red or (step.amber and self.amber is None)
+        if self.amber is not None:
+            self.amber.value = step.amber
+        if self.buzzer is not None:
+            if not step.tone:
+                self.buzzer.stop() if self.tonal else self.buzzer.off()
+            elif self.tonal:
+                from gpiozero.tones import Tone
+                self.buzzer.play(Tone.from_frequency(min(step.tone, self.buzzer.max_tone.frequency)))
+            else:
+                self.buzzer.on()
+
+    def announce(self, signal: Signal, detail: str) -> None:
+        pass
+
+    def close(self) -> None:
+        for dev in (self.green, self.red, self.amber, self.buzzer):
+            if dev is not None:
+                dev.close()
+
+
+def make_output(cfg: FeedbackConfig) -> Output:
+    if cfg.backend == "gpio":
+        return GpioOutput(cfg)
+    if cfg.backend == "console":
+        return ConsoleOutput()
+    return NoOutput()
+
+
+class Feedback:
+    """Owns the output and the thread that plays patterns."""
+
+    def __init__(self, output: Output):
+        self.output = output
+        self.history: list[tuple[float, Signal]] = []   # (monotonic time, signal), for tests and status
+        self._pending: tuple[Signal, str] | None = None
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="feedback", daemon=True)
+        self._thread.start()
+
+    def signal(self, signal: Signal, detail: str = "") -> None:
+        """Show `signal` now (interrupting what is playing); returns at once."""
+        with self._cond:
+            self._pending = (signal, detail)
+            self.history.append((time.monotonic(), signal))
+            self._cond.notify_all()
+
+    def close(self, timeout: float = 2.0) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        try:
+            self.output.show(Step(0))  # everything off
+        finally:
+            self.output.close()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                signal, detail = self._pending
+                self._pending = None
+            try:
+                self.output.announce(signal, detail)
+                self._play(PATTERNS[signal])
+            except Exception:  # noqa: BLE001 - a failing LED must not stop the station
+                log.exception("feedback output failed")
+
+    def _play(self, steps: list[Step]) -> None:
+        for step in steps:
+            self.output.show(step)
+            with self._cond:
+                if self._cond.wait_for(lambda: self._pending is not None or self._stop, step.seconds):
+                    return  # interrupted by a newer signal
+        self.output.show(Step(0))
