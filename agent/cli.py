@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
+import signal
 import sys
 from datetime import date
 from pathlib import Path
@@ -81,6 +84,50 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return status
 
 
+def setup_logging(level: str) -> None:
+    # under systemd the journal adds its own timestamps
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=getattr(logging, level), format=fmt, stream=sys.stderr, force=True)
+
+
+def demo_config():
+    """Embedded defaults: bundled frames replayed, console signals, ./state, no broker."""
+    from agent.config import Config
+
+    cfg = Config()
+    cfg.camera.fps = 4.0  # slow enough to watch each presentation
+    return cfg
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.mqtt.link import InsecureBroker
+    from agent.station import Station
+
+    if args.config:
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            for err in exc.errors:
+                print(f"{exc.path}:{err}", file=sys.stderr)
+            return 2
+    else:
+        cfg = demo_config()
+        print("scanner-agent demo: no config given (-c CONFIG for a real station). Replaying bundled "
+              f"sample frames; check-ins queue in {Path(cfg.station.state_dir).resolve()}/outbox.db. "
+              "Ctrl-C to stop.", flush=True)
+    setup_logging(cfg.logging.level)
+    try:
+        station = Station(cfg)
+    except InsecureBroker as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: station.stop())
+    station.run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scanner-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scanner-agent {__version__}")
@@ -100,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cascade (default), baseline = plain zxing-cpp, or one named strategy")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("run", help="run the station (no config: a demo with bundled frames)")
+    p.add_argument("-c", "--config", metavar="CONFIG", help="station config file (TOML)")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")

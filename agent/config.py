@@ -36,11 +36,20 @@ class CameraConfig:
     loop: bool = _f(False)
     width: int = _f(1280, min=160, max=4608)
     height: int = _f(720, min=120, max=3496)
+    metering: str = _f("centre", choices=("centre", "spot", "matrix"), doc="picamera2 auto-exposure metering")
+    exposure_us: int = _f(0, min=0, max=1_000_000, doc="picamera2 manual exposure; 0 = auto")
+    analogue_gain: float = _f(0.0, min=0, max=16, doc="with exposure_us; 0 = 1.0")
+    flicker_hz: int = _f(50, choices=(0, 50, 60), doc="mains frequency for anti-flicker; 0 = off")
+    autofocus: str = _f("macro", choices=("macro", "off"), doc="Camera Module 3 continuous AF, macro range")
+    scaler_crop: str = _f("", doc="picamera2 ScalerCrop 'x,y,w,h' in sensor pixels; empty = full")
 
 
 @dataclass
 class CheckinConfig:
     cooldown_s: float = _f(10.0, min=0, max=3600)
+    try_again_s: float = _f(2.0, min=0.5, max=30, doc="a code seen but unreadable this long: 'try again'")
+    idle_after_s: float = _f(3.0, min=0.5, max=600, doc="no change in the scene this long: idle")
+    idle_fps: float = _f(5.0, min=0.5, max=30, doc="decode rate while idle")
 
 
 @dataclass
@@ -50,6 +59,7 @@ class FeedbackConfig:
     red_pin: int = _f(27, min=0, max=27)
     amber_pin: int = _f(-1, min=-1, max=27, doc="-1: no amber LED")
     buzzer_pin: int = _f(22, min=-1, max=27, doc="-1: no buzzer")
+    buzzer: str = _f("active", choices=("active", "tonal"), doc="active buzzer (on/off) or passive (PWM tones)")
 
 
 @dataclass
@@ -178,6 +188,8 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
     if cfg.mqtt is not None and re.search(r"[#+]|^/|/$", cfg.mqtt.topic_prefix):
         errors.append(f"{where.get('mqtt.topic_prefix', 0)}: mqtt.topic_prefix must not contain + or # "
                       "or start/end with /")
+    if cfg.camera.scaler_crop and not re.fullmatch(r"\d+,\d+,\d+,\d+", cfg.camera.scaler_crop):
+        errors.append(f"{where.get('camera.scaler_crop', 0)}: camera.scaler_crop must be 'x,y,w,h'")
     if cfg.camera.source == "replay" and cfg.camera.path and not Path(cfg.camera.path).exists():
         errors.append(f"{where.get('camera.path', 0)}: camera.path {cfg.camera.path!r} does not exist")
     if errors:

@@ -1,0 +1,89 @@
+"""One check-in per presentation: what a frame's reads mean for the patient in front of the station.
+
+A presentation is a card seen in consecutive frames (gaps shorter than `gap_s`). The same card
+again within `cooldown_s` of when it was last seen is "already read"; a different card is a new
+check-in at once. Pure logic on frame timestamps: no clock, no I/O, easy to test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+
+from agent.cards import CardRead, read_card
+from agent.decode import DecodeResult
+
+CHECKIN_VERDICTS = ("ok", "expired", "not_yet_valid")
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str                  # checkin | already_read | rejected | try_again
+    read: CardRead | None = None
+    key: str | None = None
+
+
+def card_key(read: CardRead, payload: bytes | str) -> str:
+    """The same card, however it was re-rendered: BHYT card number, CCCD id, else the payload hash."""
+    if read.kind == "bhyt" and read.card.get("card_number"):
+        return f"bhyt:{read.card['card_number']}"
+    if read.kind == "cccd" and read.card.get("id_number"):
+        return f"cccd:{read.card['id_number']}"
+    data = payload.encode("utf-8", "replace") if isinstance(payload, str) else payload
+    return "code:" + hashlib.sha256(data).hexdigest()[:16]
+
+
+class Presenter:
+    def __init__(self, cooldown_s: float = 10.0, try_again_s: float = 2.0, gap_s: float = 1.0,
+                 try_again_every_s: float = 4.0):
+        self.cooldown_s, self.try_again_s, self.gap_s = cooldown_s, try_again_s, gap_s
+        self.try_again_every_s = try_again_every_s
+        self._last_seen: dict[str, float] = {}
+        self._recorded: set[str] = set()         # keys that became a check-in within the cooldown
+        self._unreadable_since: float | None = None
+        self._last_candidate_t = -1e9
+        self._last_try_again = -1e9
+
+    def forget(self, key: str) -> None:
+        """The check-in could not be stored: the next presentation of this card must try again."""
+        self._recorded.discard(key)
+        self._last_seen.pop(key, None)
+
+    def on_frame(self, t: float, result: DecodeResult, today: date | None = None) -> list[Decision]:
+        decisions: list[Decision] = []
+        self._expire(t)
+        for code in result.codes:
+            payload = code.raw or code.text
+            read = read_card(payload, today)
+            key = card_key(read, payload)
+            last = self._last_seen.get(key)
+            self._last_seen[key] = t
+            if last is not None and t - last <= self.gap_s:
+                continue                                 # the same presentation, still in view
+            if key in self._recorded:
+                decisions.append(Decision("already_read", read, key))
+            elif read.is_card and read.verdict in CHECKIN_VERDICTS:
+                self._recorded.add(key)
+                decisions.append(Decision("checkin", read, key))
+            else:
+                decisions.append(Decision("rejected", read, key))
+        if result.codes:
+            self._unreadable_since = None
+        elif result.candidates:
+            self._last_candidate_t = t
+            if self._unreadable_since is None:
+                self._unreadable_since = t
+            elif (t - self._unreadable_since >= self.try_again_s
+                  and t - self._last_try_again >= self.try_again_every_s):
+                self._last_try_again = t
+                decisions.append(Decision("try_again"))
+        elif t - self._last_candidate_t > self.gap_s:
+            self._unreadable_since = None
+        return decisions
+
+    def _expire(self, t: float) -> None:
+        for key, seen in list(self._last_seen.items()):
+            if t - seen > self.cooldown_s:
+                del self._last_seen[key]
+                self._recorded.discard(key)

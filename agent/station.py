@@ -1,0 +1,211 @@
+"""The station: capture -> decode -> cards -> checkin -> feedback / outbox -> mqtt, wired together.
+
+`Station.step(frame)` is the whole per-frame logic (deterministic in frame timestamps, so tests
+drive it directly); `Station.run()` is the daemon loop around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from agent.capture import Frame, Grabber, open_source
+from agent.cards import mask_name
+from agent.checkin import Decision, Presenter, checkin_body
+from agent.config import Config
+from agent.decode import FrameReader
+from agent.feedback import Feedback, Signal, make_output
+from agent.outbox import Outbox, OutboxFull
+from agent.sdnotify import notify, watchdog_interval
+
+log = logging.getLogger(__name__)
+
+DEMO_FRAMES = Path(__file__).parent / "samples" / "frames"
+MOTION_THRESHOLD = 3.0          # mean absolute difference of 64x36 thumbnails, in grey levels
+
+
+@dataclass
+class Counters:
+    frames: int = 0
+    decoded: int = 0
+    checkins: int = 0
+    already_read: int = 0
+    rejected: int = 0
+    try_again: int = 0
+    refused: int = 0             # check-ins the outbox could not store
+    last_checkin_at: float | None = None
+    by_verdict: dict[str, int] = field(default_factory=dict)
+
+
+class Station:
+    def __init__(self, cfg: Config, *, feedback: Feedback | None = None, outbox: Outbox | None = None,
+                 link_factory=None):
+        self.cfg = cfg
+        state = Path(cfg.station.state_dir)
+        self.outbox = outbox or Outbox(state / "outbox.db", station=cfg.station.id,
+                                       max_events=cfg.outbox.max_events, min_free_mb=cfg.outbox.min_free_mb,
+                                       retention_s=cfg.outbox.retention_s)
+        self.feedback = feedback or Feedback(make_output(cfg.feedback))
+        self.reader = FrameReader()
+        self.presenter = Presenter(cfg.checkin.cooldown_s, cfg.checkin.try_again_s)
+        self.counters = Counters()
+        self.started_at = time.time()
+        self.grabber: Grabber | None = None
+        self.link = None
+        if cfg.mqtt is not None:
+            from agent.mqtt.link import MqttLink
+            factory = link_factory or MqttLink
+            self.link = factory(cfg.mqtt, cfg.station.id, self.outbox, on_verdict=self.on_verdict,
+                                faults=self.faults)
+        self._stop = threading.Event()
+        self._thumb: np.ndarray | None = None
+        self._active_until = -1e9
+        self._last_decode_t = -1e9
+        self.outbox_fault: str | None = None
+
+    # -- per frame ---------------------------------------------------------------------------
+
+    def active(self, frame: Frame) -> bool:
+        """Something moved in front of the camera recently (or a code is being read)."""
+        thumb = cv2.resize(frame.gray, (64, 36), interpolation=cv2.INTER_AREA).astype(np.int16)
+        if self._thumb is None or self._thumb.shape != thumb.shape or \
+                np.abs(thumb - self._thumb).mean() > MOTION_THRESHOLD:
+            self._active_until = frame.t + self.cfg.checkin.idle_after_s
+        self._thumb = thumb
+        return frame.t < self._active_until
+
+    def step(self, frame: Frame) -> list[Decision]:
+        self.counters.frames += 1
+        active = self.active(frame)
+        if not active and frame.t - self._last_decode_t < 1.0 / self.cfg.checkin.idle_fps:
+            return []  # idle: decode at idle_fps only, to keep the Pi cool
+        self._last_decode_t = frame.t
+        self.counters.decoded += 1
+        result = self.reader.read(frame.gray, active=active)
+        if result.codes or result.candidates:
+            self._active_until = frame.t + self.cfg.checkin.idle_after_s
+        decisions = self.presenter.on_frame(frame.t, result)
+        for d in decisions:
+            self._act(d)
+        return decisions
+
+    def _act(self, d: Decision) -> None:
+        if d.action == "checkin":
+            try:
+                row = self.outbox.put(checkin_body(d.read))
+            except OutboxFull as exc:
+                self._refuse(d, str(exc))
+                return
+            except Exception as exc:  # noqa: BLE001 - disk errors: no green without a stored check-in
+                self._refuse(d, f"outbox error: {exc}")
+                return
+            self.outbox_fault = None
+            self.counters.checkins += 1
+            self.counters.last_checkin_at = time.time()
+            verdict = d.read.verdict
+            self.counters.by_verdict[verdict] = self.counters.by_verdict.get(verdict, 0) + 1
+            signal = Signal.CHECKIN if verdict == "ok" else Signal.CHECKIN_WARNING
+            self.feedback.signal(signal, self._describe(d))  # only now: the check-in is on disk
+            log.info("check-in #%d %s %s %s (%s)", row.seq, d.read.kind, verdict,
+                     self._who(d), ", ".join(p.code for p in d.read.problems) or "no problems")
+        elif d.action == "already_read":
+            self.counters.already_read += 1
+            self.feedback.signal(Signal.ALREADY_READ, self._describe(d))
+            log.info("already read: %s %s", d.read.kind, self._who(d))
+        elif d.action == "rejected":
+            self.counters.rejected += 1
+            self.counters.by_verdict[d.read.verdict] = self.counters.by_verdict.get(d.read.verdict, 0) + 1
+            why = d.read.problems[0].message if d.read.problems else d.read.verdict
+            self.feedback.signal(Signal.REJECTED, why)
+            log.info("rejected %s code: %s", d.read.kind, why)
+        elif d.action == "try_again":
+            self.counters.try_again += 1
+            self.feedback.signal(Signal.TRY_AGAIN)
+
+    def _refuse(self, d: Decision, reason: str) -> None:
+        self.counters.refused += 1
+        self.outbox_fault = reason
+        self.presenter.forget(d.key)
+        self.feedback.signal(Signal.FAULT, reason)
+        log.error("check-in NOT recorded (%s): %s", reason, self._who(d))
+
+    def _who(self, d: Decision) -> str:
+        name = d.read.card.get("name")
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            return repr(name)
+        return mask_name(name)
+
+    def _describe(self, d: Decision) -> str:
+        return f"{d.read.kind.upper()} {self._who(d)} ({d.read.verdict})"
+
+    def on_verdict(self, verdict: dict) -> None:
+        """The hospital answered a check-in (called on the MQTT thread)."""
+        accepted = verdict["result"] == "accepted"
+        self.feedback.signal(Signal.VERDICT_ACCEPTED if accepted else Signal.VERDICT_REJECTED,
+                             f"{verdict.get('code', '')} {verdict.get('message', '')}".strip())
+        log.info("hospital verdict for %s: %s %s", verdict["id"], verdict["result"], verdict.get("code", ""))
+
+    def faults(self) -> list[str]:
+        out = []
+        if self.grabber is not None and self.grabber.fault:
+            out.append(f"camera: {self.grabber.fault}")
+        if self.outbox_fault:
+            out.append(f"outbox: {self.outbox_fault}")
+        return out
+
+    # -- daemon loop -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        source = open_source(self.cfg.camera, demo_frames=str(DEMO_FRAMES))
+        self.grabber = Grabber(source).start()
+        if self.link is not None:
+            self.link.start()
+        self.feedback.signal(Signal.READY)
+        notify("READY=1\nSTATUS=scanning")
+        log.info("station %s ready (camera %s, %s)", self.cfg.station.id, self.cfg.camera.source,
+                 f"broker {self.cfg.mqtt.host}:{self.cfg.mqtt.port}" if self.cfg.mqtt else "no broker: queueing")
+        dog = watchdog_interval()
+        next_dog = next_purge = next_fault = 0.0
+        next_broker = time.monotonic() + 15  # give the first connection a moment
+        try:
+            while not self._stop.is_set():
+                frame = self.grabber.get(timeout=0.2)
+                if frame is not None:
+                    self.step(frame)
+                now = time.monotonic()
+                if dog and now >= next_dog:
+                    notify("WATCHDOG=1")  # from the main loop: a stuck decoder stops the pings
+                    next_dog = now + dog
+                if now >= next_purge:
+                    self.outbox.purge()
+                    next_purge = now + 60
+                if now >= next_fault:
+                    next_fault = now + 10
+                    if self.faults():
+                        self.feedback.signal(Signal.FAULT, "; ".join(self.faults()))
+                if self.link is not None and now >= next_broker:
+                    next_broker = now + 30
+                    if not self.link.state.connected:
+                        self.feedback.signal(Signal.BROKER_DOWN, self.link.state.last_error or "")
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        notify("STOPPING=1")
+        if self.grabber is not None:
+            self.grabber.stop()
+        if self.link is not None:
+            self.link.stop()       # publishes 'offline'
+        self.feedback.close()      # LEDs off
+        depth = self.outbox.depth()
+        self.outbox.close()
+        log.info("station stopped: %d check-ins this run, %d queued for the hospital", self.counters.checkins, depth)

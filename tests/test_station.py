@@ -1,0 +1,258 @@
+"""The station loop: presentation logic, and a replayed sequence of simulated presentations
+through the real decoder, card reader, outbox and feedback."""
+
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.capture import Frame
+from agent.cards import read_card
+from agent.checkin import Presenter
+from agent.config import Config, MqttConfig
+from agent.decode import Code, DecodeResult
+from agent.feedback import Feedback, NoOutput, Signal
+from agent.outbox import Outbox
+from agent.sim.payloads import bhyt, cccd
+from agent.sim.screen import empty_scene, render
+from agent.station import Station
+from payloads import BHYT15, CCCD, VIETQR, with_field
+
+ROOT = Path(__file__).resolve().parents[1]
+FPS = 30
+
+
+def result(*texts, candidates=0):
+    codes = [Code(t, t.encode(), ((0, 0), (1, 0), (1, 1), (0, 1)), "plain") for t in texts]
+    return DecodeResult(codes, candidates)
+
+
+# --- presentation logic (pure) --------------------------------------------------------------
+
+def actions(p, t, *texts, candidates=0):
+    return [d.action for d in p.on_frame(t, result(*texts, candidates=candidates))]
+
+
+def test_one_checkin_per_presentation_and_already_read_within_cooldown():
+    p = Presenter(cooldown_s=10)
+    assert actions(p, 0.0, BHYT15) == ["checkin"]
+    assert actions(p, 0.03, BHYT15) == []            # consecutive frames: same presentation
+    assert actions(p, 0.9, BHYT15) == []             # short gap (hand wobble)
+    assert actions(p, 3.0, BHYT15) == ["already_read"]
+    assert actions(p, 3.1, BHYT15) == []
+    assert actions(p, 14.0, BHYT15) == ["checkin"]   # seen last at 3.1: cooldown over
+
+
+def test_different_card_is_a_new_checkin_at_once():
+    p = Presenter()
+    assert actions(p, 0.0, BHYT15) == ["checkin"]
+    assert actions(p, 0.1, CCCD) == ["checkin"]
+    assert actions(p, 0.2, BHYT15, CCCD) == []
+
+
+def test_same_card_rerendered_is_the_same_card():
+    p = Presenter()
+    assert actions(p, 0.0, BHYT15) == ["checkin"]
+    variant = BHYT15.replace("|$", "|#")             # same card number, different payload text
+    assert actions(p, 5.0, variant) == ["already_read"]
+
+
+def test_invalid_and_other_codes_are_rejected_never_checked_in():
+    p = Presenter()
+    assert actions(p, 0.0, VIETQR) == ["rejected"]
+    assert actions(p, 0.1, VIETQR) == []
+    assert actions(p, 5.0, VIETQR) == ["rejected"]   # shown again: told again
+    assert actions(p, 9.0, with_field(BHYT15, 3, "9")) == ["rejected"]
+
+
+def test_expired_is_a_checkin():
+    p = Presenter()
+    assert actions(p, 0.0, with_field(BHYT15, 7, "01/01/2025")) == ["checkin"]
+
+
+def test_try_again_after_a_code_stays_unreadable():
+    p = Presenter(try_again_s=2.0)
+    seen = [a for i in range(100) for a in actions(p, i / FPS, candidates=1)]
+    assert seen == ["try_again"]                    # once after 2 s, not again within 4 s
+    assert actions(p, 3.4, BHYT15) == ["checkin"]
+    assert [a for i in range(30) for a in actions(p, 3.5 + i / FPS)] == []
+
+
+def test_forget_lets_a_refused_checkin_try_again():
+    p = Presenter()
+    d = p.on_frame(0.0, result(BHYT15))[0]
+    p.forget(d.key)
+    assert actions(p, 0.05, BHYT15) == ["checkin"]
+
+
+# --- the whole station on replayed presentations -------------------------------------------
+
+class Recorder(NoOutput):
+    pass
+
+
+def make_station(tmp_path, **checkin):
+    cfg = Config()
+    cfg.station.state_dir = str(tmp_path / "state")
+    cfg.feedback.backend = "none"
+    for k, v in checkin.items():
+        setattr(cfg.checkin, k, v)
+    return Station(cfg, feedback=Feedback(Recorder()))
+
+
+def presentations():
+    """22 presentations: distinct cards at mixed difficulty, 3 repeats within the cooldown,
+    a bank QR and an invalid card. Returns [(payload, level, hold_s, expected_action)]."""
+    rng = random.Random(2026)
+    plan, cards = [], []
+    levels = ["easy", "medium", "medium", "hard"]
+    for i in range(17):
+        payload = bhyt(random.Random(f"st{i}")) if i % 3 else cccd(random.Random(f"st{i}"))
+        level = levels[i % 4]
+        hold = rng.uniform(1.5, 2.0) if level == "hard" else rng.uniform(0.5, 2.0)
+        plan.append((payload, level, hold, "checkin"))
+        cards.append(payload)
+        if i in (4, 9, 14):
+            plan.append((cards[-2], "easy", 0.8, "already_read"))   # a repeat within 10 s
+    plan.insert(6, (VIETQR, "easy", 1.0, "rejected"))
+    plan.insert(12, (with_field(BHYT15, 3, "9"), "medium", 1.0, "rejected"))
+    return plan
+
+
+def rng_gap(k):
+    return 0.5 + (k % 3) * 0.5   # 0.5 to 1.5 s of empty counter between patients
+
+
+def test_replayed_presentations_one_checkin_each(tmp_path):
+    station = make_station(tmp_path)
+    empties = [empty_scene(i) for i in range(6)]
+    plan = presentations()
+    assert len(plan) >= 20
+    t, decisions, frames = 0.0, [], 0
+    for k, (payload, level, hold, expected) in enumerate(plan):
+        for i in range(int(rng_gap(k) * FPS)):              # empty counter between patients
+            station.step(Frame(empties[i % len(empties)], t)); t += 1 / FPS; frames += 1
+        n_views = 10 if level == "hard" else 4                # the hand moves: a few distinct views
+        views = [render(payload, level, 1000 * k + j).frame for j in range(n_views)]
+        got = []
+        for i in range(int(hold * FPS)):
+            got += station.step(Frame(views[i % n_views], t)); t += 1 / FPS; frames += 1
+        decisions.append([d.action for d in got if d.action != "try_again"])
+    expected = [[e] for _, _, _, e in plan]
+    assert decisions == expected
+    rows = station.outbox._rows("ORDER BY seq", [])
+    checkins = [p for p, _, _, e in plan if e == "checkin"]
+    assert len(rows) == len(checkins) == 17
+    assert [r.payload["card"] for r in rows] == [read_card(p).card for p in checkins]
+    signals = [s for _, s in station.feedback.history if s != Signal.TRY_AGAIN]
+    want = {"checkin": Signal.CHECKIN, "already_read": Signal.ALREADY_READ, "rejected": Signal.REJECTED}
+    assert signals == [want[e] for _, _, _, e in plan]
+    station.feedback.close()
+    station.outbox.close()
+
+
+def test_idle_scene_decodes_at_reduced_rate(tmp_path):
+    station = make_station(tmp_path, idle_after_s=1.0, idle_fps=5.0)
+    still = empty_scene(1)
+    for i in range(10 * FPS):                                 # 10 s of an unchanging empty counter
+        station.step(Frame(still, i / FPS))
+    # active for the first second, then 5 decodes a second
+    assert station.counters.decoded <= FPS * 1 + 5 * 9 + 2
+    before = station.counters.decoded
+    moving = [render(bhyt(random.Random(1)), "easy", j).frame for j in range(3)]
+    for i in range(FPS):                                      # someone steps up: full rate at once
+        station.step(Frame(moving[i % 3], 10 + i / FPS))
+    assert station.counters.decoded - before >= FPS - 1
+    assert station.counters.checkins == 1
+    station.feedback.close()
+    station.outbox.close()
+
+
+def test_outbox_full_gives_fault_not_green(tmp_path):
+    station = make_station(tmp_path)
+    station.outbox.max_events = 0
+    frame = render(BHYT15, "easy", 1).frame
+    station.step(Frame(frame, 0.0))
+    assert [s for _, s in station.feedback.history] == [Signal.FAULT]
+    assert station.counters.refused == 1 and station.outbox.depth() == 0
+    assert "outbox full" in station.faults()[0]
+    station.outbox.max_events = 10
+    station.step(Frame(frame, 0.05))                          # still in view: recorded once there is room
+    assert [s for _, s in station.feedback.history][-1] == Signal.CHECKIN
+    assert station.outbox.depth() == 1
+    station.feedback.close()
+    station.outbox.close()
+
+
+def test_log_line_masks_the_name(tmp_path, caplog):
+    caplog.set_level("INFO")
+    station = make_station(tmp_path)
+    station.step(Frame(render(BHYT15, "easy", 1).frame, 0.0))
+    assert "Ng*** V** A*" in caplog.text and "Nguyễn" not in caplog.text
+    assert "4e677579" not in caplog.text                      # never the payload
+    station.feedback.close()
+    station.outbox.close()
+
+
+# --- the daemon: demo mode, signals, broker -------------------------------------------------
+
+def test_run_demo_records_checkins_and_stops_cleanly_on_sigterm(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    lines = []
+    deadline = time.time() + 60
+    while time.time() < deadline and sum("check-in recorded" in line for line in lines) < 3:
+        lines.append(proc.stdout.readline())
+    t0 = time.time()
+    proc.terminate()
+    out, err = proc.communicate(timeout=10)
+    assert time.time() - t0 < 5, "SIGTERM must stop the station within 5 s"
+    assert proc.returncode == 0, err
+    assert sum("check-in recorded" in line for line in lines) >= 3
+    assert "Traceback" not in err and "station stopped" in err
+    ob = Outbox(tmp_path / "state" / "outbox.db", station="demo-station")
+    assert ob.depth() >= 3                                    # queued: no broker in the demo
+    ob.close()
+
+
+def test_run_with_bad_config_exits_2_without_traceback(tmp_path):
+    bad = tmp_path / "c.toml"
+    bad.write_text("[camera]\nsource = 'webcam'\n")
+    proc = subprocess.run([sys.executable, "-m", "agent", "run", "-c", str(bad)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=30)
+    assert proc.returncode == 2 and "camera.source" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_station_with_broker_publishes_and_shows_the_hospital_verdict(tmp_path):
+    from broker import Broker, Subscriber
+    broker = Broker(tmp_path / "broker").start()
+    sub = Subscriber(broker.port, "hospital/checkin/#")
+    cfg = Config()
+    cfg.station.id = "counter-07"
+    cfg.station.state_dir = str(tmp_path / "state")
+    cfg.feedback.backend = "none"
+    cfg.camera.fps = 20.0
+    cfg.mqtt = MqttConfig(host="127.0.0.1", port=broker.port, tls=False, allow_insecure=True)
+    station = Station(cfg, feedback=Feedback(Recorder()))
+    import threading
+    runner = threading.Thread(target=station.run)
+    runner.start()
+    try:
+        assert Subscriber.wait_for(lambda: len(sub.json_on("/checkin")) >= 3, 30)
+        event = sub.json_on("/checkin")[0]
+        sub.client.publish("hospital/checkin/counter-07/verdict",
+                           json.dumps({"id": event["id"], "result": "accepted", "code": "000"}), qos=1)
+        assert Subscriber.wait_for(lambda: Signal.VERDICT_ACCEPTED in [s for _, s in station.feedback.history], 5)
+    finally:
+        t0 = time.time()
+        station.stop()
+        runner.join(10)
+        assert time.time() - t0 < 5 and not runner.is_alive()
+        assert Subscriber.wait_for(lambda: sub.json_on("/status")[-1]["state"] == "offline", 5)
+        sub.close()
+        broker.stop()
