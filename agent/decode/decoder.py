@@ -215,8 +215,8 @@ class FrameReader:
     after every successful read.
     """
 
-    def __init__(self, order: tuple[str, ...] = DEFAULT_ORDER, per_frame: int = 1):
-        self.order, self.per_frame = order, per_frame
+    def __init__(self, order: tuple[str, ...] = DEFAULT_ORDER, per_frame: int = 1, rectify: bool = True):
+        self.order, self.per_frame, self.rectify = order, per_frame, rectify
         self._next = 0
 
     def read(self, frame: np.ndarray, active: bool = True) -> DecodeResult:
@@ -228,9 +228,9 @@ class FrameReader:
         if gray.ndim != 2 or min(gray.shape) < 21:
             return result
         cascade = Cascade(gray, result)
-        if not result.codes:
+        if not result.codes and self.rectify:
             cascade.rectify_candidates()
-        if not result.codes and (active or cascade.candidates):
+        if not result.codes and self.order and (active or cascade.candidates):
             for _ in range(self.per_frame):
                 cascade.run(STRATEGIES[self.order[self._next % len(self.order)]])
                 self._next += 1
