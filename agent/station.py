@@ -7,6 +7,7 @@ drive it directly); `Station.run()` is the daemon loop around it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from agent.config import Config
 from agent.decode import FrameReader
 from agent.feedback import Feedback, Signal, make_output
 from agent.outbox import Outbox, OutboxFull
+from agent import __version__, runstate
+from agent.clock import clock_synced
 from agent.sdnotify import notify, watchdog_interval
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ class Station:
             factory = link_factory or MqttLink
             self.link = factory(cfg.mqtt, cfg.station.id, self.outbox, on_verdict=self.on_verdict,
                                 faults=self.faults)
+        self.status_path = runstate.runtime_dir(cfg.station.state_dir) / "status.json"
         self._stop = threading.Event()
         self._thumb: np.ndarray | None = None
         self._active_until = -1e9
@@ -164,8 +168,9 @@ class Station:
     def stop(self) -> None:
         self._stop.set()
 
-    def run(self) -> None:
-        source = open_source(self.cfg.camera, demo_frames=str(DEMO_FRAMES))
+    def run(self, source=None) -> None:
+        """The daemon loop, until stop(). `source` overrides the configured camera (benchmarks)."""
+        source = source or open_source(self.cfg.camera, demo_frames=str(DEMO_FRAMES))
         self.grabber = Grabber(source).start()
         if self.link is not None:
             self.link.start()
@@ -174,7 +179,7 @@ class Station:
         log.info("station %s ready (camera %s, %s)", self.cfg.station.id, self.cfg.camera.source,
                  f"broker {self.cfg.mqtt.host}:{self.cfg.mqtt.port}" if self.cfg.mqtt else "no broker: queueing")
         dog = watchdog_interval()
-        next_dog = next_purge = next_fault = 0.0
+        next_dog = next_purge = next_fault = next_status = 0.0
         next_broker = time.monotonic() + 15  # give the first connection a moment
         try:
             while not self._stop.is_set():
@@ -185,6 +190,9 @@ class Station:
                 if dog and now >= next_dog:
                     notify("WATCHDOG=1")  # from the main loop: a stuck decoder stops the pings
                     next_dog = now + dog
+                if now >= next_status:
+                    next_status = now + 2
+                    self.write_status()
                 if now >= next_purge:
                     self.outbox.purge()
                     next_purge = now + 60
@@ -199,6 +207,28 @@ class Station:
         finally:
             self.shutdown()
 
+    def status(self) -> dict:
+        """What `scanner-agent status` shows about the running daemon."""
+        link = None
+        if self.link is not None:
+            st = self.link.state
+            link = {"connected": st.connected, "last_error": st.last_error, "failed_attempts": st.failed_attempts,
+                    "connected_since": st.connected_since, "failed_total": st.failed_total,
+                    "broker": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}"}
+        grabber = self.grabber
+        return {"pid": os.getpid(), "version": __version__, "station": self.cfg.station.id,
+                "started_at": self.started_at, "updated_at": time.time(),
+                "camera": {"source": self.cfg.camera.source, "fault": grabber.fault if grabber else None,
+                           "frames": grabber.frames if grabber else 0, "finished": grabber.finished if grabber else False},
+                "mqtt": link, "clock_synced": clock_synced(), "faults": self.faults(),
+                "counters": dict(vars(self.counters)), "outbox": self.outbox.stats()}
+
+    def write_status(self) -> None:
+        try:
+            runstate.write(self.status_path, self.status())
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.status_path, exc)
+
     def shutdown(self) -> None:
         notify("STOPPING=1")
         if self.grabber is not None:
@@ -208,4 +238,8 @@ class Station:
         self.feedback.close()      # LEDs off
         depth = self.outbox.depth()
         self.outbox.close()
+        try:
+            self.status_path.unlink()
+        except OSError:
+            pass
         log.info("station stopped: %d check-ins this run, %d queued for the hospital", self.counters.checkins, depth)
