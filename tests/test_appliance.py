@@ -1,0 +1,240 @@
+"""Running it like an appliance: the systemd unit, the installer (in a temporary root), and the
+IT commands against a real daemon in replay mode."""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+INSTALL = ROOT / "systemd" / "install.sh"
+UNIT = ROOT / "systemd" / "scanner-agent.service"
+
+
+def cli(*args, cwd=ROOT, input=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, cwd=cwd,
+                          input=input, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+# --- systemd unit ---------------------------------------------------------------------------
+
+def test_unit_has_the_required_settings():
+    text = UNIT.read_text()
+    for line in ["Type=notify", "WatchdogSec=", "Restart=always", "RestartSec=", "User=scanner-agent",
+                 "SupplementaryGroups=video gpio", "StateDirectory=scanner-agent", "ConfigurationDirectory=scanner-agent",
+                 "RuntimeDirectory=scanner-agent", "ProtectSystem=strict", "ProtectHome=yes", "NoNewPrivileges=yes",
+                 "PrivateTmp=yes", "ProtectKernelTunables=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+                 "CapabilityBoundingSet=\n", "DevicePolicy=closed", "DeviceAllow=char-video4linux rw",
+                 "DeviceAllow=char-gpiochip rw", "RestartPreventExitStatus=2"]:
+        assert line in text, line
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze missing: install Debian's 'systemd' package (.ci/run does)"
+    # ExecStart must name an existing executable: point it at a stand-in with the same role
+    exe = tmp_path / "scanner-agent"
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    unit = tmp_path / "scanner-agent.service"
+    unit.write_text(UNIT.read_text().replace("/opt/scanner-agent/venv/bin/scanner-agent", str(exe)))
+    proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
+
+
+# --- installer ------------------------------------------------------------------------------
+
+def install(root, *args, check=True):
+    env = {**os.environ, "SCANNER_AGENT_PIP_ARGS": "--no-deps"}  # dependencies are pip's business
+    proc = subprocess.run(["bash", str(INSTALL), "--root", str(root), *args], capture_output=True, text=True,
+                          env=env, timeout=300, stdin=subprocess.DEVNULL)
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def snapshot(root):
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("root")
+    first = install(root)
+    return root, first
+
+
+def test_install_into_a_root(installed):
+    root, first = installed
+    assert "done" in first.stdout
+    exe = root / "opt/scanner-agent/venv/bin/scanner-agent"
+    assert subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.startswith("scanner-agent ")
+    cfg = (root / "opt/scanner-agent/venv/pyvenv.cfg").read_text()
+    assert "include-system-site-packages = true" in cfg       # picamera2 from the OS
+    assert (root / "etc/systemd/system/scanner-agent.service").read_text() == UNIT.read_text()
+    conf = root / "etc/scanner-agent/config.toml"
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o640
+    assert "useradd" not in first.stdout                     # no users made in a root install
+    assert "systemctl enable" in first.stdout and "skipped" in first.stdout
+
+
+def test_install_twice_changes_nothing(installed):
+    root, _ = installed
+    before = snapshot(root)
+    again = install(root)
+    assert "no changes" in again.stdout
+    assert snapshot(root) == before
+
+
+def test_existing_config_is_never_overwritten(installed):
+    root, _ = installed
+    conf = root / "etc/scanner-agent/config.toml"
+    conf.write_text("[station]\nid = \"counter-09\"\n")
+    install(root)
+    assert conf.read_text() == "[station]\nid = \"counter-09\"\n"
+
+
+def test_dry_run_changes_nothing(tmp_path):
+    proc = install(tmp_path / "fresh", "--dry-run")
+    assert "would run: python3 -m venv" in proc.stdout and "dry run" in proc.stdout
+    assert not any((tmp_path / "fresh").rglob("*"))
+
+
+def test_uninstall_keeps_state_and_config_unless_purged(tmp_path):
+    root = tmp_path / "root"
+    install(root)
+    state = root / "var/lib/scanner-agent"
+    state.mkdir(parents=True)
+    (state / "outbox.db").write_text("undelivered check-ins")
+    proc = install(root, "--uninstall")
+    assert "kept" in proc.stdout
+    assert not (root / "opt/scanner-agent").exists() and not (root / "etc/systemd/system/scanner-agent.service").exists()
+    assert (state / "outbox.db").exists() and (root / "etc/scanner-agent/config.toml").exists()
+    refused = install(root, "--uninstall", "--purge", check=False)  # no terminal, no --yes: refuse
+    assert refused.returncode == 2 and (state / "outbox.db").exists()
+    install(root, "--uninstall", "--purge", "--yes")
+    assert not state.exists() and not (root / "etc/scanner-agent").exists()
+
+
+# --- IT commands against a real daemon --------------------------------------------------------
+
+@pytest.fixture
+def daemon(tmp_path):
+    frames = ROOT / "agent" / "samples" / "frames"
+    conf = tmp_path / "config.toml"
+    conf.write_text(f"""
+[station]
+id = "counter-it"
+state_dir = "{tmp_path / 'state'}"
+[camera]
+source = "replay"
+path = "{frames}"
+fps = 15
+[feedback]
+backend = "none"
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(conf)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    status = tmp_path / "state" / "run" / "status.json"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if status.exists() and json.loads(status.read_text())["counters"]["checkins"] >= 4:
+            break
+        time.sleep(0.2)
+    yield conf, proc
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_status_while_running_and_after_stop(daemon):
+    conf, proc = daemon
+    out = cli("status", "-c", str(conf), "--json")
+    info = json.loads(out.stdout)
+    assert info["daemon"] == "running" and info["station"] == "counter-it"
+    assert info["camera"]["source"] == "replay" and info["camera"]["fault"] is None
+    assert info["outbox"]["queue_depth"] >= 4 and info["outbox"]["oldest_undelivered_age_s"] >= 0
+    assert info["mqtt"] == {"configured": False} and "clock_synced" in info and info["disk_free_mb"] > 0
+    text = cli("status", "-c", str(conf)).stdout
+    assert "daemon running" in text and "undelivered" in text
+    proc.terminate()
+    proc.wait(10)
+    stopped = json.loads(cli("status", "-c", str(conf), "--json").stdout)
+    assert stopped["daemon"] == "stopped" and stopped["outbox"]["queue_depth"] >= 4
+
+
+def test_queue_list_show_export_retry(daemon, tmp_path):
+    conf, proc = daemon
+    listed = cli("queue", "-c", str(conf), "list")
+    assert listed.returncode == 0 and "QUEUED" in listed.stdout
+    assert "Ng*** V** A*" in listed.stdout and "Nguyễn" not in listed.stdout
+    assert "Nguyễn Văn An" in cli("queue", "-c", str(conf), "list", "--reveal").stdout
+    event_id = listed.stdout.splitlines()[1].split()[-1]
+    shown = json.loads(cli("queue", "-c", str(conf), "show", event_id).stdout)
+    assert shown["payload"]["card"]["name"] == "Ng*** V** A*" and "Lê Lợi" not in json.dumps(shown, ensure_ascii=False)
+    revealed = json.loads(cli("queue", "-c", str(conf), "show", "--reveal", event_id).stdout)
+    assert revealed["payload"]["card"]["name"] == "Nguyễn Văn An"
+    out = tmp_path / "export.jsonl"
+    exported = cli("queue", "-c", str(conf), "export", str(out))
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert exported.returncode == 0 and len(lines) >= 4 and lines[0]["card"]["name"] == "Nguyễn Văn An"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert cli("queue", "-c", str(conf), "show", "no-such-id").returncode == 1
+    # retry: a delivered check-in becomes undelivered again
+    from agent.outbox import Outbox
+    box = Outbox(Path(conf.parent / "state" / "outbox.db"), station="counter-it")
+    box.mark_delivered([event_id])
+    depth = box.depth()
+    box.close()
+    retried = cli("queue", "-c", str(conf), "retry", event_id)
+    assert retried.returncode == 0
+    box = Outbox(Path(conf.parent / "state" / "outbox.db"), station="counter-it")
+    assert box.depth() == depth + 1 and box.get(event_id).delivered_at is None
+    box.close()
+
+
+def test_doctor_names_what_to_fix(tmp_path):
+    conf = tmp_path / "config.toml"
+    (tmp_path / "state").mkdir(mode=0o755)
+    conf.write_text(f"""
+[station]
+state_dir = "{tmp_path / 'state'}"
+[camera]
+source = "replay"
+path = "{ROOT / 'agent' / 'samples' / 'frames'}"
+[feedback]
+backend = "console"
+[mqtt]
+host = "127.0.0.1"
+port = 9
+""")
+    proc = cli("doctor", "-c", str(conf))
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 1
+    assert any(line.startswith("ok   config") for line in lines)
+    assert any(line.startswith("FIX  state") and "chmod 700" in line for line in lines)
+    assert any(line.startswith("ok   camera") and "frame" in line for line in lines)
+    assert any(line.startswith("FIX  broker") and "unreachable" in line for line in lines)
+    assert any(line.startswith("ok   gpio") for line in lines)
+    assert lines[-1].endswith("problem(s) to fix")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[camera]\nfps = 'x'\n")
+    out = cli("doctor", "-c", str(bad))
+    assert out.returncode == 1 and out.stdout.startswith("FIX  config") and "camera.fps" in out.stdout
+
+
+def test_feedback_test_plays_every_pattern(tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_text("[feedback]\nbackend = \"console\"\n")
+    proc = cli("feedback", "test", "-c", str(conf), timeout=120)
+    from agent.feedback import Signal
+    assert proc.returncode == 0
+    for sig in Signal:
+        assert sig.value in proc.stdout
