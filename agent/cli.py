@@ -64,8 +64,12 @@ def load_gray(path: str):
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    from agent.decode import decode, decode_with
+    from agent.decode import STRATEGIES, decode, decode_with
 
+    if args.strategy not in ("cascade", "baseline", *STRATEGIES):
+        print(f"unknown strategy {args.strategy!r}; one of: cascade, baseline, {', '.join(STRATEGIES)}",
+              file=sys.stderr)
+        return 2
     status = 0
     for path in args.images:
         gray = load_gray(path)
@@ -128,6 +132,89 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def admin_config(args: argparse.Namespace):
+    """-c CONFIG, else the installed config, else the demo's defaults (a development machine)."""
+    path = args.config or (DEFAULT_PATH if DEFAULT_PATH.exists() else None)
+    if path is None:
+        return demo_config()
+    return load_config(path)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.admin import status
+
+    info = status.collect(admin_config(args))
+    print(json.dumps(info, ensure_ascii=False, indent=2) if args.json else status.render(info))
+    return 0
+
+
+def _open_outbox(cfg):
+    from agent.outbox import Outbox
+
+    path = Path(cfg.station.state_dir) / "outbox.db"
+    if not path.exists():
+        raise ConfigError(path, ["0: no outbox here (is state_dir right, and has the station run?)"])
+    return Outbox(path, station=cfg.station.id, max_events=cfg.outbox.max_events)
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from agent.admin import queue
+
+    box = _open_outbox(admin_config(args))
+    try:
+        if args.action == "list":
+            print("\n".join(queue.list_rows(box, limit=args.limit, undelivered_only=not args.all, reveal=args.reveal)))
+        elif args.action == "show":
+            shown = queue.show(box, args.id, args.reveal)
+            if shown is None:
+                print(f"no check-in {args.id}", file=sys.stderr)
+                return 1
+            print(json.dumps(shown, ensure_ascii=False, indent=2))
+        elif args.action == "retry":
+            unknown = queue.retry(box, args.ids)
+            for i in unknown:
+                print(f"no check-in {i}", file=sys.stderr)
+            print(f"{len(args.ids) - len(unknown)} check-in(s) queued for resending; "
+                  f"{box.depth()} undelivered in all (the daemon sends them as soon as the broker is reachable)")
+            return 1 if unknown else 0
+        elif args.action == "export":
+            n = queue.export(box, Path(args.file))
+            print(f"{n} undelivered check-in(s) written to {args.file} (JSON lines, mode 600; "
+                  "they contain personal data: delete the file after use)")
+    finally:
+        box.close()
+    return 0
+
+
+def cmd_feedback_test(args: argparse.Namespace) -> int:
+    import time
+
+    from agent.feedback import DESCRIPTIONS, Feedback, Signal, duration, make_output
+
+    cfg = admin_config(args)
+    fb = Feedback(make_output(cfg.feedback))
+    try:
+        for sig in Signal:
+            print(f"{sig.value:18s} {DESCRIPTIONS[sig]}", flush=True)
+            fb.signal(sig)
+            time.sleep(duration(sig) + 0.6)
+    finally:
+        fb.close()
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from agent.admin import doctor
+
+    path = Path(args.config) if args.config else DEFAULT_PATH
+    checks = doctor.run(path)
+    for c in checks:
+        print(c.line())
+    failed = [c for c in checks if not c.ok]
+    print(f"{len(failed)} problem(s) to fix" if failed else "all checks passed")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scanner-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scanner-agent {__version__}")
@@ -139,11 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", metavar="TEXT", help="the decoded QR text, or - to read standard input")
     p.set_defaults(func=cmd_parse)
 
-    from agent.decode.strategies import STRATEGIES
-
     p = sub.add_parser("decode", help="decode the QR codes in image files")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
-    p.add_argument("--strategy", default="cascade", choices=["cascade", "baseline", *STRATEGIES],
+    p.add_argument("--strategy", default="cascade",
                    help="cascade (default), baseline = plain zxing-cpp, or one named strategy")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.set_defaults(func=cmd_decode)
@@ -151,6 +236,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the station (no config: a demo with bundled frames)")
     p.add_argument("-c", "--config", metavar="CONFIG", help="station config file (TOML)")
     p.set_defaults(func=cmd_run)
+
+    cfg_help = f"station config (default {DEFAULT_PATH}, else the demo's)"
+    p = sub.add_parser("status", help="service, camera, broker, queue, clock and disk at a glance")
+    p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("queue", help="inspect the check-in outbox")
+    p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
+    qsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = qsub.add_parser("list", help="recent check-ins (undelivered only unless --all)")
+    q.add_argument("--all", action="store_true", help="delivered ones too (kept for the retention time)")
+    q.add_argument("--limit", type=int, default=50)
+    q.add_argument("--reveal", action="store_true", help="show names unmasked")
+    q = qsub.add_parser("show", help="one check-in as JSON (personal data masked unless --reveal)")
+    q.add_argument("id")
+    q.add_argument("--reveal", action="store_true")
+    q = qsub.add_parser("retry", help="send delivered check-ins again")
+    q.add_argument("ids", nargs="+", metavar="ID")
+    q = qsub.add_parser("export", help="write undelivered check-ins to FILE as JSON lines")
+    q.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_queue)
+
+    p = sub.add_parser("feedback", help="LED and buzzer tools")
+    fsub = p.add_subparsers(dest="feedback_command", required=True, metavar="ACTION")
+    f = fsub.add_parser("test", help="play every LED/buzzer pattern once")
+    f.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
+    f.set_defaults(func=cmd_feedback_test)
+
+    p = sub.add_parser("doctor", help="check config, camera, GPIO, broker, TLS, clock, disk, permissions")
+    p.add_argument("-c", "--config", metavar="CONFIG", help=f"default {DEFAULT_PATH}")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -164,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except ConfigError as exc:
+        for err in exc.errors:
+            print(f"{exc.path}:{err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -1,0 +1,1 @@
+"""admin: the commands hospital IT runs over SSH (status, queue, feedback test, doctor)."""

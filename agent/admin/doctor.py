@@ -1,0 +1,149 @@
+"""`scanner-agent doctor`: check everything a station needs and say what to fix, one line each."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import ssl
+import sqlite3
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent import runstate
+from agent.clock import clock_synced
+from agent.config import Config, ConfigError, load_config
+
+UNIT = Path("/etc/systemd/system/scanner-agent.service")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'ok  ' if self.ok else 'FIX '} {self.name:10s} {self.detail}"
+
+
+def check_config(path: Path) -> tuple[Check, Config | None]:
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        return Check("config", False, f"{path}: " + "; ".join(exc.errors[:3])), None
+    return Check("config", True, str(path)), cfg
+
+
+def check_state(cfg: Config) -> list[Check]:
+    state = Path(cfg.station.state_dir)
+    out = []
+    if not state.exists():
+        out.append(Check("state", False, f"{state} missing (systemd creates it: StateDirectory=scanner-agent)"))
+        return out
+    mode = stat.S_IMODE(state.stat().st_mode)
+    writable = os.access(state, os.W_OK)
+    out.append(Check("state", writable and not mode & 0o077,
+                     f"{state} mode {mode:o}" + ("" if writable else ", not writable by this user")
+                     + (", readable by others: chmod 700" if mode & 0o077 else "")))
+    db = state / "outbox.db"
+    if db.exists():
+        try:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            result = conn.execute("PRAGMA quick_check").fetchone()[0]
+            conn.close()
+            dbmode = stat.S_IMODE(db.stat().st_mode)
+            out.append(Check("outbox", result == "ok" and dbmode == 0o600,
+                             f"integrity {result}, mode {dbmode:o}" + ("" if dbmode == 0o600 else ": chmod 600")))
+        except sqlite3.Error as exc:
+            out.append(Check("outbox", False, f"unreadable ({exc}); the daemon moves it aside on start"))
+    usage = shutil.disk_usage(state)
+    free_mb = usage.free / 1e6
+    out.append(Check("disk", free_mb >= cfg.outbox.min_free_mb,
+                     f"{free_mb:.0f} MB free (minimum {cfg.outbox.min_free_mb} MB)"))
+    return out
+
+
+def check_clock() -> Check:
+    synced = clock_synced()
+    return Check("clock", synced, "synchronised" if synced else
+                 "not synchronised: check-ins carry clock_synced=false; check 'timedatectl' and NTP access")
+
+
+def check_camera(cfg: Config, daemon_running: bool) -> Check:
+    if daemon_running:
+        return Check("camera", True, "in use by the running daemon (see 'status')")
+    from agent.capture import open_source
+    from agent.station import DEMO_FRAMES
+    src = open_source(cfg.camera, demo_frames=str(DEMO_FRAMES))
+    try:
+        src.open()
+        frame = src.read()
+        src.close()
+    except Exception as exc:  # noqa: BLE001
+        return Check("camera", False, f"{cfg.camera.source}: {exc}")
+    if frame is None:
+        return Check("camera", False, f"{cfg.camera.source}: no frame")
+    return Check("camera", True, f"{cfg.camera.source}: {frame.gray.shape[1]}x{frame.gray.shape[0]} frame, "
+                                 f"mean level {frame.gray.mean():.0f}")
+
+
+def check_gpio(cfg: Config) -> Check:
+    if cfg.feedback.backend != "gpio":
+        return Check("gpio", True, f"feedback backend '{cfg.feedback.backend}': no pins used")
+    chips = sorted(Path("/dev").glob("gpiochip*"))
+    if not chips:
+        return Check("gpio", False, "no /dev/gpiochip*: not a Raspberry Pi, or use [feedback] backend = \"console\"")
+    denied = [str(c) for c in chips if not os.access(c, os.R_OK | os.W_OK)]
+    if denied:
+        return Check("gpio", False, f"no access to {', '.join(denied)}: add the user to group 'gpio'")
+    return Check("gpio", True, f"{len(chips)} GPIO chip(s) accessible")
+
+
+def check_broker(cfg: Config) -> list[Check]:
+    if cfg.mqtt is None:
+        return [Check("broker", True, "no [mqtt] section: check-ins queue locally")]
+    m = cfg.mqtt
+    try:
+        sock = socket.create_connection((m.host, m.port), timeout=5)
+    except OSError as exc:
+        return [Check("broker", False, f"{m.host}:{m.port} unreachable: {exc.strerror or exc}")]
+    out = [Check("broker", True, f"{m.host}:{m.port} reachable")]
+    if not m.tls:
+        sock.close()
+        out.append(Check("tls", m.allow_insecure, "off" + (" (allow_insecure = true: test brokers only)"
+                                                           if m.allow_insecure else ": set tls = true")))
+        return out
+    try:
+        ctx = ssl.create_default_context(cafile=m.ca_file or None)
+        if m.cert_file:
+            ctx.load_cert_chain(m.cert_file, m.key_file or None)
+        with ctx.wrap_socket(sock, server_hostname=m.host) as tls:
+            out.append(Check("tls", True, f"{tls.version()}, certificate verified"))
+    except (ssl.SSLError, OSError) as exc:
+        sock.close()
+        out.append(Check("tls", False, f"handshake failed: {getattr(exc, 'verify_message', None) or exc}"))
+    return out
+
+
+def check_unit() -> Check:
+    if not UNIT.exists():
+        return Check("service", False, f"{UNIT} not installed: run systemd/install.sh")
+    return Check("service", True, str(UNIT))
+
+
+def run(path: Path) -> list[Check]:
+    checks = []
+    first, cfg = check_config(path)
+    checks.append(first)
+    if cfg is None:
+        return checks
+    daemon = runstate.read(runstate.runtime_dir(cfg.station.state_dir) / "status.json") is not None
+    checks += check_state(cfg)
+    checks.append(check_clock())
+    checks.append(check_camera(cfg, daemon))
+    checks.append(check_gpio(cfg))
+    checks += check_broker(cfg)
+    checks.append(check_unit())
+    return checks
