@@ -203,6 +203,18 @@ def cmd_feedback_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from agent.admin.snapshot import take
+
+    try:
+        origin = take(admin_config(args), Path(args.out))
+    except (OSError, RuntimeError) as exc:
+        print(f"snapshot failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: frame from the {origin}; codes outlined in green, saturated (glare) areas in red")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from agent.admin import doctor
 
@@ -264,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     f = fsub.add_parser("test", help="play every LED/buzzer pattern once")
     f.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
     f.set_defaults(func=cmd_feedback_test)
+
+    p = sub.add_parser("snapshot", help="save the current camera frame with codes and glare drawn on it")
+    p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
+    p.add_argument("out", metavar="OUT.jpg")
+    p.set_defaults(func=cmd_snapshot)
 
     p = sub.add_parser("doctor", help="check config, camera, GPIO, broker, TLS, clock, disk, permissions")
     p.add_argument("-c", "--config", metavar="CONFIG", help=f"default {DEFAULT_PATH}")

@@ -20,6 +20,7 @@ from agent.capture import Frame, Grabber, open_source
 from agent.cards import mask_name
 from agent.checkin import Decision, Presenter, checkin_body
 from agent.config import Config
+from agent.control import ControlServer
 from agent.decode import FrameReader
 from agent.feedback import Feedback, Signal, make_output
 from agent.outbox import Outbox, OutboxFull
@@ -67,6 +68,8 @@ class Station:
             self.link = factory(cfg.mqtt, cfg.station.id, self.outbox, on_verdict=self.on_verdict,
                                 faults=self.faults)
         self.status_path = runstate.runtime_dir(cfg.station.state_dir) / "status.json"
+        self.last_view: tuple | None = None   # (newest frame, codes last decoded) for snapshots
+        self.control: ControlServer | None = None
         self._stop = threading.Event()
         self._thumb: np.ndarray | None = None
         self._active_until = -1e9
@@ -86,12 +89,14 @@ class Station:
 
     def step(self, frame: Frame) -> list[Decision]:
         self.counters.frames += 1
+        self.last_view = (frame.gray, [])  # codes only from this very frame
         active = self.active(frame)
         if not active and frame.t - self._last_decode_t < 1.0 / self.cfg.checkin.idle_fps:
             return []  # idle: decode at idle_fps only, to keep the Pi cool
         self._last_decode_t = frame.t
         self.counters.decoded += 1
         result = self.reader.read(frame.gray, active=active)
+        self.last_view = (frame.gray, result.codes)
         if result.codes or result.candidates:
             self._active_until = frame.t + self.cfg.checkin.idle_after_s
         decisions = self.presenter.on_frame(frame.t, result)
@@ -174,6 +179,11 @@ class Station:
         self.grabber = Grabber(source).start()
         if self.link is not None:
             self.link.start()
+        try:
+            self.control = ControlServer(self.status_path.parent / "control.sock",
+                                         {"snapshot": self.snapshot}).start()
+        except OSError as exc:
+            log.warning("no control socket (snapshots unavailable): %s", exc)
         self.feedback.signal(Signal.READY)
         notify("READY=1\nSTATUS=scanning")
         log.info("station %s ready (camera %s, %s)", self.cfg.station.id, self.cfg.camera.source,
@@ -229,8 +239,17 @@ class Station:
         except OSError as exc:
             log.warning("cannot write %s: %s", self.status_path, exc)
 
+    def snapshot(self) -> bytes:
+        from agent.admin.snapshot import encode
+
+        if self.last_view is None:
+            raise RuntimeError("no frame from the camera yet")
+        return encode(*self.last_view)
+
     def shutdown(self) -> None:
         notify("STOPPING=1")
+        if self.control is not None:
+            self.control.stop()
         if self.grabber is not None:
             self.grabber.stop()
         if self.link is not None:

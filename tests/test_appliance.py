@@ -238,3 +238,34 @@ def test_feedback_test_plays_every_pattern(tmp_path):
     assert proc.returncode == 0
     for sig in Signal:
         assert sig.value in proc.stdout
+
+
+def test_snapshot_from_the_running_daemon_and_from_the_camera(daemon, tmp_path):
+    import cv2
+    conf, proc = daemon
+    sock = conf.parent / "state" / "run" / "control.sock"
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o660
+    out = tmp_path / "live.jpg"
+    got = cli("snapshot", "-c", str(conf), str(out))
+    assert got.returncode == 0 and "running daemon" in got.stdout, got.stderr
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[:2] == (450, 800)
+    # garbage on the control socket gets an error, and the daemon carries on
+    from agent.control import request
+    with pytest.raises(RuntimeError, match="unknown command"):
+        request(sock, "rm -rf /")
+    assert cli("snapshot", "-c", str(conf), str(out)).returncode == 0
+    proc.terminate()
+    proc.wait(10)
+    assert not sock.exists()
+    # stopped: straight from the camera (a replay folder holding one presented card)
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(ROOT / "agent" / "samples" / "frames" / "005.jpg", one / "a.jpg")
+    conf.write_text(conf.read_text().replace(str(ROOT / "agent" / "samples" / "frames"), str(one)))
+    out2 = tmp_path / "cold.jpg"
+    got = cli("snapshot", "-c", str(conf), str(out2))
+    assert got.returncode == 0 and "daemon not running" in got.stdout
+    img = cv2.imread(str(out2))
+    green = (img[:, :, 1] > 150) & (img[:, :, 0] < 60) & (img[:, :, 2] < 60)
+    assert green.sum() > 200  # the code is outlined
