@@ -156,9 +156,11 @@ class Cascade:
         _cost_x[strategy.name] = 0.9 * _cost_x.get(strategy.name, cost) + 0.1 * cost
         self.result.strategies_run.append(strategy.name)
         self.result.codes = [_code(b, _corners(b, scale=scale), strategy.name) for b in found]
-        if not found and errors and not self.candidates:
-            # this view located a code the plain read did not: try it rectified, once
-            self.candidates = _distinct([_corners(b, scale=scale) for b in errors], 1)
+        if not found and errors:
+            # this view located codes: try the ones not tried yet, rectified
+            fresh = [p for p in _distinct([_corners(b, scale=scale) for b in errors], MAX_CANDIDATES)
+                     if all(np.linalg.norm(p.mean(0) - t.mean(0)) >= 4 for t in self.tried)]
+            self.candidates = (self.candidates + fresh)[:MAX_CANDIDATES * 2]
             self.result.candidates = max(self.result.candidates, len(self.candidates))
             self.rectify_candidates()
 
