@@ -22,6 +22,9 @@ Corners = tuple[tuple[float, float], tuple[float, float], tuple[float, float], t
 #: Cascade budget, in multiples of this frame's own plain zxing-cpp time (machine independent).
 DEFAULT_BUDGET_X = 8.0
 MAX_CANDIDATES = 3
+#: Share of the budget spent looking for more codes once one is read (a phone shows one code;
+#: a frame with several is rare, and a false candidate must not cost the whole budget).
+MORE_CODES_SHARE = 0.5
 
 #: Running estimate of each strategy's cost in multiples of the plain read, so the cascade never
 #: starts a strategy that would overrun the budget (the tail latency is what a patient feels).
@@ -119,8 +122,13 @@ def _distinct(pts_list: list[np.ndarray], limit: int) -> list[np.ndarray]:
     return kept
 
 
+def _size(pts: np.ndarray) -> float:
+    return max(float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1])), 1.0)
+
+
 class Cascade:
-    """One frame through: plain read, rectified candidates, then strategies until a read or budget."""
+    """One frame through: plain read, rectified candidates, then strategies until every code
+    zxing-cpp located is read, or the budget is spent."""
 
     def __init__(self, gray: np.ndarray, result: DecodeResult):
         self.gray, self.result = gray, result
@@ -128,7 +136,7 @@ class Cascade:
         found, errors = _read(gray)
         self.base_s = max(time.perf_counter() - self.t0, 1e-4)
         result.strategies_run.append("plain")
-        result.codes = [_code(b, _corners(b), "plain") for b in found]
+        self.add([_code(b, _corners(b), "plain") for b in found])
         self.candidates = _distinct([_corners(b) for b in errors], MAX_CANDIDATES)
         result.candidates = len(self.candidates)
         self.tried: list[np.ndarray] = []
@@ -136,14 +144,29 @@ class Cascade:
     def elapsed_x(self) -> float:
         return (time.perf_counter() - self.t0) / self.base_s
 
+    def add(self, codes: list[Code]) -> None:
+        """Keep codes not already read at the same place (another strategy reading it again)."""
+        for code in codes:
+            c = np.array(code.corners, np.float32)
+            if all(np.linalg.norm(c.mean(0) - np.array(k.corners, np.float32).mean(0)) > _size(c) / 2
+                   for k in self.result.codes):
+                self.result.codes.append(code)
+
+    def unread(self) -> list[np.ndarray]:
+        """Located candidates that no read code covers yet."""
+        centres = [np.array(k.corners, np.float32).mean(0) for k in self.result.codes]
+        return [p for p in self.candidates
+                if all(np.linalg.norm(p.mean(0) - c) > _size(p) / 2 for c in centres)]
+
+    def done(self) -> bool:
+        return bool(self.result.codes) and not self.unread()
+
     def rectify_candidates(self) -> None:
-        for pts in self.candidates:
-            if self.result.codes:
-                return
+        for pts in self.unread():
             if any(np.linalg.norm(pts.mean(0) - t.mean(0)) < 4 for t in self.tried):
                 continue
             self.tried.append(pts)
-            self.result.codes = _rectify(self.gray, pts)
+            self.add(_rectify(self.gray, pts))
 
     def fits(self, name: str, budget_x: float) -> bool:
         return self.elapsed_x() + _cost_x.get(name, 1.0) <= budget_x
@@ -155,11 +178,11 @@ class Cascade:
         cost = (time.perf_counter() - t0) / self.base_s
         _cost_x[strategy.name] = 0.9 * _cost_x.get(strategy.name, cost) + 0.1 * cost
         self.result.strategies_run.append(strategy.name)
-        self.result.codes = [_code(b, _corners(b, scale=scale), strategy.name) for b in found]
-        if not found and errors:
+        self.add([_code(b, _corners(b, scale=scale), strategy.name) for b in found])
+        if errors:
             # this view located codes: try the ones not tried yet, rectified
             fresh = [p for p in _distinct([_corners(b, scale=scale) for b in errors], MAX_CANDIDATES)
-                     if all(np.linalg.norm(p.mean(0) - t.mean(0)) >= 4 for t in self.tried)]
+                     if all(np.linalg.norm(p.mean(0) - t.mean(0)) >= 4 for t in self.tried + self.candidates)]
             self.candidates = (self.candidates + fresh)[:MAX_CANDIDATES * 2]
             self.result.candidates = max(self.result.candidates, len(self.candidates))
             self.rectify_candidates()
@@ -181,14 +204,16 @@ def decode(frame: np.ndarray, budget_x: float = DEFAULT_BUDGET_X, budget_ms: flo
     if gray.ndim != 2 or min(gray.shape) < 21:  # nothing a QR code fits in
         return result
     cascade = Cascade(gray, result)
-    if not result.codes and (cascade.candidates or not gate):
+    if not cascade.done() and (cascade.candidates or not gate):
         cascade.rectify_candidates()
         for name in order:
-            if result.codes or cascade.elapsed_x() >= budget_x:
+            # once a code is read, further located codes get a smaller share of the budget
+            limit = budget_x if not result.codes else budget_x * MORE_CODES_SHARE
+            if cascade.done() or cascade.elapsed_x() >= limit:
                 break
             if budget_ms is not None and (time.perf_counter() - t0) * 1000 >= budget_ms:
                 break
-            if cascade.fits(name, budget_x):
+            if cascade.fits(name, limit):
                 cascade.run(STRATEGIES[name])
     result.ms = (time.perf_counter() - t0) * 1000
     return result
