@@ -4,12 +4,16 @@
     python tests/agent_child.py DB PORT drain       # drain until the outbox is empty
 """
 
+import random
 import sys
 import time
 
+from agent.cards import read_card
+from agent.checkin import checkin_body
 from agent.config import MqttConfig
 from agent.mqtt.link import MqttLink
 from agent.outbox import Outbox
+from agent.sim.payloads import cccd
 
 db, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 outbox = Outbox(db, station="kill-test")
@@ -18,8 +22,7 @@ link = MqttLink(cfg, "kill-test", outbox, backoff=(0.05, 0.5), window=16)
 link.start()
 if mode == "produce":
     for i in range(int(sys.argv[4])):
-        row = outbox.put({"read_at": "2026-11-24T08:00:00+07:00", "clock_synced": True, "kind": "cccd",
-                          "verdict": "ok", "problems": [], "card": {"id_number": f"{i:012d}"}})
+        row = outbox.put(checkin_body(read_card(cccd(random.Random(i)))))
         print(row.id, flush=True)  # printed only after the commit: the station's green light
         time.sleep(0.002)
 deadline = time.time() + 60

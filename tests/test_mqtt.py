@@ -126,6 +126,7 @@ def test_burst_of_1000_through_outages_arrives_complete_and_in_order(tmp_path, o
         assert {e["id"] for e in events} == set(ids)            # every id at least once
         order = first_seen_seqs(events)
         assert order == sorted(order) == list(range(1, 1001))   # in sequence order
+        assert all(schema_errors("checkin", e) == [] for e in events)
     finally:
         link.stop()
         sub.close()
@@ -150,6 +151,7 @@ def test_sigkill_while_publishing_loses_nothing(tmp_path, broker):
     assert promised, "the child never got to store anything"
     assert wait_for(lambda: {e["id"] for e in sub.json_on("/checkin")} >= set(promised), 20)
     received = {e["id"]: e["seq"] for e in sub.json_on("/checkin")}
+    assert all(schema_errors("checkin", e) == [] for e in sub.json_on("/checkin"))
     # every stored event arrived, with no gap in the sequence
     ob = Outbox(db, station="kill-test")
     stored = ob._rows("ORDER BY seq", [])
