@@ -81,6 +81,7 @@ def test_delivery_status_health_and_schemas(broker, outbox):
         assert wait_for(lambda: outbox.depth() == 0 and len(sub.json_on("/checkin")) >= 5, 10)
         events = sub.json_on("/checkin")
         assert [e["id"] for e in events] == [r.id for r in rows]
+        assert all(outbox.get(r.id).attempts >= 1 and outbox.get(r.id).delivered_at for r in rows)
         for e in events:
             assert schema_errors("checkin", e) == []
         assert sub.json_on("/status")[0]["state"] == "online"

@@ -271,12 +271,15 @@ class MqttLink:
         room = self.window - len(self._inflight)
         if room <= 0:
             return
+        sent = []
         for row in self.outbox.pending(limit=room, after_seq=self._sent_upto):
             info = self.client.publish(self.topics["checkin"], json.dumps(row.payload, ensure_ascii=False), qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 break
             self._inflight[info.mid] = row.id
             self._sent_upto = row.seq
+            sent.append(row.id)
+        self.outbox.count_attempt(sent)  # one write per batch: IT sees how often each was tried
 
     def _flush_acks(self) -> None:
         if self._acked:
