@@ -143,10 +143,11 @@ def test_sigkill_while_publishing_loses_nothing(tmp_path, broker):
     rng = random.Random(7)
     for run in range(5):
         proc = subprocess.Popen(child + ["produce", "120"], stdout=subprocess.PIPE, text=True, env=env)
-        time.sleep(rng.uniform(0.1, 0.6))
+        first = proc.stdout.readline()        # started storing (imports take a while on a loaded CI)
+        time.sleep(rng.uniform(0.0, 0.4))     # ... then killed at a random point while producing
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate(timeout=10)
-        promised += [line for line in out.splitlines() if len(line) == 36]
+        promised += [line for line in (first + out).splitlines() if len(line) == 36]
     done = subprocess.run(child + ["drain"], capture_output=True, text=True, env=env, timeout=90)
     assert done.stdout.strip().endswith("DONE"), done.stdout + done.stderr
     assert promised, "the child never got to store anything"
