@@ -1,7 +1,6 @@
 """Frame sources and the newest-frame-wins grabber. picamera2 cannot run here: a stand-in object
 records how we drive it."""
 
-import threading
 import time
 
 import cv2

@@ -16,7 +16,7 @@ import pytest
 
 from agent.decode import DEFAULT_ORDER, FrameReader, baseline, decode, decode_with
 from agent.sim.payloads import bhyt
-from agent.sim.screen import LEVELS, empty_scene, render
+from agent.sim.screen import empty_scene, render
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

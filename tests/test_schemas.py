@@ -1,7 +1,6 @@
 """The published contract: schemas are valid, the AsyncAPI document points at them, and a real
 check-in built from a card read validates."""
 
-import json
 from pathlib import Path
 
 import jsonschema

@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pytest
 
 from agent.capture import Frame
 from agent.cards import read_card
@@ -133,15 +131,17 @@ def test_replayed_presentations_one_checkin_each(tmp_path):
     empties = [empty_scene(i) for i in range(6)]
     plan = presentations()
     assert len(plan) >= 20
-    t, decisions, frames = 0.0, [], 0
+    t, decisions = 0.0, []
     for k, (payload, level, hold, expected) in enumerate(plan):
         for i in range(int(rng_gap(k) * FPS)):              # empty counter between patients
-            station.step(Frame(empties[i % len(empties)], t)); t += 1 / FPS; frames += 1
+            station.step(Frame(empties[i % len(empties)], t))
+            t += 1 / FPS
         n_views = 10 if level == "hard" else 4                # the hand moves: a few distinct views
         views = [render(payload, level, 1000 * k + j).frame for j in range(n_views)]
         got = []
         for i in range(int(hold * FPS)):
-            got += station.step(Frame(views[i % n_views], t)); t += 1 / FPS; frames += 1
+            got += station.step(Frame(views[i % n_views], t))
+            t += 1 / FPS
         decisions.append([d.action for d in got if d.action != "try_again"])
     expected = [[e] for _, _, _, e in plan]
     assert decisions == expected
