@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,3 +56,16 @@ def erase_codes(photo: Photo, gray: np.ndarray) -> np.ndarray:
         (x0, y0), (x1, y1) = poly.min(0) - 12, poly.max(0) + 12
         cv2.rectangle(out, (int(max(x0, 0)), int(max(y0, 0))), (int(x1), int(y1)), fill, -1)
     return out
+
+
+def sim_frames(per_level: int) -> list[tuple[str, np.ndarray, str]]:
+    """(level, frame, payload): the seeded simulated phone screens every decoder benchmark uses."""
+    from agent.sim.payloads import bhyt
+    from agent.sim.screen import LEVELS, render
+
+    frames = []
+    for level in LEVELS:
+        for i in range(per_level):
+            shot = render(bhyt(random.Random(f"bench{i}")), level, 5000 + i)
+            frames.append((level, shot.frame, shot.text))
+    return frames

@@ -32,7 +32,7 @@ from agent.decode import FrameReader, decode  # noqa: E402
 from agent.decode.strategies import clahe  # noqa: E402
 from agent.sim.payloads import bhyt  # noqa: E402
 from agent.sim.screen import LEVELS, empty_scene, render  # noqa: E402
-from dataset import codes_read, erase_codes, load_photos  # noqa: E402
+from dataset import codes_read, erase_codes, load_photos, sim_frames  # noqa: E402
 
 QR = zxingcpp.BarcodeFormat.QRCode
 WECHAT_MODELS = ROOT.parent / "shared" / "peers" / "wechat_qrcode"
@@ -128,10 +128,8 @@ def main() -> int:
     frames = []
     for ph in photos:
         frames.append((ph.category, ph.gray(), ph.polygons, "real"))
-    for level in LEVELS:
-        for i in range(args.sim):
-            shot = render(bhyt(random.Random(f"bench{i}")), level, 5000 + i)
-            frames.append((level, shot.frame, shot.text, "sim"))
+    for level, frame, text in sim_frames(args.sim):
+        frames.append((level, frame, text, "sim"))
     empties = [erase_codes(ph, g) for ph, (_, g, _, _) in zip(photos, frames)]
     empties += [empty_scene(i) for i in range(40)]
 

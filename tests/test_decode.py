@@ -96,6 +96,13 @@ def test_no_code_no_read():
         assert decode(frame).codes == [] and decode(frame, gate=False).codes == []
 
 
+def test_gate_stops_empty_frames_after_a_glance():
+    """An empty counter costs the plain read and one half-size glance, nothing more."""
+    for i in range(5):
+        assert decode(empty_scene(i)).strategies_run == ["plain", "glance"]
+    assert decode(empty_scene(0), gate=False, budget_x=1000).strategies_run == ["plain", *DEFAULT_ORDER]
+
+
 @pytest.mark.parametrize("frame", [np.zeros((0, 0), np.uint8), np.zeros((5, 5), np.uint8),
                                    np.zeros((720, 1280), np.uint8), np.full((720, 1280), 255, np.uint8)])
 def test_degenerate_frames(frame):

@@ -20,15 +20,27 @@ QR = zxingcpp.BarcodeFormat.QRCode
 Corners = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
 
 #: Cascade budget, in multiples of this frame's own plain zxing-cpp time (machine independent).
-DEFAULT_BUDGET_X = 8.0
+DEFAULT_BUDGET_X = 12.0
 MAX_CANDIDATES = 3
 #: Share of the budget spent looking for more codes once one is read (a phone shows one code;
 #: a frame with several is rare, and a false candidate must not cost the whole budget).
 MORE_CODES_SHARE = 0.5
 
+#: The gate's second look when the plain read located nothing: half size, one global threshold,
+#: no inverted pass (about a tenth of a plain read; finds large blurred or veiled codes whose
+#: finder patterns the full-size detector missed).
+GLANCE = "glance"
+
 #: Running estimate of each strategy's cost in multiples of the plain read, so the cascade never
 #: starts a strategy that would overrun the budget (the tail latency is what a patient feels).
 _cost_x: dict[str, float] = {}
+#: Running estimate of a plain read's seconds per pixel on recent frames.
+_plain_s_per_px: float | None = None
+#: A frame whose plain read took longer than this multiple of the typical time (a busy texture
+#: such as a monitor's moiré makes zxing-cpp chase hundreds of false finder patterns) is
+#: budgeted from the typical time: a budget in multiples of its own slow read would stall
+#: the camera loop for nothing.
+SLOW_FRAME_X = 2.0
 
 
 @dataclass(frozen=True)
@@ -69,9 +81,14 @@ def _code(barcode, pts: np.ndarray, strategy: str) -> Code:
     return Code(barcode.text, bytes(barcode.bytes), corners, strategy)  # type: ignore[arg-type]
 
 
-def _read(image: np.ndarray, binarizer=zxingcpp.Binarizer.LocalAverage, **kw) -> tuple[list, list]:
-    """(valid barcodes, barcodes located but not decodable)."""
-    out = zxingcpp.read_barcodes(image, formats=QR, binarizer=binarizer, return_errors=True, **kw)
+def _read(image: np.ndarray, binarizer=zxingcpp.Binarizer.LocalAverage, invert: bool = True,
+          downscale: bool = True) -> tuple[list, list]:
+    """(valid barcodes, barcodes located but not decodable).
+
+    `try_rotate` is off: it only concerns 1-D barcodes, and costs a QR read ~7% for nothing.
+    """
+    out = zxingcpp.read_barcodes(image, formats=QR, binarizer=binarizer, return_errors=True,
+                                 try_rotate=False, try_invert=invert, try_downscale=downscale)
     return [b for b in out if b.valid], [b for b in out if not b.valid]
 
 
@@ -88,13 +105,40 @@ def baseline(frame: np.ndarray) -> list[Code]:
     return [_code(b, _corners(b), "baseline") for b in zxingcpp.read_barcodes(gray, formats=QR)]
 
 
+#: Located codes smaller than this (pixels) are first cropped and enlarged, corners unchanged.
+SMALL_CODE = 140
+#: Sizes a located-but-unread code is warped to (bench/tune_order.py: two sizes read as many
+#: codes as three, and the time saved goes to strategies).
+RECTIFY_SIZES = (160, 280)
+
+
+def _enlarge(gray: np.ndarray, pts: np.ndarray) -> list[Code]:
+    """Crop around a small located code and enlarge it, so zxing-cpp detects it afresh with
+    modules several pixels wide (its own corner estimate may be what failed)."""
+    side = _size(pts)
+    margin = side * 0.6
+    x0, y0 = np.maximum(pts.min(0) - margin, 0).astype(int)
+    x1, y1 = (pts.max(0) + margin).astype(int)
+    scale = 200 / side
+    image = cv2.resize(gray[y0:y1, x0:x1], None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    offset = np.array([x0, y0], np.float32)
+    for view in (image, clahe(image, 2.0, 4)):
+        for binarizer in (zxingcpp.Binarizer.LocalAverage, zxingcpp.Binarizer.GlobalHistogram):
+            found, _ = _read(view, binarizer, downscale=False)
+            if found:
+                return [_code(b, _corners(b, scale=scale) + offset, "enlarge") for b in found]
+    return []
+
+
 def _rectify(gray: np.ndarray, pts: np.ndarray) -> list[Code]:
     """Warp a located-but-unread code to a square at a few sizes and read it again.
 
     zxing-cpp's corner estimate is usually right even when sampling failed on tilt, curvature
     or a glare spot; a clean square grid with local contrast restored often reads.
     """
-    for size in (160, 240, 360):
+    if _size(pts) < SMALL_CODE and (codes := _enlarge(gray, pts)):
+        return codes
+    for size in RECTIFY_SIZES:
         m = size // 6
         dst = np.array([[m, m], [m + size, m], [m + size, m + size], [m, m + size]], np.float32)
         h = cv2.getPerspectiveTransform(pts.astype(np.float32), dst)
@@ -103,7 +147,7 @@ def _rectify(gray: np.ndarray, pts: np.ndarray) -> list[Code]:
         inverse = np.linalg.inv(h)
         for image in (warped, clahe(warped, 2.0, 4)):
             for binarizer in (zxingcpp.Binarizer.LocalAverage, zxingcpp.Binarizer.GlobalHistogram):
-                found, _ = _read(image, binarizer, try_downscale=False)
+                found, _ = _read(image, binarizer, downscale=False)
                 if found:
                     return [_code(b, _corners(b, inverse), "rectify") for b in found]
     return []
@@ -126,6 +170,16 @@ def _size(pts: np.ndarray) -> float:
     return max(float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1])), 1.0)
 
 
+def _typical_base(plain_s: float, pixels: int) -> float:
+    """The plain-read time budgets are counted in: this frame's own, capped at SLOW_FRAME_X
+    times the recent typical time for its size."""
+    global _plain_s_per_px
+    typical = _plain_s_per_px
+    per_px = plain_s / pixels
+    _plain_s_per_px = per_px if typical is None else 0.95 * typical + 0.05 * min(per_px, 3 * typical)
+    return plain_s if typical is None else min(plain_s, SLOW_FRAME_X * typical * pixels)
+
+
 class Cascade:
     """One frame through: plain read, rectified candidates, then strategies until every code
     zxing-cpp located is read, or the budget is spent."""
@@ -134,7 +188,7 @@ class Cascade:
         self.gray, self.result = gray, result
         self.t0 = time.perf_counter()
         found, errors = _read(gray)
-        self.base_s = max(time.perf_counter() - self.t0, 1e-4)
+        self.base_s = _typical_base(max(time.perf_counter() - self.t0, 1e-5), gray.size)
         result.strategies_run.append("plain")
         self.add([_code(b, _corners(b), "plain") for b in found])
         self.candidates = _distinct([_corners(b) for b in errors], MAX_CANDIDATES)
@@ -161,8 +215,10 @@ class Cascade:
     def done(self) -> bool:
         return bool(self.result.codes) and not self.unread()
 
-    def rectify_candidates(self) -> None:
+    def rectify_candidates(self, budget_x: float = float("inf")) -> None:
         for pts in self.unread():
+            if self.elapsed_x() >= budget_x:
+                return
             if any(np.linalg.norm(pts.mean(0) - t.mean(0)) < 4 for t in self.tried):
                 continue
             self.tried.append(pts)
@@ -171,10 +227,10 @@ class Cascade:
     def fits(self, name: str, budget_x: float) -> bool:
         return self.elapsed_x() + _cost_x.get(name, 1.0) <= budget_x
 
-    def run(self, strategy: Strategy) -> None:
+    def run(self, strategy: Strategy, budget_x: float = float("inf")) -> None:
         t0 = time.perf_counter()
         image, scale = strategy.prepare(self.gray)
-        found, errors = _read(image, strategy.binarizer)
+        found, errors = _read(image, strategy.binarizer, strategy.invert, strategy.downscale)
         cost = (time.perf_counter() - t0) / self.base_s
         _cost_x[strategy.name] = 0.9 * _cost_x.get(strategy.name, cost) + 0.1 * cost
         self.result.strategies_run.append(strategy.name)
@@ -185,7 +241,7 @@ class Cascade:
                      if all(np.linalg.norm(p.mean(0) - t.mean(0)) >= 4 for t in self.tried + self.candidates)]
             self.candidates = (self.candidates + fresh)[:MAX_CANDIDATES * 2]
             self.result.candidates = max(self.result.candidates, len(self.candidates))
-            self.rectify_candidates()
+            self.rectify_candidates(budget_x)
 
 
 def decode(frame: np.ndarray, budget_x: float = DEFAULT_BUDGET_X, budget_ms: float | None = None,
@@ -194,9 +250,9 @@ def decode(frame: np.ndarray, budget_x: float = DEFAULT_BUDGET_X, budget_ms: flo
 
     `budget_x` caps the work at that multiple of this frame's plain zxing-cpp time (a strategy
     expected to overrun it is skipped); `budget_ms` additionally stops the cascade after that
-    many milliseconds. With
-    `gate`, a frame in which zxing-cpp located nothing code-like stops after the plain read:
-    the counter is empty most of the day, and such frames must cost no more than plain zxing.
+    many milliseconds. With `gate`, a frame in which neither the plain read nor a cheap second
+    glance at half size located anything code-like stops there: the counter is empty most of
+    the day, and such frames must cost little more than plain zxing-cpp.
     """
     result = DecodeResult()
     t0 = time.perf_counter()
@@ -204,8 +260,10 @@ def decode(frame: np.ndarray, budget_x: float = DEFAULT_BUDGET_X, budget_ms: flo
     if gray.ndim != 2 or min(gray.shape) < 21:  # nothing a QR code fits in
         return result
     cascade = Cascade(gray, result)
+    if gate and not result.codes and not cascade.candidates:
+        cascade.run(STRATEGIES[GLANCE], budget_x)
     if not cascade.done() and (cascade.candidates or not gate):
-        cascade.rectify_candidates()
+        cascade.rectify_candidates(budget_x)
         for name in order:
             # once a code is read, further located codes get a smaller share of the budget
             limit = budget_x if not result.codes else budget_x * MORE_CODES_SHARE
@@ -214,7 +272,7 @@ def decode(frame: np.ndarray, budget_x: float = DEFAULT_BUDGET_X, budget_ms: flo
             if budget_ms is not None and (time.perf_counter() - t0) * 1000 >= budget_ms:
                 break
             if cascade.fits(name, limit):
-                cascade.run(STRATEGIES[name])
+                cascade.run(STRATEGIES[name], limit)
     result.ms = (time.perf_counter() - t0) * 1000
     return result
 
@@ -228,7 +286,7 @@ def decode_with(frame: np.ndarray, strategy: str) -> DecodeResult:
     else:
         s = STRATEGIES[strategy]
         image, scale = s.prepare(gray)
-        found, _ = _read(image, s.binarizer)
+        found, _ = _read(image, s.binarizer, s.invert, s.downscale)
         codes = [_code(b, _corners(b, scale=scale), s.name) for b in found]
     return DecodeResult(codes, 0, [strategy], (time.perf_counter() - t0) * 1000)
 
