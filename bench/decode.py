@@ -2,6 +2,7 @@
 phone screens, in one run. Ratios are against plain zxing-cpp timed in this same process.
 
     .venv/bin/python bench/decode.py [--sim N] [--no-wechat] [--markdown]
+    .venv/bin/python bench/decode.py --budgets 8,10,12,16     # the budget trade-off only
 
 Peers: plain zxing-cpp; zxing-cpp with a CLAHE retry; ZBar (pyzbar + Debian libzbar0);
 OpenCV QRCodeDetectorAruco; WeChat CNN (opencv-contrib in bench/.venv-wechat, models from
@@ -115,7 +116,10 @@ def main() -> int:
     ap.add_argument("--sim", type=int, default=60, help="simulated frames per difficulty level")
     ap.add_argument("--no-wechat", action="store_true")
     ap.add_argument("--markdown", action="store_true", help="print tables in Markdown")
+    ap.add_argument("--budgets", help="comma-separated budget_x values: print only their trade-off table")
     args = ap.parse_args()
+    if args.budgets:
+        return budget_table([float(b) for b in args.budgets.split(",")], args.sim)
 
     photos = load_photos()
     peers = {"plain zxing-cpp": _zx, "zxing-cpp + CLAHE": zxing_clahe}
@@ -211,6 +215,45 @@ def main() -> int:
             stream[level][1] += 1
 
     report(decoders, peers, hits, times, union, wrong, empty_t, stream, args, len(photos))
+    return 0
+
+
+def budget_table(budgets: list[float], per_level: int) -> int:
+    """Reads and time for each budget, gated and ungated, against plain zxing-cpp timed on the
+    same frames in the same loop."""
+    frames = [("real", p.category, p.gray(), p.polygons) for p in load_photos()]
+    frames += [("sim", level, frame, text) for level, frame, text in sim_frames(per_level)]
+    configs = [(b, gate) for b in budgets for gate in (True, False)]
+    hits = {c: defaultdict(int) for c in configs}
+    totals: dict[str, int] = defaultdict(int)
+    times = {c: defaultdict(list) for c in [*configs, "plain"]}
+    for kind, group, gray, truth in frames:
+        t0 = time.perf_counter()
+        _zx(gray)
+        times["plain"][kind].append(time.perf_counter() - t0)
+        for key in (kind, group):
+            totals[key] += len(truth) if kind == "real" else 1
+        for c in configs:
+            t0 = time.perf_counter()
+            codes = decode(gray, budget_x=c[0], gate=c[1]).codes
+            times[c][kind].append(time.perf_counter() - t0)
+            if kind == "real":
+                h = codes_read(truth, [k.corners for k in codes])
+            else:
+                h = int(any(k.text == truth for k in codes))
+            hits[c][kind] += h
+            hits[c][group] += h
+    plain_glare = sum(codes_read(t, [c for _, c in _zx(g)]) for k, grp, g, t in frames if grp == "glare")
+    print("| budget_x | gate | real photos | glare vs plain | simulated | hard | real mean / p95 | sim mean / p95 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for c in configs:
+        ratio = {}
+        for kind in ("real", "sim"):
+            t, b = np.array(times[c][kind]), np.array(times["plain"][kind])
+            ratio[kind] = f"{t.mean() / b.mean():.2f}x / {np.percentile(t, 95) / np.percentile(b, 95):.2f}x"
+        share = {k: f"{100 * hits[c][k] / totals[k]:.1f}%" for k in ("real", "sim", "hard")}
+        print(f"| {c[0]:g} | {'on' if c[1] else 'off'} | {share['real']} | {hits[c]['glare'] / plain_glare:.2f}x "
+              f"| {share['sim']} | {share['hard']} | {ratio['real']} | {ratio['sim']} |")
     return 0
 
 

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.decode import DEFAULT_ORDER, FrameReader, baseline, decode, decode_with
+from agent.decode import DEFAULT_ORDER, STREAM_ORDER, FrameReader, baseline, decode, decode_with
 from agent.sim.payloads import bhyt
 from agent.sim.screen import empty_scene, render
 
@@ -83,11 +83,11 @@ def test_frame_reader_rotates_strategies_and_restarts_after_a_read():
     reader = FrameReader()
     blank = np.full((720, 1280), 128, np.uint8)
     runs = [reader.read(blank).strategies_run for _ in range(3)]
-    assert [r[1] for r in runs] == list(DEFAULT_ORDER[:3])
+    assert [r[1] for r in runs] == list(STREAM_ORDER[:3])
     assert reader.read(blank, active=False).strategies_run == ["plain"]  # still empty scene: no rotation
     shot = render("CODE", "easy", 1)
     assert reader.read(shot.frame).codes
-    assert reader.read(blank).strategies_run[1] == DEFAULT_ORDER[0]
+    assert reader.read(blank).strategies_run[1] == STREAM_ORDER[0]
 
 
 def test_no_code_no_read():
@@ -123,7 +123,7 @@ def test_dark_mode_code():
 
 def test_each_strategy_runs_alone():
     shot = render("STRATEGY", "easy", 5)
-    for name in DEFAULT_ORDER:
+    for name in sorted({*DEFAULT_ORDER, *STREAM_ORDER}):
         result = decode_with(shot.frame, name)
         assert result.strategies_run == [name]
         assert all(c.text == "STRATEGY" for c in result.codes)
@@ -137,7 +137,9 @@ def photos():
 
 
 def test_real_photos_floor(photos):
-    """Measured: plain zxing-cpp 266/409, ours 283/409 (bench/README.md). Floors with margin."""
+    """Measured with budget_x=50: plain zxing-cpp 266/409, ours 313/409, glare 13 -> 20,
+    bright spots 11 -> 26. Floors with margin (the budget is in time, so a loaded machine reads
+    a little less)."""
     plain = ours = total = 0
     per_cat: dict[str, list[int]] = {}
     for ph in photos:
@@ -149,11 +151,11 @@ def test_real_photos_floor(photos):
         per_cat[ph.category][0] += p
         per_cat[ph.category][1] += o
     assert total == 409
-    assert ours >= 280, ours
-    assert ours >= plain + 14, (ours, plain)
+    assert ours >= 300, ours
+    assert ours >= plain + 34, (ours, plain)
     for cat, (p, o) in per_cat.items():
         assert o >= p, f"{cat}: ours {o} < plain {p}"
-    assert per_cat["glare"][1] >= 15 and per_cat["bright_spots"][1] >= 15, per_cat
+    assert per_cat["glare"][1] >= 18 and per_cat["bright_spots"][1] >= 22, per_cat
 
 
 def test_cli_decode_json(photos, tmp_path):

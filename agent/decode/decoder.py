@@ -14,13 +14,13 @@ import cv2
 import numpy as np
 import zxingcpp
 
-from agent.decode.strategies import DEFAULT_ORDER, STRATEGIES, Strategy, clahe
+from agent.decode.strategies import DEFAULT_ORDER, STRATEGIES, STREAM_ORDER, Strategy, clahe
 
 QR = zxingcpp.BarcodeFormat.QRCode
 Corners = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
 
 #: Cascade budget, in multiples of this frame's own plain zxing-cpp time (machine independent).
-DEFAULT_BUDGET_X = 12.0
+DEFAULT_BUDGET_X = 10.0
 MAX_CANDIDATES = 3
 #: Share of the budget spent looking for more codes once one is read (a phone shows one code;
 #: a frame with several is rare, and a false candidate must not cost the whole budget).
@@ -300,7 +300,7 @@ class FrameReader:
     after every successful read.
     """
 
-    def __init__(self, order: tuple[str, ...] = DEFAULT_ORDER, per_frame: int = 1, rectify: bool = True):
+    def __init__(self, order: tuple[str, ...] = STREAM_ORDER, per_frame: int = 1, rectify: bool = True):
         self.order, self.per_frame, self.rectify = order, per_frame, rectify
         self._next = 0
 
