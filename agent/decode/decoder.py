@@ -19,7 +19,8 @@ from agent.decode.strategies import DEFAULT_ORDER, STRATEGIES, STREAM_ORDER, Str
 QR = zxingcpp.BarcodeFormat.QRCode
 Corners = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
 
-#: Cascade budget, in multiples of this frame's own plain zxing-cpp time (machine independent).
+#: Cascade budget, in multiples of this frame's own plain zxing-cpp time (machine independent;
+#: see SLOW_FRAME_X). bench/decode.py --budgets shows what each budget reads and costs.
 DEFAULT_BUDGET_X = 10.0
 MAX_CANDIDATES = 3
 #: Share of the budget spent looking for more codes once one is read (a phone shows one code;
@@ -27,8 +28,8 @@ MAX_CANDIDATES = 3
 MORE_CODES_SHARE = 0.5
 
 #: The gate's second look when the plain read located nothing: half size, one global threshold,
-#: no inverted pass (about a tenth of a plain read; finds large blurred or veiled codes whose
-#: finder patterns the full-size detector missed).
+#: no inverted pass. About a tenth of a plain read; it locates some blurred or veiled codes
+#: whose finder patterns the full-size detector missed (+2 hard simulated frames of 60).
 GLANCE = "glance"
 
 #: Running estimate of each strategy's cost in multiples of the plain read, so the cascade never
