@@ -106,11 +106,22 @@ def baseline(frame: np.ndarray) -> list[Code]:
     return [_code(b, _corners(b), "baseline") for b in zxingcpp.read_barcodes(gray, formats=QR)]
 
 
-#: Located codes smaller than this (pixels) are first cropped and enlarged, corners unchanged.
+#: Located codes smaller than this (pixels) are cropped and enlarged before any warping.
 SMALL_CODE = 140
-#: Sizes a located-but-unread code is warped to (bench/tune_order.py: two sizes read as many
+#: Sizes a located-but-unread code is warped to (in bench/decode.py two sizes read as many
 #: codes as three, and the time saved goes to strategies).
 RECTIFY_SIZES = (160, 280)
+
+
+def _read_view(image: np.ndarray, to_frame, name: str) -> list[Code]:
+    """Read a view made for one candidate, as is and with local contrast restored, with each
+    binarizer; `to_frame(barcode)` maps its corners back to the frame."""
+    for view in (image, clahe(image, 2.0, 4)):
+        for binarizer in (zxingcpp.Binarizer.LocalAverage, zxingcpp.Binarizer.GlobalHistogram):
+            found, _ = _read(view, binarizer, downscale=False)
+            if found:
+                return [_code(b, to_frame(b), name) for b in found]
+    return []
 
 
 def _enlarge(gray: np.ndarray, pts: np.ndarray) -> list[Code]:
@@ -123,12 +134,7 @@ def _enlarge(gray: np.ndarray, pts: np.ndarray) -> list[Code]:
     scale = 200 / side
     image = cv2.resize(gray[y0:y1, x0:x1], None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
     offset = np.array([x0, y0], np.float32)
-    for view in (image, clahe(image, 2.0, 4)):
-        for binarizer in (zxingcpp.Binarizer.LocalAverage, zxingcpp.Binarizer.GlobalHistogram):
-            found, _ = _read(view, binarizer, downscale=False)
-            if found:
-                return [_code(b, _corners(b, scale=scale) + offset, "enlarge") for b in found]
-    return []
+    return _read_view(image, lambda b: _corners(b, scale=scale) + offset, "enlarge")
 
 
 def _rectify(gray: np.ndarray, pts: np.ndarray) -> list[Code]:
@@ -146,18 +152,15 @@ def _rectify(gray: np.ndarray, pts: np.ndarray) -> list[Code]:
         warped = cv2.warpPerspective(gray, h, (size + 2 * m, size + 2 * m), flags=cv2.INTER_LINEAR,
                                      borderMode=cv2.BORDER_REPLICATE)
         inverse = np.linalg.inv(h)
-        for image in (warped, clahe(warped, 2.0, 4)):
-            for binarizer in (zxingcpp.Binarizer.LocalAverage, zxingcpp.Binarizer.GlobalHistogram):
-                found, _ = _read(image, binarizer, downscale=False)
-                if found:
-                    return [_code(b, _corners(b, inverse), "rectify") for b in found]
+        if codes := _read_view(warped, lambda b: _corners(b, inverse), "rectify"):
+            return codes
     return []
 
 
 def _distinct(pts_list: list[np.ndarray], limit: int) -> list[np.ndarray]:
     kept: list[np.ndarray] = []
     for pts in pts_list:
-        size = max(np.ptp(pts[:, 0]), np.ptp(pts[:, 1]), 1.0)
+        size = _size(pts)
         if size < 8:
             continue
         if all(np.linalg.norm(pts.mean(0) - k.mean(0)) > size / 2 for k in kept):
