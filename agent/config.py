@@ -7,6 +7,8 @@ keys are errors so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -138,6 +140,8 @@ def _check_value(value: Any, f: dataclasses.Field) -> tuple[Any, str | None]:
     want = {"str": str, "int": int, "float": float, "bool": bool}[f.type]
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if want is float and isinstance(value, float) and not math.isfinite(value):
+        return None, f"must be a finite number, got {value!r}"
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):
         wanted = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false"}
         return None, f"must be {wanted[f.type]}, got {value!r}"
@@ -182,19 +186,81 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
             else:
                 kwargs[key] = checked
         setattr(cfg, name, cls(**kwargs))
-    if cfg.station.id and not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", cfg.station.id):
-        errors.append(f"{where.get('station.id', 0)}: station.id may use letters, digits, '_', '.', '-' "
-                      "(it is part of MQTT topics)")
-    if cfg.mqtt is not None and re.search(r"[#+]|^/|/$", cfg.mqtt.topic_prefix):
-        errors.append(f"{where.get('mqtt.topic_prefix', 0)}: mqtt.topic_prefix must not contain + or # "
-                      "or start/end with /")
-    if cfg.camera.scaler_crop and not re.fullmatch(r"\d+,\d+,\d+,\d+", cfg.camera.scaler_crop):
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", cfg.station.id):
+        errors.append(f"{where.get('station.id', 0)}: station.id may use 1-64 letters, digits, '_', '.', '-' "
+                      f"(it is the MQTT client id and part of every topic), got {cfg.station.id!r}")
+    if cfg.mqtt is not None:
+        m = cfg.mqtt
+        if problem := topic_prefix_problem(m.topic_prefix):
+            errors.append(f"{where.get('mqtt.topic_prefix', 0)}: mqtt.topic_prefix {problem}")
+        if not m.host or any(c.isspace() or ord(c) < 32 for c in m.host):
+            errors.append(f"{where.get('mqtt.host', 0)}: mqtt.host must be a host name or address")
+        if not m.tls and not m.allow_insecure:
+            errors.append(f"{where.get('mqtt.tls', 0)}: mqtt.tls = false sends patients' data in clear: "
+                          "set tls = true (production) or allow_insecure = true (a test broker only)")
+        if m.key_file and not m.cert_file:
+            errors.append(f"{where.get('mqtt.key_file', 0)}: mqtt.key_file is set without mqtt.cert_file")
+        if m.tls:
+            for key in ("ca_file", "cert_file", "key_file"):
+                if problem := _file_problem(getattr(m, key)):
+                    errors.append(f"{where.get(f'mqtt.{key}', 0)}: mqtt.{key} {problem}")
+    if cfg.camera.scaler_crop and not re.fullmatch(r"[0-9]+,[0-9]+,[0-9]+,[0-9]+", cfg.camera.scaler_crop):
         errors.append(f"{where.get('camera.scaler_crop', 0)}: camera.scaler_crop must be 'x,y,w,h'")
     if cfg.camera.source == "replay" and cfg.camera.path and not Path(cfg.camera.path).exists():
         errors.append(f"{where.get('camera.path', 0)}: camera.path {cfg.camera.path!r} does not exist")
+    if problem := dir_problem(cfg.station.state_dir):
+        errors.append(f"{where.get('station.state_dir', 0)}: station.state_dir {problem}")
     if errors:
         raise ConfigError(path, errors)
     return cfg
+
+
+def topic_prefix_problem(prefix: str) -> str | None:
+    """Why `prefix` cannot start an MQTT topic name we publish to, or None (MQTT 5, 4.7)."""
+    if not prefix:
+        return "must not be empty"
+    if any(ord(c) < 32 or ord(c) == 127 or c in "+#" for c in prefix):
+        return "must not contain '+', '#', NUL, newlines or other control characters"
+    if prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
+        return "must not start or end with '/' or contain an empty level ('//')"
+    if prefix.startswith("$"):
+        return "must not start with '$' (reserved for the broker's own topics)"
+    if len(prefix.encode("utf-8")) > 1024:
+        return "is too long (at most 1024 bytes)"
+    return None
+
+
+def _file_problem(name: str) -> str | None:
+    """Why a file named in the config cannot be read, or None (empty = not used)."""
+    if not name:
+        return None
+    p = Path(name)
+    if not p.exists():
+        return f"{name!r} does not exist"
+    if not p.is_file():
+        return f"{name!r} is not a file"
+    if not os.access(p, os.R_OK):
+        return f"{name!r} is not readable by this user"
+    return None
+
+
+def dir_problem(name: str) -> str | None:
+    """Why the directory `name` cannot be used or created by this user, or None."""
+    if not name:
+        return "must not be empty"
+    p = Path(name)
+    if p.exists():
+        if not p.is_dir():
+            return f"{name!r} exists and is not a directory"
+        if not os.access(p, os.W_OK | os.X_OK):
+            return f"{name!r} is not writable by this user"
+        return None
+    parent = p.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"{name!r} does not exist and cannot be created ({parent} is not writable by this user)"
+    return None
 
 
 def load_config(path: Path | str) -> Config:
@@ -204,6 +270,8 @@ def load_config(path: Path | str) -> Config:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(path, [f"0: cannot read: {exc.strerror or exc}"]) from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a byte-order mark, as Windows editors write: harmless, so accepted
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -14,10 +14,10 @@ from agent.cards.fields import NULL, iso, parse_birth_date, parse_date, parse_he
 from agent.cards.model import Problems
 from agent.cards.sanitize import clean_text
 
-CARD_15 = re.compile(r"^[A-Z]{2}[1-5]\d{2}[0-9A-Z]{10}$")
-CARD_10 = re.compile(r"^\d{10}$")
-FACILITY = re.compile(r"^(\d{2})\s*[-\u2010-\u2015\u2212]?\s*(\d{3})$")
-MANAGEMENT = re.compile(r"^\d{14}$")
+CARD_15 = re.compile(r"^[A-Z]{2}[1-5][0-9]{2}[0-9A-Z]{10}$")
+CARD_10 = re.compile(r"^[0-9]{10}$")
+FACILITY = re.compile(r"^([0-9]{2})\s*[-\u2010-\u2015\u2212]?\s*([0-9]{3})$")
+MANAGEMENT = re.compile(r"^[0-9]{14}$")
 TERMINATORS = ("$", "#")
 
 #: Group codes by benefit level (reference table). Regulations change: unknown is only a warning.
@@ -31,7 +31,7 @@ GROUPS_BY_LEVEL = {
 LEVEL_OF_GROUP = {g: lvl for lvl, groups in GROUPS_BY_LEVEL.items() for g in groups.split()}
 
 _HEXISH = re.compile(r"^[0-9a-fA-F]{4,}$")
-_DATEISH = re.compile(r"^(\d{1,2}/)?(\d{1,2}/)?\d{4}$")
+_DATEISH = re.compile(r"^([0-9]{1,2}/)?([0-9]{1,2}/)?[0-9]{4}$")
 
 
 def looks_like(tokens: list[str]) -> bool:
@@ -68,7 +68,7 @@ def parse(tokens: list[str], today: date) -> tuple[dict[str, Any], Problems]:
         group, level = number[:2], int(number[2])
         tail = number[5:]
         card.update(generation="15", group_code=group, benefit_level=level,
-                    province_code=number[3:5], bhxh_number=tail if tail.isdigit() else None)
+                    province_code=number[3:5], bhxh_number=tail if tail.isascii() and tail.isdigit() else None)
     elif CARD_10.match(number):
         generation = "10"
         group, level = None, None

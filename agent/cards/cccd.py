@@ -10,14 +10,14 @@ from typing import Any
 from agent.cards.fields import iso, parse_birth_date, parse_date, plain_text
 from agent.cards.model import Problems
 
-ID_12 = re.compile(r"^\d{12}$")
-OLD_ID = re.compile(r"^\d{9}$")
+ID_12 = re.compile(r"^[0-9]{12}$")
+OLD_ID = re.compile(r"^[0-9]{9}$")
 
 
 def looks_like(tokens: list[str]) -> bool:
     """Loose test: a citizen-ID number first and a compact birth date where it belongs."""
-    return (len(tokens) >= 5 and re.fullmatch(r"\d{9,13}", tokens[0].strip()) is not None
-            and re.fullmatch(r"\d{6,9}", tokens[3].strip()) is not None)
+    return (len(tokens) >= 5 and re.fullmatch(r"[0-9]{9,13}", tokens[0].strip()) is not None
+            and re.fullmatch(r"[0-9]{6,9}", tokens[3].strip()) is not None)
 
 
 def _sex(token: str) -> str | None:

@@ -10,10 +10,10 @@ from agent.cards.sanitize import cap, clean_text
 
 NULL = "-"
 
-_DMY = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
-_MY = re.compile(r"^(\d{1,2})/(\d{4})$")
-_Y = re.compile(r"^(\d{4})$")
-_DMY_COMPACT = re.compile(r"^(\d{2})(\d{2})(\d{4})$")
+_DMY = re.compile(r"^([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})$")
+_MY = re.compile(r"^([0-9]{1,2})/([0-9]{4})$")
+_Y = re.compile(r"^([0-9]{4})$")
+_DMY_COMPACT = re.compile(r"^([0-9]{2})([0-9]{2})([0-9]{4})$")
 _HEX = re.compile(r"^(?:[0-9a-fA-F]{2})*$")
 
 MIN_YEAR = 1900
@@ -56,10 +56,12 @@ def parse_birth_date(token: str, problems: Problems, today: date, *, compact: bo
         first = _real_date(int(m.group(1)), 1, 1)
         text = m.group(1) if first else None
     if text is None:
-        problems.error("bad_birth_date", f"birth date is not a valid date: {token[:20]!r}")
+        # the token itself is personal data: say what was expected, never echo it
+        problems.error("bad_birth_date", "birth date is not a valid date (expected dd/mm/yyyy, mm/yyyy "
+                       "or yyyy, ASCII digits)")
         return None
     if first and first > today:
-        problems.error("bad_birth_date", f"birth date {text} is in the future")
+        problems.error("bad_birth_date", "birth date is in the future")
         return None
     return text
 

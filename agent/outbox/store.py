@@ -14,22 +14,32 @@ import os
 import secrets
 import shutil
 import sqlite3
+import stat
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import sqlite_utils
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1.0"
+T = TypeVar("T")
 
 
-class OutboxFull(Exception):
+class OutboxError(Exception):
+    """The outbox cannot do what was asked; the message names the path, the cause and the fix.
+
+    Raised for conditions that are not proven damage (busy, permissions, disk full, I/O errors):
+    nothing was moved, repaired or deleted."""
+
+
+class OutboxFull(OutboxError):
     """The outbox refuses a check-in (too many undelivered, or too little disk). Nothing was dropped."""
 
 
@@ -55,51 +65,163 @@ class Row:
     attempts: int
 
 
-def _is_corruption(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return "malformed" in text or "not a database" in text or "quick_check" in text
+# SQLite primary result codes (sqlite3.Error.sqlite_errorcode & 0xFF).
+_PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 3, 5, 6, 8, 10, 11, 13, 14, 26
+BUSY_TIMEOUT_S = 10.0
+ASIDE = ".corrupt-"
+
+
+def _code(exc: BaseException) -> int:
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+
+
+def damage_proof(path: Path, exc: BaseException) -> str | None:
+    """SQLite's own proof that the file at `path` is damaged, or None when it is not proven.
+
+    Only a corruption error confirmed by `PRAGMA quick_check` on a fresh connection (or a file
+    SQLite cannot even recognise) counts: locked, busy, unopenable or full is never damage.
+    """
+    if _code(exc) not in (_CORRUPT, _NOTADB):
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as again:
+        return f"{again}" if _code(again) in (_CORRUPT, _NOTADB) else None
+    return None if verdict == "ok" else f"quick_check: {verdict}"
+
+
+def _owner_hint(path: Path) -> str:
+    """For 'cannot open': name files of the outbox this user cannot write (root-owned leftovers)."""
+    wrong = []
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), path.parent):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        if not os.access(p, os.R_OK | os.W_OK):
+            wrong.append(f"{p} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})")
+    if not wrong:
+        return ""
+    user = os.environ.get("USER") or str(os.geteuid())
+    return (f"; not writable by this user ({user}): {', '.join(wrong)}; fix with "
+            f"'sudo chown {user}: {' '.join(w.split(' (')[0] for w in wrong)}'")
+
+
+def explain(path: Path, exc: BaseException) -> str:
+    """One line for IT: what went wrong with the outbox at `path`, and what to do."""
+    code = _code(exc)
+    if code in (_BUSY, _LOCKED):
+        return (f"outbox {path} is locked by another process (waited {BUSY_TIMEOUT_S:.0f} s); "
+                "nothing was changed: try again, or find the process holding it (fuser)")
+    if code == _FULL:
+        return f"disk full: cannot write the outbox {path} (SQLite: {exc}); free space on the card"
+    if code in (_READONLY, _CANTOPEN, _PERM):
+        return f"cannot open the outbox {path} for writing (SQLite: {exc}){_owner_hint(path)}"
+    if code == _IOERR:
+        return f"I/O error on the outbox {path} (SQLite: {exc}): the SD card may be failing"
+    if code in (_CORRUPT, _NOTADB):
+        return f"SQLite reported damage in {path} that quick_check does not confirm ({exc}); nothing moved"
+    return f"outbox {path}: {exc}"
 
 
 class Outbox:
-    """Owns the outbox database. Thread-safe: the scan loop puts, the MQTT sender drains."""
+    """Owns the outbox database. Thread-safe: the scan loop puts, the MQTT sender drains.
+
+    The daemon opens it normally: it is created when missing, and a file SQLite proves damaged is
+    moved aside, its readable undelivered rows salvaged into a fresh one. Admin commands pass
+    `admin=True` (never create, move or repair) and `readonly=True` when they only read.
+    """
 
     def __init__(self, path: Path | str, *, station: str, max_events: int = 50_000,
-                 min_free_mb: int = 100, retention_s: float = 3600.0):
+                 min_free_mb: int = 100, retention_s: float = 3600.0, admin: bool = False,
+                 readonly: bool = False, wait_s: float = 0.0):
         self.path = Path(path)
         self.station = station
         self.max_events, self.min_free_mb, self.retention_s = max_events, min_free_mb, retention_s
+        self.admin, self.readonly = admin or readonly, readonly
         self._lock = threading.RLock()
         self.recovered_from: Path | None = None
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            self._open()
-        except sqlite3.DatabaseError as exc:
-            self._move_aside(exc)
-            self._open()
+        self.last_recovery: dict[str, Any] | None = None
+        if self.admin and not self.path.exists():
+            raise OutboxError(f"no outbox at {self.path} (is state_dir right, and has the station run?)")
+        if not self.admin:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise OutboxError(f"cannot create the state directory {self.path.parent}: "
+                                  f"{exc.strerror or exc}") from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._open()
+                break
+            except sqlite3.DatabaseError as exc:
+                if _code(exc) in (_BUSY, _LOCKED) and time.monotonic() < deadline:
+                    log.warning("outbox %s is locked by another process; waiting", self.path)
+                    time.sleep(1.0)
+                    continue
+                proof = None if self.admin else damage_proof(self.path, exc)
+                if proof is None:
+                    raise OutboxError(explain(self.path, exc)) from None
+                self._recover(proof)
+                break
+        self._match_owner()
 
-    # -- opening, corruption ---------------------------------------------------------------
+    # -- opening, damage ---------------------------------------------------------------------
 
     def _open(self) -> None:
-        if not self.path.exists():
+        if self.readonly:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False,
+                                   isolation_level=None, timeout=BUSY_TIMEOUT_S)
+            self.db = sqlite_utils.Database(conn)
+            return
+        if not self.path.exists() and not self.admin:
             # create it 0600 ourselves: sqlite would honour the umask (often 0644)
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-        os.chmod(self.path, 0o600)
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+        uri = f"file:{self.path}?mode={'rw' if self.admin else 'rwc'}"
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None,
+                               timeout=BUSY_TIMEOUT_S)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            check = conn.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {check}")
+            conn.execute("PRAGMA secure_delete=ON")  # purged names do not linger in free pages
+            if not self.admin:
+                check = conn.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    raise sqlite3.DatabaseError(f"quick_check: {check}")
             self.db = sqlite_utils.Database(conn)
-            self._create()
+            if not self.admin:
+                self._create()
+                os.chmod(self.path, 0o600)
         except BaseException:
             conn.close()
             raise
         for suffix in ("-wal", "-shm"):
             side = Path(f"{self.path}{suffix}")
-            if side.exists():
+            if side.exists() and not self.admin:
                 os.chmod(side, 0o600)
+
+    def _match_owner(self) -> None:
+        """Run by root (sudo), SQLite may create -wal/-shm owned by root, which the service user then
+        cannot open: give them the outbox's owner."""
+        if os.geteuid() != 0:
+            return
+        try:
+            owner = self.path.stat()
+        except OSError:
+            return
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{self.path}{suffix}")
+            try:
+                st = side.stat()
+                if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
+                    os.chown(side, owner.st_uid, owner.st_gid)
+            except OSError:
+                pass
 
     def _create(self) -> None:
         events = self.db["events"]
@@ -112,26 +234,72 @@ class Outbox:
         if not meta.exists():
             meta.create({"key": str, "value": str}, pk="key")
         if self._meta("next_seq") is None:
-            # A fresh file continues the sequence from the clock when it replaces a corrupt one,
+            # A fresh file continues the sequence from the clock when it replaces a damaged one,
             # so seq never goes backwards for consumers; a first install starts at 1.
             start = int(time.time()) if self.recovered_from else 1
             self._set_meta("next_seq", start)
             self._set_meta("delivered_total", 0)
 
-    def _move_aside(self, exc: Exception) -> None:
+    def _recover(self, proof: str) -> None:
+        """The file is proven damaged: move it aside, start afresh, salvage its undelivered rows
+        into the new file (original ids and payloads), and delete it only if every one was saved."""
+        from agent.outbox.salvage import salvage
+
         stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        aside = self.path.with_name(f"{self.path.name}{ASIDE}{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}{ASIDE}{stamp}-{n}")
         for suffix in ("", "-wal", "-shm"):
             src = Path(f"{self.path}{suffix}")
             if src.exists():
-                shutil.move(src, f"{aside}{suffix}")
+                os.replace(src, f"{aside}{suffix}")
         self.recovered_from = aside
-        log.error("outbox database %s is unreadable (%s); moved aside to %s and started a new one",
-                  self.path, exc, aside)
+        self._open()
+        found = salvage(aside)
+        added, _ = self.import_rows([(r.id, r.payload, r.created_at, r.attempts) for r in found.rows],
+                                    min_next_seq=(found.next_seq or 0))
+        lost = found.lost
+        record = {"at": time.time(), "file": str(aside), "reason": proof, "saved": added,
+                  "lost": lost, "kept": not found.complete}
+        self._set_meta("last_recovery", json.dumps(record))
+        self.last_recovery = record
+        if found.complete:
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.unlink(f"{aside}{suffix}")
+                except FileNotFoundError:
+                    pass
+        log.error("outbox %s was damaged (%s): moved aside, %d undelivered check-in(s) salvaged into a new "
+                  "outbox, %s lost; %s", self.path, proof, added,
+                  "none" if lost == 0 else "an unknown number" if lost is None else lost,
+                  "damaged file deleted" if found.complete else
+                  f"damaged file kept as {aside} for 'scanner-agent queue import'")
+
+    def _guarded(self, op: Callable[[], T]) -> T:
+        """Run one operation; a damage SQLite proves is recovered from once, anything else explained."""
+        with self._lock:
+            try:
+                return op()
+            except sqlite3.DatabaseError as exc:
+                proof = None if self.admin else damage_proof(self.path, exc)
+                if proof is None:
+                    raise OutboxError(explain(self.path, exc)) from exc
+                try:
+                    self.db.conn.close()
+                except sqlite3.Error:
+                    pass
+                self._recover(proof)
+            try:
+                return op()
+            except sqlite3.DatabaseError as exc:
+                raise OutboxError(explain(self.path, exc)) from exc
 
     def close(self) -> None:
         with self._lock:
             self.db.conn.close()
+        self._match_owner()
 
     # -- meta ------------------------------------------------------------------------------
 
@@ -142,96 +310,114 @@ class Outbox:
     def _set_meta(self, key: str, value: Any) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", [key, str(value)])
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; rolled back on error (if SQLite has not already done so,
+        as it does on a full disk: a second ROLLBACK would hide the real cause)."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            raise
+
     # -- writing ---------------------------------------------------------------------------
 
     def put(self, body: dict[str, Any]) -> Row:
         """Store a check-in; returns once it is committed to disk (fsync'd, synchronous=FULL).
 
         `body` holds read_at, clock_synced, kind, verdict, problems, card; the outbox adds the
-        envelope (schema, id, seq, station). Raises OutboxFull, never drops anything stored.
-        A database found corrupt here is moved aside and the check-in stored in a fresh one.
+        envelope (schema, id, seq, station). Raises OutboxFull or OutboxError, never drops anything
+        stored. A file SQLite proves damaged is recovered from first (see _recover).
         """
-        try:
-            return self._put(body)
-        except sqlite3.DatabaseError as exc:
-            if not _is_corruption(exc):
-                raise
-            with self._lock:
-                self.db.conn.close()
-                self._move_aside(exc)
-                self._open()
-            return self._put(body)
+        return self._guarded(lambda: self._put(body))
 
     def _put(self, body: dict[str, Any]) -> Row:
-        with self._lock:
-            depth = self.depth()
-            if depth >= self.max_events:
-                raise OutboxFull(f"outbox full: {depth} undelivered check-ins (limit {self.max_events})")
-            free_mb = shutil.disk_usage(self.path.parent).free / 1e6
-            if free_mb < self.min_free_mb:
-                raise OutboxFull(f"disk almost full: {free_mb:.0f} MB free (minimum {self.min_free_mb} MB)")
-            conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                seq = int(self._meta("next_seq"))
-                event_id = uuid7()
-                payload = {"schema": SCHEMA_VERSION, "id": event_id, "seq": seq, "station": self.station,
-                           **body}
-                created = time.time()
-                conn.execute("INSERT INTO events (id, seq, created_at, payload, delivered_at, attempts) "
-                             "VALUES (?, ?, ?, ?, NULL, 0)",
-                             [event_id, seq, created, json.dumps(payload, ensure_ascii=False)])
-                self._set_meta("next_seq", seq + 1)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            return Row(event_id, seq, created, payload, None, 0)
+        depth = self.depth()
+        if depth >= self.max_events:
+            raise OutboxFull(f"outbox full: {depth} undelivered check-ins (limit {self.max_events})")
+        free_mb = shutil.disk_usage(self.path.parent).free / 1e6
+        if free_mb < self.min_free_mb:
+            raise OutboxFull(f"disk almost full: {free_mb:.0f} MB free (minimum {self.min_free_mb} MB)")
+        with self._transaction() as conn:
+            seq = int(self._meta("next_seq"))
+            event_id = uuid7()
+            payload = {"schema": SCHEMA_VERSION, "id": event_id, "seq": seq, "station": self.station, **body}
+            created = time.time()
+            conn.execute("INSERT INTO events (id, seq, created_at, payload, delivered_at, attempts) "
+                         "VALUES (?, ?, ?, ?, NULL, 0)",
+                         [event_id, seq, created, json.dumps(payload, ensure_ascii=False)])
+            self._set_meta("next_seq", seq + 1)
+        return Row(event_id, seq, created, payload, None, 0)
+
+    def import_rows(self, rows: list[tuple[str, dict[str, Any], float, int]], *,
+                    min_next_seq: int = 0) -> tuple[int, int]:
+        """Queue check-ins from elsewhere (a damaged outbox, a replaced station's export) for sending,
+        each with its original id and payload, exactly: (id, payload, created_at, attempts).
+
+        Idempotent: an id already here is skipped. Local order follows the given order. Returns
+        (added, already present)."""
+        def run() -> tuple[int, int]:
+            added = 0
+            with self._transaction() as conn:
+                seq = max(int(self._meta("next_seq") or 1), min_next_seq)
+                for event_id, payload, created, attempts in rows:
+                    cur = conn.execute("INSERT OR IGNORE INTO events (id, seq, created_at, payload, "
+                                       "delivered_at, attempts) VALUES (?, ?, ?, ?, NULL, ?)",
+                                       [event_id, seq, created, json.dumps(payload, ensure_ascii=False),
+                                        attempts])
+                    if cur.rowcount:
+                        added += 1
+                        seq += 1
+                self._set_meta("next_seq", seq)
+            return added, len(rows) - added
+        return self._guarded(run)
 
     def mark_delivered(self, ids: list[str]) -> int:
         if not ids:
             return 0
-        with self._lock:
-            conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+
+        def run() -> int:
+            with self._transaction() as conn:
                 marks = ",".join("?" * len(ids))
                 n = conn.execute(f"UPDATE events SET delivered_at = ? WHERE delivered_at IS NULL "
                                  f"AND id IN ({marks})", [time.time(), *ids]).rowcount
                 total = int(self._meta("delivered_total") or 0)
                 self._set_meta("delivered_total", total + n)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             return n
+        return self._guarded(run)
 
     def count_attempt(self, ids: list[str]) -> None:
         if ids:
-            with self._lock:
-                self.db.execute(f"UPDATE events SET attempts = attempts + 1 WHERE id IN "
-                                f"({','.join('?' * len(ids))})", ids)
+            self._guarded(lambda: self.db.execute(
+                f"UPDATE events SET attempts = attempts + 1 WHERE id IN ({','.join('?' * len(ids))})", ids))
 
     def requeue(self, event_id: str) -> bool:
         """Mark a delivered event undelivered again (IT's forced resend)."""
-        with self._lock:
-            return self.db.execute("UPDATE events SET delivered_at = NULL WHERE id = ?",
-                                   [event_id]).rowcount == 1
+        return self._guarded(lambda: self.db.execute(
+            "UPDATE events SET delivered_at = NULL WHERE id = ?", [event_id]).rowcount == 1)
 
     def purge(self, now: float | None = None) -> int:
-        """Delete delivered rows older than the retention time. Undelivered rows are never touched."""
+        """Delete delivered rows older than the retention time. Undelivered rows are never touched.
+        secure_delete overwrites their pages, so names do not stay readable on the card."""
         cutoff = (now or time.time()) - self.retention_s
-        with self._lock:
-            return self.db.execute("DELETE FROM events WHERE delivered_at IS NOT NULL AND delivered_at <= ?",
-                                   [cutoff]).rowcount
+        return self._guarded(lambda: self.db.execute(
+            "DELETE FROM events WHERE delivered_at IS NOT NULL AND delivered_at <= ?", [cutoff]).rowcount)
 
     # -- reading ---------------------------------------------------------------------------
 
     def _rows(self, sql: str, params: list) -> list[Row]:
-        with self._lock:
+        def run() -> list[Row]:
             cur = self.db.execute(f"SELECT id, seq, created_at, payload, delivered_at, attempts FROM events {sql}",
                                   params)
             return [Row(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in cur.fetchall()]
+        return self._guarded(run)
 
     def pending(self, limit: int = 100, after_seq: int = -1) -> list[Row]:
         """Undelivered events in sequence order, after `after_seq`."""
@@ -251,12 +437,26 @@ class Outbox:
         return rows[0] if rows else None
 
     def depth(self) -> int:
-        with self._lock:
-            return self.db.execute("SELECT COUNT(*) FROM events WHERE delivered_at IS NULL").fetchone()[0]
+        return self._guarded(lambda: self.db.execute(
+            "SELECT COUNT(*) FROM events WHERE delivered_at IS NULL").fetchone()[0])
+
+    def damaged_files(self) -> list[Path]:
+        """Outbox files moved aside as damaged and kept because not every row could be salvaged."""
+        return sorted(p for p in self.path.parent.glob(f"{self.path.name}{ASIDE}*")
+                      if not p.name.endswith(("-wal", "-shm")))
+
+    def recovery(self) -> dict[str, Any] | None:
+        """The last salvage from a damaged file (kept in the outbox, so it survives restarts)."""
+        try:
+            raw = self._guarded(lambda: self._meta("last_recovery"))
+            return json.loads(raw) if raw else None
+        except (OutboxError, ValueError):
+            return None
 
     def stats(self, now: float | None = None) -> dict[str, Any]:
         now = now or time.time()
-        with self._lock:
+
+        def run() -> dict[str, Any]:
             depth, oldest = self.db.execute(
                 "SELECT COUNT(*), MIN(created_at) FROM events WHERE delivered_at IS NULL").fetchone()
             last = self.db.execute("SELECT MAX(created_at) FROM events").fetchone()[0]
@@ -265,3 +465,7 @@ class Outbox:
                     "delivered_total": int(self._meta("delivered_total") or 0),
                     "last_checkin_at": last,
                     "recovered_from": str(self.recovered_from) if self.recovered_from else None}
+        out = self._guarded(run)
+        out["recovery"] = self.recovery()
+        out["damaged_files"] = [str(p) for p in self.damaged_files()]
+        return out
