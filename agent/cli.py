@@ -16,6 +16,19 @@ from agent.cards import read_card
 from agent.config import DEFAULT_PATH, ConfigError, load_config
 
 
+MAX_LIMIT = 100_000
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_LIMIT}, got {text}")
+    return value
+
+
 def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -37,7 +50,14 @@ def _print_read(read, as_json: bool) -> None:
 
 def cmd_parse(args: argparse.Namespace) -> int:
     if args.text == "-":
-        data: str | bytes = sys.stdin.buffer.read().rstrip(b"\r\n")
+        if sys.stdin is None or sys.stdin.closed:
+            print("parse -: there is no standard input to read", file=sys.stderr)
+            return 2
+        try:
+            data: str | bytes = sys.stdin.buffer.read().rstrip(b"\r\n")
+        except OSError as exc:
+            print(f"parse -: cannot read standard input: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     else:
         data = args.text
     _print_read(read_card(data, args.today), args.json)
@@ -105,7 +125,11 @@ def demo_config():
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import ssl
+
     from agent.mqtt.link import InsecureBroker
+    from agent.outbox import OutboxError
+    from agent.outbox.store import OutboxBusy
     from agent.station import Station
 
     if args.config:
@@ -123,8 +147,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(cfg.logging.level)
     try:
         station = Station(cfg)
-    except InsecureBroker as exc:
+    except OutboxBusy as exc:  # another process holds the outbox: systemd tries again shortly
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (InsecureBroker, OutboxError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ssl.SSLError, ValueError) as exc:  # e.g. a CA or key file that is not PEM
+        print(f"error: cannot start the station: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: station.stop())
@@ -148,42 +178,90 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_outbox(cfg):
+def _open_outbox(cfg, *, write: bool):
+    """The outbox for an IT command: never created, moved or repaired; read-only unless `write`."""
     from agent.outbox import Outbox
 
     path = Path(cfg.station.state_dir) / "outbox.db"
     if not path.exists():
         raise ConfigError(path, ["0: no outbox here (is state_dir right, and has the station run?)"])
-    return Outbox(path, station=cfg.station.id, max_events=cfg.outbox.max_events)
+    return Outbox(path, station=cfg.station.id, max_events=cfg.outbox.max_events, admin=True,
+                  readonly=not write)
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
     from agent.admin import queue
+    from agent.admin.files import RefusedPath
+    from agent.outbox import OutboxError
 
-    box = _open_outbox(admin_config(args))
+    cfg = admin_config(args)
     try:
-        if args.action == "list":
-            print("\n".join(queue.list_rows(box, limit=args.limit, undelivered_only=not args.all, reveal=args.reveal)))
-        elif args.action == "show":
-            shown = queue.show(box, args.id, args.reveal)
-            if shown is None:
-                print(f"no check-in {args.id}", file=sys.stderr)
-                return 1
-            print(json.dumps(shown, ensure_ascii=False, indent=2))
-        elif args.action == "retry":
-            unknown = queue.retry(box, args.ids)
-            for i in unknown:
-                print(f"no check-in {i}", file=sys.stderr)
-            print(f"{len(args.ids) - len(unknown)} check-in(s) queued for resending; "
-                  f"{box.depth()} undelivered in all (the daemon sends them as soon as the broker is reachable)")
-            return 1 if unknown else 0
-        elif args.action == "export":
-            n = queue.export(box, Path(args.file))
-            print(f"{n} undelivered check-in(s) written to {args.file} (JSON lines, mode 600; "
-                  "they contain personal data: delete the file after use)")
+        box = _open_outbox(cfg, write=args.action in ("retry", "import"))
+    except OutboxError as exc:
+        print(f"queue {args.action}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _queue(args, box, Path(cfg.station.state_dir))
+    except RefusedPath as exc:
+        print(f"queue {args.action}: {exc}", file=sys.stderr)
+        return 2
+    except (OutboxError, OSError) as exc:
+        print(f"queue {args.action}: {getattr(exc, 'strerror', None) or exc}"
+              + (f": {exc.filename}" if getattr(exc, "filename", None) else ""), file=sys.stderr)
+        return 1
     finally:
         box.close()
+
+
+def _queue(args: argparse.Namespace, box, state_dir: Path) -> int:
+    from agent.admin import queue
+
+    if args.action == "list":
+        print("\n".join(queue.list_rows(box, limit=args.limit, undelivered_only=not args.all, reveal=args.reveal)))
+    elif args.action == "show":
+        shown = queue.show(box, args.id, args.reveal)
+        if shown is None:
+            print(f"no check-in {args.id}", file=sys.stderr)
+            return 1
+        print(json.dumps(shown, ensure_ascii=False, indent=2))
+    elif args.action == "retry":
+        unknown = queue.retry(box, args.ids)
+        for i in unknown:
+            print(f"no check-in {i}", file=sys.stderr)
+        print(f"{len(args.ids) - len(unknown)} check-in(s) queued for resending; "
+              f"{box.depth()} undelivered in all (the daemon sends them as soon as the broker is reachable)")
+        return 1 if unknown else 0
+    elif args.action == "export":
+        n = queue.export(box, Path(args.file), state_dir)
+        print(f"{n} undelivered check-in(s) written to {args.file} (JSON lines, mode 600; "
+              "they contain personal data: delete the file after use)")
+    elif args.action == "import":
+        return _queue_import(args, box)
     return 0
+
+
+def _queue_import(args: argparse.Namespace, box) -> int:
+    from agent.admin import queue
+
+    path = Path(args.file)
+    report = queue.import_file(box, path)
+    for line in report.rejected[:20]:
+        print(f"{path}: {line}", file=sys.stderr)
+    if len(report.rejected) > 20:
+        print(f"{path}: ... and {len(report.rejected) - 20} more not imported", file=sys.stderr)
+    lost = "" if report.lost == 0 else (f"; {'an unknown number' if report.lost is None else report.lost} "
+                                        "undelivered check-in(s) in it could not be read")
+    print(f"{report.added} check-in(s) queued for sending from {path} ({report.source}), "
+          f"{report.already} already queued here, {len(report.rejected)} not imported{lost}; "
+          f"{box.depth()} undelivered in all")
+    if args.delete_after and not report.rejected:
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                Path(f"{path}{suffix}").unlink()
+            except FileNotFoundError:
+                pass
+        print(f"{path} deleted: its readable check-ins are safe in the outbox")
+    return 1 if report.rejected else 0
 
 
 def cmd_feedback_test(args: argparse.Namespace) -> int:
@@ -206,8 +284,13 @@ def cmd_feedback_test(args: argparse.Namespace) -> int:
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from agent.admin.snapshot import take
 
+    from agent.admin.files import RefusedPath
+
     try:
         origin = take(admin_config(args), Path(args.out))
+    except RefusedPath as exc:
+        print(f"snapshot: {exc}", file=sys.stderr)
+        return 2
     except (OSError, RuntimeError) as exc:
         print(f"snapshot failed: {exc}", file=sys.stderr)
         return 1
@@ -260,15 +343,20 @@ def build_parser() -> argparse.ArgumentParser:
     qsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = qsub.add_parser("list", help="recent check-ins (undelivered only unless --all)")
     q.add_argument("--all", action="store_true", help="delivered ones too (kept for the retention time)")
-    q.add_argument("--limit", type=int, default=50)
+    q.add_argument("--limit", type=_limit, default=50, help=f"at most this many (1-{MAX_LIMIT})")
     q.add_argument("--reveal", action="store_true", help="show names unmasked")
     q = qsub.add_parser("show", help="one check-in as JSON (personal data masked unless --reveal)")
     q.add_argument("id")
     q.add_argument("--reveal", action="store_true")
     q = qsub.add_parser("retry", help="send delivered check-ins again")
     q.add_argument("ids", nargs="+", metavar="ID")
-    q = qsub.add_parser("export", help="write undelivered check-ins to FILE as JSON lines")
+    q = qsub.add_parser("export", help="write undelivered check-ins to a new FILE as JSON lines (mode 600)")
     q.add_argument("file", metavar="FILE")
+    q = qsub.add_parser("import", help="queue the check-ins of a 'queue export' file or of a damaged "
+                                       "outbox file kept aside, for sending (idempotent)")
+    q.add_argument("file", metavar="FILE")
+    q.add_argument("--delete-after", action="store_true",
+                   help="delete FILE once its readable check-ins are queued here")
     p.set_defaults(func=cmd_queue)
 
     p = sub.add_parser("feedback", help="LED and buzzer tools")
@@ -294,7 +382,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _safe_streams() -> None:
+    """A terminal or pipe that cannot show Vietnamese (PYTHONIOENCODING=ascii, LANG=C) gets
+    escapes instead of a UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    _safe_streams()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -304,6 +404,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - an outbox or OS error in an IT command: one line, no traceback
+        from agent.outbox import OutboxError
+
+        if not isinstance(exc, (OutboxError, OSError)):
+            raise
+        print(f"scanner-agent {args.command}: {exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         return 0
 

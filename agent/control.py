@@ -10,19 +10,29 @@ import logging
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
+from agent.worker import Worker
+
 log = logging.getLogger(__name__)
 MAX_COMMAND = 64
+MAX_CLIENTS = 8
+DEADLINE_S = 5.0      # a client has this long to send its command, and to take the answer
 
 
-class ControlServer:
+class ControlServer(Worker):
+    """Accepts on the socket in a supervised worker; each client is served on a short-lived thread
+    of its own with a deadline and a size cap, so idle or slow clients never block the others."""
+
+    stall_s = 60.0
+
     def __init__(self, path: Path, handlers: dict[str, Callable[[], bytes]]):
+        super().__init__("control")
         self.path, self.handlers = path, handlers
-        self._stop = threading.Event()
         self._sock: socket.socket | None = None
-        self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
 
     def start(self) -> "ControlServer":
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -36,15 +46,13 @@ class ControlServer:
             sock.bind(str(self.path))
         finally:
             os.umask(old)
-        sock.listen(4)
+        sock.listen(16)
         sock.settimeout(0.5)
         self._sock = sock
-        self._thread.start()
+        super().start()
         return self
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
+    def finish(self) -> None:
         if self._sock:
             self._sock.close()
         try:
@@ -52,30 +60,68 @@ class ControlServer:
         except FileNotFoundError:
             pass
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def work(self) -> None:
+        while not self.stopping.is_set():
+            self.beat()
             try:
                 conn, _ = self._sock.accept()
             except (TimeoutError, socket.timeout):
                 continue
-            except OSError:
-                return
+            if not self._slots.acquire(blocking=False):
+                with conn:
+                    _answer(conn, b"ERR busy: too many clients, try again\n")
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="control-client", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
             with conn:
-                conn.settimeout(5)
+                command = _read_command(conn, time.monotonic() + DEADLINE_S)
+                if command is None:
+                    _answer(conn, b"ERR expected one command line of at most %d bytes\n" % MAX_COMMAND)
+                    return
+                handler = self.handlers.get(command)
+                if handler is None:
+                    _answer(conn, f"ERR unknown command {command[:20]!r}\n".encode())
+                    return
                 try:
-                    command = conn.recv(MAX_COMMAND).decode("ascii", "replace").strip()
-                    handler = self.handlers.get(command)
-                    if handler is None:
-                        conn.sendall(f"ERR unknown command {command[:20]!r}\n".encode())
-                        continue
                     data = handler()
-                    conn.sendall(f"OK {len(data)}\n".encode() + data)
-                except Exception as exc:  # noqa: BLE001 - a bad client never hurts the station
-                    log.warning("control socket: %s", exc)
-                    try:
-                        conn.sendall(f"ERR {str(exc)[:200]}\n".encode())
-                    except OSError:
-                        pass
+                except Exception as exc:  # noqa: BLE001 - a failing handler never hurts the station
+                    log.warning("control socket: %s failed: %s", command, exc)
+                    _answer(conn, f"ERR {str(exc)[:200]}\n".encode("utf-8", "replace"))
+                    return
+                _answer(conn, f"OK {len(data)}\n".encode() + data)
+        finally:
+            self._slots.release()
+
+
+def _read_command(conn: socket.socket, deadline: float) -> str | None:
+    """One line, possibly arriving in several writes; None if too long, garbled or too late."""
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0 or len(buf) > MAX_COMMAND:
+            return None
+        conn.settimeout(left)
+        try:
+            chunk = conn.recv(MAX_COMMAND + 1 - len(buf))
+        except OSError:
+            return None
+        if not chunk:
+            break  # the client closed its side: what came is the command
+        buf += chunk
+    line = buf.split(b"\n", 1)[0].strip()
+    if len(line) > MAX_COMMAND or not line:
+        return None
+    return line.decode("ascii", "replace")
+
+
+def _answer(conn: socket.socket, data: bytes) -> None:
+    try:
+        conn.settimeout(DEADLINE_S)
+        conn.sendall(data)
+    except OSError:
+        pass
 
 
 def request(path: Path, command: str, timeout: float = 10.0) -> bytes:

@@ -23,7 +23,7 @@ from agent.config import Config
 from agent.control import ControlServer
 from agent.decode import FrameReader
 from agent.feedback import Feedback, Signal, make_output
-from agent.outbox import Outbox, OutboxFull
+from agent.outbox import Outbox, OutboxError, OutboxFull
 from agent import __version__, runstate
 from agent.clock import clock_synced
 from agent.sdnotify import notify, watchdog_interval
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 DEMO_FRAMES = Path(__file__).parent / "samples" / "frames"
 MOTION_THRESHOLD = 3.0          # mean absolute difference of 64x36 thumbnails, in grey levels
+OUTBOX_LOCK_WAIT_S = 60.0       # at start, wait this long for another process's lock on the outbox
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Station:
         state = Path(cfg.station.state_dir)
         self.outbox = outbox or Outbox(state / "outbox.db", station=cfg.station.id,
                                        max_events=cfg.outbox.max_events, min_free_mb=cfg.outbox.min_free_mb,
-                                       retention_s=cfg.outbox.retention_s)
+                                       retention_s=cfg.outbox.retention_s, wait_s=OUTBOX_LOCK_WAIT_S)
         self.feedback = feedback or Feedback(make_output(cfg.feedback))
         self.reader = FrameReader()
         self.presenter = Presenter(cfg.checkin.cooldown_s, cfg.checkin.try_again_s)
@@ -75,6 +76,7 @@ class Station:
         self._active_until = -1e9
         self._last_decode_t = -1e9
         self.outbox_fault: str | None = None
+        self._status_failing = False
 
     # -- per frame ---------------------------------------------------------------------------
 
@@ -108,11 +110,11 @@ class Station:
         if d.action == "checkin":
             try:
                 row = self.outbox.put(checkin_body(d.read))
-            except OutboxFull as exc:
+            except OutboxError as exc:  # full, disk full, locked, unwritable: said in one line
                 self._refuse(d, str(exc))
                 return
-            except Exception as exc:  # noqa: BLE001 - disk errors: no green without a stored check-in
-                self._refuse(d, f"outbox error: {exc}")
+            except Exception as exc:  # noqa: BLE001 - anything else: still no green without a stored check-in
+                self._refuse(d, f"outbox error: {type(exc).__name__}: {exc}")
                 return
             self.outbox_fault = None
             self.counters.checkins += 1
@@ -132,7 +134,9 @@ class Station:
             self.counters.by_verdict[d.read.verdict] = self.counters.by_verdict.get(d.read.verdict, 0) + 1
             why = d.read.problems[0].message if d.read.problems else d.read.verdict
             self.feedback.signal(Signal.REJECTED, why)
-            log.info("rejected %s code: %s", d.read.kind, why)
+            # problem codes only: messages may quote what the card says (a birth date, a name)
+            log.info("rejected %s code: %s", d.read.kind,
+                     ", ".join(p.code for p in d.read.problems) or d.read.verdict)
         elif d.action == "try_again":
             self.counters.try_again += 1
             self.feedback.signal(Signal.TRY_AGAIN)
@@ -154,18 +158,30 @@ class Station:
         return f"{d.read.kind.upper()} {self._who(d)} ({d.read.verdict})"
 
     def on_verdict(self, verdict: dict) -> None:
-        """The hospital answered a check-in (called on the MQTT thread)."""
+        """The hospital answered a check-in (called on the MQTT thread, once per check-in id, with
+        every text field already cleaned)."""
         accepted = verdict["result"] == "accepted"
         self.feedback.signal(Signal.VERDICT_ACCEPTED if accepted else Signal.VERDICT_REJECTED,
                              f"{verdict.get('code', '')} {verdict.get('message', '')}".strip())
         log.info("hospital verdict for %s: %s %s", verdict["id"], verdict["result"], verdict.get("code", ""))
 
+    def workers(self) -> list:
+        """Every background worker of the running station (each supervised, see agent.worker)."""
+        return [w for w in (self.grabber, self.link, self.control, self.feedback)
+                if w is not None and hasattr(w, "healthy")]
+
     def faults(self) -> list[str]:
         out = []
         if self.grabber is not None and self.grabber.fault:
             out.append(f"camera: {self.grabber.fault}")
+        for w in self.workers():
+            if w is not self.grabber and w.fault:
+                out.append(w.fault)
         if self.outbox_fault:
             out.append(f"outbox: {self.outbox_fault}")
+        for damaged in self.outbox.damaged_files():
+            out.append(f"outbox: damaged file {damaged} kept with check-ins that could not all be "
+                       f"read; see 'scanner-agent queue import {damaged}'")
         return out
 
     # -- daemon loop -------------------------------------------------------------------------
@@ -197,15 +213,17 @@ class Station:
                 if frame is not None:
                     self.step(frame)
                 now = time.monotonic()
-                if dog and now >= next_dog:
-                    notify("WATCHDOG=1")  # from the main loop: a stuck decoder stops the pings
+                if dog and now >= next_dog and all(w.healthy() for w in self.workers()):
+                    # from the main loop, and only while every worker is alive and making progress:
+                    # a stuck decoder, camera read or sender gets the service restarted by systemd
+                    notify("WATCHDOG=1")
                     next_dog = now + dog
                 if now >= next_status:
                     next_status = now + 2
                     self.write_status()
                 if now >= next_purge:
-                    self.outbox.purge()
                     next_purge = now + 60
+                    self._purge()
                 if now >= next_fault:
                     next_fault = now + 10
                     if self.faults():
@@ -216,6 +234,13 @@ class Station:
                         self.feedback.signal(Signal.BROKER_DOWN, self.link.state.last_error or "")
         finally:
             self.shutdown()
+
+    def _purge(self) -> None:
+        try:
+            self.outbox.purge()
+        except OutboxError as exc:  # delivered rows stay a little longer; the fault says why
+            self.outbox_fault = str(exc)
+            log.error("purging delivered check-ins failed: %s", exc)
 
     def status(self) -> dict:
         """What `scanner-agent status` shows about the running daemon."""
@@ -231,13 +256,24 @@ class Station:
                 "camera": {"source": self.cfg.camera.source, "fault": grabber.fault if grabber else None,
                            "frames": grabber.frames if grabber else 0, "finished": grabber.finished if grabber else False},
                 "mqtt": link, "clock_synced": clock_synced(), "faults": self.faults(),
-                "counters": dict(vars(self.counters)), "outbox": self.outbox.stats()}
+                "workers": {w.name: w.status() for w in self.workers()},
+                "counters": dict(vars(self.counters)), "outbox": self._outbox_stats()}
+
+    def _outbox_stats(self) -> dict:
+        try:
+            return self.outbox.stats()
+        except OutboxError as exc:
+            return {"queue_depth": None, "oldest_undelivered_age_s": None, "error": str(exc)}
 
     def write_status(self) -> None:
         try:
             runstate.write(self.status_path, self.status())
         except OSError as exc:
-            log.warning("cannot write %s: %s", self.status_path, exc)
+            if not self._status_failing:
+                log.warning("cannot write %s: %s", self.status_path, exc)
+            self._status_failing = True
+        else:
+            self._status_failing = False
 
     def snapshot(self) -> bytes:
         from agent.admin.snapshot import encode
@@ -255,7 +291,10 @@ class Station:
         if self.link is not None:
             self.link.stop()       # publishes 'offline'
         self.feedback.close()      # LEDs off
-        depth = self.outbox.depth()
+        try:
+            depth = self.outbox.depth()
+        except OutboxError:
+            depth = -1
         self.outbox.close()
         try:
             self.status_path.unlink()

@@ -7,13 +7,19 @@ an undelivered check-in.
 from __future__ import annotations
 
 import json
-import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.admin.files import write_private
 from agent.cards import mask_name
+from agent.cards.sanitize import clean_text
+from agent.mqtt.schemas import errors as schema_errors
 from agent.outbox import Outbox
+from agent.outbox.salvage import salvage
+
+SQLITE_HEADER = b"SQLite format 3\0"
 
 PRIVATE = ("name", "address", "guardian", "birth_date", "card_number", "bhxh_number", "id_number",
            "old_id_number", "management_code", "check_string", "extra")
@@ -55,15 +61,65 @@ def show(box: Outbox, event_id: str, reveal: bool) -> dict[str, Any] | None:
             "attempts": row.attempts, "payload": row.payload if reveal else masked(row.payload)}
 
 
-def export(box: Outbox, path: Path) -> int:
-    """Undelivered check-ins as JSON lines (full records: they are for manual entry), mode 0600."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def export(box: Outbox, path: Path, state_dir: Path | None = None) -> int:
+    """Undelivered check-ins as JSON lines (full records: they are for manual entry, or for
+    `queue import` on a replacement station), in a fresh file of mode 0600."""
     n = 0
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
+
+    def write(f) -> None:
+        nonlocal n
         for row in box.iter_pending():
-            f.write(json.dumps(row.payload, ensure_ascii=False) + "\n")
+            f.write((json.dumps(row.payload, ensure_ascii=False) + "\n").encode("utf-8"))
             n += 1
+    write_private(path, write, state_dir)
     return n
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    already: int = 0                      # ids already in this outbox (import is idempotent)
+    rejected: list[str] = field(default_factory=list)   # one line per record not imported, with why
+    lost: int | None = 0                  # damaged SQLite file: undelivered rows that could not be read
+    source: str = "export"                # "export" (JSON lines) or "damaged outbox" (SQLite)
+
+
+def _read_export(path: Path, report: ImportReport) -> list[tuple[str, dict[str, Any], float, int]]:
+    rows = []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                payload = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                report.rejected.append(f"line {n}: not a JSON object")
+                continue
+            problems = schema_errors("checkin", payload)
+            if problems:
+                report.rejected.append(f"line {n}: not a check-in: {clean_text(problems[0])[:160]}")
+                continue
+            rows.append((payload["id"], payload, time.time(), 0))
+    return rows
+
+
+def import_file(box: Outbox, path: Path) -> ImportReport:
+    """Queue the undelivered check-ins of a `queue export` file, or of an outbox file kept aside as
+    damaged, for sending with their original ids and payloads (the hospital deduplicates by id)."""
+    report = ImportReport()
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head == SQLITE_HEADER:
+        report.source = "damaged outbox"
+        found = salvage(path)
+        if found.error and not found.rows:
+            raise OSError(f"nothing readable in {path}: {found.error}")
+        rows = [(r.id, r.payload, r.created_at, r.attempts) for r in found.rows]
+        report.lost = found.lost
+    else:
+        rows = _read_export(path, report)
+    report.added, report.already = box.import_rows(rows)
+    return report
 
 
 def retry(box: Outbox, ids: list[str]) -> list[str]:

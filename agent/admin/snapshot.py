@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from agent import runstate
+from agent.admin.files import check_target, write_private
 from agent.config import Config
 from agent.control import request
 from agent.decode import Code, decode
@@ -60,11 +61,13 @@ def from_camera(cfg: Config) -> bytes:
 
 
 def take(cfg: Config, out: Path) -> str:
-    """Write the snapshot; returns where it came from."""
+    """Write the snapshot (a fresh file, mode 0600, never into the state directory); returns where
+    it came from."""
+    check_target(out, Path(cfg.station.state_dir))  # refuse before opening the camera
     sock = runstate.runtime_dir(cfg.station.state_dir) / "control.sock"
     if runstate.read(sock.parent / "status.json") is not None and sock.exists():
         data, origin = request(sock, "snapshot"), "running daemon"
     else:
         data, origin = from_camera(cfg), f"camera ({cfg.camera.source}), daemon not running"
-    out.write_bytes(data)
+    write_private(out, lambda f: f.write(data), Path(cfg.station.state_dir))
     return origin

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from agent import __version__, runstate
+from agent.cards.sanitize import clean_text
 from agent.clock import clock_synced
 from agent.config import Config
+from agent.outbox import Outbox, OutboxError
 
 SERVICE = "scanner-agent"
 
@@ -28,39 +29,52 @@ def service_state() -> str:
 
 
 def outbox_summary(db: Path) -> dict[str, Any]:
-    """Queue figures straight from the database, read-only (safe beside the running daemon)."""
+    """Queue figures from the outbox opened read-only (safe beside the running daemon)."""
     if not db.exists():
         return {"queue_depth": 0, "oldest_undelivered_age_s": None, "last_checkin_at": None, "error": "no outbox yet"}
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        depth, oldest = conn.execute("SELECT COUNT(*), MIN(created_at) FROM events WHERE delivered_at IS NULL").fetchone()
-        last = conn.execute("SELECT MAX(created_at) FROM events").fetchone()[0]
-        conn.close()
-    except sqlite3.Error as exc:
+        box = Outbox(db, station="-", readonly=True)
+    except OutboxError as exc:
         return {"queue_depth": None, "oldest_undelivered_age_s": None, "last_checkin_at": None, "error": str(exc)}
-    return {"queue_depth": depth, "oldest_undelivered_age_s": round(time.time() - oldest, 1) if oldest else None,
-            "last_checkin_at": last}
+    try:
+        return box.stats()
+    except OutboxError as exc:
+        return {"queue_depth": None, "oldest_undelivered_age_s": None, "last_checkin_at": None, "error": str(exc)}
+    finally:
+        box.close()
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """A section of the daemon's status file; a damaged one reads as empty, never a traceback."""
+    return value if isinstance(value, dict) else {}
 
 
 def collect(cfg: Config) -> dict[str, Any]:
     state_dir = Path(cfg.station.state_dir)
     daemon = runstate.read(runstate.runtime_dir(state_dir) / "status.json")
     usage = shutil.disk_usage(state_dir if state_dir.exists() else state_dir.parent if state_dir.parent.exists() else "/")
+    running = daemon or {}
+    outbox = outbox_summary(state_dir / "outbox.db")
+    faults = [clean_text(str(f))[:300] for f in running.get("faults", []) if isinstance(running.get("faults"), list)]
+    if not daemon:  # the daemon is not there to say it: damaged outbox files kept aside are a fault
+        faults += [f"outbox: damaged file {p} kept; see 'scanner-agent queue import {p}'"
+                   for p in outbox.get("damaged_files", [])]
     return {
         "station": cfg.station.id, "version": __version__, "service": service_state(),
         "daemon": "running" if daemon else "stopped",
-        "camera": (daemon or {}).get("camera", {"source": cfg.camera.source, "fault": None}),
-        "mqtt": (daemon or {}).get("mqtt") if cfg.mqtt else {"configured": False},
-        "outbox": outbox_summary(state_dir / "outbox.db"),
+        "status_stale_s": running.get("stale_s"),
+        "camera": _dict(running.get("camera")) or {"source": cfg.camera.source, "fault": None},
+        "mqtt": (_dict(running.get("mqtt")) or None if daemon else None) if cfg.mqtt else {"configured": False},
+        "outbox": outbox,
         "clock_synced": clock_synced(),
         "disk_free_mb": round(usage.free / 1e6),
-        "faults": (daemon or {}).get("faults", []),
-        "counters": (daemon or {}).get("counters"),
+        "faults": faults,
+        "counters": _dict(running.get("counters")) or None,
     }
 
 
 def _age(seconds: float | None) -> str:
-    if seconds is None:
+    if not isinstance(seconds, (int, float)):
         return "-"
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
@@ -75,11 +89,15 @@ def render(s: dict[str, Any]) -> str:
     elif mq.get("configured") is False:
         broker = "not configured: check-ins queue locally"
     else:
-        broker = f"{mq['broker']} " + ("connected" if mq["connected"] else f"DISCONNECTED: {mq['last_error']}")
+        broker = f"{mq.get('broker', '?')} " + ("connected" if mq.get("connected") else
+                                                f"DISCONNECTED: {clean_text(str(mq.get('last_error')))[:300]}")
     last = ob.get("last_checkin_at")
+    last = last if isinstance(last, (int, float)) else None
+    daemon = s["daemon"] + (f" (status not updated for {_age(s['status_stale_s'])}: disk full?)"
+                            if s.get("status_stale_s") else "")
     lines = [
         f"station      {s['station']} (scanner-agent {s['version']})",
-        f"service      {s['service']}; daemon {s['daemon']}",
+        f"service      {s['service']}; daemon {daemon}",
         f"camera       {cam.get('source')}" + (f" FAULT: {cam['fault']}" if cam.get("fault") else
                                               (" ok" if s["daemon"] == "running" else "")),
         f"broker       {broker}",
@@ -89,5 +107,9 @@ def render(s: dict[str, Any]) -> str:
         f"clock        {'synchronised' if s['clock_synced'] else 'NOT synchronised (check NTP)'}",
         f"disk free    {s['disk_free_mb']} MB",
     ]
+    rec = ob.get("recovery")
+    if isinstance(rec, dict):
+        lines.append(f"recovered    damaged outbox at {time.strftime('%Y-%m-%d %H:%M', time.localtime(rec.get('at') or 0))}: "
+                     f"{rec.get('saved')} salvaged, {'unknown' if rec.get('lost') is None else rec.get('lost')} lost")
     lines += [f"FAULT        {f}" for f in s["faults"]]
     return "\n".join(lines)

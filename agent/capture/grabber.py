@@ -10,32 +10,30 @@ import logging
 import threading
 
 from agent.capture.source import Frame, FrameSource, SourceError
+from agent.worker import Worker, backoff
 
 log = logging.getLogger(__name__)
 
 
-class Grabber:
+class Grabber(Worker):
+    """A camera read that never returns stops the beats: the watchdog then restarts the service."""
+
+    stall_s = 60.0
+
     def __init__(self, source: FrameSource, backoff: tuple[float, float] = (0.5, 30.0)):
+        super().__init__("capture")
         self.source = source
         self.backoff_min, self.backoff_max = backoff
-        self.fault: str | None = None       # set while the camera is failing
+        self.camera_fault: str | None = None   # set while the camera is failing
         self.finished = False               # a replay without loop has ended
         self.frames = 0
         self.dropped = 0                    # frames replaced before the decoder took them
         self._latest: Frame | None = None
         self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
 
-    def start(self) -> "Grabber":
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
+    def wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
-        self._thread.join(timeout)
 
     def get(self, timeout: float = 0.5) -> Frame | None:
         """The newest frame not yet taken, waiting up to `timeout`; None if there is none."""
@@ -53,31 +51,37 @@ class Grabber:
             self.frames += 1
             self._cond.notify_all()
 
-    def _run(self) -> None:
-        delay = self.backoff_min
-        while not self._stop.is_set():
+    def work(self) -> None:
+        attempt = 0
+        while not self.stopping.is_set():
             try:
                 self.source.open()
-                if self.fault:
-                    log.warning("camera back after fault: %s", self.fault)
-                self.fault = None
-                delay = self.backoff_min
-                while not self._stop.is_set():
+                if self.camera_fault:
+                    log.warning("camera back after fault: %s", self.camera_fault)
+                self.camera_fault = None
+                attempt = 0
+                while not self.stopping.is_set():
+                    self.beat()
                     frame = self.source.read()
                     if frame is None:
                         self.finished = True
-                        self._stop.wait(0.2)  # replay ended: idle until stopped
+                        self.wait(0.2)  # replay ended: idle until stopped
                         continue
                     self._put(frame)
             except Exception as exc:  # noqa: BLE001 - any camera failure is retried
                 message = str(exc) if isinstance(exc, SourceError) else f"{type(exc).__name__}: {exc}"
-                if self.fault != message:
+                if self.camera_fault != message:
                     log.error("camera fault: %s; retrying", message)
-                self.fault = message
+                self.camera_fault = message
             finally:
                 try:
                     self.source.close()
                 except Exception:  # noqa: BLE001
                     pass
-            self._stop.wait(delay)
-            delay = min(delay * 2, self.backoff_max)
+            self.wait(backoff(attempt, self.backoff_min, self.backoff_max, jitter=False))
+            attempt += 1
+
+    @property
+    def fault(self) -> str | None:
+        """The camera's fault, else the worker's own (crashed, stuck)."""
+        return self.camera_fault or super().fault

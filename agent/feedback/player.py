@@ -13,6 +13,7 @@ from typing import Protocol
 
 from agent.config import FeedbackConfig
 from agent.feedback.patterns import DESCRIPTIONS, PATTERNS, Signal, Step
+from agent.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -94,54 +95,55 @@ def make_output(cfg: FeedbackConfig) -> Output:
     return NoOutput()
 
 
-class Feedback:
-    """Owns the output and the thread that plays patterns."""
+class Feedback(Worker):
+    """Owns the output and the supervised thread that plays patterns (a failing LED or buzzer is a
+    fault and a restart, never a stopped station)."""
+
+    stall_s = None  # it idles on a condition between signals
 
     def __init__(self, output: Output):
+        super().__init__("feedback")
         self.output = output
         self.history: list[tuple[float, Signal]] = []   # (monotonic time, signal), for tests and status
         self._pending: tuple[Signal, str] | None = None
         self._cond = threading.Condition()
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="feedback", daemon=True)
-        self._thread.start()
+        self.start()
 
     def signal(self, signal: Signal, detail: str = "") -> None:
         """Show `signal` now (interrupting what is playing); returns at once."""
         with self._cond:
             self._pending = (signal, detail)
             self.history.append((time.monotonic(), signal))
+            del self.history[:-1000]
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        with self._cond:
             self._cond.notify_all()
 
     def close(self, timeout: float = 2.0) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        self._thread.join(timeout)
+        self.stop(timeout)
         try:
             self.output.show(Step(0))  # everything off
         finally:
             self.output.close()
 
-    def _run(self) -> None:
+    def work(self) -> None:
         while True:
             with self._cond:
-                while self._pending is None and not self._stop:
+                while self._pending is None and not self.stopping.is_set():
                     self._cond.wait()
-                if self._stop:
+                if self.stopping.is_set():
                     return
                 signal, detail = self._pending
                 self._pending = None
-            try:
-                self.output.announce(signal, detail)
-                self._play(PATTERNS[signal])
-            except Exception:  # noqa: BLE001 - a failing LED must not stop the station
-                log.exception("feedback output failed")
+            self.output.announce(signal, detail)
+            self._play(PATTERNS[signal])
 
     def _play(self, steps: list[Step]) -> None:
         for step in steps:
             self.output.show(step)
             with self._cond:
-                if self._cond.wait_for(lambda: self._pending is not None or self._stop, step.seconds):
+                if self._cond.wait_for(lambda: self._pending is not None or self.stopping.is_set(), step.seconds):
                     return  # interrupted by a newer signal
         self.output.show(Step(0))

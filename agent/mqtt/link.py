@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import ssl
-import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -28,16 +27,20 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent import __version__
+from agent import __version__, failpoints
+from agent.cards.sanitize import clean_text
 from agent.clock import clock_synced, now_iso
 from agent.config import MqttConfig
 from agent.mqtt.schemas import errors as schema_errors
 from agent.outbox import Outbox
+from agent.worker import Worker, backoff
 
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our subscription and queued verdicts for a week
 MAX_VERDICT_BYTES = 4096
+VERDICT_MEMORY = 4096        # check-in ids whose verdict was already shown
+NOTICE_EVERY_S = 60.0        # ignored messages: one log line per minute at most
 
 
 class InsecureBroker(ValueError):
@@ -60,26 +63,39 @@ def topics(prefix: str, station: str) -> dict[str, str]:
     return {name: f"{prefix}/{station}/{name}" for name in ("checkin", "status", "health", "verdict")}
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, tls: bool = False, where: str = "") -> str:
+    """One clean line for IT (broker error strings are untrusted text: cleaned and capped)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS: the broker's certificate was not accepted ({exc.verify_message})"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake failed ({exc.reason or exc})"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (broker not running or wrong port)"
-    if isinstance(exc, OSError):
-        return f"network: {exc.strerror or exc}"
-    return f"{type(exc).__name__}: {exc}"
+        text = f"TLS: the broker's certificate was not accepted ({exc.verify_message})"
+    elif tls and (isinstance(exc, (ConnectionResetError, ssl.SSLEOFError, ssl.SSLZeroReturnError))
+                  or getattr(exc, "reason", None) in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE",
+                                                      "PACKET_LENGTH_TOO_LONG")):
+        text = (f"the TLS handshake failed ({type(exc).__name__}: {getattr(exc, 'reason', None) or exc}): "
+                f"is {where} a TLS port? (MQTT over TLS is usually 8883, plain MQTT 1883)")
+    elif isinstance(exc, ssl.SSLError):
+        text = f"TLS handshake failed ({exc.reason or exc})"
+    elif isinstance(exc, ConnectionRefusedError):
+        text = "connection refused (broker not running or wrong port)"
+    elif isinstance(exc, OSError):
+        text = f"network: {exc.strerror or exc}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return clean_text(text)[:300]
 
 
-class MqttLink:
-    """Owns the MQTT connection. start() runs it in a background thread; stop() ends cleanly."""
+class MqttLink(Worker):
+    """Owns the MQTT connection. start() runs it in a supervised background thread; stop() ends
+    cleanly (publishes 'offline'). A crash of the thread (an outbox error, say) drops the
+    connection, shows as a fault and restarts it: unacknowledged rows are sent again."""
+
+    stall_s = 150.0   # beats every 50 ms while connected; a connect() hangs at most a TCP timeout
 
     def __init__(self, cfg: MqttConfig, station: str, outbox: Outbox, *,
                  on_verdict: Callable[[dict], None] | None = None,
                  faults: Callable[[], list[str]] = lambda: [],
                  backoff: tuple[float, float] = (1.0, 120.0), window: int = 32,
                  started_at: float | None = None):
+        super().__init__("mqtt-link")
         if not cfg.tls and not cfg.allow_insecure:
             raise InsecureBroker(f"refusing to send check-ins to {cfg.host}:{cfg.port} without TLS; "
                                  "set [mqtt] tls = true, or allow_insecure = true for a test broker")
@@ -90,15 +106,18 @@ class MqttLink:
         self.topics = topics(cfg.topic_prefix, station)
         self.state = LinkState()
         self.started_at = started_at or time.time()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._inflight: dict[int, str] = {}   # mid -> event id
         self._acked: list[str] = []
         self._sent_upto = -1
         self._paused_until = 0.0
         self._refusals = 0
         self._next_health = 0.0
+        self._verdicts_seen: OrderedDict[str, None] = OrderedDict()
+        self._ignored, self._ignored_logged_at = 0, -1e9
         self.client = self._make_client()
+        if not cfg.tls:
+            log.warning("MQTT to %s:%d WITHOUT TLS (allow_insecure = true): patients' data crosses the "
+                        "network in clear; use this for a test broker only", cfg.host, cfg.port)
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -125,51 +144,57 @@ class MqttLink:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="mqtt-link", daemon=True)
-        self._thread.start()
+    def work(self) -> None:
+        attempt = 0
+        try:
+            while not self.stopping.is_set():
+                self.state.history = (self.state.history + [time.time()])[-20:]
+                try:
+                    props = Properties(PacketTypes.CONNECT)
+                    props.SessionExpiryInterval = SESSION_EXPIRY_S
+                    self.client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+                                        clean_start=False, properties=props)
+                except Exception as exc:  # noqa: BLE001 - every failure to connect is retried
+                    self._failed(_describe(exc, self.cfg.tls, f"{self.cfg.host}:{self.cfg.port}"))
+                else:
+                    self._serve()
+                    if self.stopping.is_set():
+                        return  # still connected: finish() says goodbye properly
+                    if self.state.connected_since:  # a session was established: start backoff afresh
+                        attempt = 0
+                    self._went_down()
+                if self.stopping.is_set():
+                    return
+                wait = backoff(attempt, self.backoff_min, self.backoff_max)
+                attempt += 1
+                self.state.next_retry_at = time.time() + wait
+                log.warning("MQTT %s:%d unreachable (%s); retry %d in %.1f s", self.cfg.host, self.cfg.port,
+                            self.state.last_error, self.state.failed_attempts, wait)
+                self.wait(wait)
+        except BaseException:
+            self._drop()  # the supervisor restarts work(): start from a clean connection
+            raise
 
-    def stop(self, timeout: float = 3.0) -> None:
-        """Publish 'offline' (retained) if connected, disconnect, and end the thread."""
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        delay = self.backoff_min
-        while not self._stop.is_set():
-            self.state.history = (self.state.history + [time.time()])[-20:]
-            try:
-                props = Properties(PacketTypes.CONNECT)
-                props.SessionExpiryInterval = SESSION_EXPIRY_S
-                self.client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
-                                    clean_start=False, properties=props)
-            except Exception as exc:  # noqa: BLE001 - every failure to connect is retried
-                self._failed(_describe(exc))
-            else:
-                self._serve()
-                if self._stop.is_set():
-                    break  # still connected: _shutdown says goodbye properly
-                if self.state.connected_since:  # a session was established: start backoff afresh
-                    delay = self.backoff_min
-                self._went_down()
-            if self._stop.is_set():
-                break
-            wait = random.uniform(delay / 2, delay)  # full jitter: stations do not reconnect in step
-            self.state.next_retry_at = time.time() + wait
-            log.warning("MQTT %s:%d unreachable (%s); retry %d in %.1f s", self.cfg.host, self.cfg.port,
-                        self.state.last_error, self.state.failed_attempts, wait)
-            self._stop.wait(wait)
-            delay = min(delay * 2, self.backoff_max)
+    def finish(self) -> None:
         self._shutdown()
+
+    def _drop(self) -> None:
+        self._acked.clear()  # not marked: they are sent again, the hospital deduplicates by id
+        self._inflight.clear()
+        self.state.connected = False
+        try:
+            self.client.disconnect()
+        except Exception:  # noqa: BLE001
+            pass
 
     def _serve(self) -> None:
         """Network loop for one connection: returns when it drops or stop() is called."""
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
+            self.beat()
             rc = self.client.loop(timeout=0.05)
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 if not self.state.last_error or self.state.connected:
-                    self.state.last_error = f"connection lost ({mqtt.error_string(rc)})"
+                    self.state.last_error = clean_text(f"connection lost ({mqtt.error_string(rc)})")
                 return
             if self.state.connected:
                 self._pump()
@@ -201,7 +226,7 @@ class MqttLink:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self._failed(f"broker refused the connection: {reason_code}")
+            self._failed(clean_text(f"broker refused the connection: {reason_code}")[:300])
             if str(reason_code) in ("Bad user name or password", "Not authorized"):
                 log.error("MQTT: %s. Check [mqtt] username/password and the broker's ACL.", reason_code)
             return
@@ -214,9 +239,9 @@ class MqttLink:
         client.subscribe(self.topics["verdict"], qos=1)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.state.connected and not self._stop.is_set():  # our own goodbye is no error
-            self.state.last_error = f"disconnected: {reason_code}"
-            log.warning("MQTT disconnected: %s", reason_code)
+        if self.state.connected and not self.stopping.is_set():  # our own goodbye is no error
+            self.state.last_error = clean_text(f"disconnected: {reason_code}")[:300]
+            log.warning("MQTT %s", self.state.last_error)
         self.state.connected = False
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
@@ -232,17 +257,19 @@ class MqttLink:
         if reason_code.is_failure:
             self.state.failed_total += 1
             self._refusals += 1
-            pause = min(self.backoff_min * 2 ** min(self._refusals, 10), self.backoff_max)
+            pause = backoff(self._refusals, self.backoff_min, self.backoff_max, jitter=False)
             self._paused_until = time.time() + pause
             self._sent_upto = -1  # send again from the oldest undelivered, after the pause
-            self.state.last_error = f"broker refused a check-in on {self.topics['checkin']}: {reason_code}"
+            self.state.last_error = clean_text(f"broker refused a check-in on {self.topics['checkin']}: "
+                                               f"{reason_code}")[:300]
             log.error("MQTT: %s; check-ins stay queued, retry in %.1f s", self.state.last_error, pause)
             return
         self._refusals = 0
         self._acked.append(event_id)
 
     def _on_message(self, client, userdata, msg) -> None:
-        """A verdict from the hospital. Untrusted: anything malformed is logged and ignored."""
+        """A verdict from the hospital. Untrusted: anything malformed is ignored (a log line a
+        minute at most); its text is cleaned like card fields; one signal per check-in id."""
         try:
             if len(msg.payload) > MAX_VERDICT_BYTES:
                 raise ValueError(f"{len(msg.payload)} bytes is too large")
@@ -250,17 +277,33 @@ class MqttLink:
             problems = schema_errors("verdict", data)
             if problems:
                 raise ValueError(problems[0])
-            if self.outbox.get(data["id"]) is None:
-                log.warning("MQTT: verdict for unknown check-in %s ignored", data["id"])
+            verdict = {k: clean_text(v)[:200] if isinstance(v, str) else v for k, v in data.items()}
+            if verdict["id"] in self._verdicts_seen:
+                self._ignore(msg.topic, f"a repeated verdict for check-in {verdict['id']}")
                 return
+            if self.outbox.get(verdict["id"]) is None:
+                self._ignore(msg.topic, f"a verdict for unknown check-in {verdict['id']}")
+                return
+            self._verdicts_seen[verdict["id"]] = None
+            while len(self._verdicts_seen) > VERDICT_MEMORY:
+                self._verdicts_seen.popitem(last=False)
             if self.on_verdict:
-                self.on_verdict(data)
+                self.on_verdict(verdict)
         except Exception as exc:  # noqa: BLE001 - a bad message must never reach the scan loop
-            log.warning("MQTT: ignored malformed message on %s: %s", msg.topic, str(exc)[:200])
+            self._ignore(msg.topic, f"a malformed message: {str(exc)[:200]}")
+
+    def _ignore(self, topic: str, what: str) -> None:
+        self._ignored += 1
+        now = time.monotonic()
+        if now - self._ignored_logged_at >= NOTICE_EVERY_S:
+            log.warning("MQTT: ignored %s on %s (%d ignored since the last such line)",
+                        clean_text(what)[:300], clean_text(topic)[:200], self._ignored)
+            self._ignored, self._ignored_logged_at = 0, now
 
     # -- sending ---------------------------------------------------------------------------
 
     def _pump(self) -> None:
+        failpoints.hit("mqtt.pump")
         now = time.time()
         self._flush_acks()
         if now >= self._next_health:

@@ -39,6 +39,10 @@ class OutboxError(Exception):
     nothing was moved, repaired or deleted."""
 
 
+class OutboxBusy(OutboxError):
+    """Another process held the outbox's lock for longer than the busy timeout. Nothing changed."""
+
+
 class OutboxFull(OutboxError):
     """The outbox refuses a check-in (too many undelivered, or too little disk). Nothing was dropped."""
 
@@ -128,6 +132,11 @@ def explain(path: Path, exc: BaseException) -> str:
     return f"outbox {path}: {exc}"
 
 
+def _error(path: Path, exc: BaseException) -> OutboxError:
+    cls = OutboxBusy if _code(exc) in (_BUSY, _LOCKED) else OutboxError
+    return cls(explain(path, exc))
+
+
 class Outbox:
     """Owns the outbox database. Thread-safe: the scan loop puts, the MQTT sender drains.
 
@@ -166,7 +175,7 @@ class Outbox:
                     continue
                 proof = None if self.admin else damage_proof(self.path, exc)
                 if proof is None:
-                    raise OutboxError(explain(self.path, exc)) from None
+                    raise _error(self.path, exc) from None
                 self._recover(proof)
                 break
         self._match_owner()
@@ -285,7 +294,7 @@ class Outbox:
             except sqlite3.DatabaseError as exc:
                 proof = None if self.admin else damage_proof(self.path, exc)
                 if proof is None:
-                    raise OutboxError(explain(self.path, exc)) from exc
+                    raise _error(self.path, exc) from exc
                 try:
                     self.db.conn.close()
                 except sqlite3.Error:
@@ -294,7 +303,7 @@ class Outbox:
             try:
                 return op()
             except sqlite3.DatabaseError as exc:
-                raise OutboxError(explain(self.path, exc)) from exc
+                raise _error(self.path, exc) from exc
 
     def close(self) -> None:
         with self._lock:
