@@ -14,6 +14,7 @@ from pathlib import Path
 from agent import runstate
 from agent.clock import clock_synced
 from agent.config import Config, ConfigError, load_config
+from agent.outbox.store import explain
 
 UNIT = Path("/etc/systemd/system/scanner-agent.service")
 
@@ -49,20 +50,41 @@ def check_state(cfg: Config) -> list[Check]:
                      + (", readable by others: chmod 700" if mode & 0o077 else "")))
     db = state / "outbox.db"
     if db.exists():
-        try:
-            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-            result = conn.execute("PRAGMA quick_check").fetchone()[0]
-            conn.close()
-            dbmode = stat.S_IMODE(db.stat().st_mode)
-            out.append(Check("outbox", result == "ok" and dbmode == 0o600,
-                             f"integrity {result}, mode {dbmode:o}" + ("" if dbmode == 0o600 else ": chmod 600")))
-        except sqlite3.Error as exc:
-            out.append(Check("outbox", False, f"unreadable ({exc}); the daemon moves it aside on start"))
+        out.append(check_outbox(db))
+        out += [Check("outbox", False, f"damaged outbox kept aside: {p}; queue what can be read with "
+                                       f"'scanner-agent queue import {p}' (add --delete-after to remove it)")
+                for p in sorted(state.glob("outbox.db.corrupt-*")) if not p.name.endswith(("-wal", "-shm"))]
     usage = shutil.disk_usage(state)
     free_mb = usage.free / 1e6
     out.append(Check("disk", free_mb >= cfg.outbox.min_free_mb,
                      f"{free_mb:.0f} MB free (minimum {cfg.outbox.min_free_mb} MB)"))
     return out
+
+
+def check_outbox(db: Path) -> Check:
+    """Integrity (read-only: never moved or repaired here), mode, and -wal/-shm owned like the file."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            result = conn.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return Check("outbox", False, explain(db, exc))
+    st = db.stat()
+    problems = [] if result == "ok" else [f"integrity {result}: the daemon salvages it on start"]
+    if stat.S_IMODE(st.st_mode) != 0o600:
+        problems.append(f"mode {stat.S_IMODE(st.st_mode):o}: chmod 600 {db}")
+    for suffix in ("-wal", "-shm"):
+        side = Path(f"{db}{suffix}")
+        try:
+            sst = side.stat()
+        except OSError:
+            continue
+        if sst.st_uid != st.st_uid:
+            problems.append(f"{side} is owned by uid {sst.st_uid}, not the outbox's owner {st.st_uid}: "
+                            f"chown it back (the service cannot open the outbox)")
+    return Check("outbox", not problems, "; ".join(problems) or "integrity ok, mode 600")
 
 
 def check_clock() -> Check:

@@ -75,6 +75,12 @@ BUSY_TIMEOUT_S = 10.0
 ASIDE = ".corrupt-"
 
 
+class _Damaged(Exception):
+    def __init__(self, proof: str):
+        super().__init__(proof)
+        self.proof = proof
+
+
 def _code(exc: BaseException) -> int:
     return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
 
@@ -168,6 +174,9 @@ class Outbox:
             try:
                 self._open()
                 break
+            except _Damaged as exc:  # SQLite's own quick_check failed: proven
+                self._recover(exc.proof)
+                break
             except sqlite3.DatabaseError as exc:
                 if _code(exc) in (_BUSY, _LOCKED) and time.monotonic() < deadline:
                     log.warning("outbox %s is locked by another process; waiting", self.path)
@@ -201,7 +210,7 @@ class Outbox:
             if not self.admin:
                 check = conn.execute("PRAGMA quick_check").fetchone()[0]
                 if check != "ok":
-                    raise sqlite3.DatabaseError(f"quick_check: {check}")
+                    raise _Damaged(f"quick_check: {check}")
             self.db = sqlite_utils.Database(conn)
             if not self.admin:
                 self._create()
