@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Callable
 
 ENV = "SCANNER_AGENT_FAILPOINTS"
 
@@ -28,12 +29,18 @@ def _parse(text: str) -> dict[str, int]:
 
 
 _armed = _parse(os.environ.get(ENV, ""))
+_actions: dict[str, Callable[[], None]] = {}
 _lock = threading.Lock()
 
 
-def arm(name: str, times: int = 1) -> None:
+def arm(name: str, times: int = 1, action: Callable[[], None] | None = None) -> None:
+    """In-process tests: raise at `name` the next `times` times, or call `action` instead (to hang)."""
     with _lock:
         _armed[name] = times
+        if action is not None:
+            _actions[name] = action
+        else:
+            _actions.pop(name, None)
 
 
 def hit(name: str) -> None:
@@ -45,4 +52,8 @@ def hit(name: str) -> None:
         if left <= 0:
             return
         _armed[name] = left - 1
+        action = _actions.get(name)
+    if action is not None:
+        action()
+        return
     raise Failpoint(f"failpoint {name} (test seam)")

@@ -16,8 +16,9 @@ OLD_ID = re.compile(r"^[0-9]{9}$")
 
 def looks_like(tokens: list[str]) -> bool:
     """Loose test: a citizen-ID number first and a compact birth date where it belongs."""
-    return (len(tokens) >= 5 and re.fullmatch(r"[0-9]{9,13}", tokens[0].strip()) is not None
-            and re.fullmatch(r"[0-9]{6,9}", tokens[3].strip()) is not None)
+    # the shape only (any digits): a CCCD with look-alike digits is an invalid CCCD, not "not a card"
+    return (len(tokens) >= 5 and re.fullmatch(r"\d{9,13}", tokens[0].strip()) is not None
+            and re.fullmatch(r"\d{6,9}", tokens[3].strip()) is not None)
 
 
 def _sex(token: str) -> str | None:
