@@ -269,3 +269,71 @@ def test_snapshot_from_the_running_daemon_and_from_the_camera(daemon, tmp_path):
     img = cv2.imread(str(out2))
     green = (img[:, :, 1] > 150) & (img[:, :, 0] < 60) & (img[:, :, 2] < 60)
     assert green.sum() > 200  # the code is outlined
+
+
+def _unit_values(key: str) -> list[str]:
+    return [line.split("=", 1)[1].strip() for line in UNIT.read_text().splitlines() if line.startswith(f"{key}=")]
+
+
+def _syscalls(group: str, seen: set[str] | None = None) -> set[str]:
+    """The system calls in a systemd syscall group, nested groups expanded (systemd-analyze's own list)."""
+    seen = set() if seen is None else seen
+    text = subprocess.run(["systemd-analyze", "syscall-filter", group], capture_output=True, text=True,
+                          check=True).stdout
+    out: set[str] = set()
+    for line in text.splitlines()[1:]:
+        line = line.strip()
+        if line.startswith("@") and line not in seen:
+            seen.add(line)
+            out |= _syscalls(line, seen)
+        elif line and not line.startswith("#"):
+            out.add(line)
+    return out
+
+
+SANDBOX = """
+import ctypes, os, sys
+import pyseccomp as sc
+allowed, errno_name, mdwe = sys.argv[1].split(","), sys.argv[2], sys.argv[3] == "yes"
+if mdwe:  # MemoryDenyWriteExecute=yes, as the kernel's own switch (Linux 6.3+)
+    assert ctypes.CDLL(None, use_errno=True).prctl(65, 1, 0, 0, 0) == 0, "PR_SET_MDWE unsupported"
+f = sc.SyscallFilter(defaction=sc.ERRNO(getattr(__import__("errno"), errno_name)))
+for name in allowed:
+    try:
+        f.add_rule(sc.ALLOW, name)
+    except Exception:  # not a system call on this architecture
+        pass
+f.load()
+os.execv(sys.executable, [sys.executable, "-m", "agent", "run", "-c", sys.argv[4]])
+"""
+
+
+def test_the_station_runs_under_the_units_sandbox(tmp_path):
+    """The unit's SystemCallFilter (denied calls fail with its SystemCallErrorNumber), a /proc with
+    only pids (ProcSubset=pid, ProtectProc=invisible) and MemoryDenyWriteExecute: OpenCV, zxing-cpp,
+    numpy and SQLite still decode and record check-ins."""
+    assert shutil.which("unshare") and os.geteuid() == 0, "needs root and unshare (util-linux) for a private /proc"
+    allowed: set[str] = set()
+    for value in _unit_values("SystemCallFilter"):
+        groups = value.lstrip("~").split()
+        calls = set().union(*(_syscalls(g) if g.startswith("@") else {g} for g in groups))
+        allowed = allowed - calls if value.startswith("~") else allowed | calls
+    assert "execve" in allowed and "mount" not in allowed and "setpriority" not in allowed
+    (errno_name,) = _unit_values("SystemCallErrorNumber")
+    assert _unit_values("ProcSubset") == ["pid"] and _unit_values("ProtectProc") == ["invisible"]
+    mdwe = _unit_values("MemoryDenyWriteExecute") == ["yes"]
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[station]\nstate_dir = "{tmp_path / "state"}"\n[camera]\nsource = "replay"\n'
+                    f'path = "{ROOT / "agent" / "samples" / "frames"}"\nfps = 20\nloop = true\n'
+                    f'[checkin]\ncooldown_s = 0\n[feedback]\nbackend = "none"\n[outbox]\nmin_free_mb = 0\n')
+    script = tmp_path / "sandbox.py"
+    script.write_text(SANDBOX)
+    inner = (f"mount -t proc -o subset=pid,hidepid=invisible proc /proc && test ! -e /proc/cpuinfo && "
+             f"exec timeout -s TERM 12 '{sys.executable}' '{script}' '{','.join(sorted(allowed))}' {errno_name} "
+             f"{'yes' if mdwe else 'no'} '{conf}'")
+    proc = subprocess.run(["unshare", "--mount", "--pid", "--fork", "sh", "-c", inner], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode in (0, 124), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.count("check-in #") >= 3, proc.stderr[-2000:]
+    assert "station stopped" in proc.stderr

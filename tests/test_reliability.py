@@ -22,6 +22,11 @@ from daemon import ROOT, Daemon, cli, config
 TOPICS = "hospital/checkin/#"
 
 
+def report(scenario: str, recorded: set[int], delivered: set[int], salvaged: int = 0, lost: int = 0) -> None:
+    """One row of docs/reliability.md's fault table (shown with pytest -s)."""
+    print(f"\nFAULT-TABLE | {scenario} | {len(recorded)} | {len(recorded & delivered)} | {salvaged} | {lost} |")
+
+
 def delivered_seqs(sub: Subscriber) -> set[int]:
     return {e["seq"] for e in sub.json_on("/checkin")}
 
@@ -100,6 +105,7 @@ def test_live_pages_damaged_mid_run_every_checkin_delivered_or_counted_lost(tmp_
     missing = recorded - delivered
     # every recorded check-in was delivered, or is one of those reported lost, by number
     assert len(missing) == rec["lost"], (sorted(missing), rec)
+    report("live pages damaged mid-run", recorded, delivered, rec["saved"], rec["lost"])
     assert rc == 0 and d.log.count("worker crashed") == 0 and "Traceback" not in d.log
     # the damaged file is kept (not every row was readable), reported, and importable idempotently
     kept = aside_files(state)
@@ -158,6 +164,7 @@ def test_sender_thread_crash_is_a_fault_then_a_restart_and_nothing_is_lost(tmp_p
         sub.close()
         broker.stop()
     assert d.recorded() <= delivered_seqs(sub)
+    report("sender thread raises 3 times", d.recorded(), delivered_seqs(sub))
     assert d.log.count("Traceback") == 1             # logged once with its traceback, then one line each
 
 
@@ -216,6 +223,8 @@ def test_disk_full_refuses_clearly_and_everything_recorded_is_delivered_once_fre
         broker.stop()
     assert d.recorded() <= delivered_seqs(sub)
     assert not aside_files(state) and "Traceback" not in d.log
+    refused = d.log.count("NOT recorded (disk full")
+    report(f"disk filled, then freed ({refused} presentations refused, red)", d.recorded(), delivered_seqs(sub))
 
 
 # --- 2: another process holds the outbox lock ----------------------------------------------------
@@ -263,6 +272,7 @@ def test_lock_held_while_run_starts_and_while_it_lists_nothing_is_moved(tmp_path
         sub.close()
         broker.stop()
     assert not aside_files(state) and "Traceback" not in d.log
+    report("lock held 13 s while run starts and IT lists", d.recorded() | {early.seq}, delivered_seqs(sub))
     ok = cli("queue", "-c", str(conf), "list", "--all")
     assert ok.returncode == 0 and early.id in ok.stdout
 
