@@ -144,8 +144,10 @@ def check_broker(cfg: Config) -> list[Check]:
         with ctx.wrap_socket(sock, server_hostname=m.host) as tls:
             out.append(Check("tls", True, f"{tls.version()}, certificate verified"))
     except (ssl.SSLError, OSError) as exc:
+        from agent.mqtt.link import describe
+
         sock.close()
-        out.append(Check("tls", False, f"handshake failed: {getattr(exc, 'verify_message', None) or exc}"))
+        out.append(Check("tls", False, describe(exc, True, f"{m.host}:{m.port}")))
     return out
 
 

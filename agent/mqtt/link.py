@@ -63,7 +63,7 @@ def topics(prefix: str, station: str) -> dict[str, str]:
     return {name: f"{prefix}/{station}/{name}" for name in ("checkin", "status", "health", "verdict")}
 
 
-def _describe(exc: BaseException, tls: bool = False, where: str = "") -> str:
+def describe(exc: BaseException, tls: bool = False, where: str = "") -> str:
     """One clean line for IT (broker error strings are untrusted text: cleaned and capped)."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         text = f"TLS: the broker's certificate was not accepted ({exc.verify_message})"
@@ -155,7 +155,7 @@ class MqttLink(Worker):
                     self.client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
                                         clean_start=False, properties=props)
                 except Exception as exc:  # noqa: BLE001 - every failure to connect is retried
-                    self._failed(_describe(exc, self.cfg.tls, f"{self.cfg.host}:{self.cfg.port}"))
+                    self._failed(describe(exc, self.cfg.tls, f"{self.cfg.host}:{self.cfg.port}"))
                 else:
                     self._serve()
                     if self.stopping.is_set():
