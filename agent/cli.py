@@ -190,7 +190,6 @@ def _open_outbox(cfg, *, write: bool):
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
-    from agent.admin import queue
     from agent.admin.files import RefusedPath
     from agent.outbox import OutboxError
 

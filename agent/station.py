@@ -23,7 +23,7 @@ from agent.config import Config
 from agent.control import ControlServer
 from agent.decode import FrameReader
 from agent.feedback import Feedback, Signal, make_output
-from agent.outbox import Outbox, OutboxError, OutboxFull
+from agent.outbox import Outbox, OutboxError
 from agent import __version__, runstate
 from agent.clock import clock_synced
 from agent.sdnotify import notify, watchdog_interval
