@@ -176,14 +176,15 @@ def test_cli_decode_json(photos, tmp_path):
     assert proc.returncode == 0 and json.loads(proc.stdout)["file"] == paths[0]
 
 
-def test_slow_frames_are_budgeted_from_the_typical_time(monkeypatch):
+def test_slow_frames_are_budgeted_from_the_typical_time():
     """A moiré frame whose plain read takes 10x the usual must not get 10x the usual budget."""
     from agent.decode import decoder
 
-    monkeypatch.setattr(decoder, "_plain_s_per_px", None)
+    costs = decoder.CostModel()     # each reader owns its own: nothing to patch
     pixels = 1280 * 720
     for _ in range(20):
-        assert decoder._typical_base(0.002, pixels) == 0.002
-    assert decoder._typical_base(0.020, pixels) == pytest.approx(decoder.SLOW_FRAME_X * 0.002)
-    assert decoder._typical_base(0.001, pixels) == 0.001  # a fast frame keeps its own time
-    assert decoder._typical_base(0.004, pixels // 4) < 0.0015  # the typical time scales with size
+        assert costs.typical_base(0.002, pixels) == 0.002
+    assert costs.typical_base(0.020, pixels) == pytest.approx(decoder.SLOW_FRAME_X * 0.002)
+    assert costs.typical_base(0.001, pixels) == 0.001  # a fast frame keeps its own time
+    assert costs.typical_base(0.004, pixels // 4) < 0.0015  # the typical time scales with size
+    assert decoder.CostModel().plain_s_per_px is None and decoder.FrameReader().costs is not costs

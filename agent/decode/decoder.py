@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import zxingcpp
 
+from agent.decode import grid
 from agent.decode.strategies import DEFAULT_ORDER, STRATEGIES, STREAM_ORDER, Strategy, clahe
 
 QR = zxingcpp.BarcodeFormat.QRCode
@@ -32,11 +33,6 @@ MORE_CODES_SHARE = 0.5
 #: whose finder patterns the full-size detector missed (+2 hard simulated frames of 60).
 GLANCE = "glance"
 
-#: Running estimate of each strategy's cost in multiples of the plain read, so the cascade never
-#: starts a strategy that would overrun the budget (the tail latency is what a patient feels).
-_cost_x: dict[str, float] = {}
-#: Running estimate of a plain read's seconds per pixel on recent frames.
-_plain_s_per_px: float | None = None
 #: A frame whose plain read took longer than this multiple of the typical time (a busy texture
 #: such as a monitor's moiré makes zxing-cpp chase hundreds of false finder patterns) is
 #: budgeted from the typical time: a budget in multiples of its own slow read would stall
@@ -157,6 +153,38 @@ def _rectify(gray: np.ndarray, pts: np.ndarray) -> list[Code]:
     return []
 
 
+def _version(extra) -> int | None:
+    """The QR version zxing-cpp found for a failed read (None: Micro QR, rMQR, or not read)."""
+    v = (extra or {}).get("Version") if isinstance(extra, dict) else None
+    return int(v) if isinstance(v, str) and v.isdigit() and 1 <= int(v) <= 40 else None
+
+
+def text_of(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _sample_grid(gray: np.ndarray, pts: np.ndarray, extra: dict | None) -> grid.Grid | None:
+    version = _version(extra)
+    return None if version is None else grid.sample(gray, pts, version)
+
+
+def _grid_code(g: grid.Grid, extra: dict | None, pts: np.ndarray, name: str = "bitlevel") -> list[Code]:
+    """Decode a sampled (or fused) grid with zxing-cpp's format read, else the grid's own."""
+    extra = extra or {}
+    ecl, mask = extra.get("ECLevel"), extra.get("DataMask")
+    known = isinstance(ecl, str) and ecl in ("L", "M", "Q", "H") and isinstance(mask, int) and 0 <= mask <= 7
+    raw = grid.decode_grid(g, ecl, mask) if known else None
+    if raw is None:   # zxing-cpp's format read may be what failed: read it from the grid
+        raw = grid.decode_grid(g)
+    if raw is None:
+        return []
+    corners = tuple((round(float(x), 1), round(float(y), 1)) for x, y in pts)
+    return [Code(text_of(raw), raw, corners, name)]  # type: ignore[arg-type]
+
+
 def _distinct(pts_list: list[np.ndarray], limit: int) -> list[np.ndarray]:
     kept: list[np.ndarray] = []
     for pts in pts_list:
@@ -174,30 +202,63 @@ def _size(pts: np.ndarray) -> float:
     return max(float(np.ptp(pts[:, 0])), float(np.ptp(pts[:, 1])), 1.0)
 
 
-def _typical_base(plain_s: float, pixels: int) -> float:
-    """The plain-read time budgets are counted in: this frame's own, capped at SLOW_FRAME_X
-    times the recent typical time for its size."""
-    global _plain_s_per_px
-    typical = _plain_s_per_px
-    per_px = plain_s / pixels
-    _plain_s_per_px = per_px if typical is None else 0.95 * typical + 0.05 * min(per_px, 3 * typical)
-    return plain_s if typical is None else min(plain_s, SLOW_FRAME_X * typical * pixels)
+class CostModel:
+    """What reading costs on this machine, learnt as frames go by: each strategy's running cost in
+    multiples of the plain read (so the cascade never starts one that would overrun the budget:
+    the tail latency is what a patient feels), and a plain read's typical seconds per pixel.
+    Each reader owns one; `decode()` without one uses a shared default."""
+
+    def __init__(self) -> None:
+        self.cost_x: dict[str, float] = {}
+        self.plain_s_per_px: float | None = None
+
+    def typical_base(self, plain_s: float, pixels: int) -> float:
+        """The plain-read time budgets are counted in: this frame's own, capped at SLOW_FRAME_X
+        times the recent typical time for its size."""
+        typical = self.plain_s_per_px
+        per_px = plain_s / pixels
+        self.plain_s_per_px = per_px if typical is None else 0.95 * typical + 0.05 * min(per_px, 3 * typical)
+        return plain_s if typical is None else min(plain_s, SLOW_FRAME_X * typical * pixels)
+
+    def expected(self, name: str) -> float:
+        return self.cost_x.get(name, 1.0)
+
+    def observe(self, name: str, cost: float) -> None:
+        self.cost_x[name] = 0.9 * self.cost_x.get(name, cost) + 0.1 * cost
+
+
+_default_costs = CostModel()
 
 
 class Cascade:
     """One frame through: plain read, rectified candidates, then strategies until every code
     zxing-cpp located is read, or the budget is spent."""
 
-    def __init__(self, gray: np.ndarray, result: DecodeResult):
+    def __init__(self, gray: np.ndarray, result: DecodeResult, costs: CostModel | None = None,
+                 second_stage: bool = True):
         self.gray, self.result = gray, result
+        self.costs = costs or _default_costs
+        self.second_stage = second_stage
+        #: grids sampled by the second stage in this frame: (corners, grid, zxing-cpp's extra)
+        self.grids: list[tuple[np.ndarray, grid.Grid, dict]] = []
         self.t0 = time.perf_counter()
         found, errors = _read(gray)
-        self.base_s = _typical_base(max(time.perf_counter() - self.t0, 1e-5), gray.size)
+        self.base_s = self.costs.typical_base(max(time.perf_counter() - self.t0, 1e-5), gray.size)
         result.strategies_run.append("plain")
         self.add([_code(b, _corners(b), "plain") for b in found])
         self.candidates = _distinct([_corners(b) for b in errors], MAX_CANDIDATES)
         result.candidates = len(self.candidates)
         self.tried: list[np.ndarray] = []
+        #: what zxing-cpp read of each located code (version, EC level, mask), for the second stage
+        self.located: list[tuple[np.ndarray, dict]] = [(_corners(b), b.extra) for b in errors
+                                                      if _version(b.extra)]
+
+    def extra_for(self, pts: np.ndarray) -> dict | None:
+        size = _size(pts)
+        for other, extra in self.located:
+            if np.linalg.norm(other.mean(0) - pts.mean(0)) < size / 4:
+                return extra
+        return None
 
     def elapsed_x(self) -> float:
         return (time.perf_counter() - self.t0) / self.base_s
@@ -226,20 +287,30 @@ class Cascade:
             if any(np.linalg.norm(pts.mean(0) - t.mean(0)) < 4 for t in self.tried):
                 continue
             self.tried.append(pts)
-            self.add(_rectify(self.gray, pts))
+            codes = self.bitlevel(pts) if self.second_stage else []
+            self.add(codes or _rectify(self.gray, pts))
+
+    def bitlevel(self, pts: np.ndarray) -> list[Code]:
+        extra = self.extra_for(pts)
+        sampled = _sample_grid(self.gray, pts, extra)
+        if sampled is None:
+            return []
+        self.grids.append((pts, sampled, extra))
+        return _grid_code(sampled, extra, pts)
 
     def fits(self, name: str, budget_x: float) -> bool:
-        return self.elapsed_x() + _cost_x.get(name, 1.0) <= budget_x
+        return self.elapsed_x() + self.costs.expected(name) <= budget_x
 
     def run(self, strategy: Strategy, budget_x: float = float("inf")) -> None:
         t0 = time.perf_counter()
         image, scale = strategy.prepare(self.gray)
         found, errors = _read(image, strategy.binarizer, strategy.invert, strategy.downscale)
         cost = (time.perf_counter() - t0) / self.base_s
-        _cost_x[strategy.name] = 0.9 * _cost_x.get(strategy.name, cost) + 0.1 * cost
+        self.costs.observe(strategy.name, cost)
         self.result.strategies_run.append(strategy.name)
         self.add([_code(b, _corners(b, scale=scale), strategy.name) for b in found])
         if errors:
+            self.located += [(_corners(b, scale=scale), b.extra) for b in errors if _version(b.extra)]
             # this view located codes: try the ones not tried yet, rectified
             fresh = [p for p in _distinct([_corners(b, scale=scale) for b in errors], MAX_CANDIDATES)
                      if all(np.linalg.norm(p.mean(0) - t.mean(0)) >= 4 for t in self.tried + self.candidates)]
@@ -249,7 +320,8 @@ class Cascade:
 
 
 def decode(frame: np.ndarray, budget_x: float = DEFAULT_BUDGET_X, budget_ms: float | None = None,
-           order: tuple[str, ...] = DEFAULT_ORDER, gate: bool = True) -> DecodeResult:
+           order: tuple[str, ...] = DEFAULT_ORDER, gate: bool = True, costs: CostModel | None = None,
+           second_stage: bool = True) -> DecodeResult:
     """Read the QR codes in one frame (grayscale or BGR uint8), stopping at the first valid read.
 
     `budget_x` caps the work at that multiple of this frame's plain zxing-cpp time (a strategy
@@ -263,7 +335,7 @@ def decode(frame: np.ndarray, budget_x: float = DEFAULT_BUDGET_X, budget_ms: flo
     gray = as_gray(frame)
     if gray.ndim != 2 or min(gray.shape) < 21:  # nothing a QR code fits in
         return result
-    cascade = Cascade(gray, result)
+    cascade = Cascade(gray, result, costs, second_stage)
     if gate and not result.codes and not cascade.candidates:
         cascade.run(STRATEGIES[GLANCE], budget_x)
     if not cascade.done() and (cascade.candidates or not gate):
@@ -295,18 +367,38 @@ def decode_with(frame: np.ndarray, strategy: str) -> DecodeResult:
     return DecodeResult(codes, 0, [strategy], (time.perf_counter() - t0) * 1000)
 
 
+@dataclass
+class _Track:
+    """One code located but not read, followed over the frames of a presentation."""
+    centre: np.ndarray
+    size: float
+    extra: dict
+    fused: grid.FusedGrid
+    last: int
+
+
 class FrameReader:
-    """Decoder state for a camera stream: each frame gets the plain read, the rectified
-    candidates, and the next `per_frame` strategies of the rotation.
+    """Decoder state for a camera stream: each frame gets the plain read, the second stage and
+    the rectified candidates, and the next `per_frame` strategies of the rotation.
 
     A phone is held up for dozens of frames, so over a presentation the stream sees the whole
-    cascade while no single frame costs much more than plain zxing-cpp. The rotation restarts
-    after every successful read.
+    cascade while no single frame costs much more than plain zxing-cpp. With `fuse`, a code that
+    is located but not read is followed from frame to frame and its module soft values are
+    accumulated (agent.decode.grid.FusedGrid): a module hidden by a reflection in one frame is
+    read in another as the reflection moves. The rotation and the tracks restart after a read.
     """
 
-    def __init__(self, order: tuple[str, ...] = STREAM_ORDER, per_frame: int = 1, rectify: bool = True):
+    #: frames a track survives without being seen again
+    TRACK_FRAMES = 20
+
+    def __init__(self, order: tuple[str, ...] = STREAM_ORDER, per_frame: int = 1, rectify: bool = True,
+                 second_stage: bool = True, fuse: bool = True):
         self.order, self.per_frame, self.rectify = order, per_frame, rectify
+        self.second_stage, self.fuse = second_stage, fuse and second_stage
+        self.costs = CostModel()
+        self.tracks: list[_Track] = []
         self._next = 0
+        self._frame = 0
 
     def read(self, frame: np.ndarray, active: bool = True) -> DecodeResult:
         """Decode one frame. `active=False` (a still, empty scene) skips the rotation unless
@@ -316,9 +408,12 @@ class FrameReader:
         gray = as_gray(frame)
         if gray.ndim != 2 or min(gray.shape) < 21:
             return result
-        cascade = Cascade(gray, result)
+        self._frame += 1
+        cascade = Cascade(gray, result, self.costs, self.second_stage)
         if not result.codes and self.rectify:
             cascade.rectify_candidates()
+        if not result.codes and self.fuse:
+            self._fuse(cascade)
         if not result.codes and self.order and (active or cascade.candidates):
             for _ in range(self.per_frame):
                 cascade.run(STRATEGIES[self.order[self._next % len(self.order)]])
@@ -327,5 +422,20 @@ class FrameReader:
                     break
         if result.codes:
             self._next = 0
+            self.tracks.clear()
+        self.tracks = [t for t in self.tracks if self._frame - t.last <= self.TRACK_FRAMES]
         result.ms = (time.perf_counter() - t0) * 1000
         return result
+
+    def _fuse(self, cascade: "Cascade") -> None:
+        for pts, sampled, extra in cascade.grids:
+            centre, size = pts.mean(0), _size(pts)
+            track = next((t for t in self.tracks if t.fused.version == sampled.version
+                          and np.linalg.norm(t.centre - centre) < max(size, t.size) / 2), None)
+            if track is None:
+                track = _Track(centre, size, extra, grid.FusedGrid(sampled.version), self._frame)
+                self.tracks.append(track)
+            track.centre, track.size, track.last = centre, size, self._frame
+            track.fused.add(sampled)
+            if track.fused.frames >= 2:
+                cascade.add(_grid_code(track.fused.grid(), track.extra, pts, "fused"))

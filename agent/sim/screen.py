@@ -99,11 +99,116 @@ def _emissive(rgb: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _background(rng: random.Random) -> np.ndarray:
+    return _background_from(rng.randrange(2**32))
+
+
+def _background_from(seed: int) -> np.ndarray:
     w, h = FRAME_SIZE
-    nrng = np.random.default_rng(rng.randrange(2**32))
+    nrng = np.random.default_rng(seed)
     low = cv2.resize(nrng.random((9, 16)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     grain = cv2.GaussianBlur(nrng.random((h, w)).astype(np.float32), (0, 0), 3)
     return np.clip(0.25 + 0.3 * low + 0.15 * grain, 0, 1)
+
+
+@dataclass
+class Pose:
+    """Everything about one presentation that stays the same from frame to frame: where the
+    phone is, its tilt, exposure, the reflections on its glass, focus and blur."""
+    side: float
+    angle: float
+    tilt_x: float
+    tilt_y: float
+    target: np.ndarray
+    gain: float
+    background: int                  # seed of the counter behind the phone
+    blobs: list[tuple[int, np.ndarray, float, float, float]]  # corner, offset, sx, sy, strength
+    veil: float
+    ramp: float
+    defocus: float
+    motion: int
+    motion_angle: float
+    noise: float
+    jpeg: int
+    toward: float = 0.5              # blobs sit this far from the code's centre towards their corner
+
+
+def draw_pose(p: Level, rng: random.Random, nrng: np.random.Generator) -> Pose:
+    side = rng.uniform(*p.qr_px)
+    angle = np.deg2rad(rng.uniform(-p.rotate_deg, p.rotate_deg))
+    tilt_x, tilt_y = (np.deg2rad(rng.uniform(-p.tilt_deg, p.tilt_deg)) for _ in range(2))
+    w, h = FRAME_SIZE
+    target = np.array([w / 2 + rng.uniform(-0.2, 0.2) * w, h / 2 + rng.uniform(-0.15, 0.15) * h])
+    gain = rng.uniform(*p.gain)
+    background = rng.randrange(2**32)
+    blobs = []
+    for _ in range(rng.randint(*p.glare)):
+        corner, offset = rng.randrange(4), nrng.normal(0, side / 6, 2)
+        sx, sy = side * rng.uniform(0.08, 0.2), side * rng.uniform(0.05, 0.15)
+        blobs.append((corner, offset, sx, sy, rng.uniform(*p.glare_strength)))
+    veil = rng.uniform(*p.veil)
+    ramp = rng.uniform(0.5, 1.5)
+    defocus = rng.uniform(*p.defocus) + 1e-3
+    motion = rng.randint(*p.motion)
+    motion_angle = rng.uniform(0, 180) if motion > 1 else 0.0
+    return Pose(side, angle, tilt_x, tilt_y, target, gain, background, blobs, veil, ramp, defocus, motion,
+                motion_angle, p.noise, p.jpeg)
+
+
+def image(text: str, lum: np.ndarray, qr_corners: np.ndarray, pose: Pose,
+          nrng: np.random.Generator, glare_shift: np.ndarray | None = None, level: str = "", seed: int = 0) -> Shot:
+    """Image the emissive screen `lum` (QR at `qr_corners`) through `pose`. `glare_shift` moves
+    the reflections across the code (in frame pixels): what tilting the phone does."""
+    sh, sw = lum.shape
+    w, h = FRAME_SIZE
+    scale = pose.side / (qr_corners[1, 0] - qr_corners[0, 0])
+    screen_pts = np.array([[0, 0], [sw, 0], [sw, sh], [0, sh]], np.float32)
+    centre = qr_corners.mean(0)
+    rel = (screen_pts - centre) * scale
+    # foreshortening by tilt: points farther along the tilt axis shrink (simple pinhole model)
+    depth = 1 + 0.9 * (rel[:, 0] / (sw * scale) * np.sin(pose.tilt_y) + rel[:, 1] / (sh * scale) * np.sin(pose.tilt_x))
+    rel = rel * np.stack([np.full(4, np.cos(pose.tilt_y)), np.full(4, np.cos(pose.tilt_x))], 1) / depth[:, None]
+    rot = np.array([[np.cos(pose.angle), -np.sin(pose.angle)], [np.sin(pose.angle), np.cos(pose.angle)]], np.float32)
+    frame_pts = (rel @ rot.T + pose.target).astype(np.float32)
+    hmat = cv2.getPerspectiveTransform(screen_pts, frame_pts)
+
+    # A sensor pixel integrates light over its area: low-pass the sub-pixel image to about one
+    # frame pixel before resampling (warpPerspective does not area-average). Moiré survives.
+    lum = cv2.GaussianBlur(lum, (0, 0), 0.42 / scale)
+    screen = cv2.warpPerspective(lum * pose.gain, hmat, (w, h), flags=cv2.INTER_LINEAR)
+    mask = cv2.warpPerspective(np.ones_like(lum), hmat, (w, h), flags=cv2.INTER_LINEAR)
+    img = _background_from(pose.background) * (1 - mask) + screen
+
+    # Specular glare: bright elliptical blobs on the glass over the code area; a window veil.
+    qr_frame = cv2.perspectiveTransform(qr_corners.reshape(-1, 1, 2), hmat).reshape(4, 2)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for corner, offset, sx, sy, strength in pose.blobs:
+        cx, cy = qr_frame[corner] * pose.toward + qr_frame.mean(0) * (1 - pose.toward) + offset + \
+            (glare_shift if glare_shift is not None else 0)
+        blob = np.exp(-(((xx - cx) / sx) ** 2 + ((yy - cy) / sy) ** 2))
+        img += strength * blob * mask
+    ramp = np.clip((xx / w) * pose.ramp, 0, 1)
+    img = img * (1 - pose.veil * ramp * mask) + pose.veil * ramp * mask
+
+    img = cv2.GaussianBlur(img, (0, 0), pose.defocus)
+    if pose.motion > 1:
+        length = pose.motion
+        kernel = np.zeros((length, length), np.float32)
+        kernel[length // 2, :] = 1.0 / length
+        rot_m = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), pose.motion_angle, 1)
+        kernel = cv2.warpAffine(kernel, rot_m, (length, length))
+        img = cv2.filter2D(img, -1, kernel / max(kernel.sum(), 1e-6))
+    img = img * 255 + nrng.normal(0, pose.noise, img.shape)
+    frame = np.clip(img, 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, pose.jpeg])
+    frame = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return Shot(frame, text, qr_frame.astype(np.float32), level, seed)
+
+
+def screen_of(text: str, level: str, rng: random.Random) -> tuple[np.ndarray, np.ndarray]:
+    """The phone's emissive screen in luminance and the QR corners on it."""
+    screen_rgb, qr_corners = _screen(text, rng, dark=rng.random() < PARAMS[level].dark_mode)
+    lum, k = _emissive(screen_rgb)
+    return lum, qr_corners * k
 
 
 def render(text: str, level: str = "medium", seed: int = 0) -> Shot:
@@ -111,61 +216,9 @@ def render(text: str, level: str = "medium", seed: int = 0) -> Shot:
     p = PARAMS[level]
     rng = random.Random(f"{level}:{seed}")
     nrng = np.random.default_rng(rng.randrange(2**32))
-    screen_rgb, qr_corners = _screen(text, rng, dark=rng.random() < p.dark_mode)
-    lum, k = _emissive(screen_rgb)
-    qr_corners = qr_corners * k
-    sh, sw = lum.shape
-
-    # Where the QR lands in the frame: size, in-plane rotation, out-of-plane tilt (perspective).
-    w, h = FRAME_SIZE
-    side = rng.uniform(*p.qr_px)
-    scale = side / (qr_corners[1, 0] - qr_corners[0, 0])
-    angle = np.deg2rad(rng.uniform(-p.rotate_deg, p.rotate_deg))
-    tilt_x, tilt_y = (np.deg2rad(rng.uniform(-p.tilt_deg, p.tilt_deg)) for _ in range(2))
-    screen_pts = np.array([[0, 0], [sw, 0], [sw, sh], [0, sh]], np.float32)
-    centre = qr_corners.mean(0)
-    rel = (screen_pts - centre) * scale
-    # foreshortening by tilt: points farther along the tilt axis shrink (simple pinhole model)
-    depth = 1 + 0.9 * (rel[:, 0] / (sw * scale) * np.sin(tilt_y) + rel[:, 1] / (sh * scale) * np.sin(tilt_x))
-    rel = rel * np.stack([np.full(4, np.cos(tilt_y)), np.full(4, np.cos(tilt_x))], 1) / depth[:, None]
-    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], np.float32)
-    target = np.array([w / 2 + rng.uniform(-0.2, 0.2) * w, h / 2 + rng.uniform(-0.15, 0.15) * h])
-    frame_pts = (rel @ rot.T + target).astype(np.float32)
-    hmat = cv2.getPerspectiveTransform(screen_pts, frame_pts)
-
-    gain = rng.uniform(*p.gain)
-    # A sensor pixel integrates light over its area: low-pass the sub-pixel image to about one
-    # frame pixel before resampling (warpPerspective does not area-average). Moiré survives.
-    lum = cv2.GaussianBlur(lum, (0, 0), 0.42 / scale)
-    screen = cv2.warpPerspective(lum * gain, hmat, (w, h), flags=cv2.INTER_LINEAR)
-    mask = cv2.warpPerspective(np.ones_like(lum), hmat, (w, h), flags=cv2.INTER_LINEAR)
-    img = _background(rng) * (1 - mask) + screen
-
-    # Specular glare: bright elliptical blobs on the glass over the code area; a window veil.
-    qr_frame = cv2.perspectiveTransform(qr_corners.reshape(-1, 1, 2), hmat).reshape(4, 2)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    for _ in range(rng.randint(*p.glare)):
-        cx, cy = qr_frame[rng.randrange(4)] * 0.5 + qr_frame.mean(0) * 0.5 + nrng.normal(0, side / 6, 2)
-        sx, sy = side * rng.uniform(0.08, 0.2), side * rng.uniform(0.05, 0.15)
-        blob = np.exp(-(((xx - cx) / sx) ** 2 + ((yy - cy) / sy) ** 2))
-        img += rng.uniform(*p.glare_strength) * blob * mask
-    veil = rng.uniform(*p.veil)
-    ramp = np.clip((xx / w) * rng.uniform(0.5, 1.5), 0, 1)
-    img = img * (1 - veil * ramp * mask) + veil * ramp * mask
-
-    img = cv2.GaussianBlur(img, (0, 0), rng.uniform(*p.defocus) + 1e-3)
-    length = rng.randint(*p.motion)
-    if length > 1:
-        kernel = np.zeros((length, length), np.float32)
-        kernel[length // 2, :] = 1.0 / length
-        rot_m = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), rng.uniform(0, 180), 1)
-        kernel = cv2.warpAffine(kernel, rot_m, (length, length))
-        img = cv2.filter2D(img, -1, kernel / max(kernel.sum(), 1e-6))
-    img = img * 255 + nrng.normal(0, p.noise, img.shape)
-    frame = np.clip(img, 0, 255).astype(np.uint8)
-    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, p.jpeg])
-    frame = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
-    return Shot(frame, text, qr_frame.astype(np.float32), level, seed)
+    lum, qr_corners = screen_of(text, level, rng)
+    pose = draw_pose(p, rng, nrng)
+    return image(text, lum, qr_corners, pose, nrng, level=level, seed=seed)
 
 
 def empty_scene(seed: int = 0) -> np.ndarray:
