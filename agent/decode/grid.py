@@ -68,36 +68,48 @@ def _at(gray: np.ndarray, h: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> 
     return cv2.remap(gray, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0].astype(np.float32)
 
 
-def _fit(gray: np.ndarray, corners: np.ndarray, version: int) -> float:
-    """How well the fixed patterns sampled through these corners match the standard's: the
-    correlation of module intensities with the expected light/dark (1 = perfect)."""
+def _fits(gray: np.ndarray, trials: list[np.ndarray], version: int) -> np.ndarray:
+    """How well the fixed patterns sampled through each set of corners match the standard's: the
+    correlation of module intensities with the expected light/dark (1 = perfect). One remap for
+    all trials: the refinement evaluates dozens of them."""
+    n = qrspec.size_of(version)
     _, expected, known = qrspec.function_pattern(version)
     rows, cols = np.nonzero(known)
-    values = _at(gray, _homography(corners, qrspec.size_of(version)), rows, cols)
+    src = np.stack([cols + 0.5, rows + 0.5, np.ones(len(rows))], 0)            # 3 x K
+    hs = np.stack([_homography(c, n) for c in trials])                       # T x 3 x 3
+    p = hs @ src                                                              # T x 3 x K
+    mx, my = (p[:, 0] / p[:, 2]).astype(np.float32), (p[:, 1] / p[:, 2]).astype(np.float32)
+    values = cv2.remap(gray, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
     target = np.where(expected[rows, cols], -1.0, 1.0)
-    sd = values.std()
-    return float(((values - values.mean()) * target).mean() / sd) if sd > 1e-3 else -1.0
+    centred = values - values.mean(1, keepdims=True)
+    sd = values.std(1)
+    return np.where(sd > 1e-3, (centred * target).mean(1) / np.maximum(sd, 1e-3), -1.0)
+
+
+MOVES = np.array([(1, 0), (-1, 0), (0, 1), (0, -1)], np.float32)
 
 
 def refine(gray: np.ndarray, corners: np.ndarray, version: int) -> np.ndarray:
-    """Move each corner by fractions of a module while the fixed patterns fit better (zxing-cpp's
+    """Move the corners by fractions of a module while the fixed patterns fit better (zxing-cpp's
     corners are estimates: the bottom-right one has no finder, and a failed read often means one
-    of them is off by a module)."""
+    of them is off by a module). Greedy: the best of the 16 single-corner moves, repeated."""
     n = qrspec.size_of(version)
     best = corners.astype(np.float32).copy()
-    score = _fit(gray, best, version)
+    score = float(_fits(gray, [best], version)[0])
     module = float(np.linalg.norm(best[1] - best[0])) / n
     for step in (1.0, 0.5, 0.25):
-        improved = True
-        while improved:
-            improved = False
+        for _ in range(8):
+            trials = []
             for k in range(4):
-                for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-                    trial = best.copy()
-                    trial[k] += np.array([dx, dy], np.float32) * step * module
-                    s = _fit(gray, trial, version)
-                    if s > score + 1e-4:
-                        best, score, improved = trial, s, True
+                for move in MOVES:
+                    t = best.copy()
+                    t[k] += move * step * module
+                    trials.append(t)
+            scores = _fits(gray, trials, version)
+            i = int(np.argmax(scores))
+            if scores[i] <= score + 1e-4:
+                break
+            best, score = trials[i], float(scores[i])
     return best
 
 
