@@ -11,7 +11,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from agent import __version__
+from agent import __version__, paths
 from agent.cards import read_card
 from agent.config import DEFAULT_PATH, ConfigError, load_config
 
@@ -142,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         cfg = demo_config()
         print("scanner-agent demo: no config given (-c CONFIG for a real station). Replaying bundled "
-              f"sample frames; check-ins queue in {Path(cfg.station.state_dir).resolve()}/outbox.db. "
+              f"sample frames; check-ins queue in {paths.outbox(Path(cfg.station.state_dir).resolve())}. "
               "Ctrl-C to stop.", flush=True)
     setup_logging(cfg.logging.level)
     try:
@@ -182,7 +182,7 @@ def _open_outbox(cfg, *, write: bool):
     """The outbox for an IT command: never created, moved or repaired; read-only unless `write`."""
     from agent.outbox import Outbox
 
-    path = Path(cfg.station.state_dir) / "outbox.db"
+    path = paths.outbox(cfg.station.state_dir)
     if not path.exists():
         raise ConfigError(path, ["0: no outbox here (is state_dir right, and has the station run?)"])
     return Outbox(path, station=cfg.station.id, max_events=cfg.outbox.max_events, admin=True,

@@ -3,29 +3,73 @@ the runtime directory (no second camera open, no socket needed for reading)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 STALE_S = 10.0
 
 
-def runtime_dir(state_dir: str | Path) -> Path:
-    """systemd's RuntimeDirectory= (RUNTIME_DIRECTORY), else `{state_dir}/run`."""
-    env = os.environ.get("RUNTIME_DIRECTORY")
-    return Path(env.split(":")[0]) if env else Path(state_dir) / "run"
+@dataclass
+class DaemonStatus:
+    """The contract between the daemon (writer) and `status`, `doctor`, `snapshot` (readers).
+    Each section is the owning component's own status(): camera (grabber), mqtt (link), workers,
+    outbox (stats), counters (the station's)."""
+    pid: int
+    version: str
+    station: str
+    started_at: float
+    updated_at: float
+    camera: dict[str, Any] = field(default_factory=dict)
+    mqtt: dict[str, Any] | None = None
+    clock_synced: bool = False
+    faults: list[str] = field(default_factory=list)
+    workers: dict[str, Any] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
+    outbox: dict[str, Any] = field(default_factory=dict)
+    #: set by read(): how old the figures are when the daemon could not refresh them (disk full)
+    stale_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "DaemonStatus | None":
+        """A status file's contents, or None when they are not one; a damaged section reads as
+        empty rather than failing (the file is the daemon's, but never trusted blindly)."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            pid, updated = int(data["pid"]), float(data["updated_at"])
+        except (KeyError, TypeError, ValueError, OverflowError):
+            return None
+        sections = {f.name: data.get(f.name) for f in dataclasses.fields(cls)
+                    if f.name in ("camera", "workers", "counters", "outbox")}
+        faults = data.get("faults")
+        mqtt = data.get("mqtt")
+        return cls(pid=pid, version=str(data.get("version", "?")), station=str(data.get("station", "?")),
+                   started_at=_number(data.get("started_at")), updated_at=updated,
+                   mqtt=mqtt if isinstance(mqtt, dict) else None, clock_synced=data.get("clock_synced") is True,
+                   faults=[str(f) for f in faults] if isinstance(faults, list) else [],
+                   **{k: v if isinstance(v, dict) else {} for k, v in sections.items()})
 
 
-def write(path: Path, state: dict[str, Any]) -> None:
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def write(path: Path, status: DaemonStatus) -> None:
     """Atomically replace the status file (readers never see half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".status-")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(state, f)
+            json.dump(status.to_dict(), f)
         os.chmod(tmp, 0o640)
         os.replace(tmp, path)
     except BaseException:
@@ -36,21 +80,21 @@ def write(path: Path, state: dict[str, Any]) -> None:
         raise
 
 
-def read(path: Path) -> dict[str, Any] | None:
+def read(path: Path) -> DaemonStatus | None:
     """The daemon's last state if it is running (live pid); None otherwise.
 
     A file the daemon could not refresh (a full disk) still says the daemon runs, with
     `stale_s`: how old the figures are. A damaged file is as good as none, never a traceback."""
     try:
-        state = json.loads(path.read_text())
+        state = DaemonStatus.from_dict(json.loads(path.read_text()))
     except (OSError, ValueError):
         return None
-    if not isinstance(state, dict):
+    if state is None:
         return None
+    pid = state.pid
     try:
-        pid, updated = int(state["pid"]), float(state["updated_at"])
         os.kill(pid, 0)
-    except (ProcessLookupError, KeyError, ValueError, TypeError, OverflowError):
+    except (ProcessLookupError, ValueError, OverflowError):
         return None
     except PermissionError:
         pass  # alive, owned by the service user
@@ -59,6 +103,6 @@ def read(path: Path) -> dict[str, Any] | None:
             return None
     except OSError:
         pass
-    age = time.time() - updated
-    state["stale_s"] = round(age, 1) if age > STALE_S else None
+    age = time.time() - state.updated_at
+    state.stale_s = round(age, 1) if age > STALE_S else None
     return state

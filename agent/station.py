@@ -13,25 +13,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
 
 from agent.capture import Frame, Grabber, open_source
+from agent.capture.scene import SceneGate
 from agent.cards import mask_name
-from agent.checkin import Decision, Presenter, checkin_body
+from agent.checkin import Action, Decision, Presenter, checkin_body
 from agent.config import Config
 from agent.control import ControlServer
 from agent.decode import FrameReader
 from agent.feedback import Feedback, Signal, make_output
 from agent.outbox import Outbox, OutboxError
-from agent import __version__, runstate
+from agent import __version__, paths, runstate
 from agent.clock import clock_synced
+from agent.schedule import Scheduler
 from agent.sdnotify import notify, watchdog_interval
 
 log = logging.getLogger(__name__)
 
-DEMO_FRAMES = Path(__file__).parent / "samples" / "frames"
-MOTION_THRESHOLD = 3.0          # mean absolute difference of 64x36 thumbnails, in grey levels
+DEMO_FRAMES = paths.DEMO_FRAMES   # kept for callers of the old name
 OUTBOX_LOCK_WAIT_S = 60.0       # at start, wait this long for another process's lock on the outbox
 
 
@@ -53,7 +52,7 @@ class Station:
                  link_factory=None):
         self.cfg = cfg
         state = Path(cfg.station.state_dir)
-        self.outbox = outbox or Outbox(state / "outbox.db", station=cfg.station.id,
+        self.outbox = outbox or Outbox(paths.outbox(state), station=cfg.station.id,
                                        max_events=cfg.outbox.max_events, min_free_mb=cfg.outbox.min_free_mb,
                                        retention_s=cfg.outbox.retention_s, wait_s=OUTBOX_LOCK_WAIT_S)
         self.feedback = feedback or Feedback(make_output(cfg.feedback))
@@ -68,78 +67,72 @@ class Station:
             factory = link_factory or MqttLink
             self.link = factory(cfg.mqtt, cfg.station.id, self.outbox, on_verdict=self.on_verdict,
                                 faults=self.faults)
-        self.status_path = runstate.runtime_dir(cfg.station.state_dir) / "status.json"
+        self.status_path = paths.status_file(cfg.station.state_dir)
         self.last_view: tuple | None = None   # (newest frame, codes last decoded) for snapshots
         self.control: ControlServer | None = None
         self._stop = threading.Event()
-        self._thumb: np.ndarray | None = None
-        self._active_until = -1e9
-        self._last_decode_t = -1e9
+        self.scene = SceneGate(cfg.checkin.idle_after_s, cfg.checkin.idle_fps)
         self.outbox_fault: str | None = None
         self._status_failing = False
 
     # -- per frame ---------------------------------------------------------------------------
 
-    def active(self, frame: Frame) -> bool:
-        """Something moved in front of the camera recently (or a code is being read)."""
-        thumb = cv2.resize(frame.gray, (64, 36), interpolation=cv2.INTER_AREA).astype(np.int16)
-        if self._thumb is None or self._thumb.shape != thumb.shape or \
-                np.abs(thumb - self._thumb).mean() > MOTION_THRESHOLD:
-            self._active_until = frame.t + self.cfg.checkin.idle_after_s
-        self._thumb = thumb
-        return frame.t < self._active_until
-
     def step(self, frame: Frame) -> list[Decision]:
         self.counters.frames += 1
         self.last_view = (frame.gray, [])  # codes only from this very frame
-        active = self.active(frame)
-        if not active and frame.t - self._last_decode_t < 1.0 / self.cfg.checkin.idle_fps:
+        decode, active = self.scene.admit(frame)
+        if not decode:
             return []  # idle: decode at idle_fps only, to keep the Pi cool
-        self._last_decode_t = frame.t
         self.counters.decoded += 1
         result = self.reader.read(frame.gray, active=active)
         self.last_view = (frame.gray, result.codes)
         if result.codes or result.candidates:
-            self._active_until = frame.t + self.cfg.checkin.idle_after_s
+            self.scene.hold(frame.t)
         decisions = self.presenter.on_frame(frame.t, result)
         for d in decisions:
             self._act(d)
         return decisions
 
     def _act(self, d: Decision) -> None:
-        if d.action == "checkin":
-            try:
-                row = self.outbox.put(checkin_body(d.read))
-            except OutboxError as exc:  # full, disk full, locked, unwritable: said in one line
-                self._refuse(d, str(exc))
-                return
-            except Exception as exc:  # noqa: BLE001 - anything else: still no green without a stored check-in
-                self._refuse(d, f"outbox error: {type(exc).__name__}: {exc}")
-                return
-            self.outbox_fault = None
-            self.counters.checkins += 1
-            self.counters.last_checkin_at = time.time()
-            verdict = d.read.verdict
-            self.counters.by_verdict[verdict] = self.counters.by_verdict.get(verdict, 0) + 1
-            signal = Signal.CHECKIN if verdict == "ok" else Signal.CHECKIN_WARNING
-            self.feedback.signal(signal, self._describe(d))  # only now: the check-in is on disk
-            log.info("check-in #%d %s %s %s (%s)", row.seq, d.read.kind, verdict,
-                     self._who(d), ", ".join(p.code for p in d.read.problems) or "no problems")
-        elif d.action == "already_read":
-            self.counters.already_read += 1
-            self.feedback.signal(Signal.ALREADY_READ, self._describe(d))
-            log.info("already read: %s %s", d.read.kind, self._who(d))
-        elif d.action == "rejected":
-            self.counters.rejected += 1
-            self.counters.by_verdict[d.read.verdict] = self.counters.by_verdict.get(d.read.verdict, 0) + 1
-            why = d.read.problems[0].message if d.read.problems else d.read.verdict
-            self.feedback.signal(Signal.REJECTED, why)
-            # problem codes only: messages may quote what the card says (a birth date, a name)
-            log.info("rejected %s code: %s", d.read.kind,
-                     ", ".join(p.code for p in d.read.problems) or d.read.verdict)
-        elif d.action == "try_again":
-            self.counters.try_again += 1
-            self.feedback.signal(Signal.TRY_AGAIN)
+        {Action.CHECKIN: self._checkin, Action.ALREADY_READ: self._already_read,
+         Action.REJECTED: self._rejected, Action.TRY_AGAIN: self._try_again}[d.action](d)
+
+    def _checkin(self, d: Decision) -> None:
+        try:
+            row = self.outbox.put(checkin_body(d.read))
+        except OutboxError as exc:  # full, disk full, locked, unwritable: said in one line
+            self._refuse(d, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - anything else: still no green without a stored check-in
+            self._refuse(d, f"outbox error: {type(exc).__name__}: {exc}")
+            return
+        self.outbox_fault = None
+        self.counters.checkins += 1
+        self.counters.last_checkin_at = time.time()
+        verdict = d.read.verdict
+        self.counters.by_verdict[verdict] = self.counters.by_verdict.get(verdict, 0) + 1
+        signal = Signal.CHECKIN if verdict == "ok" else Signal.CHECKIN_WARNING
+        self.feedback.signal(signal, self._describe(d))  # only now: the check-in is on disk
+        log.info("check-in #%d %s %s %s (%s)", row.seq, d.read.kind, verdict,
+                 self._who(d), ", ".join(p.code for p in d.read.problems) or "no problems")
+
+    def _already_read(self, d: Decision) -> None:
+        self.counters.already_read += 1
+        self.feedback.signal(Signal.ALREADY_READ, self._describe(d))
+        log.info("already read: %s %s", d.read.kind, self._who(d))
+
+    def _rejected(self, d: Decision) -> None:
+        self.counters.rejected += 1
+        self.counters.by_verdict[d.read.verdict] = self.counters.by_verdict.get(d.read.verdict, 0) + 1
+        why = d.read.problems[0].message if d.read.problems else d.read.verdict
+        self.feedback.signal(Signal.REJECTED, why)
+        # problem codes only: messages may quote what the card says (a birth date, a name)
+        log.info("rejected %s code: %s", d.read.kind,
+                 ", ".join(p.code for p in d.read.problems) or d.read.verdict)
+
+    def _try_again(self, d: Decision) -> None:
+        self.counters.try_again += 1
+        self.feedback.signal(Signal.TRY_AGAIN)
 
     def _refuse(self, d: Decision, reason: str) -> None:
         self.counters.refused += 1
@@ -196,7 +189,7 @@ class Station:
         if self.link is not None:
             self.link.start()
         try:
-            self.control = ControlServer(self.status_path.parent / "control.sock",
+            self.control = ControlServer(paths.control_socket(self.cfg.station.state_dir),
                                          {"snapshot": self.snapshot}).start()
         except OSError as exc:
             log.warning("no control socket (snapshots unavailable): %s", exc)
@@ -204,36 +197,41 @@ class Station:
         notify("READY=1\nSTATUS=scanning")
         log.info("station %s ready (camera %s, %s)", self.cfg.station.id, self.cfg.camera.source,
                  f"broker {self.cfg.mqtt.host}:{self.cfg.mqtt.port}" if self.cfg.mqtt else "no broker: queueing")
-        dog = watchdog_interval()
-        next_dog = next_purge = next_fault = next_status = 0.0
-        next_broker = time.monotonic() + 15  # give the first connection a moment
+        schedule = self.schedule()
         try:
             while not self._stop.is_set():
                 frame = self.grabber.get(timeout=0.2)
                 if frame is not None:
                     self.step(frame)
-                now = time.monotonic()
-                if dog and now >= next_dog and all(w.healthy() for w in self.workers()):
-                    # from the main loop, and only while every worker is alive and making progress:
-                    # a stuck decoder, camera read or sender gets the service restarted by systemd
-                    notify("WATCHDOG=1")
-                    next_dog = now + dog
-                if now >= next_status:
-                    next_status = now + 2
-                    self.write_status()
-                if now >= next_purge:
-                    next_purge = now + 60
-                    self._purge()
-                if now >= next_fault:
-                    next_fault = now + 10
-                    if self.faults():
-                        self.feedback.signal(Signal.FAULT, "; ".join(self.faults()))
-                if self.link is not None and now >= next_broker:
-                    next_broker = now + 30
-                    if not self.link.state.connected:
-                        self.feedback.signal(Signal.BROKER_DOWN, self.link.state.last_error or "")
+                schedule.run_due()
         finally:
             self.shutdown()
+
+    def schedule(self, clock=time.monotonic) -> Scheduler:
+        """The periodic tasks of the daemon loop."""
+        s = Scheduler(clock)
+        if dog := watchdog_interval():
+            s.every(dog, self._watchdog, name="watchdog")
+        s.every(2, self.write_status, name="status")
+        s.every(60, self._purge, name="purge")
+        s.every(10, self._signal_faults, name="faults")
+        if self.link is not None:
+            s.every(30, self._signal_broker, first_in=15, name="broker")  # the first connection takes a moment
+        return s
+
+    def _watchdog(self) -> None:
+        # from the main loop, and only while every worker is alive and making progress: a stuck
+        # decoder, camera read or sender gets the service restarted by systemd
+        if all(w.healthy() for w in self.workers()):
+            notify("WATCHDOG=1")
+
+    def _signal_faults(self) -> None:
+        if faults := self.faults():
+            self.feedback.signal(Signal.FAULT, "; ".join(faults))
+
+    def _signal_broker(self) -> None:
+        if not self.link.state.connected:
+            self.feedback.signal(Signal.BROKER_DOWN, self.link.state.last_error or "")
 
     def _purge(self) -> None:
         try:
@@ -242,22 +240,15 @@ class Station:
             self.outbox_fault = str(exc)
             log.error("purging delivered check-ins failed: %s", exc)
 
-    def status(self) -> dict:
-        """What `scanner-agent status` shows about the running daemon."""
-        link = None
-        if self.link is not None:
-            st = self.link.state
-            link = {"connected": st.connected, "last_error": st.last_error, "failed_attempts": st.failed_attempts,
-                    "connected_since": st.connected_since, "failed_total": st.failed_total,
-                    "broker": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}"}
-        grabber = self.grabber
-        return {"pid": os.getpid(), "version": __version__, "station": self.cfg.station.id,
-                "started_at": self.started_at, "updated_at": time.time(),
-                "camera": {"source": self.cfg.camera.source, "fault": grabber.fault if grabber else None,
-                           "frames": grabber.frames if grabber else 0, "finished": grabber.finished if grabber else False},
-                "mqtt": link, "clock_synced": clock_synced(), "faults": self.faults(),
-                "workers": {w.name: w.status() for w in self.workers()},
-                "counters": dict(vars(self.counters)), "outbox": self._outbox_stats()}
+    def status(self) -> runstate.DaemonStatus:
+        """What `scanner-agent status` shows about the running daemon: each component says its own."""
+        camera = self.grabber.camera_status() if self.grabber else {"fault": None, "frames": 0, "finished": False}
+        return runstate.DaemonStatus(
+            pid=os.getpid(), version=__version__, station=self.cfg.station.id, started_at=self.started_at,
+            updated_at=time.time(), camera={"source": self.cfg.camera.source, **camera},
+            mqtt=self.link.status() if self.link is not None else None, clock_synced=clock_synced(),
+            faults=self.faults(), workers={w.name: w.status() for w in self.workers()},
+            counters=dict(vars(self.counters)), outbox=self._outbox_stats())
 
     def _outbox_stats(self) -> dict:
         try:
@@ -276,7 +267,7 @@ class Station:
             self._status_failing = False
 
     def snapshot(self) -> bytes:
-        from agent.admin.snapshot import encode
+        from agent.capture.annotate import encode
 
         if self.last_view is None:
             raise RuntimeError("no frame from the camera yet")

@@ -210,7 +210,7 @@ def test_verdict_text_is_cleaned_and_logged_once_per_checkin(tmp_path, caplog):
 # --- 10: personal data in logs --------------------------------------------------------------------
 
 def test_rejected_card_birth_date_is_never_logged(tmp_path, caplog):
-    from agent.checkin import Decision
+    from agent.checkin import Action, Decision
     from agent.config import Config
     from agent.feedback import Feedback
     from agent.feedback.player import NoOutput
@@ -226,7 +226,7 @@ def test_rejected_card_birth_date_is_never_logged(tmp_path, caplog):
     station = Station(cfg, feedback=Feedback(NoOutput()))
     caplog.set_level(logging.DEBUG, logger="agent")
     try:
-        station._act(Decision("rejected", read, "k"))
+        station._act(Decision(Action.REJECTED, read, "k"))
     finally:
         station.feedback.close()
         station.outbox.close()

@@ -6,15 +6,15 @@ import os
 import shutil
 import socket
 import ssl
-import sqlite3
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent import runstate
+from agent import paths, runstate
 from agent.clock import clock_synced
 from agent.config import Config, ConfigError, load_config
-from agent.outbox.store import explain
+from agent.outbox import OutboxError
+from agent.outbox.store import integrity
 
 UNIT = Path("/etc/systemd/system/scanner-agent.service")
 
@@ -48,12 +48,12 @@ def check_state(cfg: Config) -> list[Check]:
     out.append(Check("state", writable and not mode & 0o077,
                      f"{state} mode {mode:o}" + ("" if writable else ", not writable by this user")
                      + (", readable by others: chmod 700" if mode & 0o077 else "")))
-    db = state / "outbox.db"
+    db = paths.outbox(state)
     if db.exists():
         out.append(check_outbox(db))
         out += [Check("outbox", False, f"damaged outbox kept aside: {p}; queue what can be read with "
                                        f"'scanner-agent queue import {p}' (add --delete-after to remove it)")
-                for p in sorted(state.glob("outbox.db.corrupt-*")) if not p.name.endswith(("-wal", "-shm"))]
+                for p in paths.damaged_outboxes(state)]
     usage = shutil.disk_usage(state)
     free_mb = usage.free / 1e6
     out.append(Check("disk", free_mb >= cfg.outbox.min_free_mb,
@@ -64,13 +64,9 @@ def check_state(cfg: Config) -> list[Check]:
 def check_outbox(db: Path) -> Check:
     """Integrity (read-only: never moved or repaired here), mode, and -wal/-shm owned like the file."""
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            result = conn.execute("PRAGMA quick_check").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        return Check("outbox", False, explain(db, exc))
+        result = integrity(db)
+    except OutboxError as exc:
+        return Check("outbox", False, str(exc))
     st = db.stat()
     problems = [] if result == "ok" else [f"integrity {result}: the daemon salvages it on start"]
     if stat.S_IMODE(st.st_mode) != 0o600:
@@ -97,8 +93,7 @@ def check_camera(cfg: Config, daemon_running: bool) -> Check:
     if daemon_running:
         return Check("camera", True, "in use by the running daemon (see 'status')")
     from agent.capture import open_source
-    from agent.station import DEMO_FRAMES
-    src = open_source(cfg.camera, demo_frames=str(DEMO_FRAMES))
+    src = open_source(cfg.camera, demo_frames=str(paths.DEMO_FRAMES))
     try:
         src.open()
         frame = src.read()
@@ -163,7 +158,7 @@ def run(path: Path) -> list[Check]:
     checks.append(first)
     if cfg is None:
         return checks
-    daemon = runstate.read(runstate.runtime_dir(cfg.station.state_dir) / "status.json") is not None
+    daemon = runstate.read(paths.status_file(cfg.station.state_dir)) is not None
     checks += check_state(cfg)
     checks.append(check_clock())
     checks.append(check_camera(cfg, daemon))

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent import __version__, runstate
+from agent import __version__, paths, runstate
 from agent.cards.sanitize import clean_text
 from agent.clock import clock_synced
 from agent.config import Config
@@ -44,32 +44,27 @@ def outbox_summary(db: Path) -> dict[str, Any]:
         box.close()
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    """A section of the daemon's status file; a damaged one reads as empty, never a traceback."""
-    return value if isinstance(value, dict) else {}
-
 
 def collect(cfg: Config) -> dict[str, Any]:
     state_dir = Path(cfg.station.state_dir)
-    daemon = runstate.read(runstate.runtime_dir(state_dir) / "status.json")
+    daemon = runstate.read(paths.status_file(state_dir))
     usage = shutil.disk_usage(state_dir if state_dir.exists() else state_dir.parent if state_dir.parent.exists() else "/")
-    running = daemon or {}
-    outbox = outbox_summary(state_dir / "outbox.db")
-    faults = [clean_text(str(f))[:300] for f in running.get("faults", []) if isinstance(running.get("faults"), list)]
+    outbox = outbox_summary(paths.outbox(state_dir))
+    faults = [clean_text(f)[:300] for f in daemon.faults] if daemon else []
     if not daemon:  # the daemon is not there to say it: damaged outbox files kept aside are a fault
         faults += [f"outbox: damaged file {p} kept; see 'scanner-agent queue import {p}'"
                    for p in outbox.get("damaged_files", [])]
     return {
         "station": cfg.station.id, "version": __version__, "service": service_state(),
         "daemon": "running" if daemon else "stopped",
-        "status_stale_s": running.get("stale_s"),
-        "camera": _dict(running.get("camera")) or {"source": cfg.camera.source, "fault": None},
-        "mqtt": (_dict(running.get("mqtt")) or None if daemon else None) if cfg.mqtt else {"configured": False},
+        "status_stale_s": daemon.stale_s if daemon else None,
+        "camera": (daemon.camera if daemon and daemon.camera else {"source": cfg.camera.source, "fault": None}),
+        "mqtt": (daemon.mqtt if daemon else None) if cfg.mqtt else {"configured": False},
         "outbox": outbox,
         "clock_synced": clock_synced(),
         "disk_free_mb": round(usage.free / 1e6),
         "faults": faults,
-        "counters": _dict(running.get("counters")) or None,
+        "counters": (daemon.counters or None) if daemon else None,
     }
 
 

@@ -81,6 +81,9 @@ class Grabber(Worker):
             self.wait(backoff(attempt, self.backoff_min, self.backoff_max, jitter=False))
             attempt += 1
 
+    def camera_status(self) -> dict:
+        return {"fault": self.fault, "frames": self.frames, "finished": self.finished}
+
     @property
     def fault(self) -> str | None:
         """The camera's fault, else the worker's own (crashed, stuck)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import date
+from enum import Enum
 
 from agent.cards import CardRead, read_card
 from agent.decode import DecodeResult
@@ -17,9 +18,17 @@ from agent.decode import DecodeResult
 CHECKIN_VERDICTS = ("ok", "expired", "not_yet_valid")
 
 
+class Action(str, Enum):
+    """What a frame means for the patient in front of the station."""
+    CHECKIN = "checkin"              # a valid card, new in this cooldown: store it, then green
+    ALREADY_READ = "already_read"    # the same card again within the cooldown
+    REJECTED = "rejected"            # not a card, or an invalid one: red
+    TRY_AGAIN = "try_again"          # a code is visible but unreadable: tilt the phone
+
+
 @dataclass(frozen=True)
 class Decision:
-    action: str                  # checkin | already_read | rejected | try_again
+    action: Action
     read: CardRead | None = None
     key: str | None = None
 
@@ -62,12 +71,12 @@ class Presenter:
             if last is not None and t - last <= self.gap_s:
                 continue                                 # the same presentation, still in view
             if key in self._recorded:
-                decisions.append(Decision("already_read", read, key))
+                decisions.append(Decision(Action.ALREADY_READ, read, key))
             elif read.is_card and read.verdict in CHECKIN_VERDICTS:
                 self._recorded.add(key)
-                decisions.append(Decision("checkin", read, key))
+                decisions.append(Decision(Action.CHECKIN, read, key))
             else:
-                decisions.append(Decision("rejected", read, key))
+                decisions.append(Decision(Action.REJECTED, read, key))
         if result.codes:
             self._unreadable_since = None
         elif result.candidates:
@@ -77,7 +86,7 @@ class Presenter:
             elif (t - self._unreadable_since >= self.try_again_s
                   and t - self._last_try_again >= self.try_again_every_s):
                 self._last_try_again = t
-                decisions.append(Decision("try_again"))
+                decisions.append(Decision(Action.TRY_AGAIN))
         elif t - self._last_candidate_t > self.gap_s:
             self._unreadable_since = None
         return decisions

@@ -329,6 +329,12 @@ class MqttLink(Worker):
             ids, self._acked = self._acked, []
             self.state.delivered_session += self.outbox.mark_delivered(ids)
 
+    def status(self) -> dict[str, Any]:  # type: ignore[override]  - the link's view for `status`
+        st = self.state
+        return {"connected": st.connected, "last_error": st.last_error, "failed_attempts": st.failed_attempts,
+                "connected_since": st.connected_since, "failed_total": st.failed_total,
+                "broker": f"{self.cfg.host}:{self.cfg.port}", "worker": super().status()}
+
     def health(self) -> dict[str, Any]:
         stats = self.outbox.stats()
         return {"station": self.station, "at": now_iso(), "version": __version__,

@@ -138,6 +138,19 @@ def explain(path: Path, exc: BaseException) -> str:
     return f"outbox {path}: {exc}"
 
 
+def integrity(path: Path) -> str:
+    """SQLite's quick_check of an outbox file, read-only ("ok" when sound); never moves or repairs.
+    Raises OutboxError when the file cannot be read at all."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            return str(conn.execute("PRAGMA quick_check").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise _error(path, exc) from None
+
+
 def _error(path: Path, exc: BaseException) -> OutboxError:
     cls = OutboxBusy if _code(exc) in (_BUSY, _LOCKED) else OutboxError
     return cls(explain(path, exc))

@@ -1,0 +1,41 @@
+"""Where the station keeps its files: the one place every path is built.
+
+    {state_dir}/outbox.db            the check-in outbox (agent.outbox), 0600
+    {state_dir}/outbox.db.corrupt-*  an outbox proven damaged, kept until IT imports it
+    {runtime}/status.json            the running daemon's state, for `scanner-agent status`
+    {runtime}/control.sock           the running daemon's control socket (snapshots)
+
+{runtime} is systemd's RuntimeDirectory= (RUNTIME_DIRECTORY), else {state_dir}/run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The demo's bundled camera frames (replayed when no camera path is configured).
+DEMO_FRAMES = Path(__file__).parent / "samples" / "frames"
+OUTBOX = "outbox.db"
+
+
+def outbox(state_dir: str | Path) -> Path:
+    return Path(state_dir) / OUTBOX
+
+
+def damaged_outboxes(state_dir: str | Path) -> list[Path]:
+    """Outbox files moved aside as damaged and kept (their -wal/-shm companions not listed)."""
+    return sorted(p for p in Path(state_dir).glob(f"{OUTBOX}.corrupt-*") if not p.name.endswith(("-wal", "-shm")))
+
+
+def runtime_dir(state_dir: str | Path) -> Path:
+    """systemd's RuntimeDirectory= (RUNTIME_DIRECTORY), else `{state_dir}/run`."""
+    env = os.environ.get("RUNTIME_DIRECTORY")
+    return Path(env.split(":")[0]) if env else Path(state_dir) / "run"
+
+
+def status_file(state_dir: str | Path) -> Path:
+    return runtime_dir(state_dir) / "status.json"
+
+
+def control_socket(state_dir: str | Path) -> Path:
+    return runtime_dir(state_dir) / "control.sock"
