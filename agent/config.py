@@ -7,10 +7,12 @@ keys are errors so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,15 +138,26 @@ def _key_lines(text: str) -> dict[str, int]:
     return lines
 
 
-def _check_value(value: Any, f: dataclasses.Field) -> tuple[Any, str | None]:
-    want = {"str": str, "int": int, "float": float, "bool": bool}[f.type]
+@functools.lru_cache(maxsize=None)
+def _field_types(cls: type) -> dict[str, type]:
+    """Each field's value type, from the real annotations (`str | None` means a str when given)."""
+    out = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        out[name] = args[0] if args else hint
+    return out
+
+
+WANTED = {str: "text", int: "a whole number", float: "a number", bool: "true or false"}
+
+
+def _check_value(value: Any, f: dataclasses.Field, want: type) -> tuple[Any, str | None]:
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if want is float and isinstance(value, float) and not math.isfinite(value):
         return None, f"must be a finite number, got {value!r}"
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-        wanted = {"str": "text", "int": "a whole number", "float": "a number", "bool": "true or false"}
-        return None, f"must be {wanted[f.type]}, got {value!r}"
+        return None, f"must be {WANTED.get(want, want.__name__)}, got {value!r}"
     meta = f.metadata
     if meta.get("choices") and value not in meta["choices"]:
         return None, f"must be one of {', '.join(meta['choices'])}, got {value!r}"
@@ -180,7 +193,7 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
             if key not in known:
                 errors.append(f"{kline}: unknown key {name}.{key} (known: {', '.join(known)})")
                 continue
-            checked, err = _check_value(raw, known[key])
+            checked, err = _check_value(raw, known[key], _field_types(cls)[key])
             if err:
                 errors.append(f"{kline}: {name}.{key} {err}")
             else:

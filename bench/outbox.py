@@ -22,7 +22,7 @@ import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: E402
@@ -32,7 +32,7 @@ from agent.mqtt.link import MqttLink  # noqa: E402
 from agent.outbox import Outbox  # noqa: E402
 from agent.sim.payloads import bhyt  # noqa: E402
 from agent.cards import read_card  # noqa: E402
-from broker import Broker  # noqa: E402
+from tests.support.broker import Broker  # noqa: E402
 
 import random  # noqa: E402
 

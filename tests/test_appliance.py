@@ -71,6 +71,7 @@ def installed(tmp_path_factory):
     return root, first
 
 
+@pytest.mark.slow
 def test_install_into_a_root(installed):
     root, first = installed
     assert "done" in first.stdout
@@ -85,6 +86,7 @@ def test_install_into_a_root(installed):
     assert "systemctl enable" in first.stdout and "skipped" in first.stdout
 
 
+@pytest.mark.slow
 def test_install_twice_changes_nothing(installed):
     root, _ = installed
     before = snapshot(root)
@@ -93,6 +95,7 @@ def test_install_twice_changes_nothing(installed):
     assert snapshot(root) == before
 
 
+@pytest.mark.slow
 def test_existing_config_is_never_overwritten(installed):
     root, _ = installed
     conf = root / "etc/scanner-agent/config.toml"
@@ -107,6 +110,7 @@ def test_dry_run_changes_nothing(tmp_path):
     assert not any((tmp_path / "fresh").rglob("*"))
 
 
+@pytest.mark.slow
 def test_uninstall_keeps_state_and_config_unless_purged(tmp_path):
     root = tmp_path / "root"
     install(root)
@@ -154,6 +158,7 @@ backend = "none"
     proc.wait(10)
 
 
+@pytest.mark.slow
 def test_status_while_running_and_after_stop(daemon):
     conf, proc = daemon
     out = cli("status", "-c", str(conf), "--json")
@@ -170,6 +175,7 @@ def test_status_while_running_and_after_stop(daemon):
     assert stopped["daemon"] == "stopped" and stopped["outbox"]["queue_depth"] >= 4
 
 
+@pytest.mark.slow
 def test_queue_list_show_export_retry(daemon, tmp_path):
     conf, proc = daemon
     listed = cli("queue", "-c", str(conf), "list")
@@ -230,6 +236,7 @@ port = 9
     assert out.returncode == 1 and out.stdout.startswith("FIX  config") and "camera.fps" in out.stdout
 
 
+@pytest.mark.slow
 def test_feedback_test_plays_every_pattern(tmp_path):
     conf = tmp_path / "c.toml"
     conf.write_text("[feedback]\nbackend = \"console\"\n")
@@ -240,6 +247,7 @@ def test_feedback_test_plays_every_pattern(tmp_path):
         assert sig.value in proc.stdout
 
 
+@pytest.mark.slow
 def test_snapshot_from_the_running_daemon_and_from_the_camera(daemon, tmp_path):
     import cv2
     conf, proc = daemon
@@ -308,6 +316,7 @@ os.execv(sys.executable, [sys.executable, "-m", "agent", "run", "-c", sys.argv[4
 """
 
 
+@pytest.mark.slow
 def test_the_station_runs_under_the_units_sandbox(tmp_path):
     """The unit's SystemCallFilter (denied calls fail with its SystemCallErrorNumber), a /proc with
     only pids (ProcSubset=pid, ProtectProc=invisible) and MemoryDenyWriteExecute: OpenCV, zxing-cpp,

@@ -5,7 +5,7 @@ from datetime import date
 import pytest
 
 from agent.cards import mask_name, read_card
-from payloads import BHYT10, BHYT15, CCCD, VIETQR, hexs, with_field
+from support.payloads import BHYT10, BHYT15, CCCD, VIETQR, hexs, with_field
 
 TODAY = date(2026, 11, 24)
 

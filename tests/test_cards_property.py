@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.cards import KINDS, VERDICTS, read_card
-from payloads import BHYT10, BHYT15, CCCD, VIETQR
+from support.payloads import BHYT10, BHYT15, CCCD, VIETQR
 
 SAMPLES = [BHYT15, BHYT10, CCCD, VIETQR]
 settings.register_profile("ci", max_examples=400, deadline=None,

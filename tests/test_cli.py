@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from payloads import BHYT10, BHYT15, CCCD, VIETQR
+from support.payloads import BHYT10, BHYT15, CCCD, VIETQR
 
 ROOT = Path(__file__).resolve().parents[1]
 

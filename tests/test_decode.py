@@ -18,9 +18,9 @@ from agent.decode import DEFAULT_ORDER, STREAM_ORDER, FrameReader, baseline, dec
 from agent.sim.payloads import bhyt
 from agent.sim.screen import empty_scene, render
 
+from bench.dataset import codes_read, load_photos
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from dataset import codes_read, load_photos  # noqa: E402
 
 N = 16
 
@@ -136,6 +136,7 @@ def photos():
     return load_photos()  # raises with the expected path if ../shared is absent
 
 
+@pytest.mark.slow
 def test_real_photos_floor(photos):
     """Measured with budget_x=50: plain zxing-cpp 266/409, ours 313/409, glare 13 -> 20,
     bright spots 11 -> 26. Floors with margin (the budget is in time, so a loaded machine reads

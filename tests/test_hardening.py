@@ -19,8 +19,8 @@ import pytest
 from agent.cards import read_card
 from agent.config import ConfigError, MqttConfig, load_config, parse_config
 from agent.outbox import Outbox
-from broker import Broker, Subscriber
-from daemon import FRAMES, ROOT, cli, config
+from support.broker import Broker, Subscriber
+from support.daemon import FRAMES, ROOT, cli, config
 
 # --- 5: NaN and infinity -------------------------------------------------------------------------
 
@@ -171,6 +171,7 @@ def test_purged_names_do_not_linger_in_free_pages(tmp_path):
 
 # --- 9: text from the hospital --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_verdict_text_is_cleaned_and_logged_once_per_checkin(tmp_path, caplog):
     from agent.mqtt.link import MqttLink
 
@@ -340,6 +341,7 @@ def test_a_crashing_worker_is_a_fault_then_restarts_and_logs_one_traceback(caplo
     assert caplog.text.count("Traceback") == 1 and caplog.text.count("crashed again") == 2
 
 
+@pytest.mark.slow
 def test_watchdog_pings_stop_while_a_worker_is_stuck(tmp_path, monkeypatch):
     from agent import failpoints
     from agent.config import Config

@@ -15,7 +15,7 @@ from agent.config import MqttConfig
 from agent.mqtt.link import InsecureBroker, MqttLink
 from agent.mqtt.schemas import errors as schema_errors
 from agent.outbox import Outbox
-from broker import Broker, Subscriber, make_ca
+from support.broker import Broker, Subscriber, make_ca
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "hospital/checkin"
@@ -36,20 +36,6 @@ def cfg(port, **kw):
     base = dict(host="127.0.0.1", port=port, tls=False, allow_insecure=True, keepalive_s=5, health_interval_s=1)
     base.update(kw)
     return MqttConfig(**base)
-
-
-@pytest.fixture
-def outbox(tmp_path):
-    ob = Outbox(tmp_path / "outbox.db", station="counter-01")
-    yield ob
-    ob.close()
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker").start()
-    yield b
-    b.stop()
 
 
 def start_link(outbox, config, **kw):
@@ -104,6 +90,7 @@ def test_delivery_status_health_and_schemas(broker, outbox):
     sub.close()
 
 
+@pytest.mark.slow
 def test_burst_of_1000_through_outages_arrives_complete_and_in_order(tmp_path, outbox):
     broker = Broker(tmp_path / "broker").start()
     sub = Subscriber(broker.port, f"{PREFIX}/counter-01/checkin")
@@ -134,10 +121,11 @@ def test_burst_of_1000_through_outages_arrives_complete_and_in_order(tmp_path, o
         broker.stop()
 
 
+@pytest.mark.slow
 def test_sigkill_while_publishing_loses_nothing(tmp_path, broker):
     sub = Subscriber(broker.port, f"{PREFIX}/kill-test/checkin")
     db = tmp_path / "kill.db"
-    child = [sys.executable, str(ROOT / "tests" / "agent_child.py"), str(db), str(broker.port)]
+    child = [sys.executable, str(ROOT / "tests" / "support" / "agent_child.py"), str(db), str(broker.port)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     promised: list[str] = []
     rng = random.Random(7)
@@ -242,7 +230,7 @@ def test_verdicts_garbage_ignored_valid_delivered(broker, outbox):
 def test_last_will_marks_station_offline_when_killed(tmp_path, broker):
     sub = Subscriber(broker.port, f"{PREFIX}/kill-test/status")
     db = tmp_path / "will.db"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "agent_child.py"), str(db), str(broker.port),
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "agent_child.py"), str(db), str(broker.port),
                              "produce", "100000"], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:

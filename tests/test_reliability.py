@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from broker import Broker, Subscriber
-from daemon import ROOT, Daemon, cli, config
+from support.broker import Broker, Subscriber
+from support.daemon import ROOT, Daemon, cli, config
 
 TOPICS = "hospital/checkin/#"
+pytestmark = pytest.mark.slow   # real-time fault scenarios against the real daemon
 
 
 def report(scenario: str, recorded: set[int], delivered: set[int], salvaged: int = 0, lost: int = 0) -> None:

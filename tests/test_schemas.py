@@ -8,7 +8,7 @@ import pytest
 
 from agent.cards import read_card
 from agent.mqtt.schemas import NAMES, errors, validator
-from payloads import BHYT10, BHYT15, CCCD
+from support.payloads import BHYT10, BHYT15, CCCD
 
 ROOT = Path(__file__).resolve().parents[1]
 

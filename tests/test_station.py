@@ -6,6 +6,8 @@ import random
 import subprocess
 import sys
 import time
+import pytest
+
 from pathlib import Path
 
 
@@ -19,7 +21,7 @@ from agent.outbox import Outbox
 from agent.sim.payloads import bhyt, cccd
 from agent.sim.screen import empty_scene, render
 from agent.station import Station
-from payloads import BHYT15, CCCD, VIETQR, with_field
+from support.payloads import BHYT15, CCCD, VIETQR, with_field
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 30
@@ -126,6 +128,7 @@ def rng_gap(k):
     return 0.5 + (k % 3) * 0.5   # 0.5 to 1.5 s of empty counter between patients
 
 
+@pytest.mark.slow
 def test_replayed_presentations_one_checkin_each(tmp_path):
     station = make_station(tmp_path)
     empties = [empty_scene(i) for i in range(6)]
@@ -201,6 +204,7 @@ def test_log_line_masks_the_name(tmp_path, caplog):
 
 # --- the daemon: demo mode, signals, broker -------------------------------------------------
 
+@pytest.mark.slow
 def test_run_demo_records_checkins_and_stops_cleanly_on_sigterm(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "agent", "run"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
@@ -229,7 +233,7 @@ def test_run_with_bad_config_exits_2_without_traceback(tmp_path):
 
 
 def test_station_with_broker_publishes_and_shows_the_hospital_verdict(tmp_path):
-    from broker import Broker, Subscriber
+    from support.broker import Broker, Subscriber
     broker = Broker(tmp_path / "broker").start()
     sub = Subscriber(broker.port, "hospital/checkin/#")
     cfg = Config()

@@ -1,1 +1,2 @@
-"""mqtt: filled in by later steps of the station."""
+"""mqtt: the station's link to the hospital broker (link.py: drains the outbox, publishes status
+and health, takes verdicts) and the JSON Schemas of every payload (schemas.py)."""

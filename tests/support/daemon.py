@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FRAMES = ROOT / "agent" / "samples" / "frames"
 RECORDED = re.compile(r"check-in #(\d+) ")
 
