@@ -80,8 +80,10 @@ def main() -> int:
     ap.add_argument("--pi-factor", type=float, default=4.0)
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
-    decoders = [Plain(), Reader("reader before (no 2nd stage)", second_stage=False, fuse=False),
-                Reader("2nd stage, no fusion", fuse=False), Reader("2nd stage + fusion")]
+    decoders = [Plain(), Reader("reader before (no 2nd stage)", second_stage=False),
+                Reader("2nd stage", fuse=False, infer_finders=False),
+                Reader("2nd stage + fusion", infer_finders=False),
+                Reader("2nd stage + fusion + hidden finders")]
     rows = []
     for level in args.levels.split(","):
         within = {d.name: [0, 0] for d in decoders}

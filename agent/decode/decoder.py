@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import zxingcpp
 
-from agent.decode import grid
+from agent.decode import finders, grid
 from agent.decode.strategies import DEFAULT_ORDER, STRATEGIES, STREAM_ORDER, Strategy, clahe
 
 QR = zxingcpp.BarcodeFormat.QRCode
@@ -393,11 +393,16 @@ class FrameReader:
 
     #: frames a track survives without being seen again
     TRACK_FRAMES = 20
+    #: while a changing scene gives no read, infer hidden finder patterns every this many frames
+    #: (agent.decode.finders: about 5x a plain read, so not on every frame)
+    FINDER_EVERY = 4
 
     def __init__(self, order: tuple[str, ...] = STREAM_ORDER, per_frame: int = 1, rectify: bool = True,
-                 second_stage: bool = True, fuse: bool = True):
+                 second_stage: bool = True, fuse: bool = True, infer_finders: bool = True):
         self.order, self.per_frame, self.rectify = order, per_frame, rectify
         self.second_stage, self.fuse = second_stage, fuse and second_stage
+        self.infer_finders = infer_finders and second_stage
+        self._unread = 0
         self.costs = CostModel()
         self.tracks: list[_Track] = []
         self._next = 0
@@ -415,6 +420,8 @@ class FrameReader:
         cascade = Cascade(gray, result, self.costs, self.second_stage)
         if not result.codes and self.rectify:
             cascade.rectify_candidates()
+        if not result.codes and self.infer_finders and active and self._unread % self.FINDER_EVERY == 1:
+            self._infer(cascade)
         if not result.codes and self.fuse:
             self._fuse(cascade)
         if not result.codes and self.order and (active or cascade.candidates):
@@ -423,12 +430,23 @@ class FrameReader:
                 self._next += 1
                 if result.codes:
                     break
+        self._unread = 0 if result.codes else self._unread + 1
         if result.codes:
             self._next = 0
             self.tracks.clear()
         self.tracks = [t for t in self.tracks if self._frame - t.last <= self.TRACK_FRAMES]
         result.ms = (time.perf_counter() - t0) * 1000
         return result
+
+    def _infer(self, cascade: "Cascade") -> None:
+        """A code whose third finder is hidden: inferred from the two visible ones; its grid joins
+        the tracks, so fusion can finish what one frame could not."""
+        for pts, sampled, raw in finders.infer(cascade.gray):
+            if raw is not None:
+                corners = tuple((round(float(x), 1), round(float(y), 1)) for x, y in pts)
+                cascade.add([Code(text_of(raw), raw, corners, "finders")])  # type: ignore[arg-type]
+                return
+            cascade.grids.append((pts, sampled, {}))
 
     def _fuse(self, cascade: "Cascade") -> None:
         for pts, sampled, extra in cascade.grids:
