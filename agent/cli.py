@@ -280,6 +280,38 @@ def cmd_feedback_test(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What `output test` types: an input method that rewrites keys (Telex: aa -> â, dd -> đ, af -> à;
+#: VNI: a1 -> á) shows at a glance on the counter PC.
+PROBE = "scanner-agent test: aa dd ee af a1 0123456789"
+
+
+def cmd_output_test(args: argparse.Namespace) -> int:
+    import time
+
+    from agent.outputs.devices import make_outputs
+
+    cfg = admin_config(args)
+    outputs = make_outputs(cfg)
+    if not outputs:
+        print("no output enabled: set [output.keyboard] or [output.serial] enabled = true", file=sys.stderr)
+        return 2
+    status = 0
+    for out in outputs:
+        w = out.writer.start()
+        out.writer.send(out.cfg.prefix + PROBE + "\n" + out.cfg.suffix)
+        deadline = time.monotonic() + out.cfg.timeout_s + 2
+        while out.writer.sent + out.writer.dropped == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        w.stop()
+        if out.writer.sent:
+            print(f"{out.writer.kind:8s} sent to {out.writer.device}: {PROBE!r}. On the PC it must read "
+                  "exactly so; 'â đ ê à á' instead means an input method rewrites keys (see README)")
+        else:
+            print(f"{out.writer.kind:8s} NOT sent: {out.writer.device_fault}", file=sys.stderr)
+            status = 1
+    return status
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from agent.admin.snapshot import take
 
@@ -363,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     f = fsub.add_parser("test", help="play every LED/buzzer pattern once")
     f.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
     f.set_defaults(func=cmd_feedback_test)
+
+    p = sub.add_parser("output", help="keyboard and serial output tools")
+    osub = p.add_subparsers(dest="output_command", required=True, metavar="ACTION")
+    o = osub.add_parser("test", help="type or send a test line on every enabled output")
+    o.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
+    o.set_defaults(func=cmd_output_test)
 
     p = sub.add_parser("snapshot", help="save the current camera frame with codes and glare drawn on it")
     p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)

@@ -90,6 +90,31 @@ class MqttConfig:
 
 
 @dataclass
+class KeyboardOutputConfig:
+    enabled: bool = _f(False, doc="type each check-in on the counter PC as a USB keyboard (USB gadget)")
+    device: str = _f("/dev/hidg0")
+    template_bhyt: str = _f("{raw}{enter}", doc="what is typed for a BHYT card; {raw} is the exact QR text")
+    template_cccd: str = _f("{id_number}{enter}", doc="what is typed for a CCCD")
+    prefix: str = _f("")
+    suffix: str = _f("")
+    key_delay_ms: float = _f(0.0, min=0, max=200, doc="pause after each key, for slow host software")
+    layout: str = _f("us", choices=("us",))
+    timeout_s: float = _f(5.0, min=0.1, max=120, doc="no host reading this long: the line is dropped")
+
+
+@dataclass
+class SerialOutputConfig:
+    enabled: bool = _f(False, doc="send each check-in as a line on a serial port (USB CDC gadget or adapter)")
+    device: str = _f("/dev/ttyGS0")
+    template_bhyt: str = _f("{raw}{enter}")
+    template_cccd: str = _f("{raw}{enter}", doc="serial sends UTF-8 exactly: the whole CCCD text is fine")
+    prefix: str = _f("")
+    suffix: str = _f("")
+    baud: int = _f(115200, min=1200, max=4_000_000, doc="for a USB-serial adapter; the gadget ignores it")
+    timeout_s: float = _f(5.0, min=0.1, max=120)
+
+
+@dataclass
 class LoggingConfig:
     level: str = _f("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
@@ -104,12 +129,18 @@ class Config:
     #: None when the section is absent: run without a broker, check-ins stay queued.
     mqtt: MqttConfig | None = None
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    #: [output.keyboard] and [output.serial]: like a USB scanner, beside MQTT (off by default)
+    keyboard: KeyboardOutputConfig = field(default_factory=KeyboardOutputConfig)
+    serial: SerialOutputConfig = field(default_factory=SerialOutputConfig)
     path: Path | None = None
 
 
 SECTIONS: dict[str, type] = {"station": StationConfig, "camera": CameraConfig, "checkin": CheckinConfig,
             "feedback": FeedbackConfig, "outbox": OutboxConfig, "mqtt": MqttConfig,
-            "logging": LoggingConfig}
+            "logging": LoggingConfig, "output.keyboard": KeyboardOutputConfig,
+            "output.serial": SerialOutputConfig}
+#: the Config attribute of each section
+ATTRS = {"output.keyboard": "keyboard", "output.serial": "serial"}
 
 
 class ConfigError(Exception):
@@ -177,7 +208,14 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
     where = _key_lines(text)
     errors: list[str] = []
     cfg = Config(path=Path(path))
+    items = []
     for name, value in data.items():
+        if name == "output" and isinstance(value, dict):   # [output.keyboard], [output.serial]
+            for sub, subvalue in value.items():
+                items.append((f"output.{sub}", subvalue))
+        else:
+            items.append((name, value))
+    for name, value in items:
         line = where.get(name, 0)
         if name not in SECTIONS:
             errors.append(f"{line}: unknown section [{name}] (known: {', '.join(SECTIONS)})")
@@ -198,7 +236,7 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
                 errors.append(f"{kline}: {name}.{key} {err}")
             else:
                 kwargs[key] = checked
-        setattr(cfg, name, cls(**kwargs))
+        setattr(cfg, ATTRS.get(name, name), cls(**kwargs))
     if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", cfg.station.id):
         errors.append(f"{where.get('station.id', 0)}: station.id may use 1-64 letters, digits, '_', '.', '-' "
                       f"(it is the MQTT client id and part of every topic), got {cfg.station.id!r}")
@@ -221,11 +259,44 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
         errors.append(f"{where.get('camera.scaler_crop', 0)}: camera.scaler_crop must be 'x,y,w,h'")
     if cfg.camera.source == "replay" and cfg.camera.path and not Path(cfg.camera.path).exists():
         errors.append(f"{where.get('camera.path', 0)}: camera.path {cfg.camera.path!r} does not exist")
+    errors += [f"{where.get(key, 0)}: {message}" for key, message in _output_problems(cfg)]
     if problem := dir_problem(cfg.station.state_dir):
         errors.append(f"{where.get('station.state_dir', 0)}: station.state_dir {problem}")
     if errors:
         raise ConfigError(path, errors)
     return cfg
+
+
+def _output_problems(cfg: Config) -> list[tuple[str, str]]:
+    """What the keyboard or serial output could not do, as (config key, message)."""
+    from agent.outputs import hid
+    from agent.outputs.template import ASCII_FIELDS, KEYS, TemplateError, typed_fields
+
+    out = []
+    for section, oc in (("output.keyboard", cfg.keyboard), ("output.serial", cfg.serial)):
+        if not oc.enabled:
+            continue
+        for kind in ("bhyt", "cccd"):
+            key = f"{section}.template_{kind}"
+            template = getattr(oc, f"template_{kind}")
+            try:
+                fields = typed_fields(template)
+            except TemplateError as exc:
+                out.append((key, f"{key}: {exc}"))
+                continue
+            if section == "output.keyboard":
+                bad = [f for f in fields if f not in ASCII_FIELDS[kind] and f not in KEYS]
+                if bad:
+                    out.append((key, f"{key}: a keyboard can only type ASCII fields; {{{bad[0]}}} may hold "
+                                     f"Vietnamese letters (use [output.serial] for those)"))
+        if section == "output.keyboard":
+            for name in ("prefix", "suffix", "template_bhyt", "template_cccd"):
+                literal = "".join(lit for lit, *_ in __import__("string").Formatter().parse(getattr(oc, name))) \
+                    if name.startswith("template") else getattr(oc, name)
+                if missing := hid.typeable(literal, oc.layout):
+                    out.append((f"{section}.{name}", f"{section}.{name}: a {oc.layout.upper()} keyboard cannot "
+                                                    f"type {missing!r}"))
+    return out
 
 
 def topic_prefix_problem(prefix: str) -> str | None:

@@ -68,6 +68,8 @@ class Station:
             self.link = factory(cfg.mqtt, cfg.station.id, self.outbox, on_verdict=self.on_verdict,
                                 faults=self.faults)
         self.status_path = paths.status_file(cfg.station.state_dir)
+        from agent.outputs.devices import make_outputs
+        self.outputs = make_outputs(cfg)
         self.last_view: tuple | None = None   # (newest frame, codes last decoded) for snapshots
         self.control: ControlServer | None = None
         self._stop = threading.Event()
@@ -113,6 +115,8 @@ class Station:
         self.counters.by_verdict[verdict] = self.counters.by_verdict.get(verdict, 0) + 1
         signal = Signal.CHECKIN if verdict == "ok" else Signal.CHECKIN_WARNING
         self.feedback.signal(signal, self._describe(d))  # only now: the check-in is on disk
+        for out in self.outputs:                         # typed or sent like a USB scanner: after the commit
+            out.send(d.read.kind, d.read.card, d.payload or "")
         log.info("check-in #%d %s %s %s (%s)", row.seq, d.read.kind, verdict,
                  self._who(d), ", ".join(p.code for p in d.read.problems) or "no problems")
 
@@ -160,10 +164,13 @@ class Station:
 
     def workers(self) -> list:
         """Every background worker of the running station (each supervised, see agent.worker)."""
-        return [w for w in (self.grabber, self.link, self.control, self.feedback)
+        return [w for w in (self.grabber, self.link, self.control, self.feedback,
+                            *(o.writer for o in self.outputs))
                 if w is not None and hasattr(w, "healthy")]
 
-    def faults(self) -> list[str]:
+    def faults(self, leds: bool = False) -> list[str]:
+        """Everything wrong, for status and the health topic; `leds`: only what the counter staff
+        should see blinking (a PC not reading the keyboard output is IT's business)."""
         out = []
         if self.grabber is not None and self.grabber.fault:
             out.append(f"camera: {self.grabber.fault}")
@@ -172,6 +179,8 @@ class Station:
                 out.append(w.fault)
         if self.outbox_fault:
             out.append(f"outbox: {self.outbox_fault}")
+        if not leds:
+            out += [o.writer.warning for o in self.outputs if o.writer.warning]
         for damaged in self.outbox.damaged_files():
             out.append(f"outbox: damaged file {damaged} kept with check-ins that could not all be "
                        f"read; see 'scanner-agent queue import {damaged}'")
@@ -186,6 +195,8 @@ class Station:
         """The daemon loop, until stop(). `source` overrides the configured camera (benchmarks)."""
         source = source or open_source(self.cfg.camera, demo_frames=str(DEMO_FRAMES))
         self.grabber = Grabber(source).start()
+        for out in self.outputs:
+            out.writer.start()
         if self.link is not None:
             self.link.start()
         try:
@@ -226,7 +237,7 @@ class Station:
             notify("WATCHDOG=1")
 
     def _signal_faults(self) -> None:
-        if faults := self.faults():
+        if faults := self.faults(leds=True):
             self.feedback.signal(Signal.FAULT, "; ".join(faults))
 
     def _signal_broker(self) -> None:
@@ -279,6 +290,8 @@ class Station:
             self.control.stop()
         if self.grabber is not None:
             self.grabber.stop()
+        for out in self.outputs:
+            out.writer.stop()
         if self.link is not None:
             self.link.stop()       # publishes 'offline'
         self.feedback.close()      # LEDs off

@@ -8,10 +8,11 @@
 #   sudo systemd/install.sh --uninstall --purge also delete config and state (undelivered check-ins!): asks
 #   systemd/install.sh --dry-run                print what would change, change nothing
 #   systemd/install.sh --root DIR               install under DIR (tests, image builds): no user, no systemctl
+#   sudo systemd/install.sh --usb-gadget        also the USB gadget (keyboard + serial to the counter PC)
 set -euo pipefail
 
 SRC=$(cd "$(dirname "$0")/.." && pwd)
-ROOT="" DRY=0 UNINSTALL=0 PURGE=0 YES=0 START=1
+ROOT="" DRY=0 UNINSTALL=0 PURGE=0 YES=0 START=1 GADGET=0
 PIP_ARGS=${SCANNER_AGENT_PIP_ARGS:-}
 while (($#)); do
     case $1 in
@@ -21,7 +22,8 @@ while (($#)); do
         --purge) PURGE=1 ;;
         --yes) YES=1 ;;
         --no-start) START=0 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        --usb-gadget) GADGET=1 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -33,6 +35,7 @@ SVC_USER=scanner-agent
 PREFIX=$ROOT/opt/scanner-agent
 VENV=$PREFIX/venv
 UNIT=$ROOT/etc/systemd/system/$SERVICE.service
+GADGET_UNIT=$ROOT/etc/systemd/system/$SERVICE-usb-gadget.service
 CONF_DIR=$ROOT/etc/scanner-agent
 STATE=$ROOT/var/lib/scanner-agent
 STAMP=$PREFIX/installed-from
@@ -57,6 +60,10 @@ fi
 do_uninstall() {
     if [[ -z $ROOT ]] && command -v systemctl >/dev/null && systemctl list-unit-files "$SERVICE.service" >/dev/null 2>&1; then
         system systemctl disable --now "$SERVICE.service" || true
+    fi
+    if [[ -e $GADGET_UNIT ]]; then
+        [[ -n $ROOT ]] || system systemctl disable --now "$SERVICE-usb-gadget.service" || true
+        run rm -f "$GADGET_UNIT"
     fi
     [[ -e $UNIT ]] && run rm -f "$UNIT" && system systemctl daemon-reload
     [[ -e $PREFIX ]] && run rm -rf "$PREFIX"
@@ -113,6 +120,31 @@ do_install() {
         run install -D -m 0640 "$SRC/config/config.toml" "$CONF_DIR/config.toml"
         [[ -n $ROOT ]] || system chown "root:$SVC_USER" "$CONF_DIR" "$CONF_DIR/config.toml"
         say "edit $CONF_DIR/config.toml (station id, broker, CA), then: sudo systemctl restart $SERVICE"
+    fi
+
+    # 5b. the USB gadget, only when asked; the boot settings are the admin's to make
+    if ((GADGET)); then
+        if ! cmp -s "$SRC/systemd/usb-gadget.sh" "$PREFIX/usb-gadget.sh"; then
+            run install -D -m 0755 "$SRC/systemd/usb-gadget.sh" "$PREFIX/usb-gadget.sh"
+        fi
+        local rules=$ROOT/etc/udev/rules.d/70-scanner-agent-gadget.rules
+        local want_rules='KERNEL=="hidg[0-9]*", GROUP="scanner-agent", MODE="0660"
+KERNEL=="ttyGS[0-9]*", GROUP="scanner-agent", MODE="0660"'
+        if [[ ! -f $rules || $(cat "$rules") != "$want_rules" ]]; then
+            CHANGED=1
+            if ((DRY)); then echo "  would write $rules"; else
+                mkdir -p "$(dirname "$rules")"; printf '%s\n' "$want_rules" > "$rules"; echo "  wrote $rules"
+            fi
+        fi
+        if ! cmp -s "$SRC/systemd/$SERVICE-usb-gadget.service" "$GADGET_UNIT"; then
+            run install -D -m 0644 "$SRC/systemd/$SERVICE-usb-gadget.service" "$GADGET_UNIT"
+            system systemctl daemon-reload
+        fi
+        if [[ -z $ROOT ]]; then
+            systemctl is-enabled --quiet "$SERVICE-usb-gadget" 2>/dev/null || system systemctl enable --now "$SERVICE-usb-gadget"
+        fi
+        grep -qs '^dtoverlay=dwc2' "$ROOT/boot/firmware/config.txt" || \
+            say "USB gadget: add 'dtoverlay=dwc2' to /boot/firmware/config.txt and 'modules-load=dwc2' after 'rootwait' in /boot/firmware/cmdline.txt, then reboot (not done for you)"
     fi
 
     # 6. enabled, and running the installed version

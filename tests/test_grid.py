@@ -104,3 +104,28 @@ def test_padding_and_modes_are_checked():
         qrspec.parse_segments(good[:-1] + b"\x00", 1)                    # padding broken
     with pytest.raises(qrspec.SegmentError):
         qrspec.parse_segments(bytes([0xF0, 0, 0, 0]), 1)                  # mode 15 does not exist
+
+
+def test_a_code_with_one_finder_blotted_out_reads():
+    """A reflection on a finder pattern: zxing-cpp does not even locate the code; the stream
+    reader infers the hidden finder from the other two and reads it."""
+    import cv2
+
+    from agent.decode import finders
+
+    img, corners, _ = symbol(CCCD, scale=5)
+    canvas = np.full((720, 1280), 200, np.uint8)
+    h, w = img.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 25, 1.0)
+    m[:, 2] += (500, 200)
+    canvas = cv2.warpAffine(img, m, (1280, 720), dst=canvas, borderMode=cv2.BORDER_TRANSPARENT)
+    c = cv2.transform(corners.reshape(-1, 1, 2), m).reshape(4, 2)
+    finder = c[0] * 0.85 + c.mean(0) * 0.15                       # the top-left finder
+    hidden = glare(canvas, finder[0], finder[1], 45)
+    assert not zxingcpp.read_barcodes(hidden, formats=QR, return_errors=True)
+    assert len(finders.find_finders(hidden)) == 2
+    assert [raw for _, _, raw in finders.infer(hidden) if raw] == [CCCD.encode()]
+    reader = FrameReader()
+    texts = [[c.text for c in reader.read(hidden).codes] for _ in range(4)]
+    assert [CCCD] in texts
+    assert not any(FrameReader(infer_finders=False).read(hidden).codes for _ in range(4))

@@ -146,6 +146,24 @@ def check_broker(cfg: Config) -> list[Check]:
     return out
 
 
+def check_outputs(cfg: Config) -> list[Check]:
+    """The keyboard and serial outputs' devices: there and writable (not that a host reads them)."""
+    out = []
+    for name, oc in (("keyboard", cfg.keyboard), ("serial", cfg.serial)):
+        if not oc.enabled:
+            continue
+        dev = Path(oc.device)
+        if not dev.exists():
+            hint = ("set up the USB gadget: sudo systemd/install.sh --usb-gadget (see README)"
+                    if oc.device in ("/dev/hidg0", "/dev/ttyGS0") else "check the cable and the device name")
+            out.append(Check(name, False, f"{dev} missing: {hint}; or [output.{name}] enabled = false"))
+        elif not os.access(dev, os.W_OK):
+            out.append(Check(name, False, f"{dev} not writable by this user: add it to the device's group"))
+        else:
+            out.append(Check(name, True, f"{dev} present"))
+    return out
+
+
 def check_unit() -> Check:
     if not UNIT.exists():
         return Check("service", False, f"{UNIT} not installed: run systemd/install.sh")
@@ -164,5 +182,6 @@ def run(path: Path) -> list[Check]:
     checks.append(check_camera(cfg, daemon))
     checks.append(check_gpio(cfg))
     checks += check_broker(cfg)
+    checks += check_outputs(cfg)
     checks.append(check_unit())
     return checks

@@ -65,6 +65,7 @@ def collect(cfg: Config) -> dict[str, Any]:
         "disk_free_mb": round(usage.free / 1e6),
         "faults": faults,
         "counters": (daemon.counters or None) if daemon else None,
+        "workers": (daemon.workers or None) if daemon else None,
     }
 
 

@@ -31,6 +31,8 @@ class Decision:
     action: Action
     read: CardRead | None = None
     key: str | None = None
+    #: the decoded QR text exactly (what a USB scanner would type)
+    payload: str | None = None
 
 
 def card_key(read: CardRead, payload: bytes | str) -> str:
@@ -74,7 +76,7 @@ class Presenter:
                 decisions.append(Decision(Action.ALREADY_READ, read, key))
             elif read.is_card and read.verdict in CHECKIN_VERDICTS:
                 self._recorded.add(key)
-                decisions.append(Decision(Action.CHECKIN, read, key))
+                decisions.append(Decision(Action.CHECKIN, read, key, code.text))
             else:
                 decisions.append(Decision(Action.REJECTED, read, key))
         if result.codes:

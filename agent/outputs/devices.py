@@ -1,0 +1,62 @@
+"""The keyboard and serial outputs built from the config."""
+
+from __future__ import annotations
+
+import os
+import termios
+from typing import Any
+
+from agent.config import Config
+from agent.outputs import hid
+from agent.outputs.template import render
+from agent.outputs.writer import DeviceWriter
+
+
+class Output:
+    """One output: how a check-in becomes text, and the writer thread that delivers it."""
+
+    def __init__(self, cfg, writer: DeviceWriter):
+        self.cfg, self.writer = cfg, writer
+
+    def text(self, kind: str, card: dict[str, Any], raw: str) -> str | None:
+        template = getattr(self.cfg, f"template_{kind}", None)
+        if template is None:
+            return None            # only BHYT and CCCD check-ins are typed
+        return self.cfg.prefix + render(template, kind, card, raw) + self.cfg.suffix
+
+    def send(self, kind: str, card: dict[str, Any], raw: str) -> None:
+        text = self.text(kind, card, raw)
+        if text:
+            self.writer.send(text)
+
+
+class SerialWriter(DeviceWriter):
+    """A tty gets raw mode and the configured speed when opened (a FIFO or the gadget: as it is)."""
+
+    def __init__(self, device: str, baud: int, **kw):
+        super().__init__("serial", device, lambda text: [text.encode("utf-8")], **kw)
+        self.baud = baud
+
+    def _open(self) -> int:
+        new = self._fd is None
+        fd = super()._open()
+        if new and os.isatty(fd):
+            attrs = termios.tcgetattr(fd)
+            attrs[0] = attrs[1] = attrs[3] = 0                       # raw: no translation, no echo
+            attrs[2] = termios.CS8 | termios.CREAD | termios.CLOCAL
+            speed = getattr(termios, f"B{self.baud}", termios.B115200)
+            attrs[4] = attrs[5] = speed
+            termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        return fd
+
+
+def make_outputs(cfg: Config) -> list[Output]:
+    outs = []
+    k = cfg.keyboard
+    if k.enabled:
+        outs.append(Output(k, DeviceWriter("keyboard", k.device, lambda text: hid.encode(text, k.layout),
+                                           timeout_s=k.timeout_s, delay_s=k.key_delay_ms / 1000 / 2)))
+    s = cfg.serial
+    if s.enabled:
+        outs.append(Output(s, SerialWriter(s.device, s.baud, timeout_s=s.timeout_s)))
+    return outs

@@ -1,0 +1,43 @@
+"""What is typed or sent for a check-in: a template per card kind, with the card's fields.
+
+    {raw}          the exact QR text (a BHYT code is ASCII; a CCCD carries the name in UTF-8)
+    {card_number} {id_number} {name} ...   any field of the card read
+    {enter} {tab}  the keys
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+KEYS = {"enter": "\n", "tab": "\t"}
+#: fields that are ASCII in every valid card: the only ones a keyboard template may use
+ASCII_FIELDS = {
+    "bhyt": {"raw", "card_number", "generation", "bhxh_number", "birth_date", "sex", "facility_code", "valid_from",
+             "valid_to", "issued", "management_code", "benefit_level", "group_code", "province_code",
+             "residence_code", "five_year_date", "check_string"},
+    "cccd": {"id_number", "old_id_number", "birth_date", "sex", "issued"},
+}
+
+
+class TemplateError(ValueError):
+    pass
+
+
+def typed_fields(template: str) -> list[str]:
+    """The placeholders of a template; TemplateError for a malformed one."""
+    try:
+        names = [f for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise TemplateError(f"template {template!r}: {exc}") from None
+    for f in names:
+        if not f.isidentifier():
+            raise TemplateError(f"template {template!r}: {{{f}}} is not a field name")
+    return names
+
+
+def render(template: str, kind: str, card: dict[str, Any], raw: str) -> str:
+    """The text for one check-in (a missing field is empty)."""
+    values = {**{k: "" if v is None else str(v) for k, v in card.items()}, "raw": raw, **KEYS}
+    return "".join(lit + (values.get(f, "") if f is not None else "")
+                   for lit, f, _, _ in string.Formatter().parse(template))

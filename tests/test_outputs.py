@@ -1,0 +1,216 @@
+"""The station as a USB scanner: HID keyboard reports, templates, the USB gadget script, and the
+keyboard and serial writers against FIFOs fed by a real `scanner-agent run` (no USB host here)."""
+
+from __future__ import annotations
+
+import os
+import string
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, parse_config
+from agent.outputs import hid
+from agent.outputs.template import render
+from support.daemon import ROOT, Daemon, cli, config
+
+GADGET = ROOT / "systemd" / "usb-gadget.sh"
+
+
+# --- HID reports ---------------------------------------------------------------------------------
+
+def test_every_printable_ascii_character_round_trips():
+    text = string.printable.replace("\r", "").replace("\x0b", "").replace("\x0c", "")
+    reports = hid.encode(text)
+    assert all(len(r) == 8 for r in reports) and reports[1::2] == [hid.RELEASE] * len(text)
+    assert hid.decode(reports) == text
+    assert hid.decode(hid.encode("aa")) == "aa"          # a repeated key is released in between
+    with pytest.raises(ValueError, match="cannot type"):
+        hid.encode("Nguyễn")
+
+
+def test_default_templates_round_trip_through_the_keyboard():
+    from agent.cards import read_card
+    from agent.config import Config
+    from agent.sim.demo import BHYT10, BHYT15, CCCD
+
+    k = Config().keyboard
+    for payload in (BHYT15, BHYT10, CCCD):
+        read = read_card(payload)
+        text = render(getattr(k, f"template_{read.kind}"), read.kind, read.card, payload)
+        assert hid.decode(hid.encode(text)) == text
+        assert text == (payload + "\n" if read.kind == "bhyt" else read.card["id_number"] + "\n")
+
+
+def test_what_a_keyboard_cannot_type_is_a_config_error():
+    with pytest.raises(ConfigError) as err:
+        parse_config('[output.keyboard]\nenabled = true\ntemplate_cccd = "{name}{enter}"\nsuffix = "đ"\n')
+    text = str(err.value)
+    assert ":3: output.keyboard.template_cccd" in text and "{name} may hold Vietnamese" in text
+    assert ":4: output.keyboard.suffix" in text and "cannot type 'đ'" in text
+    ok = parse_config('[output.serial]\nenabled = true\ntemplate_cccd = "{name}|{id_number}{enter}"\n')
+    assert ok.serial.enabled and not ok.keyboard.enabled
+    with pytest.raises(ConfigError, match="unknown section"):
+        parse_config("[output.printer]\nenabled = true\n")
+
+
+# --- the USB gadget script -----------------------------------------------------------------------
+
+def gadget(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(GADGET), "--root", str(root), *args], capture_output=True, text=True,
+                          timeout=30)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() and not p.is_symlink() else b"")
+            for p in sorted(root.rglob("*"))}
+
+
+def test_gadget_script_builds_a_keyboard_and_serial_composite_idempotently(tmp_path):
+    (tmp_path / "etc/scanner-agent").mkdir(parents=True)
+    (tmp_path / "etc/scanner-agent/config.toml").write_text('[station]\nid = "counter-07"\n')
+    first = gadget(tmp_path)
+    assert first.returncode == 0 and "dtoverlay=dwc2" in first.stderr and "not bound" in first.stdout
+    g = tmp_path / "sys/kernel/config/usb_gadget/scanner-agent"
+    assert (g / "strings/0x409/serialnumber").read_text().strip() == "counter-07"
+    assert "scanner-agent" in (g / "strings/0x409/product").read_text()
+    hidf = g / "functions/hid.usb0"
+    assert (hidf / "protocol").read_text().strip() == "1" and (hidf / "report_length").read_text().strip() == "8"
+    desc = (hidf / "report_desc").read_bytes()
+    assert desc[:4] == bytes([0x05, 0x01, 0x09, 0x06]) and desc[-1] == 0xC0 and len(desc) == 63  # boot keyboard
+    assert (g / "configs/c.1/hid.usb0").is_symlink() and (g / "configs/c.1/acm.usb0").is_symlink()
+    before = tree(tmp_path)
+    assert gadget(tmp_path).returncode == 0 and tree(tmp_path) == before       # a second run changes nothing
+    (tmp_path / "sys/class/udc/fe980000.usb").mkdir(parents=True)              # the Pi's controller appears
+    bound = gadget(tmp_path)
+    assert bound.returncode == 0 and (g / "UDC").read_text().strip() == "fe980000.usb"
+    removed = gadget(tmp_path, "--remove")
+    assert removed.returncode == 0 and not g.exists()
+    assert "nothing to remove" in gadget(tmp_path, "--remove").stdout
+
+
+def test_installer_adds_the_gadget_only_when_asked(tmp_path):
+    env = {**os.environ, "SCANNER_AGENT_PIP_ARGS": "--no-deps --no-build-isolation"}
+    run = subprocess.run(["bash", str(ROOT / "systemd/install.sh"), "--root", str(tmp_path), "--usb-gadget",
+                          "--dry-run"], capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0 and "usb-gadget.sh" in run.stdout and "dtoverlay=dwc2" in run.stdout
+
+
+# --- writers against FIFOs, fed by the real daemon ------------------------------------------------
+
+class Host:
+    """The counter PC's end of a FIFO: reads everything (or, stalled, nothing)."""
+
+    def __init__(self, path: Path, read: bool = True):
+        os.mkfifo(path)
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self.data = bytearray()
+        self.reading = read
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.reading:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                    self.data += chunk
+                except BlockingIOError:
+                    pass
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join(2)
+        os.close(self.fd)
+
+
+def outputs_config(tmp_path: Path, kb: Path, ser: Path, timeout: float = 5.0) -> Path:
+    return config(tmp_path, tmp_path / "state", extra=f"""
+[output.keyboard]
+enabled = true
+device = "{kb}"
+timeout_s = {timeout}
+[output.serial]
+enabled = true
+device = "{ser}"
+timeout_s = {timeout}
+""")
+
+
+@pytest.mark.slow
+def test_every_checkin_is_typed_and_sent_once_in_order(tmp_path):
+    from agent.outbox import Outbox
+
+    kb, ser = Host(tmp_path / "hidg0"), Host(tmp_path / "ttyGS0")
+    d = Daemon(outputs_config(tmp_path, tmp_path / "hidg0", tmp_path / "ttyGS0"))
+    try:
+        assert d.wait_for(lambda: len(d.recorded()) >= 6, 60), d.log[-2000:]
+    finally:
+        d.stop()
+        time.sleep(0.3)
+        kb.close()
+        ser.close()
+    box = Outbox(tmp_path / "state" / "outbox.db", station="x", admin=True, readonly=True)
+    rows = [r for r in box.iter_pending()]
+    box.close()
+    typed = hid.decode([bytes(kb.data[i:i + 8]) for i in range(0, len(kb.data), 8)]).splitlines()
+    sent = ser.data.decode("utf-8").splitlines()
+    assert len(rows) == len(d.recorded()) and len(typed) == len(sent) == len(rows), (len(rows), len(typed), len(sent))
+    for row, t, s in zip(rows, typed, sent):
+        card = row.payload["card"]
+        if row.payload["kind"] == "bhyt":
+            assert t == s and t.startswith(card["card_number"])           # the exact QR text
+        else:
+            assert t == card["id_number"] and s.startswith(card["id_number"] + "|")
+            assert card["name"] in s                                       # UTF-8 exactly on serial
+
+
+@pytest.mark.slow
+def test_a_host_that_stops_reading_never_slows_the_scan_loop(tmp_path):
+    kb = Host(tmp_path / "hidg0", read=False)                                # the PC froze
+    ser = Host(tmp_path / "ttyGS0")
+    conf = outputs_config(tmp_path, tmp_path / "hidg0", tmp_path / "ttyGS0", timeout=0.5)
+    d = Daemon(conf)
+    try:
+        # the pipe fills after a dozen lines; from then on every line to the keyboard times out
+        assert d.wait_for(lambda: any("keyboard output: no host reading" in f for f in d.status()["faults"]), 90), \
+            d.log[-2000:]
+        before, recorded = d.status()["counters"], len(d.recorded())
+        time.sleep(4)
+        after = d.status()
+        assert after["daemon"] == "running"
+        assert after["counters"]["decoded"] - before["decoded"] >= 30          # ~20 fps kept being decoded
+        assert len(d.recorded()) >= recorded + 3                              # and check-ins recorded
+        assert after["workers"]["output-keyboard"]["dropped"] >= 1
+        assert len(ser.data.decode().splitlines()) >= len(d.recorded()) - 1   # the serial host gets them all
+    finally:
+        d.stop()
+        kb.close()
+        ser.close()
+    assert "line dropped" in d.log and "Traceback" not in d.log
+
+
+def test_doctor_names_a_missing_keyboard_device(tmp_path):
+    conf = config(tmp_path, tmp_path / "state", extra='[output.keyboard]\nenabled = true\n')
+    out = cli("doctor", "-c", str(conf))
+    line = next(x for x in out.stdout.splitlines() if x.startswith("FIX  keyboard"))
+    assert "/dev/hidg0 missing" in line and "--usb-gadget" in line
+
+
+def test_output_test_types_a_probe_line(tmp_path):
+    host = Host(tmp_path / "ttyGS0")
+    conf = config(tmp_path, tmp_path / "state", extra=f'[output.serial]\nenabled = true\ndevice = "{tmp_path / "ttyGS0"}"\n')
+    try:
+        out = cli("output", "test", "-c", str(conf))
+        time.sleep(0.2)
+    finally:
+        host.close()
+    assert out.returncode == 0, out.stderr
+    assert host.data.decode() == "scanner-agent test: aa dd ee af a1 0123456789\n"
+    none = cli("output", "test", "-c", str(config(tmp_path, tmp_path / "state")))
+    assert none.returncode == 2 and "no output enabled" in none.stderr
