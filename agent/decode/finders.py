@@ -16,7 +16,7 @@ import numpy as np
 from agent.decode import grid, qrspec
 
 MAX_FINDERS = 12
-MAX_HYPOTHESES = 8
+MAX_HYPOTHESES = 3
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,18 @@ class Finder:
     module: float           # module size in pixels
 
 
-def find_finders(gray: np.ndarray) -> list[Finder]:
-    """Finder pattern candidates in a frame (dark-on-light and light-on-dark)."""
+def find_finders(gray: np.ndarray, scale: float = 0.5) -> list[Finder]:
+    """Finder pattern candidates in a frame (dark-on-light, else light-on-dark), looked for at
+    half size: a phone's code has modules of 3 px and more, and the contour walk is what costs."""
     out: list[Finder] = []
-    block = max(15, (min(gray.shape) // 24) | 1)
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale != 1 else gray
+    small = cv2.GaussianBlur(small, (3, 3), 0)
+    block = max(15, (min(small.shape) // 16) | 1)
     for invert in (False, True):
-        binary = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_MEAN_C,
-                                       cv2.THRESH_BINARY if invert else cv2.THRESH_BINARY_INV, block, 7)
+        if invert and len(out) >= 2:
+            break
+        binary = cv2.adaptiveThreshold(small, 255, cv2.ADAPTIVE_THRESH_MEAN_C,
+                                       cv2.THRESH_BINARY if invert else cv2.THRESH_BINARY_INV, block, 10)
         contours, hierarchy = cv2.findContours(binary, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
         if hierarchy is None:
             continue
@@ -42,7 +47,7 @@ def find_finders(gray: np.ndarray) -> list[Finder]:
                 continue
             grandchild = h[child][2]
             a0, a1, a2 = cv2.contourArea(c), cv2.contourArea(contours[child]), cv2.contourArea(contours[grandchild])
-            if a0 < 36 or a2 <= 0 or a1 <= 0:
+            if a0 < 30 or a2 <= 0 or a1 <= 0:
                 continue
             if not (1.3 < a0 / a1 < 3.5 and 3.0 < a0 / a2 < 11.0):
                 continue
@@ -52,8 +57,8 @@ def find_finders(gray: np.ndarray) -> list[Finder]:
             m = cv2.moments(contours[grandchild])
             if m["m00"] <= 0:
                 continue
-            centre = np.array([m["m10"] / m["m00"], m["m01"] / m["m00"]], np.float32)
-            out.append(Finder(centre, float(np.sqrt(a0)) / 7.0))
+            centre = np.array([m["m10"] / m["m00"], m["m01"] / m["m00"]], np.float32) / scale
+            out.append(Finder(centre, float(np.sqrt(a0)) / 7.0 / scale))
     # one per place (the two polarities and nested matches find the same finder)
     kept: list[Finder] = []
     for f in sorted(out, key=lambda f: -f.module):
@@ -118,16 +123,19 @@ def infer(gray: np.ndarray, limit: int = MAX_HYPOTHESES) -> list[tuple[np.ndarra
     cands = hypotheses(finders)
     if not cands:
         return []
+    h, w = gray.shape
+    inside = [(c, v) for c, v in cands if c[:, 0].min() > -w / 2 and c[:, 1].min() > -h / 2
+              and c[:, 0].max() < 1.5 * w and c[:, 1].max() < 1.5 * h]
+    by_version: dict[int, list[np.ndarray]] = {}
+    for c, v in inside:
+        by_version.setdefault(v, []).append(c)
     scored = []
-    for corners, v in cands:
-        if np.any(corners < -np.ptp(corners)) or np.any(corners[:, 0] > gray.shape[1] * 1.5) \
-                or np.any(corners[:, 1] > gray.shape[0] * 1.5):
-            continue
-        scored.append((float(grid._fits(gray, [corners], v)[0]), corners, v))
+    for v, cs in by_version.items():   # one remap per version for all its hypotheses
+        scored += [(float(f), c, v) for f, c in zip(grid._fits(gray, cs, v), cs)]
     scored.sort(key=lambda s: -s[0])
     out = []
     for fit, corners, v in scored[:limit]:
-        if fit < 0.3:
+        if fit < 0.45:
             break
         g = grid.sample(gray, corners, v)
         if g.pattern_errors > grid.MAX_PATTERN_ERRORS:
