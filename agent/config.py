@@ -99,6 +99,9 @@ class KeyboardOutputConfig:
     suffix: str = _f("")
     key_delay_ms: float = _f(0.0, min=0, max=200, doc="pause after each key, for slow host software")
     layout: str = _f("us", choices=("us",))
+    mode: str = _f("keys", choices=("keys", "alt_numpad"),
+                   doc="alt_numpad: each character as Alt + its code on the keypad (Windows), which "
+                       "Vietnamese input methods do not rewrite")
     timeout_s: float = _f(5.0, min=0.1, max=120, doc="no host reading this long: the line is dropped")
 
 

@@ -172,7 +172,8 @@ def test_today_defaults_to_local_date():
 
 # --- malformed BHYT ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("number", ["DN47901234567", "DN6790123456789", "D14790123456789", "790123456", "dn4790123456789"])
+# (a lower-case card number is read upper-cased, with a warning: tests/test_card_variants.py)
+@pytest.mark.parametrize("number", ["DN47901234567", "DN6790123456789", "D14790123456789", "790123456", "dn6790123456789"])
 def test_bad_card_number(number):
     r = read_card(with_field(BHYT15, 0, number), TODAY)
     assert (r.kind, r.verdict) == ("bhyt", "invalid") and "bad_card_number" in codes(r)
@@ -252,7 +253,6 @@ def test_cccd_female_and_no_old_id():
 
 @pytest.mark.parametrize("index,value,code", [
     (0, "07909000123", "bad_id_number"),
-    (1, "12345", "bad_old_id_number"),
     (3, "32011990", "bad_birth_date"),
     (4, "X", "bad_sex"),
     (6, "15132021", "bad_issued"),
@@ -266,7 +266,8 @@ def test_cccd_malformed(index, value, code):
 
 
 def test_cccd_too_few_fields():
-    r = read_card("|".join(CCCD.split("|")[:6]), TODAY)
+    # 6 fields ending at the address is a known variant (tests/test_card_variants.py); 5 is not
+    r = read_card("|".join(CCCD.split("|")[:5]), TODAY)
     assert (r.kind, r.verdict) == ("cccd", "invalid") and "field_count" in codes(r)
 
 

@@ -54,6 +54,21 @@ def split_fields(tokens: list[str]) -> tuple[list[str], str | None]:
     return tokens, None
 
 
+_HEX_ONLY = re.compile(r"^[0-9a-fA-F\s]*$")
+_BROKEN_HEX = re.compile(r"^[0-9A-Za-z]*[0-9][0-9A-Za-z]*$")   # one ASCII word with digits in it
+
+
+def _text_field(token: str, name: str, p: Problems, *, optional: bool = False) -> str | None:
+    """Name and address are hex of UTF-8; some issuers write the text itself. Text (letters,
+    spaces, Vietnamese marks) is taken as it is, with a warning; what looks like hex gone wrong
+    (hex digits and spaces, or one word mixing digits and letters) stays an error."""
+    token = token.strip()
+    if token in ("", NULL) or _HEX_ONLY.match(token) or _BROKEN_HEX.match(token):
+        return parse_hex_text(token, name, p, optional=optional)
+    p.warn("plain_text_fields", f"{name} written as text, not hex")
+    return plain_text(token, name, p, optional=optional)
+
+
 def parse(tokens: list[str], today: date) -> tuple[dict[str, Any], Problems]:
     p = Problems()
     fields, terminator = split_fields([t.strip() for t in tokens])
@@ -62,6 +77,10 @@ def parse(tokens: list[str], today: date) -> tuple[dict[str, Any], Problems]:
         return {"card_number": clean_text(fields[0])[:20]}, p
 
     number = fields[0]
+    if number != number.upper() and CARD_15.match(number.upper()):
+        # some phone apps and re-printed cards give the group letters in lower case; HIS readers upper-case it
+        p.warn("lowercase_card_number", "card number in lower case, read as upper case")
+        number = number.upper()
     card: dict[str, Any] = {"card_number": number}
     if CARD_15.match(number):
         generation = "15"
@@ -78,12 +97,12 @@ def parse(tokens: list[str], today: date) -> tuple[dict[str, Any], Problems]:
         p.error("bad_card_number", "card number is neither 15 characters (e.g. DN4790123456789) nor 10 digits")
         return {"card_number": clean_text(number)[:20]}, p
 
-    card["name"] = parse_hex_text(fields[1], "name", p)
+    card["name"] = _text_field(fields[1], "name", p)
     card["birth_date"] = parse_birth_date(fields[2], p, today)
     card["sex"] = {"1": "male", "2": "female"}.get(fields[3])
     if card["sex"] is None:
         p.error("bad_sex", "sex must be 1 (male) or 2 (female)")
-    card["address"] = parse_hex_text(fields[4], "address", p, optional=True)
+    card["address"] = _text_field(fields[4], "address", p, optional=True)
 
     facility = FACILITY.match(fields[5])
     card["facility_code"] = facility.group(1) + facility.group(2) if facility else None

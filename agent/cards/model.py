@@ -53,6 +53,8 @@ class Problems:
         self.items.append(Problem(code, message, fatal=True))
 
     def warn(self, code: str, message: str) -> None:
+        if any(p.code == code for p in self.items):
+            return    # one warning of a kind is enough (both dates slashed: one `slashed_dates`)
         self.items.append(Problem(code, message, fatal=False))
 
     @property

@@ -54,7 +54,8 @@ def make_outputs(cfg: Config) -> list[Output]:
     outs = []
     k = cfg.keyboard
     if k.enabled:
-        outs.append(Output(k, DeviceWriter("keyboard", k.device, lambda text: hid.encode(text, k.layout),
+        encode = hid.encode_alt_numpad if k.mode == "alt_numpad" else hid.encode
+        outs.append(Output(k, DeviceWriter("keyboard", k.device, lambda text: encode(text, k.layout),
                                            timeout_s=k.timeout_s, delay_s=k.key_delay_ms / 1000 / 2)))
     s = cfg.serial
     if s.enabled:

@@ -46,11 +46,43 @@ def encode(text: str, layout: str = "us") -> list[bytes]:
     return reports
 
 
+LEFT_ALT = 0x04
+KEYPAD = {d: 0x59 + (int(d) - 1) if d != "0" else 0x62 for d in "0123456789"}
+
+
+def encode_alt_numpad(text: str, layout: str = "us") -> list[bytes]:
+    """Keypad emulation (Zebra "Emulate Keypad", Honeywell "Alt mode"): each character as Alt held
+    while its Windows code (Alt+0nnn) is typed on the numeric keypad. Input methods such as Unikey
+    or EVKey do not rewrite these, so a BHYT code arrives intact. Enter and Tab stay plain keys."""
+    keys = LAYOUTS[layout]
+    reports = []
+    for ch in text:
+        if ch in "\n\t":
+            reports += [bytes([0, 0, keys[ch][1], 0, 0, 0, 0, 0]), RELEASE]
+            continue
+        if ch not in keys:
+            raise ValueError(f"cannot type {ch!r} on a {layout.upper()} keyboard")
+        reports.append(bytes([LEFT_ALT, 0, 0, 0, 0, 0, 0, 0]))
+        for digit in f"0{ord(ch)}":
+            reports += [bytes([LEFT_ALT, 0, KEYPAD[digit], 0, 0, 0, 0, 0]), bytes([LEFT_ALT, 0, 0, 0, 0, 0, 0, 0])]
+        reports.append(RELEASE)
+    return reports
+
+
 def decode(reports: list[bytes], layout: str = "us") -> str:
     """What a host would see typed (for tests): the inverse of encode."""
     inverse = {v: k for k, v in LAYOUTS[layout].items()}
-    out = []
+    keypad = {v: k for k, v in KEYPAD.items()}
+    out, digits = [], None
     for r in reports:
+        if r[0] & LEFT_ALT:                      # keypad emulation: collect the code while Alt is held
+            digits = digits if digits is not None else ""
+            if r[2]:
+                digits += keypad[r[2]]
+            continue
+        if digits is not None:                   # Alt released: the character appears
+            out.append(chr(int(digits)))
+            digits = None
         if r[2]:
             out.append(inverse[(r[0] & SHIFT, r[2])])
     return "".join(out)
