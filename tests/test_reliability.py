@@ -155,7 +155,8 @@ def test_sender_thread_crash_is_a_fault_then_a_restart_and_nothing_is_lost(tmp_p
         assert d.wait_for(lambda: d.log.count("mqtt-link worker crash") >= 3, 60), d.log[-2000:]
         status = d.status()
         assert any("mqtt-link worker crashed" in f for f in status["faults"]), status["faults"]
-        assert status["workers"]["mqtt-link"]["crashes"] == 3 if "workers" in status else True
+        assert d.wait_for(lambda: d.status()["workers"]["mqtt-link"]["crashes"] == 3, 10)
+        assert d.status()["workers"]["mqtt-link"]["alive"]
         assert sub.wait_for(lambda: any("mqtt-link worker crashed" in f for h in sub.json_on("/health")
                                         for f in h["faults"]), 20)
         assert d.wait_for(lambda: len(d.recorded()) >= 6, 30)

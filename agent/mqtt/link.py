@@ -331,9 +331,9 @@ class MqttLink(Worker):
 
     def status(self) -> dict[str, Any]:  # type: ignore[override]  - the link's view for `status`
         st = self.state
-        return {"connected": st.connected, "last_error": st.last_error, "failed_attempts": st.failed_attempts,
-                "connected_since": st.connected_since, "failed_total": st.failed_total,
-                "broker": f"{self.cfg.host}:{self.cfg.port}", "worker": super().status()}
+        return {**super().status(), "connected": st.connected, "last_error": st.last_error,
+                "failed_attempts": st.failed_attempts, "connected_since": st.connected_since,
+                "failed_total": st.failed_total, "broker": f"{self.cfg.host}:{self.cfg.port}"}
 
     def health(self) -> dict[str, Any]:
         stats = self.outbox.stats()
