@@ -1,4 +1,5 @@
-"""The check-in event body the outbox stores and the MQTT link publishes (agent/schemas/checkin.json)."""
+"""The check-in event the outbox stores and the MQTT link publishes (agent/schemas/checkin.json),
+built here and only here: the body when the card is read, the envelope when the outbox stores it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,16 @@ from typing import Any
 from agent.cards import CardRead
 from agent.clock import clock_synced, now_iso
 
+SCHEMA_VERSION = "1.0"
+
 
 def checkin_body(read: CardRead, *, synced: bool | None = None) -> dict[str, Any]:
-    """read_at, clock_synced and the card read; the outbox adds schema, id, seq and station."""
+    """What is known when the card is read: read_at, clock_synced and the card read."""
     return {"read_at": now_iso(), "clock_synced": clock_synced() if synced is None else synced,
             **read.to_dict()}
+
+
+def envelope(body: dict[str, Any], *, event_id: str, seq: int, station: str) -> dict[str, Any]:
+    """The whole event: the envelope (schema, id, seq, station) the outbox assigns in the same
+    transaction that stores it, then the body."""
+    return {"schema": SCHEMA_VERSION, "id": event_id, "seq": seq, "station": station, **body}

@@ -26,9 +26,9 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import sqlite_utils
 
-log = logging.getLogger(__name__)
+from agent.checkin.event import envelope   # the one event builder
 
-SCHEMA_VERSION = "1.0"
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
@@ -379,7 +379,7 @@ class Outbox:
         with self._transaction() as conn:
             seq = int(self._meta("next_seq"))
             event_id = uuid7()
-            payload = {"schema": SCHEMA_VERSION, "id": event_id, "seq": seq, "station": self.station, **body}
+            payload = envelope(body, event_id=event_id, seq=seq, station=self.station)
             created = time.time()
             conn.execute("INSERT INTO events (id, seq, created_at, payload, delivered_at, attempts) "
                          "VALUES (?, ?, ?, ?, NULL, 0)",
@@ -468,8 +468,7 @@ class Outbox:
         return rows[0] if rows else None
 
     def depth(self) -> int:
-        return self._guarded(lambda: self.db.execute(
-            "SELECT COUNT(*) FROM events WHERE delivered_at IS NULL").fetchone()[0])
+        return self._guarded(lambda: self.db["events"].count_where("delivered_at IS NULL"))
 
     def damaged_files(self) -> list[Path]:
         """Outbox files moved aside as damaged and kept because not every row could be salvaged."""
