@@ -280,6 +280,41 @@ def cmd_feedback_test(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    import ssl
+    import time
+
+    from agent.admin import fleet
+
+    cfg = admin_config(args)
+    if cfg.mqtt is None:
+        print("fleet: the config has no [mqtt] section (the broker to read the fleet from)", file=sys.stderr)
+        return fleet.UNKNOWN
+    while True:
+        try:
+            stations = fleet.collect(cfg.mqtt, wait_s=args.wait)
+        except (OSError, ssl.SSLError, ConnectionError, ValueError) as exc:
+            from agent.mqtt.link import describe
+
+            print(f"UNKNOWN: broker {cfg.mqtt.host}:{cfg.mqtt.port}: {describe(exc, cfg.mqtt.tls, f'{cfg.mqtt.host}:{cfg.mqtt.port}')}",
+                  file=sys.stderr)
+            return fleet.UNKNOWN
+        rows = fleet.assess(stations, health_interval_s=cfg.mqtt.health_interval_s, warn_s=args.warn, crit_s=args.crit)
+        status = fleet.overall(rows)
+        if args.json:
+            print(fleet.as_json(rows), flush=True)
+        else:
+            if args.watch:
+                print("\033[2J\033[H", end="")
+            print(fleet.render(rows) if rows else "no station has reported on this broker")
+            counts = {name: sum(r.level == lvl for r in rows) for lvl, name in fleet.LEVELS.items() if lvl != fleet.UNKNOWN}
+            print(f"{fleet.LEVELS[status]}: {len(rows)} station(s); " + ", ".join(f"{n} {k.lower()}" for k, n in counts.items()),
+                  flush=True)
+        if not args.watch:
+            return status
+        time.sleep(max(1.0, args.every))
+
+
 #: What `output test` types: an input method that rewrites keys (Telex: aa -> â, dd -> đ, af -> à;
 #: VNI: a1 -> á) shows at a glance on the counter PC.
 PROBE = "scanner-agent test: aa dd ee af a1 0123456789"
@@ -395,6 +430,16 @@ def build_parser() -> argparse.ArgumentParser:
     f = fsub.add_parser("test", help="play every LED/buzzer pattern once")
     f.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
     f.set_defaults(func=cmd_feedback_test)
+
+    p = sub.add_parser("fleet", help="every station on the broker at a glance (exit 0/1/2/3 like a monitoring check)")
+    p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help + "; its [mqtt] section names the broker")
+    p.add_argument("--json", action="store_true", help="one JSON array of stations")
+    p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    p.add_argument("--every", type=float, default=5.0, help="--watch refresh interval, seconds")
+    p.add_argument("--warn", type=float, default=300.0, help="warning when the oldest queued check-in is older (s)")
+    p.add_argument("--crit", type=float, default=1800.0, help="critical when the oldest queued check-in is older (s)")
+    p.add_argument("--wait", type=float, default=2.0, help="seconds to collect the retained reports")
+    p.set_defaults(func=cmd_fleet)
 
     p = sub.add_parser("output", help="keyboard and serial output tools")
     osub = p.add_subparsers(dest="output_command", required=True, metavar="ACTION")

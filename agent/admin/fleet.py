@@ -1,0 +1,192 @@
+"""`scanner-agent fleet`: every station of a hospital at a glance, from the retained `status` and
+`health` topics on the broker, from any machine that reaches it.
+
+Exit status, as Nagios / Icinga / Zabbix checks use it: 0 all well, 1 a warning (health stale,
+a queue older than --warn, clock not synchronised), 2 a station offline or faulty (or a queue
+older than --crit), 3 unknown (the broker cannot be reached, or no station has reported).
+Everything read from the broker is untrusted: cleaned, bounded, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from agent.cards.sanitize import clean_text
+from agent.config import MqttConfig
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+MAX_PAYLOAD = 16_384
+MAX_STATIONS = 2_000
+
+
+@dataclass
+class Station:
+    id: str
+    status: dict[str, Any] = field(default_factory=dict)
+    health: dict[str, Any] = field(default_factory=dict)
+
+
+def _text(value: Any, limit: int = 120) -> str:
+    return clean_text(str(value))[:limit] if value is not None else "-"
+
+
+def _age(stamp: Any, now: float) -> float | None:
+    try:
+        return max(0.0, now - datetime.fromisoformat(str(stamp)).timestamp())
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def collect(cfg: MqttConfig, *, wait_s: float = 2.0, connect_timeout_s: float = 10.0) -> dict[str, Station]:
+    """The retained status and health of every station under the prefix. Raises OSError / ssl
+    errors / ConnectionError when the broker cannot be reached or refuses us."""
+    stations: dict[str, Station] = {}
+    lock = threading.Lock()
+    done = threading.Event()
+    refused: list[str] = []
+    # a client id of our own: a consumer or tool using a station's id would kick that station off
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"scanner-agent-fleet-{secrets.token_hex(4)}",
+                         protocol=MQTTProtocolVersion.MQTTv5)
+    if cfg.tls:
+        client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None, keyfile=cfg.key_file or None,
+                       cert_reqs=ssl.CERT_REQUIRED)
+    if cfg.username:
+        client.username_pw_set(cfg.username, cfg.password or None)
+
+    def on_connect(c, userdata, flags, rc, props):
+        if rc.is_failure:
+            refused.append(str(rc))
+            done.set()
+            return
+        c.subscribe([(f"{cfg.topic_prefix}/+/status", 0), (f"{cfg.topic_prefix}/+/health", 0)])
+        done.set()
+
+    def on_message(c, userdata, msg):
+        parts = msg.topic.split("/")
+        if len(parts) < 2 or len(msg.payload) > MAX_PAYLOAD:
+            return
+        sid, kind = _text(parts[-2], 64), parts[-1]
+        try:
+            data = json.loads(msg.payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            data = None
+        with lock:
+            if sid not in stations and len(stations) >= MAX_STATIONS:
+                return
+            st = stations.setdefault(sid, Station(sid))
+            value = data if isinstance(data, dict) else {"unreadable": True}
+            if kind == "status":
+                st.status = value
+            elif kind == "health":
+                st.health = value
+
+    client.on_connect, client.on_message = on_connect, on_message
+    client.connect(cfg.host, cfg.port, keepalive=max(cfg.keepalive_s, 10))
+    client.loop_start()
+    try:
+        if not done.wait(connect_timeout_s):
+            raise ConnectionError(f"no answer from the broker {cfg.host}:{cfg.port} in {connect_timeout_s:g} s")
+        if refused:
+            raise ConnectionError(f"the broker refused the connection: {_text(refused[0])}")
+        time.sleep(wait_s)   # retained messages arrive right after the subscription
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    with lock:
+        return dict(stations)
+
+
+@dataclass
+class Row:
+    station: str
+    state: str
+    since: str
+    version: str
+    queue: str
+    oldest: str
+    clock: str
+    health_age: str
+    faults: str
+    level: int
+    why: list[str]
+
+
+def assess(stations: dict[str, Station], *, health_interval_s: float = 60.0, warn_s: float = 300.0,
+           crit_s: float = 1800.0, now: float | None = None) -> list[Row]:
+    now = time.time() if now is None else now
+    rows = []
+    for sid in sorted(stations):
+        st = stations[sid]
+        s, h = st.status, st.health
+        state = s.get("state") if s.get("state") in ("online", "offline") else "unknown"
+        level, why = OK, []
+        if state != "online":
+            level = CRITICAL
+            why.append(f"{state}" + (f" ({_text(s.get('reason'), 60)})" if s.get("reason") else ""))
+        faults = h.get("faults") if isinstance(h.get("faults"), list) else []
+        if faults:
+            level = CRITICAL
+            why.append(f"{len(faults)} fault(s)")
+        oldest = _number(h.get("oldest_undelivered_age_s"))
+        if oldest is not None and oldest > crit_s:
+            level = CRITICAL
+            why.append(f"queue older than {crit_s:g} s")
+        elif oldest is not None and oldest > warn_s:
+            level = max(level, WARNING)
+            why.append(f"queue older than {warn_s:g} s")
+        age = _age(h.get("at"), now)
+        if state == "online" and (age is None or age > 3 * health_interval_s):
+            level = max(level, WARNING)
+            why.append("health stale" if age is not None else "no health report")
+        if h.get("clock_synced") is False:
+            level = max(level, WARNING)
+            why.append("clock not synchronised")
+        since = _age(s.get("at"), now)
+        depth = _number(h.get("queue_depth"))
+        rows.append(Row(sid, state, _duration(since), _text(s.get("version") or h.get("version"), 20),
+                        "-" if depth is None else f"{depth:.0f}", _duration(oldest),
+                        {True: "synced", False: "NOT synced"}.get(h.get("clock_synced"), "-"), _duration(age),
+                        "; ".join(_text(f, 80) for f in faults[:3]) or "-", level, why))
+    return rows
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+LEVELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+
+
+def render(rows: list[Row]) -> str:
+    head = ("station", "state", "since", "version", "queue", "oldest", "clock", "health", "check", "faults")
+    cells = [head] + [(r.station, r.state, r.since, r.version, r.queue, r.oldest, r.clock, r.health_age,
+                       LEVELS[r.level] + (f": {', '.join(r.why)}" if r.why else ""), r.faults) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(head) - 1)]
+    return "\n".join("  ".join(c[i].ljust(widths[i]) for i in range(len(head) - 1)) + "  " + c[-1] for c in cells)
+
+
+def overall(rows: list[Row]) -> int:
+    return max((r.level for r in rows), default=UNKNOWN)
+
+
+def as_json(rows: list[Row]) -> str:
+    return json.dumps([{**vars(r), "check": LEVELS[r.level]} for r in rows], ensure_ascii=False)

@@ -1,0 +1,92 @@
+"""`scanner-agent fleet` against a real Mosquitto holding retained status and health reports:
+online, stale, offline and faulty stations, hostile payloads, exit codes for monitoring."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+from support.broker import Broker, Subscriber
+from support.daemon import cli
+
+
+def iso(seconds_ago: float) -> str:
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)).isoformat(timespec="milliseconds")
+
+
+def status(sid: str, state: str = "online", ago: float = 60) -> dict:
+    return {"state": state, "station": sid, "at": iso(ago), "version": "0.4.0"}
+
+
+def health(sid: str, ago: float = 5, faults=(), oldest=None, synced=True, depth=0) -> dict:
+    return {"station": sid, "at": iso(ago), "version": "0.4.0", "uptime_s": 100, "queue_depth": depth,
+            "oldest_undelivered_age_s": oldest, "delivered_total": 3, "failed_total": 0,
+            "clock_synced": synced, "faults": list(faults)}
+
+
+def publish(broker: Broker, reports: dict[str, bytes | dict]) -> None:
+    pub = Subscriber(broker.port, "nothing/#", client_id="publisher")
+    try:
+        for topic, payload in reports.items():
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            pub.client.publish(f"hospital/checkin/{topic}", data, qos=1, retain=True).wait_for_publish(5)
+    finally:
+        pub.close()
+
+
+def conf(tmp_path, port: int):
+    c = tmp_path / "fleet.toml"
+    c.write_text(f'[station]\nstate_dir = "{tmp_path / "state"}"\n[mqtt]\nhost = "127.0.0.1"\nport = {port}\n'
+                 'tls = false\nallow_insecure = true\nhealth_interval_s = 10\n')
+    return c
+
+
+def test_fleet_all_well_is_exit_0(tmp_path, broker):
+    publish(broker, {"counter-01/status": status("counter-01"), "counter-01/health": health("counter-01"),
+                     "counter-02/status": status("counter-02"), "counter-02/health": health("counter-02")})
+    out = cli("fleet", "-c", str(conf(tmp_path, broker.port)), "--wait", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "counter-01" in out.stdout and "counter-02" in out.stdout and out.stdout.strip().endswith("0 critical")
+
+
+def test_fleet_stale_warning_offline_and_faulty_critical(tmp_path, broker):
+    publish(broker, {
+        "ok-1/status": status("ok-1"), "ok-1/health": health("ok-1"),
+        "stale-1/status": status("stale-1"), "stale-1/health": health("stale-1", ago=120),      # > 3 x 10 s
+        "old-queue/status": status("old-queue"), "old-queue/health": health("old-queue", oldest=900, depth=12),
+    })
+    path = conf(tmp_path, broker.port)
+    warned = cli("fleet", "-c", str(path), "--wait", "1")
+    assert warned.returncode == 1, warned.stdout
+    line = next(x for x in warned.stdout.splitlines() if x.startswith("stale-1"))
+    assert "WARNING: health stale" in line
+    assert "queue older than 300 s" in next(x for x in warned.stdout.splitlines() if x.startswith("old-queue"))
+    publish(broker, {"gone-1/status": {**status("gone-1", "offline"), "reason": "connection lost"},
+                     "faulty-1/status": status("faulty-1"),
+                     "faulty-1/health": health("faulty-1", faults=["camera: no frames for 30 s"])})
+    crit = cli("fleet", "-c", str(path), "--wait", "1", "--json")
+    assert crit.returncode == 2
+    rows = {r["station"]: r for r in json.loads(crit.stdout)}
+    assert rows["gone-1"]["check"] == "CRITICAL" and "offline (connection lost)" in rows["gone-1"]["why"]
+    assert rows["faulty-1"]["check"] == "CRITICAL" and "camera: no frames" in rows["faulty-1"]["faults"]
+    assert rows["ok-1"]["check"] == "OK" and rows["stale-1"]["check"] == "WARNING"
+
+
+def test_fleet_hostile_payloads_are_cleaned_never_a_traceback(tmp_path, broker):
+    publish(broker, {
+        "evil\u202e1/status": {**status("evil"), "version": "\x1b]0;owned\x07" + "v" * 500},
+        "evil\u202e1/health": {**health("evil"), "faults": ["\u202eforged\nINFO line", 5]},
+        "junk/status": b"\xff\xfe not json",
+        "junk/health": b"[1, 2, 3]",
+        "huge/status": b"{" + b" " * 20_000 + b"}",
+    })
+    out = cli("fleet", "-c", str(conf(tmp_path, broker.port)), "--wait", "1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "\x1b" not in out.stdout and "\u202e" not in out.stdout and "\x07" not in out.stdout
+    assert "junk" in out.stdout and "unknown" in out.stdout
+    assert all(len(line) < 600 for line in out.stdout.splitlines())
+
+
+def test_fleet_unreachable_broker_is_unknown(tmp_path):
+    out = cli("fleet", "-c", str(conf(tmp_path, 9)), "--wait", "0.2")
+    assert out.returncode == 3 and out.stderr.startswith("UNKNOWN: broker 127.0.0.1:9") and "Traceback" not in out.stderr
