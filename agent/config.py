@@ -86,6 +86,8 @@ class MqttConfig:
     username: str = _f("")
     password: str = _f("")
     keepalive_s: int = _f(30, min=5, max=3600)
+    require_subscriber: bool = _f(False, doc="count a check-in delivered only when a consumer was subscribed "
+                                             "(MQTT 5 'No matching subscribers' keeps it queued)")
     health_interval_s: float = _f(60.0, min=1)
 
 

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our subscription and queued verdicts for a week
 MAX_VERDICT_BYTES = 4096
+NO_MATCHING_SUBSCRIBERS = 0x10   # MQTT 5 PUBACK reason code: accepted, but nobody subscribed
+NOBODY = "no hospital consumer is subscribed to the check-in topic"
 VERDICT_MEMORY = 4096        # check-in ids whose verdict was already shown
 NOTICE_EVERY_S = 60.0        # ignored messages: one log line per minute at most
 
@@ -254,6 +256,16 @@ class MqttLink(Worker):
         event_id = self._inflight.pop(mid, None)
         if event_id is None:
             return  # status / health, or a resend of an earlier session's message
+        nobody = getattr(reason_code, "value", None) == NO_MATCHING_SUBSCRIBERS
+        if nobody and self.cfg.require_subscriber:
+            # MQTT 5 says so in the PUBACK: the broker dropped it, no consumer was listening (a
+            # consumer restarting, or a broker restarted before the consumers subscribed again)
+            self._sent_upto = -1
+            self._paused_until = time.time() + min(max(self.backoff_min, 1.0), self.backoff_max)
+            if self.state.last_error != NOBODY:
+                log.warning("MQTT: %s; check-ins stay queued and are sent again", NOBODY)
+            self.state.last_error = NOBODY
+            return
         if reason_code.is_failure:
             self.state.failed_total += 1
             self._refusals += 1
