@@ -376,6 +376,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _tool_test(sub, name: str, help: str, test_help: str, func, cfg_help: str) -> None:
+    """`scanner-agent NAME test [-c CONFIG]`: the hardware checks IT runs by hand."""
+    p = sub.add_parser(name, help=help)
+    tsub = p.add_subparsers(dest=f"{name}_command", required=True, metavar="ACTION")
+    t = tsub.add_parser("test", help=test_help)
+    t.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
+    t.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scanner-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"scanner-agent {__version__}")
@@ -425,11 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete FILE once its readable check-ins are queued here")
     p.set_defaults(func=cmd_queue)
 
-    p = sub.add_parser("feedback", help="LED and buzzer tools")
-    fsub = p.add_subparsers(dest="feedback_command", required=True, metavar="ACTION")
-    f = fsub.add_parser("test", help="play every LED/buzzer pattern once")
-    f.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
-    f.set_defaults(func=cmd_feedback_test)
+    _tool_test(sub, "feedback", "LED and buzzer tools", "play every LED/buzzer pattern once", cmd_feedback_test,
+               cfg_help)
 
     p = sub.add_parser("fleet", help="every station on the broker at a glance (exit 0/1/2/3 like a monitoring check)")
     p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help + "; its [mqtt] section names the broker")
@@ -441,11 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=2.0, help="seconds to collect the retained reports")
     p.set_defaults(func=cmd_fleet)
 
-    p = sub.add_parser("output", help="keyboard and serial output tools")
-    osub = p.add_subparsers(dest="output_command", required=True, metavar="ACTION")
-    o = osub.add_parser("test", help="type or send a test line on every enabled output")
-    o.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
-    o.set_defaults(func=cmd_output_test)
+    _tool_test(sub, "output", "keyboard and serial output tools", "type or send a test line on every enabled output",
+               cmd_output_test, cfg_help)
 
     p = sub.add_parser("snapshot", help="save the current camera frame with codes and glare drawn on it")
     p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
