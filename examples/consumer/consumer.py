@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import ssl
 import threading
 from pathlib import Path
@@ -171,11 +172,17 @@ def main() -> int:
     host, _, port = args.broker.rpartition(":")
     consumer = Consumer(host, int(port), args.dsn, prefix=args.prefix, group=args.group, name=args.name,
                         tls_ca=args.tls_ca).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        threading.Event().wait()
+        while not stop.wait(5):
+            log.info("stored %d, duplicates suppressed %d, dead letters %d",
+                     consumer.stored, consumer.duplicates, consumer.dead)
     except KeyboardInterrupt:
         pass
     finally:
+        log.info("stored %d, duplicates suppressed %d, dead letters %d", consumer.stored, consumer.duplicates,
+                 consumer.dead)
         consumer.stop()
     return 0
 
