@@ -254,11 +254,9 @@ def _queue_import(args: argparse.Namespace, box) -> int:
           f"{report.already} already queued here, {len(report.rejected)} not imported{lost}; "
           f"{box.depth()} undelivered in all")
     if args.delete_after and not report.rejected:
-        for suffix in ("", "-wal", "-shm"):
-            try:
-                Path(f"{path}{suffix}").unlink()
-            except FileNotFoundError:
-                pass
+        from agent.outbox.store import delete_files
+
+        delete_files(path)
         print(f"{path} deleted: its readable check-ins are safe in the outbox")
     return 1 if report.rejected else 0
 

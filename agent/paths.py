@@ -16,15 +16,19 @@ from pathlib import Path
 #: The demo's bundled camera frames (replayed when no camera path is configured).
 DEMO_FRAMES = Path(__file__).parent / "samples" / "frames"
 OUTBOX = "outbox.db"
+#: what a proven-damaged outbox file is renamed to: {outbox}{ASIDE}{timestamp}
+ASIDE = ".corrupt-"
 
 
 def outbox(state_dir: str | Path) -> Path:
     return Path(state_dir) / OUTBOX
 
 
-def damaged_outboxes(state_dir: str | Path) -> list[Path]:
-    """Outbox files moved aside as damaged and kept (their -wal/-shm companions not listed)."""
-    return sorted(p for p in Path(state_dir).glob(f"{OUTBOX}.corrupt-*") if not p.name.endswith(("-wal", "-shm")))
+def damaged_outboxes(outbox_path: str | Path) -> list[Path]:
+    """Files of the outbox at `outbox_path` moved aside as damaged and kept (their -wal/-shm
+    companions not listed)."""
+    p = Path(outbox_path)
+    return sorted(f for f in p.parent.glob(f"{p.name}{ASIDE}*") if not f.name.endswith(("-wal", "-shm")))
 
 
 def runtime_dir(state_dir: str | Path) -> Path:

@@ -23,6 +23,7 @@ from agent.control import ControlServer
 from agent.decode import FrameReader
 from agent.feedback import Feedback, Signal, make_output
 from agent.outbox import Outbox, OutboxError
+from agent.outputs.devices import make_outputs
 from agent import __version__, paths, runstate
 from agent.clock import clock_synced
 from agent.schedule import Scheduler
@@ -68,7 +69,6 @@ class Station:
             self.link = factory(cfg.mqtt, cfg.station.id, self.outbox, on_verdict=self.on_verdict,
                                 faults=self.faults)
         self.status_path = paths.status_file(cfg.station.state_dir)
-        from agent.outputs.devices import make_outputs
         self.outputs = make_outputs(cfg)
         self.last_view: tuple | None = None   # (newest frame, codes last decoded) for snapshots
         self.control: ControlServer | None = None
@@ -259,13 +259,7 @@ class Station:
             updated_at=time.time(), camera={"source": self.cfg.camera.source, **camera},
             mqtt=self.link.status() if self.link is not None else None, clock_synced=clock_synced(),
             faults=self.faults(), workers={w.name: w.status() for w in self.workers()},
-            counters=dict(vars(self.counters)), outbox=self._outbox_stats())
-
-    def _outbox_stats(self) -> dict:
-        try:
-            return self.outbox.stats()
-        except OutboxError as exc:
-            return {"queue_depth": None, "oldest_undelivered_age_s": None, "error": str(exc)}
+            counters=dict(vars(self.counters)), outbox=self.outbox.summary())
 
     def write_status(self) -> None:
         try:

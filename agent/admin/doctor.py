@@ -53,7 +53,7 @@ def check_state(cfg: Config) -> list[Check]:
         out.append(check_outbox(db))
         out += [Check("outbox", False, f"damaged outbox kept aside: {p}; queue what can be read with "
                                        f"'scanner-agent queue import {p}' (add --delete-after to remove it)")
-                for p in paths.damaged_outboxes(state)]
+                for p in paths.damaged_outboxes(db)]
     usage = shutil.disk_usage(state)
     free_mb = usage.free / 1e6
     out.append(Check("disk", free_mb >= cfg.outbox.min_free_mb,

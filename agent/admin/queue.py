@@ -114,7 +114,7 @@ def import_file(box: Outbox, path: Path) -> ImportReport:
         found = salvage(path)
         if found.error and not found.rows:
             raise OSError(f"nothing readable in {path}: {found.error}")
-        rows = [(r.id, r.payload, r.created_at, r.attempts) for r in found.rows]
+        rows = found.for_import()
         report.lost = found.lost
     else:
         rows = _read_export(path, report)

@@ -13,6 +13,7 @@ from agent.cards.sanitize import clean_text
 from agent.clock import clock_synced
 from agent.config import Config
 from agent.outbox import Outbox, OutboxError
+from agent.outbox.store import unreadable
 
 SERVICE = "scanner-agent"
 
@@ -35,11 +36,9 @@ def outbox_summary(db: Path) -> dict[str, Any]:
     try:
         box = Outbox(db, station="-", readonly=True)
     except OutboxError as exc:
-        return {"queue_depth": None, "oldest_undelivered_age_s": None, "last_checkin_at": None, "error": str(exc)}
+        return unreadable(exc)
     try:
-        return box.stats()
-    except OutboxError as exc:
-        return {"queue_depth": None, "oldest_undelivered_age_s": None, "last_checkin_at": None, "error": str(exc)}
+        return box.summary()
     finally:
         box.close()
 

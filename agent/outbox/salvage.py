@@ -40,6 +40,10 @@ class Salvage:
     next_seq: int | None = None         # the damaged file's sequence counter, if readable
     error: str | None = None            # why nothing at all could be read
 
+    def for_import(self) -> list[tuple[str, dict[str, Any], float, int]]:
+        """The rows as Outbox.import_rows takes them: (id, payload, created_at, attempts)."""
+        return [(r.id, r.payload, r.created_at, r.attempts) for r in self.rows]
+
     @property
     def lost(self) -> int | None:
         """Undelivered check-ins that could not be read (None when that cannot be counted)."""

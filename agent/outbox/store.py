@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import sqlite_utils
 
+from agent import paths
 from agent.checkin.event import envelope   # the one event builder
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class Row:
 # SQLite primary result codes (sqlite3.Error.sqlite_errorcode & 0xFF).
 _PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 3, 5, 6, 8, 10, 11, 13, 14, 26
 BUSY_TIMEOUT_S = 10.0
-ASIDE = ".corrupt-"
+SIDE_FILES = ("", "-wal", "-shm")    # an SQLite database in WAL mode is these three files
 
 
 class _Damaged(Exception):
@@ -94,11 +95,7 @@ def damage_proof(path: Path, exc: BaseException) -> str | None:
     if _code(exc) not in (_CORRUPT, _NOTADB):
         return None
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
-        try:
-            verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
-        finally:
-            conn.close()
+        verdict = _quick_check(path)
     except sqlite3.DatabaseError as again:
         return f"{again}" if _code(again) in (_CORRUPT, _NOTADB) else None
     return None if verdict == "ok" else f"quick_check: {verdict}"
@@ -138,17 +135,36 @@ def explain(path: Path, exc: BaseException) -> str:
     return f"outbox {path}: {exc}"
 
 
+def _quick_check(path: Path) -> str:
+    """`PRAGMA quick_check` on a fresh read-only connection ("ok" when sound); raises sqlite3 errors."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    try:
+        return str(conn.execute("PRAGMA quick_check").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def integrity(path: Path) -> str:
     """SQLite's quick_check of an outbox file, read-only ("ok" when sound); never moves or repairs.
     Raises OutboxError when the file cannot be read at all."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
-        try:
-            return str(conn.execute("PRAGMA quick_check").fetchone()[0])
-        finally:
-            conn.close()
+        return _quick_check(path)
     except sqlite3.Error as exc:
         raise _error(path, exc) from None
+
+
+def delete_files(path: Path | str) -> None:
+    """Remove a database and its -wal/-shm files (those that exist)."""
+    for suffix in SIDE_FILES:
+        try:
+            os.unlink(f"{path}{suffix}")
+        except FileNotFoundError:
+            pass
+
+
+def unreadable(exc: BaseException) -> dict[str, Any]:
+    """What stats() gives when the outbox cannot be read: the figures unknown, and why."""
+    return {"queue_depth": None, "oldest_undelivered_age_s": None, "last_checkin_at": None, "error": str(exc)}
 
 
 def _error(path: Path, exc: BaseException) -> OutboxError:
@@ -173,7 +189,6 @@ class Outbox:
         self.admin, self.readonly = admin or readonly, readonly
         self._lock = threading.RLock()
         self.recovered_from: Path | None = None
-        self.last_recovery: dict[str, Any] | None = None
         if self.admin and not self.path.exists():
             raise OutboxError(f"no outbox at {self.path} (is state_dir right, and has the station run?)")
         if not self.admin:
@@ -277,31 +292,25 @@ class Outbox:
         from agent.outbox.salvage import salvage
 
         stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
-        aside = self.path.with_name(f"{self.path.name}{ASIDE}{stamp}")
+        aside = self.path.with_name(f"{self.path.name}{paths.ASIDE}{stamp}")
         n = 1
         while aside.exists():
             n += 1
-            aside = self.path.with_name(f"{self.path.name}{ASIDE}{stamp}-{n}")
-        for suffix in ("", "-wal", "-shm"):
+            aside = self.path.with_name(f"{self.path.name}{paths.ASIDE}{stamp}-{n}")
+        for suffix in SIDE_FILES:
             src = Path(f"{self.path}{suffix}")
             if src.exists():
                 os.replace(src, f"{aside}{suffix}")
         self.recovered_from = aside
         self._open()
         found = salvage(aside)
-        added, _ = self.import_rows([(r.id, r.payload, r.created_at, r.attempts) for r in found.rows],
-                                    min_next_seq=(found.next_seq or 0))
+        added, _ = self.import_rows(found.for_import(), min_next_seq=(found.next_seq or 0))
         lost = found.lost
         record = {"at": time.time(), "file": str(aside), "reason": proof, "saved": added,
                   "lost": lost, "kept": not found.complete}
         self._set_meta("last_recovery", json.dumps(record))
-        self.last_recovery = record
         if found.complete:
-            for suffix in ("", "-wal", "-shm"):
-                try:
-                    os.unlink(f"{aside}{suffix}")
-                except FileNotFoundError:
-                    pass
+            delete_files(aside)
         log.error("outbox %s was damaged (%s): moved aside, %d undelivered check-in(s) salvaged into a new "
                   "outbox, %s lost; %s", self.path, proof, added,
                   "none" if lost == 0 else "an unknown number" if lost is None else lost,
@@ -472,8 +481,7 @@ class Outbox:
 
     def damaged_files(self) -> list[Path]:
         """Outbox files moved aside as damaged and kept because not every row could be salvaged."""
-        return sorted(p for p in self.path.parent.glob(f"{self.path.name}{ASIDE}*")
-                      if not p.name.endswith(("-wal", "-shm")))
+        return paths.damaged_outboxes(self.path)
 
     def recovery(self) -> dict[str, Any] | None:
         """The last salvage from a damaged file (kept in the outbox, so it survives restarts)."""
@@ -499,3 +507,10 @@ class Outbox:
         out["recovery"] = self.recovery()
         out["damaged_files"] = [str(p) for p in self.damaged_files()]
         return out
+
+    def summary(self) -> dict[str, Any]:
+        """stats(), or `unreadable()` when the outbox cannot be read (for status and health)."""
+        try:
+            return self.stats()
+        except OutboxError as exc:
+            return unreadable(exc)
