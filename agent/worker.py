@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from agent.cards.sanitize import clean_text
+from agent.cards.sanitize import one_line
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +95,19 @@ class Worker:
     def started(self) -> bool:
         return self._thread.ident is not None
 
+    def _stuck_for(self) -> float | None:
+        """Seconds since the last beat, when that is longer than `stall_s`; else None."""
+        silent = time.monotonic() - self._beat
+        return silent if self.stall_s is not None and silent > self.stall_s else None
+
     @property
     def fault(self) -> str | None:
         if not self.started or self.stopping.is_set():
             return None
         if not self.alive:
             return f"{self.name} worker is not running"
-        if self.stall_s is not None and time.monotonic() - self._beat > self.stall_s:
-            return f"{self.name} worker stuck for {time.monotonic() - self._beat:.0f} s"
+        if (stuck := self._stuck_for()) is not None:
+            return f"{self.name} worker stuck for {stuck:.0f} s"
         if time.monotonic() - self._crashed_at < FAULT_HOLD_S:
             return f"{self.name} worker crashed ({self.last_crash}), restarted {self.crashes}x"
         return None
@@ -111,7 +116,7 @@ class Worker:
         """Alive and making progress: what the watchdog ping depends on."""
         if not self.started or self.stopping.is_set():
             return True
-        return self.alive and (self.stall_s is None or time.monotonic() - self._beat <= self.stall_s)
+        return self.alive and self._stuck_for() is None
 
     def status(self) -> dict[str, Any]:
         return {"alive": self.alive, "crashes": self.crashes, "last_crash": self.last_crash,
@@ -134,7 +139,7 @@ class Worker:
                     self._crashed_at = time.monotonic()
                     if self._crashed_at - began > FAULT_HOLD_S:
                         attempt = 0  # it had been running well: back off from the start
-                    message = clean_text(f"{type(exc).__name__}: {str(exc)[:200]}")
+                    message = one_line(f"{type(exc).__name__}: {exc}", 240)
                     if message != self.last_crash:
                         log.exception("%s worker crashed; restarting", self.name)
                     else:

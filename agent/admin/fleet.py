@@ -21,7 +21,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.cards.sanitize import clean_text
+from agent.cards.sanitize import one_line
 from agent.config import MqttConfig
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -37,7 +37,7 @@ class Station:
 
 
 def _text(value: Any, limit: int = 120) -> str:
-    return clean_text(str(value))[:limit] if value is not None else "-"
+    return one_line(value, limit) if value is not None else "-"
 
 
 def _age(stamp: Any, now: float) -> float | None:

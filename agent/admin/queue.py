@@ -14,7 +14,7 @@ from typing import Any
 
 from agent.admin.files import write_private
 from agent.cards import mask_name
-from agent.cards.sanitize import clean_text
+from agent.cards.sanitize import one_line
 from agent.mqtt.schemas import errors as schema_errors
 from agent.outbox import Outbox
 from agent.outbox.salvage import salvage
@@ -97,7 +97,7 @@ def _read_export(path: Path, report: ImportReport) -> list[tuple[str, dict[str, 
                 continue
             problems = schema_errors("checkin", payload)
             if problems:
-                report.rejected.append(f"line {n}: not a check-in: {clean_text(problems[0])[:160]}")
+                report.rejected.append(f"line {n}: not a check-in: {one_line(problems[0], 160)}")
                 continue
             rows.append((payload["id"], payload, time.time(), 0))
     return rows

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import __version__, paths, runstate
-from agent.cards.sanitize import clean_text
+from agent.cards.sanitize import one_line
 from agent.clock import clock_synced
 from agent.config import Config
 from agent.outbox import Outbox, OutboxError
@@ -49,7 +49,7 @@ def collect(cfg: Config) -> dict[str, Any]:
     daemon = runstate.read(paths.status_file(state_dir))
     usage = shutil.disk_usage(state_dir if state_dir.exists() else state_dir.parent if state_dir.parent.exists() else "/")
     outbox = outbox_summary(paths.outbox(state_dir))
-    faults = [clean_text(f)[:300] for f in daemon.faults] if daemon else []
+    faults = [one_line(f) for f in daemon.faults] if daemon else []
     if not daemon:  # the daemon is not there to say it: damaged outbox files kept aside are a fault
         faults += [f"outbox: damaged file {p} kept; see 'scanner-agent queue import {p}'"
                    for p in outbox.get("damaged_files", [])]
@@ -85,7 +85,7 @@ def render(s: dict[str, Any]) -> str:
         broker = "not configured: check-ins queue locally"
     else:
         broker = f"{mq.get('broker', '?')} " + ("connected" if mq.get("connected") else
-                                                f"DISCONNECTED: {clean_text(str(mq.get('last_error')))[:300]}")
+                                                f"DISCONNECTED: {one_line(mq.get('last_error'))}")
     last = ob.get("last_checkin_at")
     last = last if isinstance(last, (int, float)) else None
     daemon = s["daemon"] + (f" (status not updated for {_age(s['status_stale_s'])}: disk full?)"

@@ -44,6 +44,12 @@ def clean_text(text: str) -> str:
     return " ".join("".join(out).split())
 
 
+def one_line(value: object, limit: int = 300) -> str:
+    """Untrusted text from outside (a broker's error, a verdict, a fault from another station),
+    cleaned like card fields and capped, for one line of a log or a terminal."""
+    return clean_text(str(value))[:limit]
+
+
 def clean_payload(text: str) -> str:
     """Clean a whole payload but keep its separators: `|` splits fields, so it must survive."""
     return "|".join(clean_text(part) for part in text.split("|"))

@@ -73,9 +73,17 @@ def _corners(barcode, inverse: np.ndarray | None = None, scale: float = 1.0) -> 
     return pts / scale
 
 
+def _rounded(pts: np.ndarray) -> Corners:
+    return tuple((round(float(x), 1), round(float(y), 1)) for x, y in pts)  # type: ignore[return-value]
+
+
 def _code(barcode, pts: np.ndarray, strategy: str) -> Code:
-    corners = tuple((round(float(x), 1), round(float(y), 1)) for x, y in pts)
-    return Code(barcode.text, bytes(barcode.bytes), corners, strategy)  # type: ignore[arg-type]
+    return Code(barcode.text, bytes(barcode.bytes), _rounded(pts), strategy)
+
+
+def _raw_code(raw: bytes, pts: np.ndarray, strategy: str) -> Code:
+    """A code our own second stage read (bytes, not a zxing-cpp barcode)."""
+    return Code(text_of(raw), raw, _rounded(pts), strategy)
 
 
 def _read(image: np.ndarray, binarizer=zxingcpp.Binarizer.LocalAverage, invert: bool = True,
@@ -182,10 +190,7 @@ def _grid_code(g: grid.Grid, extra: dict | None, pts: np.ndarray, name: str = "b
     raw = grid.decode_grid(g, ecl, mask) if known else None
     if raw is None:   # zxing-cpp's format read may be what failed: read it from the grid
         raw = grid.decode_grid(g)
-    if raw is None:
-        return []
-    corners = tuple((round(float(x), 1), round(float(y), 1)) for x, y in pts)
-    return [Code(text_of(raw), raw, corners, name)]  # type: ignore[arg-type]
+    return [] if raw is None else [_raw_code(raw, pts, name)]
 
 
 def _distinct(pts_list: list[np.ndarray], limit: int) -> list[np.ndarray]:
@@ -443,8 +448,7 @@ class FrameReader:
         the tracks, so fusion can finish what one frame could not."""
         for pts, sampled, raw in finders.infer(cascade.gray):
             if raw is not None:
-                corners = tuple((round(float(x), 1), round(float(y), 1)) for x, y in pts)
-                cascade.add([Code(text_of(raw), raw, corners, "finders")])  # type: ignore[arg-type]
+                cascade.add([_raw_code(raw, pts, "finders")])
                 return
             cascade.grids.append((pts, sampled, {}))
 

@@ -28,7 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent import __version__, failpoints
-from agent.cards.sanitize import clean_text
+from agent.cards.sanitize import one_line
 from agent.clock import clock_synced, now_iso
 from agent.config import MqttConfig
 from agent.mqtt.schemas import errors as schema_errors
@@ -82,7 +82,7 @@ def describe(exc: BaseException, tls: bool = False, where: str = "") -> str:
         text = f"network: {exc.strerror or exc}"
     else:
         text = f"{type(exc).__name__}: {exc}"
-    return clean_text(text)[:300]
+    return one_line(text)
 
 
 class MqttLink(Worker):
@@ -196,7 +196,7 @@ class MqttLink(Worker):
             rc = self.client.loop(timeout=0.05)
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 if not self.state.last_error or self.state.connected:
-                    self.state.last_error = clean_text(f"connection lost ({mqtt.error_string(rc)})")
+                    self.state.last_error = one_line(f"connection lost ({mqtt.error_string(rc)})")
                 return
             if self.state.connected:
                 self._pump()
@@ -228,7 +228,7 @@ class MqttLink(Worker):
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self._failed(clean_text(f"broker refused the connection: {reason_code}")[:300])
+            self._failed(one_line(f"broker refused the connection: {reason_code}"))
             if str(reason_code) in ("Bad user name or password", "Not authorized"):
                 log.error("MQTT: %s. Check [mqtt] username/password and the broker's ACL.", reason_code)
             return
@@ -242,7 +242,7 @@ class MqttLink(Worker):
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.state.connected and not self.stopping.is_set():  # our own goodbye is no error
-            self.state.last_error = clean_text(f"disconnected: {reason_code}")[:300]
+            self.state.last_error = one_line(f"disconnected: {reason_code}")
             log.warning("MQTT %s", self.state.last_error)
         self.state.connected = False
 
@@ -272,8 +272,7 @@ class MqttLink(Worker):
             pause = backoff(self._refusals, self.backoff_min, self.backoff_max, jitter=False)
             self._paused_until = time.time() + pause
             self._sent_upto = -1  # send again from the oldest undelivered, after the pause
-            self.state.last_error = clean_text(f"broker refused a check-in on {self.topics['checkin']}: "
-                                               f"{reason_code}")[:300]
+            self.state.last_error = one_line(f"broker refused a check-in on {self.topics['checkin']}: {reason_code}")
             log.error("MQTT: %s; check-ins stay queued, retry in %.1f s", self.state.last_error, pause)
             return
         self._refusals = 0
@@ -289,7 +288,7 @@ class MqttLink(Worker):
             problems = schema_errors("verdict", data)
             if problems:
                 raise ValueError(problems[0])
-            verdict = {k: clean_text(v)[:200] if isinstance(v, str) else v for k, v in data.items()}
+            verdict = {k: one_line(v, 200) if isinstance(v, str) else v for k, v in data.items()}
             if verdict["id"] in self._verdicts_seen:
                 self._ignore(msg.topic, f"a repeated verdict for check-in {verdict['id']}")
                 return
@@ -309,7 +308,7 @@ class MqttLink(Worker):
         now = time.monotonic()
         if now - self._ignored_logged_at >= NOTICE_EVERY_S:
             log.warning("MQTT: ignored %s on %s (%d ignored since the last such line)",
-                        clean_text(what)[:300], clean_text(topic)[:200], self._ignored)
+                        one_line(what), one_line(topic, 200), self._ignored)
             self._ignored, self._ignored_logged_at = 0, now
 
     # -- sending ---------------------------------------------------------------------------
