@@ -275,7 +275,7 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
 def _output_problems(cfg: Config) -> list[tuple[str, str]]:
     """What the keyboard or serial output could not do, as (config key, message)."""
     from agent.outputs import hid
-    from agent.outputs.template import ASCII_FIELDS, KEYS, TemplateError, typed_fields
+    from agent.outputs.template import ASCII_FIELDS, KEYS, TemplateError, literal_text, typed_fields
 
     out = []
     for section, oc in (("output.keyboard", cfg.keyboard), ("output.serial", cfg.serial)):
@@ -296,8 +296,8 @@ def _output_problems(cfg: Config) -> list[tuple[str, str]]:
                                      f"Vietnamese letters (use [output.serial] for those)"))
         if section == "output.keyboard":
             for name in ("prefix", "suffix", "template_bhyt", "template_cccd"):
-                literal = "".join(lit for lit, *_ in __import__("string").Formatter().parse(getattr(oc, name))) \
-                    if name.startswith("template") else getattr(oc, name)
+                value = getattr(oc, name)
+                literal = literal_text(value) if name.startswith("template") else value
                 if missing := hid.typeable(literal, oc.layout):
                     out.append((f"{section}.{name}", f"{section}.{name}: a {oc.layout.upper()} keyboard cannot "
                                                     f"type {missing!r}"))

@@ -40,7 +40,7 @@ def test_default_templates_round_trip_through_the_keyboard():
     k = Config().keyboard
     for payload in (BHYT15, BHYT10, CCCD):
         read = read_card(payload)
-        text = render(getattr(k, f"template_{read.kind}"), read.kind, read.card, payload)
+        text = render(getattr(k, f"template_{read.kind}"), read.card, payload)
         assert hid.decode(hid.encode(text)) == text
         assert text == (payload + "\n" if read.kind == "bhyt" else read.card["id_number"] + "\n")
 

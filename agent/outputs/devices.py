@@ -22,7 +22,7 @@ class Output:
         template = getattr(self.cfg, f"template_{kind}", None)
         if template is None:
             return None            # only BHYT and CCCD check-ins are typed
-        return self.cfg.prefix + render(template, kind, card, raw) + self.cfg.suffix
+        return self.cfg.prefix + render(template, card, raw) + self.cfg.suffix
 
     def send(self, kind: str, card: dict[str, Any], raw: str) -> None:
         text = self.text(kind, card, raw)

@@ -36,7 +36,12 @@ def typed_fields(template: str) -> list[str]:
     return names
 
 
-def render(template: str, kind: str, card: dict[str, Any], raw: str) -> str:
+def literal_text(template: str) -> str:
+    """The template's own characters, placeholders left out (what is typed whatever the card)."""
+    return "".join(lit for lit, *_ in string.Formatter().parse(template))
+
+
+def render(template: str, card: dict[str, Any], raw: str) -> str:
     """The text for one check-in (a missing field is empty)."""
     values = {**{k: "" if v is None else str(v) for k, v in card.items()}, "raw": raw, **KEYS}
     return "".join(lit + (values.get(f, "") if f is not None else "")
