@@ -60,12 +60,13 @@ def _homography(corners: np.ndarray, n: int) -> np.ndarray:
     return cv2.getPerspectiveTransform(src, corners.astype(np.float32))
 
 
-def _at(gray: np.ndarray, h: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Image intensity at the centres of the given modules (bilinear)."""
-    pts = np.stack([cols + 0.5, rows + 0.5], -1).astype(np.float32).reshape(-1, 1, 2)
-    img = cv2.perspectiveTransform(pts, h).reshape(-1, 2)
-    mx, my = img[:, 0].reshape(1, -1), img[:, 1].reshape(1, -1)
-    return cv2.remap(gray, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0].astype(np.float32)
+def _values(gray: np.ndarray, hs: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Image intensity (bilinear) at the centres of the given modules, through each of the
+    homographies `hs` (T x 3 x 3): T x K values in one remap."""
+    src = np.stack([cols + 0.5, rows + 0.5, np.ones(len(rows))], 0)            # 3 x K
+    p = hs @ src                                                              # T x 3 x K
+    mx, my = (p[:, 0] / p[:, 2]).astype(np.float32), (p[:, 1] / p[:, 2]).astype(np.float32)
+    return cv2.remap(gray, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
 
 
 def _fits(gray: np.ndarray, trials: list[np.ndarray], version: int) -> np.ndarray:
@@ -75,11 +76,7 @@ def _fits(gray: np.ndarray, trials: list[np.ndarray], version: int) -> np.ndarra
     n = qrspec.size_of(version)
     _, expected, known = qrspec.function_pattern(version)
     rows, cols = np.nonzero(known)
-    src = np.stack([cols + 0.5, rows + 0.5, np.ones(len(rows))], 0)            # 3 x K
-    hs = np.stack([_homography(c, n) for c in trials])                       # T x 3 x 3
-    p = hs @ src                                                              # T x 3 x K
-    mx, my = (p[:, 0] / p[:, 2]).astype(np.float32), (p[:, 1] / p[:, 2]).astype(np.float32)
-    values = cv2.remap(gray, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    values = _values(gray, np.stack([_homography(c, n) for c in trials]), rows, cols)
     target = np.where(expected[rows, cols], -1.0, 1.0)
     centred = values - values.mean(1, keepdims=True)
     sd = values.std(1)
@@ -116,7 +113,7 @@ def refine(gray: np.ndarray, corners: np.ndarray, version: int) -> np.ndarray:
 def _sample(gray: np.ndarray, h: np.ndarray, n: int) -> np.ndarray:
     """Intensity at the centre of every module."""
     rows, cols = np.indices((n, n))
-    return _at(gray, h, rows.ravel(), cols.ravel()).reshape(n, n)
+    return _values(gray, h[None], rows.ravel(), cols.ravel()).reshape(n, n)
 
 
 def _soft(mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

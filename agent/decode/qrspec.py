@@ -60,10 +60,10 @@ def raw_data_modules(version: int) -> int:
 
 
 @lru_cache(maxsize=64)
-def function_pattern(version: int) -> tuple[np.ndarray, np.ndarray]:
-    """(is_function, expected_dark) grids: which modules are fixed patterns, and their colour where
-    known (finders, separators, timing, alignment, the dark module; format and version areas are
-    marked as function but their colour depends on the symbol)."""
+def function_pattern(version: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(is_function, expected_dark, colour_known) grids: which modules are fixed patterns, and their
+    colour where it is known (finders, separators, timing, alignment, the dark module; format and
+    version areas are function modules whose colour depends on the symbol). Cached: read only."""
     n = size_of(version)
     func = np.zeros((n, n), bool)
     dark = np.zeros((n, n), bool)
@@ -101,8 +101,7 @@ def function_pattern(version: int) -> tuple[np.ndarray, np.ndarray]:
     func[n - 8, 8] = known[n - 8, 8] = dark[n - 8, 8] = True
     if version >= 7:
         func[:6, n - 11:n - 8] = func[n - 11:n - 8, :6] = True
-    dark_known = dark & known
-    return func, np.where(known, dark_known, False), known
+    return func, dark, known   # dark is only ever set where the colour is known
 
 
 def format_positions(n: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
