@@ -12,14 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from support.daemon import cli
+
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL = ROOT / "systemd" / "install.sh"
 UNIT = ROOT / "systemd" / "scanner-agent.service"
-
-
-def cli(*args, cwd=ROOT, input=None, timeout=60):
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, cwd=cwd,
-                          input=input, timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 # --- systemd unit ---------------------------------------------------------------------------

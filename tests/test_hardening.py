@@ -19,7 +19,7 @@ import pytest
 from agent.cards import read_card
 from agent.config import ConfigError, MqttConfig, load_config, parse_config
 from agent.outbox import Outbox
-from support.broker import Broker, Subscriber
+from support.broker import Subscriber
 from support.daemon import FRAMES, ROOT, cli, config
 
 # --- 5: NaN and infinity -------------------------------------------------------------------------
@@ -172,10 +172,9 @@ def test_purged_names_do_not_linger_in_free_pages(tmp_path):
 # --- 9: text from the hospital --------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_verdict_text_is_cleaned_and_logged_once_per_checkin(tmp_path, caplog):
+def test_verdict_text_is_cleaned_and_logged_once_per_checkin(tmp_path, broker, caplog):
     from agent.mqtt.link import MqttLink
 
-    broker = Broker(tmp_path / "broker").start()
     box = Outbox(tmp_path / "o.db", station="counter-v")
     row = box.put({"card": {}})
     seen = []
@@ -198,7 +197,6 @@ def test_verdict_text_is_cleaned_and_logged_once_per_checkin(tmp_path, caplog):
     finally:
         link.stop()
         hospital.close()
-        broker.stop()
         box.close()
     assert len(seen) == 1                                   # one signal per check-in id
     message = seen[0]["message"]
@@ -291,10 +289,9 @@ def test_a_byte_order_mark_is_accepted(tmp_path):
     assert load_config(conf).station.id == "counter-bom"
 
 
-def test_plaintext_is_warned_and_tls_to_a_plain_port_is_named(tmp_path, caplog):
+def test_plaintext_is_warned_and_tls_to_a_plain_port_is_named(tmp_path, broker, caplog):
     from agent.mqtt.link import MqttLink
 
-    broker = Broker(tmp_path / "broker").start()
     box = Outbox(tmp_path / "o.db", station="s")
     caplog.set_level(logging.WARNING)
     plain = MqttLink(MqttConfig(host="127.0.0.1", port=broker.port, tls=False, allow_insecure=True), "s", box)
@@ -308,7 +305,6 @@ def test_plaintext_is_warned_and_tls_to_a_plain_port_is_named(tmp_path, caplog):
         assert f"is 127.0.0.1:{broker.port} a TLS port?" in link.state.last_error
     finally:
         link.stop()
-        broker.stop()
         box.close()
 
 
@@ -342,7 +338,7 @@ def test_a_crashing_worker_is_a_fault_then_restarts_and_logs_one_traceback(caplo
 
 
 @pytest.mark.slow
-def test_watchdog_pings_stop_while_a_worker_is_stuck(tmp_path, monkeypatch):
+def test_watchdog_pings_stop_while_a_worker_is_stuck(tmp_path, broker, monkeypatch):
     from agent import failpoints
     from agent.config import Config
     from agent.feedback import Feedback
@@ -354,7 +350,6 @@ def test_watchdog_pings_stop_while_a_worker_is_stuck(tmp_path, monkeypatch):
     pings.settimeout(0.2)
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     monkeypatch.setenv("WATCHDOG_USEC", "400000")            # a ping every 0.2 s
-    broker = Broker(tmp_path / "broker").start()
     cfg = Config()
     cfg.station.state_dir = str(tmp_path / "state")
     cfg.camera.path, cfg.camera.loop = str(FRAMES), True
