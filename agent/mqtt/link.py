@@ -260,23 +260,25 @@ class MqttLink(Worker):
         if nobody and self.cfg.require_subscriber:
             # MQTT 5 says so in the PUBACK: the broker dropped it, no consumer was listening (a
             # consumer restarting, or a broker restarted before the consumers subscribed again)
-            self._sent_upto = -1
-            self._paused_until = time.time() + min(max(self.backoff_min, 1.0), self.backoff_max)
             if self.state.last_error != NOBODY:
                 log.warning("MQTT: %s; check-ins stay queued and are sent again", NOBODY)
-            self.state.last_error = NOBODY
+            self._resend_after(min(max(self.backoff_min, 1.0), self.backoff_max), NOBODY)
             return
         if reason_code.is_failure:
             self.state.failed_total += 1
             self._refusals += 1
             pause = backoff(self._refusals, self.backoff_min, self.backoff_max, jitter=False)
-            self._paused_until = time.time() + pause
-            self._sent_upto = -1  # send again from the oldest undelivered, after the pause
-            self.state.last_error = one_line(f"broker refused a check-in on {self.topics['checkin']}: {reason_code}")
+            self._resend_after(pause, one_line(f"broker refused a check-in on {self.topics['checkin']}: {reason_code}"))
             log.error("MQTT: %s; check-ins stay queued, retry in %.1f s", self.state.last_error, pause)
             return
         self._refusals = 0
         self._acked.append(event_id)
+
+    def _resend_after(self, pause: float, reason: str) -> None:
+        """Not delivered: send again from the oldest undelivered row, after `pause` seconds."""
+        self._paused_until = time.time() + pause
+        self._sent_upto = -1
+        self.state.last_error = reason
 
     def _on_message(self, client, userdata, msg) -> None:
         """A verdict from the hospital. Untrusted: anything malformed is ignored (a log line a
