@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import sqlite_utils
 
 from agent import paths
-from agent.checkin.event import envelope   # the one event builder
+from agent.event import envelope   # the one event builder (no decoder import: admin commands stay light)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

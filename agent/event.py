@@ -1,5 +1,7 @@
 """The check-in event the outbox stores and the MQTT link publishes (agent/schemas/checkin.json),
-built here and only here: the body when the card is read, the envelope when the outbox stores it."""
+built here and only here: the body when the card is read, the envelope when the outbox stores it.
+A module of its own beside the stages (not in agent/checkin, whose package imports the decoder),
+so that the outbox and the IT commands do not load OpenCV to build or read an event."""
 
 from __future__ import annotations
 
