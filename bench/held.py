@@ -47,8 +47,7 @@ class Reader:
         self.name, self.reader = name, FrameReader(**kw)
 
     def reset(self) -> None:   # the empty counter between two patients
-        self.reader.tracks.clear()
-        self.reader._next = 0
+        self.reader.reset()
 
     def read(self, gray) -> list[str]:
         return [c.text for c in self.reader.read(gray).codes]

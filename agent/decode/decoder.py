@@ -437,11 +437,15 @@ class FrameReader:
                     break
         self._unread = 0 if result.codes else self._unread + 1
         if result.codes:
-            self._next = 0
-            self.tracks.clear()
+            self.reset()
         self.tracks = [t for t in self.tracks if self._frame - t.last <= self.TRACK_FRAMES]
         result.ms = (time.perf_counter() - t0) * 1000
         return result
+
+    def reset(self) -> None:
+        """A new presentation: the strategy rotation from the start, no code followed any more."""
+        self._next = 0
+        self.tracks.clear()
 
     def _infer(self, cascade: "Cascade") -> None:
         """A code whose third finder is hidden: inferred from the two visible ones; its grid joins
