@@ -2,7 +2,12 @@
 local Mosquitto and two reference consumers writing to PostgreSQL, while the broker is restarted
 once and a consumer is killed once.
 
-    .venv/bin/python bench/fleet.py [--n 10,100,500] [--per-station 4] [--seconds 20] [--markdown]
+    .venv/bin/python bench/fleet.py [--n 10,100,500] [--per-station 4] [--seconds 20]
+                                    [--per-process 50] [--markdown]
+
+Stations are spread over processes of at most --per-process each: a real station is one process
+on its own Pi, and hundreds of link threads behind one interpreter lock measure the simulator,
+not the broker or the consumers.
 
 Reports per N: check-ins produced, stored exactly once, duplicates the consumers suppressed
 (sum of their last reports; the killed one's count before it died), lost (must be 0), latency
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import random
 import re
@@ -31,7 +37,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import psycopg  # noqa: E402
 
 from agent.cards import read_card  # noqa: E402
-from agent.checkin import checkin_body  # noqa: E402
+from agent.event import checkin_body  # noqa: E402
 from agent.config import MqttConfig  # noqa: E402
 from agent.mqtt.link import MqttLink  # noqa: E402
 from agent.outbox import Outbox  # noqa: E402
@@ -79,46 +85,80 @@ class ConsumerProc:
             self.proc.wait(20)
 
 
-def run(n: int, per_station: int, seconds: float, drain_s: float = 300.0) -> dict:
+def station_group(port: int, tmp: str, sids: list[str], plan: list[tuple[float, int]], t0: float,
+                  seed: int, conn) -> None:
+    """One process of simulated stations: store check-ins on the shared schedule (wall clock from
+    t0), report the ids produced, then the undelivered depth when the parent asks."""
+    logging.disable(logging.WARNING)
+    stations = []
+    for sid in sids:
+        box = Outbox(Path(tmp) / sid / "outbox.db", station=sid)
+        link = MqttLink(MqttConfig(host="127.0.0.1", port=port, tls=False, allow_insecure=True,
+                                   keepalive_s=30, health_interval_s=3600, require_subscriber=True),
+                        sid, box, backoff=(0.5, 5.0))
+        link.start()
+        stations.append((box, link))
+    conn.send("ready")
+    rng = random.Random(seed)
+    produced = []
+    for at, i in plan:
+        delay = t0 + at - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        payload = bhyt(rng) if rng.random() < 0.7 else cccd(rng)
+        produced.append(stations[i][0].put(checkin_body(read_card(payload))).id)
+    conn.send(produced)
+    while conn.recv() == "depth":
+        conn.send(sum(box.depth() for box, _ in stations))
+    for box, link in stations:
+        link.stop(timeout=1)
+        box.close()
+    conn.send("stopped")
+
+
+def run(n: int, per_station: int, seconds: float, per_process: int = 50, drain_s: float = 300.0) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"fleet{n}-", dir="/tmp"))
     pg = Postgres(tmp / "pg").start()
     broker = Broker(tmp / "broker").start()
     broker_cpu = 0.0
     consumers = [ConsumerProc(broker, pg, "c1"), ConsumerProc(broker, pg, "c2")]
-    stations = []
-    for i in range(n):
-        sid = f"counter-{i:03d}"
-        box = Outbox(tmp / sid / "outbox.db", station=sid)
-        link = MqttLink(MqttConfig(host="127.0.0.1", port=broker.port, tls=False, allow_insecure=True,
-                                   keepalive_s=30, health_interval_s=3600, require_subscriber=True),
-                        sid, box, backoff=(0.5, 5.0))
-        link.start()
-        stations.append((box, link))
     rng = random.Random(n)
     plan = sorted((rng.uniform(0, seconds), i) for i in range(n) for _ in range(per_station))
+    ctx = multiprocessing.get_context("spawn")
+    t0 = time.time() + 5 + n * 0.02          # time for every group to connect first
+    groups = []
+    for g, first in enumerate(range(0, n, per_process)):
+        idx = range(first, min(n, first + per_process))
+        sids = [f"counter-{i:03d}" for i in idx]
+        mine = [(at, i - first) for at, i in plan if i in idx]
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=station_group, args=(broker.port, str(tmp), sids, mine, t0, n * 1000 + g, child),
+                           daemon=True)
+        proc.start()
+        groups.append((proc, parent))
+    for _, pipe in groups:
+        if not pipe.poll(120):
+            raise RuntimeError("a station group did not start")
+        pipe.recv()
+    events = [(0.4, "kill c1"), (0.5, "restart broker"), (0.6, "restart c1")]
+    for frac, what in events:
+        delay = t0 + frac * seconds - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        if what == "kill c1":
+            consumers[0].stop(signal.SIGKILL)
+        elif what == "restart broker":
+            broker_cpu += cpu_s(broker.proc.pid)
+            broker.stop()
+            time.sleep(0.5)
+            broker.start()
+        else:
+            old = consumers[0]
+            consumers[0] = ConsumerProc(broker, pg, "c1")
+            consumers.append(old)          # keep its counts
     produced: list[str] = []
-    t0 = time.monotonic()
-    events = {0.4: "kill c1", 0.5: "restart broker", 0.6: "restart c1"}
-    for at, i in plan:
-        while time.monotonic() - t0 < at:
-            time.sleep(0.002)
-        frac = (time.monotonic() - t0) / seconds
-        for mark in sorted(events):
-            if frac >= mark:
-                what = events.pop(mark)
-                if what == "kill c1":
-                    consumers[0].stop(signal.SIGKILL)
-                elif what == "restart broker":
-                    broker_cpu += cpu_s(broker.proc.pid)
-                    broker.stop()
-                    time.sleep(0.5)
-                    broker.start()
-                else:
-                    old = consumers[0]
-                    consumers[0] = ConsumerProc(broker, pg, "c1")
-                    consumers.append(old)          # keep its counts
-        payload = bhyt(rng) if rng.random() < 0.7 else cccd(rng)
-        produced.append(stations[i][0].put(checkin_body(read_card(payload))).id)
+    for _, pipe in groups:
+        produced += pipe.recv()
     produced_at = time.monotonic()
     deadline = produced_at + drain_s
     stored = 0
@@ -136,10 +176,14 @@ def run(n: int, per_station: int, seconds: float, drain_s: float = 300.0) -> dic
                                 "percentile_cont(0.95) WITHIN GROUP (ORDER BY s) FROM "
                                 "(SELECT extract(epoch FROM stored_at - read_at) AS s FROM checkins) t").fetchone()
     broker_cpu += cpu_s(broker.proc.pid)
-    queued = sum(box.depth() for box, _ in stations)   # still in the outboxes: late, not lost
-    for box, link in stations:
-        link.stop(timeout=1)
-        box.close()
+    queued = 0                              # still in the outboxes: late, not lost
+    for _, pipe in groups:
+        pipe.send("depth")
+        queued += pipe.recv()
+    for proc, pipe in groups:
+        pipe.send("stop")
+        pipe.poll(30)
+        proc.join(10)
     for c in consumers:
         c.stop()
     broker.stop()
@@ -148,7 +192,7 @@ def run(n: int, per_station: int, seconds: float, drain_s: float = 300.0) -> dic
             "duplicates": sum(c.last[1] for c in consumers), "queued": queued,
             "lost": len(set(produced) - ids) - queued, "drained_s": drained_s,
             "p50": p50, "p95": p95, "broker_cpu": broker_cpu, "consumer_cpu": sum(c.cpu for c in consumers),
-            "seconds": seconds}
+            "seconds": seconds, "processes": len(groups)}
 
 
 def main() -> int:
@@ -156,15 +200,16 @@ def main() -> int:
     ap.add_argument("--n", default="10,100,500")
     ap.add_argument("--per-station", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--per-process", type=int, default=50)
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
-    rows = [run(int(n), args.per_station, args.seconds) for n in args.n.split(",")]
-    head = ("| stations | produced | stored exactly once | duplicates suppressed | still queued | lost | "
+    rows = [run(int(n), args.per_station, args.seconds, args.per_process) for n in args.n.split(",")]
+    head = ("| stations (processes) | produced | stored exactly once | duplicates suppressed | still queued | lost | "
             "all stored after | latency p50 / p95 | broker CPU | consumers CPU |")
     print(head + "\n|" + "---|" * 10)
     for r in rows:
-        print(f"| {r['n']} | {r['produced']} | {r['stored']} (+{r['extra']} unknown) | {r['duplicates']} | {r['queued']} "
+        print(f"| {r['n']} ({r['processes']}) | {r['produced']} | {r['stored']} (+{r['extra']} unknown) | {r['duplicates']} | {r['queued']} "
               f"| {r['lost']} | {r['drained_s']:.0f} s | {r['p50']:.2f} s / {r['p95']:.2f} s | {r['broker_cpu']:.1f} s "
               f"| {r['consumer_cpu']:.1f} s |")
     return 0
