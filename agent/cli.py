@@ -228,7 +228,7 @@ def _queue(args: argparse.Namespace, box, state_dir: Path) -> int:
         for i in unknown:
             print(f"no check-in {i}", file=sys.stderr)
         print(f"{len(args.ids) - len(unknown)} check-in(s) queued for resending; "
-              f"{box.depth()} undelivered in all (the daemon sends them as soon as the broker is reachable)")
+              f"{box.depth()} undelivered in all (a running station sends them within a few seconds, once the broker is reachable)")
         return 1 if unknown else 0
     elif args.action == "export":
         n = queue.export(box, Path(args.file), state_dir)

@@ -2,14 +2,19 @@
 
 A Raspberry Pi has no RTC battery: after a power cut it boots with a stale clock until
 systemd-timesyncd (or chrony) synchronises it. Never block scanning on this.
+
+Timestamps in payloads use the configured time zone ([station] timezone, default
+Asia/Ho_Chi_Minh), never the system's: Pi images often default to UTC, and a station must not
+change offset when IT fixes the system zone.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from datetime import datetime, timezone
+from datetime import datetime, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
 _TIME_ERROR = 5  # adjtimex() return value when the kernel clock is unsynchronised
@@ -32,6 +37,26 @@ def clock_synced() -> bool:
     return bool(_adjtimex_synced())
 
 
-def now_iso() -> str:
-    """Current time, ISO 8601 with the UTC offset (what every payload's timestamp uses)."""
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="milliseconds")
+DEFAULT_ZONE = "Asia/Ho_Chi_Minh"
+_zone: tzinfo = ZoneInfo(DEFAULT_ZONE)
+
+
+def zone(name: str) -> tzinfo:
+    """The IANA zone `name`; ValueError with a clear message when it is unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r} (an IANA name such as {DEFAULT_ZONE!r})") from exc
+
+
+def use_zone(name: str) -> None:
+    """Set the zone of every payload timestamp (the station calls this once at start)."""
+    global _zone
+    _zone = zone(name)
+
+
+def now_iso(at: float | None = None) -> str:
+    """`at` (default now), ISO 8601 in the configured zone with its offset (what every payload's
+    timestamp uses)."""
+    moment = datetime.now(_zone) if at is None else datetime.fromtimestamp(at, _zone)
+    return moment.isoformat(timespec="milliseconds")

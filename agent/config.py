@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent import clock
+
 DEFAULT_PATH = Path("/etc/scanner-agent/config.toml")
 
 
@@ -29,6 +31,8 @@ def _f(default: Any, *, choices: tuple | None = None, min: float | None = None,
 class StationConfig:
     id: str = _f("demo-station", doc="station id; also the MQTT client id")
     state_dir: str = _f("state", doc="outbox and runtime state; relative paths are from the working directory")
+    timezone: str = _f("Asia/Ho_Chi_Minh", doc="IANA time zone of every timestamp sent (read_at keeps this "
+                                               "offset whatever the system zone)")
 
 
 @dataclass
@@ -89,6 +93,15 @@ class MqttConfig:
     require_subscriber: bool = _f(False, doc="count a check-in delivered only when a consumer was subscribed "
                                              "(MQTT 5 'No matching subscribers' keeps it queued)")
     health_interval_s: float = _f(60.0, min=1)
+    delivered_on: str = _f("broker", choices=("broker", "receipt"),
+                           doc="receipt: a check-in counts as delivered only when the hospital's consumer "
+                               "confirms it on the receipt topic (or answers with a verdict)")
+    receipt_timeout_s: float = _f(60.0, min=1, max=86400, doc="receipt mode: send again after this long "
+                                                               "without a receipt (doubling while none come)")
+    receipt_window: int = _f(256, min=1, max=10000, doc="receipt mode: check-ins sent and awaiting a receipt, "
+                                                        "at most")
+    verdict_max_age_s: float = _f(120.0, min=1, doc="a verdict arriving later than this after the read is "
+                                                     "logged, reported as ignored and not shown")
 
 
 @dataclass
@@ -245,6 +258,10 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
     if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", cfg.station.id):
         errors.append(f"{where.get('station.id', 0)}: station.id may use 1-64 letters, digits, '_', '.', '-' "
                       f"(it is the MQTT client id and part of every topic), got {cfg.station.id!r}")
+    try:
+        clock.zone(cfg.station.timezone)
+    except ValueError as exc:
+        errors.append(f"{where.get('station.timezone', 0)}: station.timezone: {exc}")
     if cfg.mqtt is not None:
         m = cfg.mqtt
         if problem := topic_prefix_problem(m.topic_prefix):

@@ -24,7 +24,7 @@ from agent.decode import FrameReader
 from agent.feedback import Feedback, Signal, make_output
 from agent.outbox import Outbox, OutboxError
 from agent.outputs.devices import make_outputs
-from agent import __version__, paths, runstate
+from agent import __version__, clock, paths, runstate
 from agent.clock import clock_synced
 from agent.schedule import Scheduler
 from agent.sdnotify import notify, watchdog_interval
@@ -52,6 +52,7 @@ class Station:
     def __init__(self, cfg: Config, *, feedback: Feedback | None = None, outbox: Outbox | None = None,
                  link_factory=None):
         self.cfg = cfg
+        clock.use_zone(cfg.station.timezone)   # every timestamp sent keeps this offset
         state = Path(cfg.station.state_dir)
         self.outbox = outbox or Outbox(paths.outbox(state), station=cfg.station.id,
                                        max_events=cfg.outbox.max_events, min_free_mb=cfg.outbox.min_free_mb,
@@ -67,7 +68,7 @@ class Station:
             from agent.mqtt.link import MqttLink
             factory = link_factory or MqttLink
             self.link = factory(cfg.mqtt, cfg.station.id, self.outbox, on_verdict=self.on_verdict,
-                                faults=self.faults)
+                                faults=self.fault_items)
         self.status_path = paths.status_file(cfg.station.state_dir)
         self.outputs = make_outputs(cfg)
         self.last_view: tuple | None = None   # (newest frame, codes last decoded) for snapshots
@@ -171,19 +172,24 @@ class Station:
     def faults(self, leds: bool = False) -> list[str]:
         """Everything wrong, for status and the health topic; `leds`: only what the counter staff
         should see blinking (a PC not reading the keyboard output is IT's business)."""
+        return [text for _, text in self.fault_items(leds)]
+
+    def fault_items(self, leds: bool = False) -> list[tuple[str, str]]:
+        """faults() as (code, text): the code from a fixed list (health.json `fault_codes`) for
+        monitoring, the text for people."""
         out = []
         if self.grabber is not None and self.grabber.fault:
-            out.append(f"camera: {self.grabber.fault}")
+            out.append(("camera", f"camera: {self.grabber.fault}"))
         for w in self.workers():
             if w is not self.grabber and w.fault:
-                out.append(w.fault)
+                out.append((w.fault_code, w.fault))
         if self.outbox_fault:
-            out.append(f"outbox: {self.outbox_fault}")
+            out.append(("outbox_refusing", f"outbox: {self.outbox_fault}"))
         if not leds:
-            out += [o.writer.warning for o in self.outputs if o.writer.warning]
+            out += [(f"output_{o.writer.kind}", o.writer.warning) for o in self.outputs if o.writer.warning]
         for damaged in self.outbox.damaged_files():
-            out.append(f"outbox: damaged file {damaged} kept with check-ins that could not all be "
-                       f"read; see 'scanner-agent queue import {damaged}'")
+            out.append(("outbox_damaged_file", f"outbox: damaged file {damaged} kept with check-ins that could "
+                        f"not all be read; see 'scanner-agent queue import {damaged}'"))
         return out
 
     # -- daemon loop -------------------------------------------------------------------------

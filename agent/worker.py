@@ -112,6 +112,13 @@ class Worker:
             return f"{self.name} worker crashed ({self.last_crash}), restarted {self.crashes}x"
         return None
 
+    @property
+    def fault_code(self) -> str:
+        """The kind of fault, for monitoring: worker_stopped, worker_stuck or worker_crashed."""
+        if not self.alive:
+            return "worker_stopped"
+        return "worker_stuck" if self._stuck_for() is not None else "worker_crashed"
+
     def healthy(self) -> bool:
         """Alive and making progress: what the watchdog ping depends on."""
         if not self.started or self.stopping.is_set():

@@ -148,3 +148,28 @@ def test_a_verdict_reaches_the_station_and_lights_the_hospital_answer(tmp_path, 
         station.stop()
         runner.join(10)
         consumer.stop()
+
+
+def test_receipts_from_the_reference_consumer_mark_check_ins_delivered(tmp_path, postgres, broker):
+    """A station in receipt mode counts nothing delivered until the reference consumer committed it;
+    then its receipts (duplicates included) empty the station's queue."""
+    box = Outbox(tmp_path / "outbox.db", station="counter-22")
+    link = MqttLink(MqttConfig(host="127.0.0.1", port=broker.port, tls=False, allow_insecure=True, keepalive_s=5,
+                               delivered_on="receipt", receipt_timeout_s=1), "counter-22", box, backoff=(0.05, 0.5))
+    rng = random.Random(22)
+    ids = [box.put(checkin_body(read_card(bhyt(rng)))).id for _ in range(20)]
+    link.start()
+    consumer = None
+    try:
+        time.sleep(2)                                   # the broker took them; no consumer stored any
+        assert box.depth() == 20 and box.stats()["delivered_total"] == 0
+        consumer = Consumer("127.0.0.1", broker.port, postgres.dsn, name="rc").start()
+        assert Subscriber.wait_for(lambda: box.depth() == 0, 30), box.depth()
+        with psycopg.connect(postgres.dsn) as conn:
+            assert sorted(str(r[0]) for r in conn.execute("SELECT id FROM checkins")) == sorted(ids)
+        assert link.health()["awaiting_receipt"] == 0
+    finally:
+        link.stop()
+        if consumer:
+            consumer.stop()
+        box.close()

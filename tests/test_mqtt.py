@@ -29,7 +29,9 @@ def body(i=0):
                      "name": f"Trần Thị Bích {i}", "birth_date": "1985-03-15", "sex": "female", "address": None,
                      "facility_code": "79034", "valid_from": "2025-02-01", "valid_to": None,
                      "issued": "2025-02-20", "management_code": "79020123456700", "benefit_level": 4,
-                     "group_code": None, "check_string": "15e89ac07ee8517f-7102"}}
+                     "group_code": None, "check_string": "15e89ac07ee8517f-7102", "province_code": None,
+                     "guardian": None, "residence_code": None, "five_year_date": None,
+                     "issuing_office": "Hà Nội", "terminator": "$"}}
 
 
 def cfg(port, **kw):

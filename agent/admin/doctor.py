@@ -7,6 +7,7 @@ import shutil
 import socket
 import ssl
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,6 +147,96 @@ def check_broker(cfg: Config) -> list[Check]:
     return out
 
 
+def check_session(cfg: Config, timeout: float = 10.0) -> list[Check]:
+    """Log in as the station would (its credentials and TLS, client id `{station}-doctor`: never the
+    station's own id, which would take the running station's session) and try what the station
+    does: subscribe to its verdict (and receipt) topic and publish a health report, QoS 1, not
+    retained (the retained one stays the station's). Names a refused login and ACL refusals: a
+    refused publish always (MQTT 5 PUBACK), a refused subscription where the broker says so in
+    its SUBACK (Mosquitto 2.0 grants it and then delivers nothing)."""
+    import json
+    import threading
+
+    from agent import __version__, clock
+    from agent.mqtt.link import describe, make_client, topics
+
+    m, station = cfg.mqtt, cfg.station.id
+    clock.use_zone(cfg.station.timezone)
+    t = topics(m.topic_prefix, station)
+    wanted = ["verdict"] + (["receipt"] if m.delivered_on == "receipt" else [])
+    got: dict[str, object] = {}
+    done = threading.Event()
+
+    def settle(key: str, value: object) -> None:
+        got[key] = value
+        if "connect" in got and (got["connect"] is not None or {"suback", "puback"} <= got.keys()):
+            done.set()
+
+    client = make_client(m, f"{station}-doctor")
+    client.on_connect = lambda c, u, f, rc, p: settle("connect", str(rc) if rc.is_failure else None)
+    client.on_subscribe = lambda c, u, mid, rcs, p: settle("suback", [str(rc) for rc in rcs])
+    client.on_publish = lambda c, u, mid, rc, p: settle("puback", str(rc) if rc.is_failure else None)
+    try:
+        client.connect(m.host, m.port, keepalive=10)
+    except Exception as exc:  # noqa: BLE001 - said in one line
+        return [Check("mqtt", False, f"cannot log in: {describe(exc, m.tls, f'{m.host}:{m.port}')}")]
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + timeout
+        while "connect" not in got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if "connect" not in got:
+            return [Check("mqtt", False, f"no answer to the MQTT login within {timeout:.0f} s")]
+        if got["connect"] is not None:
+            return [Check("mqtt", False, f"the broker refused the login: {got['connect']}; check [mqtt] "
+                                         "username/password (or the client certificate) and the broker's users")]
+        client.subscribe([(t[name], 1) for name in wanted])
+        client.publish(t["health"], json.dumps(_probe_health(cfg, __version__, clock.now_iso())), qos=1, retain=False)
+        done.wait(max(0.0, deadline - time.monotonic()))
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    out = [Check("mqtt", True, f"logged in as {m.username or '(anonymous)'}")]
+    refused = [f"subscribe {t[name]}: {rc}" for name, rc in zip(wanted, got.get("suback") or [])
+               if not rc.startswith("Granted")]
+    if "puback" not in got:
+        refused.append(f"publish {t['health']}: no acknowledgement within {timeout:.0f} s")
+    elif got["puback"] is not None:
+        refused.append(f"publish {t['health']}: {got['puback']}")
+    if "suback" not in got:
+        refused.append("subscribe: no answer")
+    out.append(Check("acl", not refused, "; ".join(refused) + " (the broker's ACL must let this user publish "
+                     f"to {m.topic_prefix}/{station}/# and read its verdict/receipt topics; docs/integrating.md)"
+                     if refused else f"publish and subscribe on {m.topic_prefix}/{station}/ allowed"))
+    return out
+
+
+def _probe_health(cfg: Config, version: str, at: str) -> dict:
+    """What doctor publishes: a health report (valid against health.json) from the outbox and the
+    running daemon's status file, so a consumer reading it learns nothing false."""
+    from agent.outbox import Outbox
+
+    stats: dict = {}
+    db = paths.outbox(cfg.station.state_dir)
+    if db.exists():
+        try:
+            box = Outbox(db, station=cfg.station.id, readonly=True)
+            try:
+                stats = box.stats()
+            finally:
+                box.close()
+        except OutboxError:
+            stats = {}
+    running = runstate.read(paths.status_file(cfg.station.state_dir))
+    return {"station": cfg.station.id, "at": at, "version": version,
+            "uptime_s": round(max(0.0, time.time() - running.started_at), 1) if running else 0.0,
+            "queue_depth": stats.get("queue_depth") or 0,
+            "oldest_undelivered_age_s": stats.get("oldest_undelivered_age_s"),
+            "delivered_total": stats.get("delivered_total") or 0, "failed_total": stats.get("failed_total") or 0,
+            "delivered_on": cfg.mqtt.delivered_on, "awaiting_receipt": 0, "oldest_awaiting_receipt_s": None,
+            "clock_synced": clock_synced(), "faults": list(running.faults) if running else []}
+
+
 def check_outputs(cfg: Config) -> list[Check]:
     """The keyboard and serial outputs' devices: there and writable (not that a host reads them)."""
     out = []
@@ -181,7 +272,10 @@ def run(path: Path) -> list[Check]:
     checks.append(check_clock())
     checks.append(check_camera(cfg, daemon))
     checks.append(check_gpio(cfg))
-    checks += check_broker(cfg)
+    broker = check_broker(cfg)
+    checks += broker
+    if cfg.mqtt is not None and all(c.ok for c in broker):
+        checks += check_session(cfg)
     checks += check_outputs(cfg)
     checks.append(check_unit())
     return checks

@@ -1,15 +1,18 @@
 """The station's MQTT link to the hospital broker (paho-mqtt 2.x, MQTT 5).
 
-Topics, with {p} the prefix and {s} the station id (docs/asyncapi.yaml):
+Topics, with {p} the prefix and {s} the station id (docs/asyncapi.yaml, docs/integrating.md):
   {p}/{s}/checkin  QoS 1, not retained: check-in events, drained from the outbox in order
   {p}/{s}/status   retained: online on connect; offline as last will and on clean shutdown
   {p}/{s}/health   retained, every health_interval_s
   {p}/{s}/verdict  subscribed: the hospital's answer to a check-in
+  {p}/{s}/receipt  subscribed in receipt mode: the hospital's consumer confirms stored check-ins
+  {p}/{s}/ignored  QoS 1, not retained: a verdict or receipt the station did not act on, and why
 
-Publishing is driven from the outbox by this link's own thread, never from the scan path, and
-a row is marked delivered only when the broker acknowledged it (PUBACK with a success reason).
-MQTT 5 is used because its PUBACK says when the broker refused a message (ACL): MQTT 3.1.1
-acknowledges a denied publish as if it had been delivered.
+Publishing is driven from the outbox by this link's own thread, never from the scan path. A row
+is marked delivered when the broker acknowledged it (PUBACK with a success reason), or, with
+`delivered_on = "receipt"`, only when the hospital's consumer confirmed it: then no broker queue
+limit or consumer session can lose a check-in. MQTT 5 is used because its PUBACK says when the
+broker refused a message (ACL): MQTT 3.1.1 acknowledges a denied publish as if delivered.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import json
 import logging
 import ssl
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -26,6 +28,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent import __version__, failpoints
 from agent.cards.sanitize import one_line
@@ -41,8 +44,11 @@ SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our subscription and queued
 MAX_VERDICT_BYTES = 4096
 NO_MATCHING_SUBSCRIBERS = 0x10   # MQTT 5 PUBACK reason code: accepted, but nobody subscribed
 NOBODY = "no hospital consumer is subscribed to the check-in topic"
-VERDICT_MEMORY = 4096        # check-in ids whose verdict was already shown
 NOTICE_EVERY_S = 60.0        # ignored messages: one log line per minute at most
+NOTICES_PER_MINUTE = 30      # 'ignored' notices published, at most (a flood is not echoed)
+RESCAN_EVERY_S = 5.0         # look for rows put back in the queue (`queue retry`) this often
+SESSION_TAKEN_OVER = 0x8E     # MQTT 5 DISCONNECT reason: another client connected with our id
+SHORT_SESSION_S = 30.0       # connections closed sooner than this, 3 in a row: say what it may be
 
 
 class InsecureBroker(ValueError):
@@ -62,7 +68,8 @@ class LinkState:
 
 
 def topics(prefix: str, station: str) -> dict[str, str]:
-    return {name: f"{prefix}/{station}/{name}" for name in ("checkin", "status", "health", "verdict")}
+    return {name: f"{prefix}/{station}/{name}"
+            for name in ("checkin", "status", "health", "verdict", "receipt", "ignored")}
 
 
 def describe(exc: BaseException, tls: bool = False, where: str = "") -> str:
@@ -85,6 +92,17 @@ def describe(exc: BaseException, tls: bool = False, where: str = "") -> str:
     return one_line(text)
 
 
+def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
+    """An MQTT 5 client with the station's TLS settings and credentials (the link's, doctor's)."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+    if cfg.tls:
+        c.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None,
+                  keyfile=cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
+    if cfg.username:
+        c.username_pw_set(cfg.username, cfg.password or None)
+    return c
+
+
 class MqttLink(Worker):
     """Owns the MQTT connection. start() runs it in a supervised background thread; stop() ends
     cleanly (publishes 'offline'). A crash of the thread (an outbox error, say) drops the
@@ -94,7 +112,7 @@ class MqttLink(Worker):
 
     def __init__(self, cfg: MqttConfig, station: str, outbox: Outbox, *,
                  on_verdict: Callable[[dict], None] | None = None,
-                 faults: Callable[[], list[str]] = lambda: [],
+                 faults: Callable[[], list[tuple[str, str]]] = lambda: [],
                  backoff: tuple[float, float] = (1.0, 120.0), window: int = 32,
                  started_at: float | None = None):
         super().__init__("mqtt-link")
@@ -108,14 +126,21 @@ class MqttLink(Worker):
         self.topics = topics(cfg.topic_prefix, station)
         self.state = LinkState()
         self.started_at = started_at or time.time()
+        self.receipts = cfg.delivered_on == "receipt"
         self._inflight: dict[int, str] = {}   # mid -> event id
         self._acked: list[str] = []
+        self._awaiting: dict[str, float] = {}  # receipt mode: event id -> when the broker took it
+        self._receipt_misses = 0
+        self._early: set[str] = set()
         self._sent_upto = -1
         self._paused_until = 0.0
         self._refusals = 0
         self._next_health = 0.0
-        self._verdicts_seen: OrderedDict[str, None] = OrderedDict()
+        self._next_rescan = 0.0
+        self._short_sessions = 0
+        self._session_started = time.time()
         self._ignored, self._ignored_logged_at = 0, -1e9
+        self._notices: list[float] = []
         self.client = self._make_client()
         if not cfg.tls:
             log.warning("MQTT to %s:%d WITHOUT TLS (allow_insecure = true): patients' data crosses the "
@@ -124,13 +149,7 @@ class MqttLink(Worker):
     # -- setup -----------------------------------------------------------------------------
 
     def _make_client(self) -> mqtt.Client:
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.station, protocol=MQTTProtocolVersion.MQTTv5)
-        if self.cfg.tls:
-            c.tls_set(ca_certs=self.cfg.ca_file or None, certfile=self.cfg.cert_file or None,
-                      keyfile=self.cfg.key_file or None, cert_reqs=ssl.CERT_REQUIRED)
-        if self.cfg.username:
-            c.username_pw_set(self.cfg.username, self.cfg.password or None)
-        c.will_set(self.topics["status"], json.dumps(self._status("offline", "connection lost")), qos=1, retain=True)
+        c = make_client(self.cfg, self.station)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
@@ -138,11 +157,20 @@ class MqttLink(Worker):
         c.on_subscribe = self._on_subscribe
         return c
 
-    def _status(self, state: str, reason: str | None = None) -> dict[str, Any]:
-        status = {"state": state, "station": self.station, "at": now_iso(), "version": __version__}
+    def _status(self, state: str, reason: str | None = None, since: float | None = None) -> dict[str, Any]:
+        status = {"state": state, "station": self.station, "at": now_iso(), "version": __version__,
+                  "since": now_iso(since)}
         if reason:
             status["reason"] = reason
         return status
+
+    def _arm_will(self) -> None:
+        """Before every connect: the broker publishes this when the connection is lost. It cannot
+        know when that will be, so `since` says when this connection began: the station was online
+        from then until the broker noticed (its last health report narrows it)."""
+        self._session_started = time.time()
+        will = self._status("offline", "connection lost", since=self._session_started)
+        self.client.will_set(self.topics["status"], json.dumps(will), qos=1, retain=True)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -154,6 +182,7 @@ class MqttLink(Worker):
                 try:
                     props = Properties(PacketTypes.CONNECT)
                     props.SessionExpiryInterval = SESSION_EXPIRY_S
+                    self._arm_will()
                     self.client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
                                         clean_start=False, properties=props)
                 except Exception as exc:  # noqa: BLE001 - every failure to connect is retried
@@ -183,6 +212,8 @@ class MqttLink(Worker):
     def _drop(self) -> None:
         self._acked.clear()  # not marked: they are sent again, the hospital deduplicates by id
         self._inflight.clear()
+        self._awaiting.clear()
+        self._early.clear()
         self.state.connected = False
         try:
             self.client.disconnect()
@@ -223,6 +254,8 @@ class MqttLink(Worker):
         self._flush_acks()
         self.state.connected = False
         self._inflight.clear()  # unacknowledged rows stay in the outbox and are sent again
+        self._awaiting.clear()  # and so do rows without a receipt
+        self._early.clear()
 
     # -- callbacks (run inside client.loop, on the link thread) -----------------------------
 
@@ -237,20 +270,35 @@ class MqttLink(Worker):
         self._sent_upto, self._paused_until, self._next_health = -1, 0.0, 0.0
         log.info("MQTT connected to %s:%d (session %s)", self.cfg.host, self.cfg.port,
                  "resumed" if flags.session_present else "new")
-        client.publish(self.topics["status"], json.dumps(self._status("online")), qos=1, retain=True)
-        client.subscribe(self.topics["verdict"], qos=1)
+        client.publish(self.topics["status"], json.dumps(self._status("online", since=self._session_started)),
+                       qos=1, retain=True)
+        # retain-as-published: a verdict published with retain = true is seen as such even while we
+        # are subscribed (the broker would otherwise clear the flag), so it is never shown
+        opts = SubscribeOptions(qos=1, retainAsPublished=True)
+        client.subscribe([(self.topics[name], opts) for name in ("verdict", "receipt")
+                          if name == "verdict" or self.receipts])
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.state.connected and not self.stopping.is_set():  # our own goodbye is no error
             self.state.last_error = one_line(f"disconnected: {reason_code}")
-            log.warning("MQTT %s", self.state.last_error)
+            lasted = time.time() - (self.state.connected_since or time.time())
+            self._short_sessions = self._short_sessions + 1 if lasted < SHORT_SESSION_S else 0
+            if getattr(reason_code, "value", None) == SESSION_TAKEN_OVER or self._short_sessions >= 3:
+                # MQTT 5 says so (0x8E), or the broker keeps closing fresh connections: the usual
+                # cause is a second client using our id, each connect kicking the other off
+                self.state.last_error = (f"the broker keeps closing this station's connection soon after it "
+                                         f"is made ({reason_code}): is another MQTT client (a consumer, a "
+                                         f"second station) using the client id {self.station!r}?")
+                log.error("MQTT: %s", self.state.last_error)
+            else:
+                log.warning("MQTT %s", self.state.last_error)
         self.state.connected = False
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         for rc in reason_codes:
             if rc.is_failure:
-                log.error("MQTT: subscribing to %s refused: %s (verdicts will not arrive)",
-                          self.topics["verdict"], rc)
+                log.error("MQTT: subscribing to %s refused: %s (verdicts%s will not arrive; check the "
+                          "broker's ACL)", self.topics["verdict"], rc, " and receipts" if self.receipts else "")
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         event_id = self._inflight.pop(mid, None)
@@ -266,13 +314,20 @@ class MqttLink(Worker):
             return
         if reason_code.is_failure:
             self.state.failed_total += 1
+            self.outbox.count_refused()
             self._refusals += 1
             pause = backoff(self._refusals, self.backoff_min, self.backoff_max, jitter=False)
             self._resend_after(pause, one_line(f"broker refused a check-in on {self.topics['checkin']}: {reason_code}"))
             log.error("MQTT: %s; check-ins stay queued, retry in %.1f s", self.state.last_error, pause)
             return
         self._refusals = 0
-        self._acked.append(event_id)
+        if self.receipts:
+            if event_id in self._early:
+                self._early.discard(event_id)
+            else:
+                self._awaiting[event_id] = time.time()   # delivered when the hospital says so
+        else:
+            self._acked.append(event_id)
 
     def _resend_after(self, pause: float, reason: str) -> None:
         """Not delivered: send again from the oldest undelivered row, after `pause` seconds."""
@@ -281,37 +336,70 @@ class MqttLink(Worker):
         self.state.last_error = reason
 
     def _on_message(self, client, userdata, msg) -> None:
-        """A verdict from the hospital. Untrusted: anything malformed is ignored (a log line a
-        minute at most); its text is cleaned like card fields; one signal per check-in id."""
+        """A verdict or a receipt from the hospital. Untrusted: anything the station does not act
+        on is logged (a line a minute at most) and reported on the `ignored` topic with the reason."""
+        kind = "receipt" if msg.topic == self.topics["receipt"] else "verdict"
         try:
             if len(msg.payload) > MAX_VERDICT_BYTES:
                 raise ValueError(f"{len(msg.payload)} bytes is too large")
             data = json.loads(msg.payload.decode("utf-8"))
-            problems = schema_errors("verdict", data)
+            problems = schema_errors(kind, data)
             if problems:
                 raise ValueError(problems[0])
-            verdict = {k: one_line(v, 200) if isinstance(v, str) else v for k, v in data.items()}
-            if verdict["id"] in self._verdicts_seen:
-                self._ignore(msg.topic, f"a repeated verdict for check-in {verdict['id']}")
-                return
-            if self.outbox.get(verdict["id"]) is None:
-                self._ignore(msg.topic, f"a verdict for unknown check-in {verdict['id']}")
-                return
-            self._verdicts_seen[verdict["id"]] = None
-            while len(self._verdicts_seen) > VERDICT_MEMORY:
-                self._verdicts_seen.popitem(last=False)
-            if self.on_verdict:
-                self.on_verdict(verdict)
         except Exception as exc:  # noqa: BLE001 - a bad message must never reach the scan loop
-            self._ignore(msg.topic, f"a malformed message: {str(exc)[:200]}")
+            self._ignore(kind, None, "malformed", str(exc)[:200])
+            return
+        if kind == "receipt":
+            self._receipt(data["ids"])
+        else:
+            self._verdict({k: one_line(v, 200) if isinstance(v, str) else v for k, v in data.items()}, msg.retain)
 
-    def _ignore(self, topic: str, what: str) -> None:
+    def _receipt(self, ids: list[str]) -> None:
+        """The consumer stored these check-ins (or already had them): delivered."""
+        inflight = set(self._inflight.values())
+        for event_id in ids:
+            self._awaiting.pop(event_id, None)
+            if event_id in inflight:
+                self._early.add(event_id)      # the receipt overtook the broker's PUBACK
+        if n := self.outbox.mark_delivered(ids):
+            self.state.delivered_session += n
+            self._receipt_misses = 0
+
+    def _verdict(self, verdict: dict, retained: bool) -> None:
+        """Shown once per check-in, only while the patient may still be at the counter."""
+        event_id = verdict["id"]
+        row = self.outbox.get(event_id)
+        if row is not None and self.receipts:
+            self._receipt([event_id])          # a verdict proves the hospital has the check-in
+        if retained:
+            # a retained verdict would be shown again on every reconnect: never signalled
+            self._ignore("verdict", event_id, "retained", "verdicts must be published with retain = false")
+        elif row is None:
+            self._ignore("verdict", event_id, "unknown", "no such check-in in this station's outbox "
+                         f"(kept {self.outbox.retention_s:.0f} s after delivery)")
+        elif (age := time.time() - row.created_at) > self.cfg.verdict_max_age_s:
+            self._ignore("verdict", event_id, "stale",
+                         f"arrived {age:.0f} s after the read (limit {self.cfg.verdict_max_age_s:.0f} s)")
+        elif not self.outbox.mark_signalled(event_id):
+            self._ignore("verdict", event_id, "repeated", "a verdict for this check-in was already shown")
+        elif self.on_verdict:
+            self.on_verdict(verdict)
+
+    def _ignore(self, kind: str, event_id: str | None, reason: str, detail: str) -> None:
+        """Log (rate-limited) and tell the hospital, on the `ignored` topic, what was not acted on."""
         self._ignored += 1
         now = time.monotonic()
         if now - self._ignored_logged_at >= NOTICE_EVERY_S:
-            log.warning("MQTT: ignored %s on %s (%d ignored since the last such line)",
-                        one_line(what), one_line(topic, 200), self._ignored)
+            log.warning("MQTT: ignored a %s %s (%s: %s; %d ignored since the last such line)", reason, kind,
+                        event_id or "no id", one_line(detail, 200), self._ignored)
             self._ignored, self._ignored_logged_at = 0, now
+        self._notices = [t for t in self._notices if now - t < 60.0]
+        if len(self._notices) >= NOTICES_PER_MINUTE or not self.state.connected:
+            return
+        self._notices.append(now)
+        notice = {"station": self.station, "at": now_iso(), "message": kind, "id": event_id, "reason": reason,
+                  "detail": one_line(detail, 200)}
+        self.client.publish(self.topics["ignored"], json.dumps(notice), qos=1)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -322,9 +410,16 @@ class MqttLink(Worker):
         if now >= self._next_health:
             self._next_health = now + self.cfg.health_interval_s
             self.client.publish(self.topics["health"], json.dumps(self.health()), qos=1, retain=True)
+        if now >= self._next_rescan:
+            self._next_rescan = now + RESCAN_EVERY_S
+            self._rescan_if_requeued()
+        if self.receipts:
+            self._check_receipts(now)
         if now < self._paused_until:
             return
         room = self.window - len(self._inflight)
+        if self.receipts:
+            room = min(room, self.cfg.receipt_window - len(self._awaiting) - len(self._inflight))
         if room <= 0:
             return
         sent = []
@@ -336,6 +431,33 @@ class MqttLink(Worker):
             self._sent_upto = row.seq
             sent.append(row.id)
         self.outbox.count_attempt(sent)  # one write per batch: IT sees how often each was tried
+
+    def _rescan_if_requeued(self) -> None:
+        """`queue retry` puts a delivered row back behind the send cursor: start again from the
+        oldest undelivered row when one is there that is neither in flight nor awaiting a receipt."""
+        busy = set(self._inflight.values()) | self._awaiting.keys()
+        for row in self.outbox.pending(limit=len(busy) + 1):
+            if row.seq > self._sent_upto:
+                return
+            if row.id not in busy:
+                log.info("MQTT: check-in #%d is queued again; sending from the oldest undelivered", row.seq)
+                self._sent_upto = -1
+                return
+
+    def _check_receipts(self, now: float) -> None:
+        """Receipt mode: no receipt for the oldest sent check-in within the timeout (doubled for each
+        timeout in a row, up to 8x): send every undelivered check-in again, oldest first, same ids."""
+        if not self._awaiting:
+            return
+        oldest = next(iter(self._awaiting.values()))
+        wait = self.cfg.receipt_timeout_s * 2 ** min(self._receipt_misses, 3)
+        if now - oldest < wait:
+            return
+        log.warning("MQTT: %d check-in(s) without a receipt from the hospital for %.0f s; sending again",
+                    len(self._awaiting), now - oldest)
+        self._receipt_misses += 1
+        self._awaiting.clear()
+        self._sent_upto = -1
 
     def _flush_acks(self) -> None:
         if self._acked:
@@ -350,9 +472,16 @@ class MqttLink(Worker):
 
     def health(self) -> dict[str, Any]:
         stats = self.outbox.stats()
+        now = time.time()
+        oldest = min(self._awaiting.values(), default=None)
+        faults = list(self.faults())
         return {"station": self.station, "at": now_iso(), "version": __version__,
-                "uptime_s": round(time.time() - self.started_at, 1),
+                "uptime_s": round(now - self.started_at, 1),
                 "queue_depth": stats["queue_depth"],
                 "oldest_undelivered_age_s": stats["oldest_undelivered_age_s"],
-                "delivered_total": stats["delivered_total"], "failed_total": self.state.failed_total,
-                "clock_synced": clock_synced(), "faults": list(self.faults())}
+                "delivered_total": stats["delivered_total"], "failed_total": stats["failed_total"],
+                "delivered_on": self.cfg.delivered_on,
+                "awaiting_receipt": len(self._awaiting),
+                "oldest_awaiting_receipt_s": None if oldest is None else round(now - oldest, 1),
+                "clock_synced": clock_synced(), "faults": [text for _, text in faults],
+                "fault_codes": sorted({code for code, _ in faults})}

@@ -8,7 +8,7 @@ from importlib import resources
 
 import jsonschema
 
-NAMES = ("checkin", "status", "health", "verdict")
+NAMES = ("checkin", "status", "health", "verdict", "receipt", "ignored")
 
 
 @lru_cache(maxsize=None)

@@ -276,6 +276,8 @@ class Outbox:
                            "delivered_at": float, "attempts": int}, pk="id", not_null={"seq", "payload"})
             events.create_index(["seq"], unique=True)
             events.create_index(["delivered_at", "seq"])
+        if "signalled_at" not in events.columns_dict:   # added in 0.x: outboxes made before gain it
+            events.add_column("signalled_at", float)
         meta = self.db["meta"]
         if not meta.exists():
             meta.create({"key": str, "value": str}, pk="key")
@@ -433,6 +435,20 @@ class Outbox:
             return n
         return self._guarded(run)
 
+    def count_refused(self) -> None:
+        """A publish the broker refused (an ACL, say): counted over the outbox's life, like delivered."""
+        def run() -> None:
+            with self._transaction():
+                self._set_meta("failed_total", int(self._meta("failed_total") or 0) + 1)
+        self._guarded(run)
+
+    def mark_signalled(self, event_id: str) -> bool:
+        """Record that the hospital's verdict on this check-in was shown; False when it already was
+        (one signal per check-in, across restarts, for as long as the row is kept)."""
+        return self._guarded(lambda: self.db.execute(
+            "UPDATE events SET signalled_at = ? WHERE id = ? AND signalled_at IS NULL",
+            [time.time(), event_id]).rowcount == 1)
+
     def count_attempt(self, ids: list[str]) -> None:
         if ids:
             self._guarded(lambda: self.db.execute(
@@ -501,6 +517,7 @@ class Outbox:
             return {"queue_depth": depth,
                     "oldest_undelivered_age_s": round(now - oldest, 1) if oldest else None,
                     "delivered_total": int(self._meta("delivered_total") or 0),
+                    "failed_total": int(self._meta("failed_total") or 0),
                     "last_checkin_at": last,
                     "recovered_from": str(self.recovered_from) if self.recovered_from else None}
         out = self._guarded(run)

@@ -12,6 +12,9 @@ exactly once, and the hospital's verdict back to the station. Not part of the st
   delivery becomes exactly-once storage. The message is acknowledged only after the commit
   (paho's manual acks): a consumer killed before its commit gets the message again.
 - Malformed events go to a dead-letter table with the reason, never lost, never a crash.
+- After the commit, a receipt `{"ids": [id]}` on `{prefix}/{station}/receipt` (QoS 1), for new
+  check-ins and duplicates alike: stations with `delivered_on = "receipt"` count a check-in
+  delivered only then, and send it again otherwise, whatever the broker dropped.
 - A new check-in is checked by a pluggable `checker(event) -> (code, message)` (the national
   insurance portal needs the hospital's credentials: `rule_checker` is a stand-in) and the verdict
   is published on `{prefix}/{station}/verdict` (QoS 1, not retained).
@@ -141,6 +144,7 @@ class Consumer:
                 self.db.execute("INSERT INTO dead_letters (topic, payload, reason) VALUES (%s, %s, %s)",
                                 (topic, payload, str(exc)[:500]))
             self.dead += 1
+            self._receipt(topic, event_id(payload))   # kept in dead_letters: the hospital has it
             return
         code, message = self.checker(event)
         with self.db.transaction():
@@ -150,6 +154,7 @@ class Consumer:
                 (event["id"], event["station"], event["seq"], event["read_at"], event["kind"], event["verdict"],
                  code, json.dumps(event, ensure_ascii=False)))
             new = cur.rowcount == 1
+        self._receipt(topic, event["id"])
         if not new:
             self.duplicates += 1
             return
@@ -157,6 +162,21 @@ class Consumer:
         verdict = {"id": event["id"], "result": "accepted" if code in ACCEPTED else "rejected", "code": code,
                    "message": message[:500]}
         self.client.publish(f"{self.prefix}/{event['station']}/verdict", json.dumps(verdict), qos=1)
+
+    def _receipt(self, topic: str, event_id: str | None) -> None:
+        """Tell the station its check-in is stored (to the topic it came from, not the payload's
+        station field: a receipt must reach the station that sent the message)."""
+        if event_id and topic.endswith("/checkin"):
+            self.client.publish(f"{topic[:-len('/checkin')]}/receipt", json.dumps({"ids": [event_id]}), qos=1)
+
+
+def event_id(payload: bytes) -> str | None:
+    """The id of a malformed event, when it has a plausible one."""
+    try:
+        value = json.loads(payload.decode("utf-8")).get("id")
+    except (UnicodeDecodeError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and len(value) == 36 else None
 
 
 def main() -> int:

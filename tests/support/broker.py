@@ -45,7 +45,7 @@ def make_ca(folder: Path, name: str) -> dict[str, Path]:
 
 class Broker:
     def __init__(self, folder: Path, *, tls: dict | None = None, users: dict[str, str] | None = None,
-                 acl: str | None = None):
+                 acl: str | None = None, max_queued: int = 100000):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -53,7 +53,7 @@ class Broker:
         # As root, mosquitto would drop to the 'mosquitto' user, which cannot write to the test's
         # private folder (no persistence, no log): tell it to stay the user running the tests.
         lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {folder}/",
-                 f"log_dest file {folder}/mosquitto.log", "log_type all", "max_queued_messages 100000"]
+                 f"log_dest file {folder}/mosquitto.log", "log_type all", f"max_queued_messages {max_queued}"]
         if tls:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}"]
         if users:
