@@ -1,0 +1,425 @@
+"""The contract with the hospital, end to end, against a real Mosquitto (issue 17): receipts that
+survive a broker dropping messages, verdict rules, `queue retry` on a running station, the time
+zone of read_at, the last will, doctor's ACL probe, and the AsyncAPI document (with the official
+parser, from npm)."""
+
+import getpass
+import json
+import socket
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.admin.queue import retry
+from agent.cards import read_card
+from agent.config import MqttConfig
+from agent.event import checkin_body
+from agent.mqtt.link import MqttLink
+from agent.mqtt.schemas import NAMES, errors as schema_errors
+from agent.outbox import Outbox
+from agent.sim.payloads import bhyt, cccd
+from support.broker import Broker, Subscriber, free_port, make_ca
+from support.daemon import Daemon, cli, config
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "hospital/checkin"
+STATION = "counter-01"
+wait_for = Subscriber.wait_for
+
+
+def cfg(port: int, **kw) -> MqttConfig:
+    base = dict(host="127.0.0.1", port=port, tls=False, allow_insecure=True, keepalive_s=5, health_interval_s=1)
+    return MqttConfig(**{**base, **kw})
+
+
+def body(rng: random.Random) -> dict:
+    return checkin_body(read_card(bhyt(rng) if rng.random() < 0.7 else cccd(rng)))
+
+
+def client(port: int, client_id: str, *, session: bool = False) -> mqtt.Client:
+    """A plain MQTT 5 client playing the hospital; `session`: a persistent one (clean start off)."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600 if session else 0
+    c.connect("127.0.0.1", port, clean_start=not session, properties=props)
+    c.loop_start()
+    assert wait_for(c.is_connected, 5)
+    return c
+
+
+class ReceiptingConsumer:
+    """The hospital's consumer reduced to its contract: a persistent session on every station's
+    check-ins, a receipt for each one it 'stores' (duplicates included)."""
+
+    def __init__(self, port: int, receipts: bool = True):
+        self.stored: list[str] = []
+        self.receipts = receipts
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="hospital-test",
+                                  protocol=MQTTProtocolVersion.MQTTv5)
+        self.client.on_message = self._on_message
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{PREFIX}/+/checkin", qos=1)
+        self.port = port
+
+    def up(self) -> "ReceiptingConsumer":
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect("127.0.0.1", self.port, clean_start=False, properties=props)
+        self.client.loop_start()
+        assert wait_for(self.client.is_connected, 5)
+        time.sleep(0.3)  # the subscription is in place
+        return self
+
+    def down(self) -> None:
+        self.client.disconnect()   # the session (and its subscription) stays on the broker
+        self.client.loop_stop()
+
+    def _on_message(self, c, u, msg) -> None:
+        event = json.loads(msg.payload)
+        self.stored.append(event["id"])
+        if self.receipts:
+            c.publish(msg.topic.rsplit("/", 1)[0] + "/receipt", json.dumps({"ids": [event["id"]]}), qos=1)
+
+
+@pytest.mark.parametrize("mode", ["broker", "receipt"])
+def test_a_consumer_down_longer_than_the_broker_queue(tmp_path, mode):
+    """The broker keeps 20 messages for a consumer that is away; 60 check-ins are sent meanwhile.
+    'broker' mode shows the loss the issue found (the station counts all 60 delivered); 'receipt'
+    mode loses nothing: what the broker dropped is sent again until the consumer confirms it."""
+    broker = Broker(tmp_path / "broker", max_queued=20).start()
+    box = Outbox(tmp_path / "outbox.db", station=STATION)
+    consumer = ReceiptingConsumer(broker.port).up()
+    consumer.down()
+    rng = random.Random(17)
+    ids = [box.put(body(rng)).id for _ in range(60)]
+    link = MqttLink(cfg(broker.port, delivered_on=mode, receipt_timeout_s=1), STATION, box, backoff=(0.05, 0.5))
+    link.start()
+    try:
+        if mode == "broker":
+            assert wait_for(lambda: box.depth() == 0, 15), "all 60 counted delivered on the broker's PUBACK"
+            consumer.up()
+            time.sleep(2)
+            got = set(consumer.stored)
+            assert len(got) <= 25 and set(ids) - got, f"the broker dropped none ({len(got)} of 60 arrived)"
+            return
+        time.sleep(3)   # several receipt timeouts pass while the consumer is away
+        assert box.depth() == 60, "nothing may count as delivered without the hospital's receipt"
+        health = link.health()
+        assert health["delivered_on"] == "receipt" and health["awaiting_receipt"] > 0
+        assert health["oldest_awaiting_receipt_s"] > 0
+        assert schema_errors("health", health) == []
+        consumer.up()
+        assert wait_for(lambda: box.depth() == 0, 45), f"{box.depth()} still awaiting a receipt"
+        assert set(consumer.stored) == set(ids), "every check-in reached the consumer"
+        assert link.health()["awaiting_receipt"] == 0
+        assert "dropped" in (tmp_path / "broker" / "mosquitto.log").read_text().lower() or \
+            len(consumer.stored) > 60, "the scenario must make the broker drop or repeat messages"
+    finally:
+        link.stop()
+        consumer.down()
+        box.close()
+        broker.stop()
+
+
+def test_verdict_rules(tmp_path, broker, outbox):
+    """One signal per check-in id, even across a restart; stale, retained, unknown and malformed
+    verdicts are not shown, and each is reported on the station's `ignored` topic with the reason."""
+    rng = random.Random(5)
+    fresh, other, retained_id = (outbox.put(body(rng)).id for _ in range(3))
+    old_payload = outbox.get(fresh).payload
+    old_id = "019ab1c5-1234-7abc-8def-0123456789ab"
+    outbox.import_rows([(old_id, {**old_payload, "id": old_id}, time.time() - 600, 0)])   # read 10 min ago
+    shown: list[str] = []
+    watcher = Subscriber(broker.port, f"{PREFIX}/{STATION}/ignored", client_id="hospital-watch")
+    hospital = client(broker.port, "hospital-verdicts")
+    topic = f"{PREFIX}/{STATION}/verdict"
+
+    def verdict(event_id: str, retain: bool = False, **extra) -> None:
+        hospital.publish(topic, json.dumps({"id": event_id, "result": "rejected", "code": "010", **extra}),
+                         qos=1, retain=retain).wait_for_publish(5)
+
+    def start() -> MqttLink:
+        link = MqttLink(cfg(broker.port, verdict_max_age_s=120), STATION, outbox,
+                        on_verdict=lambda v: shown.append(v["id"]), backoff=(0.05, 0.5))
+        link.start()
+        assert wait_for(lambda: link.state.connected, 5)
+        time.sleep(0.3)
+        return link
+
+    def reasons() -> list[tuple[str | None, str]]:
+        return [(n["id"], n["reason"]) for n in watcher.json_on("/ignored")]
+
+    link = start()
+    try:
+        verdict(fresh)
+        assert wait_for(lambda: shown == [fresh], 5)
+        verdict(fresh)                                  # the same verdict again
+        verdict(old_id)                                 # 10 minutes after the read
+        verdict("019ab1c5-0000-7abc-8def-0123456789ab")  # not a check-in of this station
+        hospital.publish(topic, b"\xff not json", qos=1).wait_for_publish(5)
+        verdict(retained_id, retain=True)
+        want = [(fresh, "repeated"), (old_id, "stale"), ("019ab1c5-0000-7abc-8def-0123456789ab", "unknown"),
+                (None, "malformed"), (retained_id, "retained")]
+        assert wait_for(lambda: reasons() == want, 5), reasons()
+        assert all(schema_errors("ignored", n) == [] for n in watcher.json_on("/ignored"))
+        link.stop()
+        link = start()            # reconnect: the retained verdict arrives again
+        verdict(fresh)            # and a repeat after a restart
+        verdict(other)
+        assert wait_for(lambda: shown == [fresh, other], 5), shown
+        time.sleep(0.5)
+        assert shown == [fresh, other], "a retained or repeated verdict was shown"
+        assert reasons()[len(want):].count((retained_id, "retained")) == 1
+        assert (fresh, "repeated") in reasons()[len(want):]
+    finally:
+        link.stop()
+        hospital.publish(topic, b"", retain=True).wait_for_publish(5)
+        hospital.disconnect()
+        watcher.close()
+
+
+def test_queue_retry_resends_on_a_running_station(tmp_path, broker, outbox):
+    sub = Subscriber(broker.port, f"{PREFIX}/+/checkin", client_id="hospital-retry")
+    rng = random.Random(9)
+    rows = [outbox.put(body(rng)) for _ in range(3)]
+    link = MqttLink(cfg(broker.port), STATION, outbox, backoff=(0.05, 0.5))
+    link.start()
+    try:
+        assert wait_for(lambda: outbox.depth() == 0 and len(sub.json_on("/checkin")) == 3, 10)
+        admin = Outbox(outbox.path, station=STATION, admin=True)      # as `scanner-agent queue retry` opens it
+        assert retry(admin, [rows[0].id]) == []
+        admin.close()
+        t0 = time.monotonic()
+        assert wait_for(lambda: len(sub.json_on("/checkin")) == 4, 15), "not sent again while running"
+        assert time.monotonic() - t0 < 10
+        assert sub.json_on("/checkin")[-1]["id"] == rows[0].id
+        assert wait_for(lambda: outbox.depth() == 0, 5)
+    finally:
+        link.stop()
+        sub.close()
+
+
+def test_a_second_client_with_the_station_id_is_named(broker, outbox):
+    link = MqttLink(cfg(broker.port), STATION, outbox, backoff=(2.0, 5.0))
+    link.start()
+    try:
+        assert wait_for(lambda: link.state.connected, 5)
+        intruder = client(broker.port, STATION)
+        assert wait_for(lambda: "is another MQTT client (a consumer, a second station) using the client id"
+                        in (link.state.last_error or ""), 20), link.state.last_error
+        intruder.disconnect()
+    finally:
+        link.stop()
+
+
+def test_read_at_and_status_keep_the_configured_offset_whatever_the_system_zone(tmp_path, broker):
+    """The same station under TZ=UTC, then TZ=America/New_York: every timestamp it sends is +07:00
+    (Asia/Ho_Chi_Minh, the default), and the last will says since when the lost connection ran."""
+    sub = Subscriber(broker.port, f"{PREFIX}/#", client_id="hospital-time")
+    state = tmp_path / "state"
+    conf = config(tmp_path, state, station=STATION, port=broker.port)
+    seen = 0
+    try:
+        for tz in ("UTC", "America/New_York"):
+            d = Daemon(conf, env={"TZ": tz})
+            try:
+                assert d.wait_for(lambda: len(sub.json_on("/checkin")) > seen, 30), d.log[-2000:]
+                online = [s for s in sub.json_on("/status") if s["state"] == "online"][-1]
+                if tz == "America/New_York":
+                    broker.stop()           # a second connection of the same process: the will is armed anew
+                    broker.start()
+                    assert d.wait_for(lambda: [s for s in sub.json_on("/status") if s["state"] == "online"][-1]
+                                      ["since"] != online["since"], 30)
+                    online = [s for s in sub.json_on("/status") if s["state"] == "online"][-1]
+                    d.proc.kill()           # lost without a goodbye: the broker publishes the will
+                    assert wait_for(lambda: sub.json_on("/status")[-1]["state"] == "offline", 20)
+                    will = sub.json_on("/status")[-1]
+                    assert will["reason"] == "connection lost" and will["since"] == online["since"]
+                    assert schema_errors("status", will) == []
+            finally:
+                d.stop() if d.proc.poll() is None else None
+            seen = len(sub.json_on("/checkin"))
+        stamps = [e["read_at"] for e in sub.json_on("/checkin")]
+        stamps += [s["at"] for s in sub.json_on("/status") + sub.json_on("/health")]
+        assert len(stamps) > 4 and all(s.endswith("+07:00") for s in stamps), stamps
+    finally:
+        sub.close()
+
+
+class SampleBroker:
+    """Mosquitto run from the guide's own samples (examples/mosquitto: mosquitto.conf with its TLS
+    listener, the ACL, make-passwd.sh), only the paths and the port changed for the test."""
+
+    def __init__(self, folder: Path, stations: list[str], acl: str | None = None):
+        folder.mkdir(parents=True)
+        sample = ROOT / "examples" / "mosquitto"
+        self.ca = make_ca(folder, "sample")
+        made = subprocess.run([str(sample / "make-passwd.sh"), str(folder / "passwd"), *stations],
+                              capture_output=True, text=True, check=True)
+        self.passwords = dict(line.split("\t") for line in made.stdout.splitlines())
+        (folder / "acl").write_text(acl if acl is not None else (sample / "acl").read_text())
+        self.port = free_port()
+        conf = (sample / "mosquitto.conf").read_text()
+        for old, new in (("/var/lib/mosquitto/", f"{folder}/"), ("listener 8883", f"listener {self.port} 127.0.0.1"),
+                         ("/etc/mosquitto/ca_certificates/hospital-ca.crt", str(self.ca["ca"])),
+                         ("/etc/mosquitto/certs/broker.hospital.lan.crt", str(self.ca["cert"])),
+                         ("/etc/mosquitto/certs/broker.hospital.lan.key", str(self.ca["key"])),
+                         ("/etc/mosquitto/scanner-agent.passwd", str(folder / "passwd")),
+                         ("/etc/mosquitto/scanner-agent.acl", str(folder / "acl"))):
+            assert old in conf, old
+            conf = conf.replace(old, new)
+        (folder / "mosquitto.conf").write_text(f"user {getpass.getuser()}\nlog_dest file {folder}/log\n" + conf)
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(folder / "mosquitto.conf")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_for(lambda: self._listening(), 10), (folder / "log").read_text()
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def station_config(self, folder: Path, station: str, password: str, extra: str = "") -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        conf = config(folder, folder / "state", station=station)
+        conf.write_text(conf.read_text() + f"""
+[mqtt]
+host = "localhost"
+port = {self.port}
+ca_file = "{self.ca['ca']}"
+username = "{station}"
+password = "{password}"
+health_interval_s = 1
+{extra}
+""")
+        return conf
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def doctor_lines(conf: Path) -> tuple[dict[str, str], subprocess.CompletedProcess]:
+    out = cli("doctor", "-c", str(conf))
+    return {line.split()[1]: line for line in out.stdout.splitlines() if line[:4] in ("ok  ", "FIX ")}, out
+
+
+def test_the_guides_broker_samples_and_doctors_acl_probe(tmp_path):
+    """The sample broker (TLS listener, password file, ACL with %u patterns) carries a station in
+    receipt mode and the reference consumer's side of the contract; doctor passes there, and names
+    the refused publish and subscription under an ACL that does not fit (the station would be
+    invisible), and a refused login."""
+    broker = SampleBroker(tmp_path / "sample", ["counter-01"])
+    try:
+        conf = broker.station_config(tmp_path / "st", STATION, broker.passwords["counter-01"],
+                                     'delivered_on = "receipt"')
+        lines, out = doctor_lines(conf)
+        assert lines["tls"].startswith("ok") and lines["mqtt"].startswith("ok"), out.stdout
+        assert lines["acl"].startswith("ok"), out.stdout
+        # the hospital user may read check-ins and answer; a station may not read another's verdicts
+        hospital = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="hospital-1", protocol=MQTTProtocolVersion.MQTTv5)
+        hospital.tls_set(ca_certs=str(broker.ca["ca"]))
+        hospital.username_pw_set("hospital", broker.passwords["hospital"])
+        got: list[bytes] = []
+        hospital.on_message = lambda c, u, m: (got.append(m.payload),
+                                               c.publish(m.topic[:-len("checkin")] + "receipt",
+                                                         json.dumps({"ids": [json.loads(m.payload)["id"]]}), qos=1))
+        hospital.on_connect = lambda c, u, f, rc, p: c.subscribe(f"$share/his/{PREFIX}/+/checkin", qos=1)
+        hospital.connect("localhost", broker.port)
+        hospital.loop_start()
+        d = Daemon(conf)
+        try:
+            assert d.wait_for(lambda: len(got) >= 3, 30), d.log[-2000:]
+            box = Outbox(tmp_path / "st" / "state" / "outbox.db", station=STATION, readonly=True)
+            assert d.wait_for(lambda: box.stats()["delivered_total"] >= 3, 15), "receipts did not arrive"
+            box.close()
+        finally:
+            d.stop()
+            hospital.loop_stop()
+            hospital.disconnect()
+    finally:
+        broker.stop()
+
+    wrong = SampleBroker(tmp_path / "wrong", ["counter-01"], acl="user counter-01\ntopic readwrite hospital/other/#\n")
+    try:
+        conf = wrong.station_config(tmp_path / "st2", STATION, wrong.passwords["counter-01"], 'delivered_on = "receipt"')
+        lines, out = doctor_lines(conf)
+        bad_pw = wrong.station_config(tmp_path / "st3", STATION, "not-the-password")
+        pw_lines, _ = doctor_lines(bad_pw)
+    finally:
+        wrong.stop()
+    assert lines["mqtt"].startswith("ok") and lines["acl"].startswith("FIX"), out.stdout
+    assert "publish hospital/checkin/counter-01/health: Not authorized" in lines["acl"], lines["acl"]
+    # (Mosquitto 2.0 grants a subscription its ACL denies and then delivers nothing, so the
+    # refusal doctor can prove there is the publish; brokers that refuse in the SUBACK are named too.)
+    assert out.returncode != 0
+    assert "the broker refused the login" in pw_lines["mqtt"], pw_lines
+
+
+# -- the documents -----------------------------------------------------------------------------
+
+def asyncapi(path: Path) -> dict:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("Node.js is needed to run the AsyncAPI parser: apt install nodejs npm, then scripts/setup")
+    script = ROOT / "tools" / "asyncapi" / "validate.mjs"
+    if not (ROOT / "tools" / "asyncapi" / "node_modules" / "@asyncapi" / "parser").exists():
+        pytest.fail("the AsyncAPI parser is not installed: run scripts/setup (npm ci in tools/asyncapi)")
+    proc = subprocess.run([node, str(script), str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.stdout, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.docs
+def test_asyncapi_document_validates_and_every_example_matches_its_schema(tmp_path):
+    report = asyncapi(ROOT / "docs" / "asyncapi.yaml")
+    assert report["errors"] == [], report["errors"]
+    by_message: dict[str, int] = {}
+    for ex in report["examples"]:
+        assert schema_errors(ex["message"], ex["payload"]) == [], (ex["message"], ex["name"])
+        by_message[ex["message"]] = by_message.get(ex["message"], 0) + 1
+    assert set(by_message) == set(NAMES), "every message has examples"
+    kinds = {ex["payload"]["kind"] for ex in report["examples"] if ex["message"] == "checkin"}
+    assert kinds == {"bhyt", "cccd"}
+    # the parser does find errors: a channel that points nowhere
+    broken = tmp_path / "docs" / "asyncapi.yaml"
+    broken.parent.mkdir()
+    (tmp_path / "agent").symlink_to(ROOT / "agent")
+    broken.write_text((ROOT / "docs" / "asyncapi.yaml").read_text().replace(
+        "channel: {$ref: '#/channels/health'}", "channel: {$ref: '#/channels/nowhere'}"))
+    assert asyncapi(broken)["errors"], "the parser accepted a dangling reference"
+
+
+def test_the_guide_documents_every_code_the_station_sends():
+    """docs/integrating.md lists every warning code, fault code, ignored reason and status reason."""
+    guide = (ROOT / "docs" / "integrating.md").read_text()
+    import re
+    codes = set(re.findall(r'warn\("([a-z_]+)"', "".join(p.read_text() for p in (ROOT / "agent" / "cards").glob("*.py"))))
+    health = json.loads((ROOT / "agent" / "schemas" / "health.json").read_text())
+    ignored = json.loads((ROOT / "agent" / "schemas" / "ignored.json").read_text())
+    codes |= set(health["properties"]["fault_codes"]["items"]["enum"])
+    codes |= set(ignored["properties"]["reason"]["enum"])
+    assert len(codes) > 20
+    missing = sorted(c for c in codes if f"`{c}`" not in guide)
+    assert not missing, f"not in docs/integrating.md: {missing}"
+    checkin = json.loads((ROOT / "agent" / "schemas" / "checkin.json").read_text())
+    for part in checkin["allOf"]:
+        for name in part["then"]["properties"]["card"]["properties"]:
+            assert f"`{name}`" in guide, f"card field {name} not in the guide's field tables"
+
+
+def test_the_guides_examples_match_the_schemas():
+    import re
+    guide = (ROOT / "docs" / "integrating.md").read_text()
+    blocks = re.findall(r"<!-- example: (\w+) -->\n```json\n(.*?)```", guide, re.S)
+    assert {name for name, _ in blocks} == set(NAMES), "an example of every message"
+    for name, text in blocks:
+        assert schema_errors(name, json.loads(text)) == [], (name, text[:80])
