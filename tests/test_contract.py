@@ -219,6 +219,7 @@ def test_a_second_client_with_the_station_id_is_named(broker, outbox):
         link.stop()
 
 
+@pytest.mark.slow   # real daemons, real brokers
 def test_read_at_and_status_keep_the_configured_offset_whatever_the_system_zone(tmp_path, broker):
     """The same station under TZ=UTC, then TZ=America/New_York: every timestamp it sends is +07:00
     (Asia/Ho_Chi_Minh, the default), and the last will says since when the lost connection ran."""
@@ -312,6 +313,7 @@ def doctor_lines(conf: Path) -> tuple[dict[str, str], subprocess.CompletedProces
     return {line.split()[1]: line for line in out.stdout.splitlines() if line[:4] in ("ok  ", "FIX ")}, out
 
 
+@pytest.mark.slow   # real daemons, real brokers
 def test_the_guides_broker_samples_and_doctors_acl_probe(tmp_path):
     """The sample broker (TLS listener, password file, ACL with %u patterns) carries a station in
     receipt mode and the reference consumer's side of the contract; doctor passes there, and names
