@@ -23,8 +23,8 @@ from agent.mqtt.link import MqttLink
 from agent.outbox import Outbox
 from agent.sim.payloads import bhyt, cccd
 from examples.consumer.consumer import Consumer
-from support.broker import Broker, Subscriber
-from support.daemon import FRAMES, ROOT
+from support.broker import Broker, SampleBroker, Subscriber
+from support.daemon import FRAMES, ROOT, Daemon
 from support.postgres import Postgres
 
 pytestmark = pytest.mark.slow
@@ -173,3 +173,36 @@ def test_receipts_from_the_reference_consumer_mark_check_ins_delivered(tmp_path,
         if consumer:
             consumer.stop()
         box.close()
+
+
+def test_a_station_and_the_reference_consumer_through_the_guides_sample_broker(tmp_path, postgres):
+    """docs/integrating.md's first ten minutes, for real: the sample broker (TLS listener, the
+    password file from make-passwd.sh, the ACL with %u patterns), a station daemon in receipt mode
+    logged in as itself, the reference consumer logged in as 'hospital' on a shared subscription:
+    check-ins land in PostgreSQL, their receipts and verdicts are allowed back to the station."""
+    broker = SampleBroker(tmp_path / "sample", ["counter-23"])
+    conf = broker.station_config(tmp_path / "st", "counter-23", broker.passwords["counter-23"],
+                                 'delivered_on = "receipt"')
+    consumer = Consumer("localhost", broker.port, postgres.dsn, name="sample", tls_ca=str(broker.ca["ca"]),
+                        username="hospital", password=broker.passwords["hospital"]).start()
+    d = None
+    try:
+        assert consumer.subscribed.wait(10), "the sample ACL refused the consumer's shared subscription"
+        d = Daemon(conf)
+        assert d.wait_for(lambda: count(postgres.dsn, "SELECT count(*) FROM checkins") >= 3, 60), d.log[-2000:]
+        d.stop()
+        box = Outbox(tmp_path / "st" / "state" / "outbox.db", station="counter-23", readonly=True)
+        try:
+            recorded = len(d.recorded())
+            stats = box.stats()
+            assert stats["delivered_total"] >= 3, "no receipt reached the station through the sample ACL"
+            assert stats["delivered_total"] + stats["queue_depth"] == recorded
+        finally:
+            box.close()
+        assert "hospital verdict for" in d.log, "no verdict reached the station through the sample ACL"
+        assert count(postgres.dsn, "SELECT count(*) FROM dead_letters") == 0
+    finally:
+        if d is not None and d.proc.poll() is None:
+            d.stop()
+        consumer.stop()
+        broker.stop()

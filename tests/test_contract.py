@@ -3,9 +3,7 @@ survive a broker dropping messages, verdict rules, `queue retry` on a running st
 zone of read_at, the last will, doctor's ACL probe, and the AsyncAPI document (with the official
 parser, from npm)."""
 
-import getpass
 import json
-import socket
 import random
 import shutil
 import subprocess
@@ -26,7 +24,7 @@ from agent.mqtt.link import MqttLink
 from agent.mqtt.schemas import NAMES, errors as schema_errors
 from agent.outbox import Outbox
 from agent.sim.payloads import bhyt, cccd
-from support.broker import Broker, Subscriber, free_port, make_ca
+from support.broker import Broker, SampleBroker, Subscriber
 from support.daemon import Daemon, cli, config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,71 +252,17 @@ def test_read_at_and_status_keep_the_configured_offset_whatever_the_system_zone(
         sub.close()
 
 
-class SampleBroker:
-    """Mosquitto run from the guide's own samples (examples/mosquitto: mosquitto.conf with its TLS
-    listener, the ACL, make-passwd.sh), only the paths and the port changed for the test."""
-
-    def __init__(self, folder: Path, stations: list[str], acl: str | None = None):
-        folder.mkdir(parents=True)
-        sample = ROOT / "examples" / "mosquitto"
-        self.ca = make_ca(folder, "sample")
-        made = subprocess.run([str(sample / "make-passwd.sh"), str(folder / "passwd"), *stations],
-                              capture_output=True, text=True, check=True)
-        self.passwords = dict(line.split("\t") for line in made.stdout.splitlines())
-        (folder / "acl").write_text(acl if acl is not None else (sample / "acl").read_text())
-        self.port = free_port()
-        conf = (sample / "mosquitto.conf").read_text()
-        for old, new in (("/var/lib/mosquitto/", f"{folder}/"), ("listener 8883", f"listener {self.port} 127.0.0.1"),
-                         ("/etc/mosquitto/ca_certificates/hospital-ca.crt", str(self.ca["ca"])),
-                         ("/etc/mosquitto/certs/broker.hospital.lan.crt", str(self.ca["cert"])),
-                         ("/etc/mosquitto/certs/broker.hospital.lan.key", str(self.ca["key"])),
-                         ("/etc/mosquitto/scanner-agent.passwd", str(folder / "passwd")),
-                         ("/etc/mosquitto/scanner-agent.acl", str(folder / "acl"))):
-            assert old in conf, old
-            conf = conf.replace(old, new)
-        (folder / "mosquitto.conf").write_text(f"user {getpass.getuser()}\nlog_dest file {folder}/log\n" + conf)
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(folder / "mosquitto.conf")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert wait_for(lambda: self._listening(), 10), (folder / "log").read_text()
-
-    def _listening(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    def station_config(self, folder: Path, station: str, password: str, extra: str = "") -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        conf = config(folder, folder / "state", station=station)
-        conf.write_text(conf.read_text() + f"""
-[mqtt]
-host = "localhost"
-port = {self.port}
-ca_file = "{self.ca['ca']}"
-username = "{station}"
-password = "{password}"
-health_interval_s = 1
-{extra}
-""")
-        return conf
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 def doctor_lines(conf: Path) -> tuple[dict[str, str], subprocess.CompletedProcess]:
     out = cli("doctor", "-c", str(conf))
     return {line.split()[1]: line for line in out.stdout.splitlines() if line[:4] in ("ok  ", "FIX ")}, out
 
 
 @pytest.mark.slow   # real daemons, real brokers
-def test_the_guides_broker_samples_and_doctors_acl_probe(tmp_path):
-    """The sample broker (TLS listener, password file, ACL with %u patterns) carries a station in
-    receipt mode and the reference consumer's side of the contract; doctor passes there, and names
-    the refused publish and subscription under an ACL that does not fit (the station would be
-    invisible), and a refused login."""
+def test_doctor_on_the_sample_broker_and_under_a_wrong_acl(tmp_path):
+    """doctor passes on the guide's sample broker (TLS listener, password file, ACL with %u
+    patterns; tests/test_consumer.py runs a station and the reference consumer through it), and
+    names the refused publish under an ACL that does not fit (the station would be invisible), and
+    a refused login."""
     broker = SampleBroker(tmp_path / "sample", ["counter-01"])
     try:
         conf = broker.station_config(tmp_path / "st", STATION, broker.passwords["counter-01"],
@@ -326,27 +270,6 @@ def test_the_guides_broker_samples_and_doctors_acl_probe(tmp_path):
         lines, out = doctor_lines(conf)
         assert lines["tls"].startswith("ok") and lines["mqtt"].startswith("ok"), out.stdout
         assert lines["acl"].startswith("ok"), out.stdout
-        # the hospital user may read check-ins and answer; a station may not read another's verdicts
-        hospital = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="hospital-1", protocol=MQTTProtocolVersion.MQTTv5)
-        hospital.tls_set(ca_certs=str(broker.ca["ca"]))
-        hospital.username_pw_set("hospital", broker.passwords["hospital"])
-        got: list[bytes] = []
-        hospital.on_message = lambda c, u, m: (got.append(m.payload),
-                                               c.publish(m.topic[:-len("checkin")] + "receipt",
-                                                         json.dumps({"ids": [json.loads(m.payload)["id"]]}), qos=1))
-        hospital.on_connect = lambda c, u, f, rc, p: c.subscribe(f"$share/his/{PREFIX}/+/checkin", qos=1)
-        hospital.connect("localhost", broker.port)
-        hospital.loop_start()
-        d = Daemon(conf)
-        try:
-            assert d.wait_for(lambda: len(got) >= 3, 30), d.log[-2000:]
-            box = Outbox(tmp_path / "st" / "state" / "outbox.db", station=STATION, readonly=True)
-            assert d.wait_for(lambda: box.stats()["delivered_total"] >= 3, 15), "receipts did not arrive"
-            box.close()
-        finally:
-            d.stop()
-            hospital.loop_stop()
-            hospital.disconnect()
     finally:
         broker.stop()
 

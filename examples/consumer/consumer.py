@@ -2,7 +2,8 @@
 exactly once, and the hospital's verdict back to the station. Not part of the station.
 
     python examples/consumer/consumer.py --broker HOST:PORT --dsn "host=... dbname=..." \\
-        [--prefix hospital/checkin] [--group his] [--name consumer-1] [--tls-ca CA]
+        [--prefix hospital/checkin] [--group his] [--name consumer-1] [--tls-ca CA] \\
+        [--username hospital --password-file FILE]
 
 - A shared subscription (`$share/GROUP/{prefix}/+/checkin`, MQTT 5): several instances split the
   load; a persistent session (clean start off, a week's expiry): nothing sent while it is down is
@@ -78,7 +79,8 @@ def rule_checker(event: dict[str, Any]) -> tuple[str, str]:
 
 class Consumer:
     def __init__(self, host: str, port: int, dsn: str, *, prefix: str = "hospital/checkin", group: str = "his",
-                 name: str = "consumer-1", checker: Checker = rule_checker, tls_ca: str | None = None):
+                 name: str = "consumer-1", checker: Checker = rule_checker, tls_ca: str | None = None,
+                 username: str | None = None, password: str | None = None):
         self.prefix, self.group, self.checker = prefix, group, checker
         self.db = psycopg.connect(dsn, autocommit=False)
         with self.db.transaction():
@@ -92,6 +94,8 @@ class Consumer:
                                   protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
         if tls_ca:
             self.client.tls_set(ca_certs=tls_ca, cert_reqs=ssl.CERT_REQUIRED)
+        if username:
+            self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
@@ -187,11 +191,15 @@ def main() -> int:
     ap.add_argument("--group", default="his", help="shared-subscription group: instances of a group split the load")
     ap.add_argument("--name", default="consumer-1", help="this instance's name (its client id is hospital-NAME)")
     ap.add_argument("--tls-ca", help="CA of the broker's certificate (TLS)")
+    ap.add_argument("--username", help="the consumers' broker user (examples/mosquitto/acl: hospital)")
+    ap.add_argument("--password-file", help="a file holding that user's password (not on the command line, "
+                                            "where every local user could read it)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, _, port = args.broker.rpartition(":")
+    password = Path(args.password_file).read_text().strip() if args.password_file else None
     consumer = Consumer(host, int(port), args.dsn, prefix=args.prefix, group=args.group, name=args.name,
-                        tls_ca=args.tls_ca).start()
+                        tls_ca=args.tls_ca, username=args.username, password=password).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -1,4 +1,5 @@
-"""A real Mosquitto broker for tests, on a free loopback port, with a generated config."""
+"""A real Mosquitto broker for tests, on a free loopback port: with a generated config (Broker),
+or from the integrators' guide's samples in examples/mosquitto (SampleBroker)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -133,3 +135,61 @@ class Subscriber:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+class SampleBroker:
+    """Mosquitto run from the guide's own samples (examples/mosquitto: mosquitto.conf with its TLS
+    listener, the ACL, make-passwd.sh), only the paths and the port changed for the test."""
+
+    def __init__(self, folder: Path, stations: list[str], acl: str | None = None):
+        folder.mkdir(parents=True)
+        sample = ROOT / "examples" / "mosquitto"
+        self.ca = make_ca(folder, "sample")
+        made = subprocess.run([str(sample / "make-passwd.sh"), str(folder / "passwd"), *stations],
+                              capture_output=True, text=True, check=True)
+        self.passwords = dict(line.split("\t") for line in made.stdout.splitlines())
+        (folder / "acl").write_text(acl if acl is not None else (sample / "acl").read_text())
+        self.port = free_port()
+        conf = (sample / "mosquitto.conf").read_text()
+        for old, new in (("/var/lib/mosquitto/", f"{folder}/"), ("listener 8883", f"listener {self.port} 127.0.0.1"),
+                         ("/etc/mosquitto/ca_certificates/hospital-ca.crt", str(self.ca["ca"])),
+                         ("/etc/mosquitto/certs/broker.hospital.lan.crt", str(self.ca["cert"])),
+                         ("/etc/mosquitto/certs/broker.hospital.lan.key", str(self.ca["key"])),
+                         ("/etc/mosquitto/scanner-agent.passwd", str(folder / "passwd")),
+                         ("/etc/mosquitto/scanner-agent.acl", str(folder / "acl"))):
+            if old not in conf:
+                raise AssertionError(f"examples/mosquitto/mosquitto.conf no longer has {old!r}")
+            conf = conf.replace(old, new)
+        (folder / "mosquitto.conf").write_text(f"user {getpass.getuser()}\nlog_dest file {folder}/log\n" + conf)
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(folder / "mosquitto.conf")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not Subscriber.wait_for(self._listening, 10):
+            raise RuntimeError(f"the sample broker did not start: {(folder / 'log').read_text()[-500:]}")
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def station_config(self, folder: Path, station: str, password: str, extra: str = "") -> Path:
+        from support.daemon import config
+
+        folder.mkdir(parents=True, exist_ok=True)
+        conf = config(folder, folder / "state", station=station)
+        conf.write_text(conf.read_text() + f"""
+[mqtt]
+host = "localhost"
+port = {self.port}
+ca_file = "{self.ca['ca']}"
+username = "{station}"
+password = "{password}"
+health_interval_s = 1
+{extra}
+""")
+        return conf
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
