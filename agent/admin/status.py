@@ -86,6 +86,8 @@ def render(s: dict[str, Any]) -> str:
     else:
         broker = f"{mq.get('broker', '?')} " + ("connected" if mq.get("connected") else
                                                 f"DISCONNECTED: {one_line(mq.get('last_error'))}")
+        if mq.get("delivered_on") == "receipt":
+            broker += f"; {mq.get('awaiting_receipt', 0)} awaiting the hospital's receipt"
     last = ob.get("last_checkin_at")
     last = last if isinstance(last, (int, float)) else None
     daemon = s["daemon"] + (f" (status not updated for {_age(s['status_stale_s'])}: disk full?)"

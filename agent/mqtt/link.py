@@ -468,7 +468,8 @@ class MqttLink(Worker):
         st = self.state
         return {**super().status(), "connected": st.connected, "last_error": st.last_error,
                 "failed_attempts": st.failed_attempts, "connected_since": st.connected_since,
-                "failed_total": st.failed_total, "broker": f"{self.cfg.host}:{self.cfg.port}"}
+                "failed_total": st.failed_total, "broker": f"{self.cfg.host}:{self.cfg.port}",
+                "delivered_on": self.cfg.delivered_on, "awaiting_receipt": len(self._awaiting)}
 
     def health(self) -> dict[str, Any]:
         stats = self.outbox.stats()
