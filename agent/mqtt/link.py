@@ -34,6 +34,7 @@ from agent import __version__, failpoints
 from agent.cards.sanitize import one_line
 from agent.clock import clock_synced, now_iso
 from agent.config import MqttConfig
+from agent.mqtt.replies import Receipts, verdict_refusal
 from agent.mqtt.schemas import errors as schema_errors
 from agent.outbox import Outbox
 from agent.worker import Worker, backoff
@@ -129,9 +130,7 @@ class MqttLink(Worker):
         self.receipts = cfg.delivered_on == "receipt"
         self._inflight: dict[int, str] = {}   # mid -> event id
         self._acked: list[str] = []
-        self._awaiting: dict[str, float] = {}  # receipt mode: event id -> when the broker took it
-        self._receipt_misses = 0
-        self._early: set[str] = set()
+        self._receipts = Receipts(cfg.receipt_timeout_s, cfg.receipt_window)   # receipt mode
         self._sent_upto = -1
         self._paused_until = 0.0
         self._refusals = 0
@@ -212,8 +211,7 @@ class MqttLink(Worker):
     def _drop(self) -> None:
         self._acked.clear()  # not marked: they are sent again, the hospital deduplicates by id
         self._inflight.clear()
-        self._awaiting.clear()
-        self._early.clear()
+        self._receipts.clear()
         self.state.connected = False
         try:
             self.client.disconnect()
@@ -254,8 +252,7 @@ class MqttLink(Worker):
         self._flush_acks()
         self.state.connected = False
         self._inflight.clear()  # unacknowledged rows stay in the outbox and are sent again
-        self._awaiting.clear()  # and so do rows without a receipt
-        self._early.clear()
+        self._receipts.clear()  # and so do rows without a receipt
 
     # -- callbacks (run inside client.loop, on the link thread) -----------------------------
 
@@ -322,10 +319,7 @@ class MqttLink(Worker):
             return
         self._refusals = 0
         if self.receipts:
-            if event_id in self._early:
-                self._early.discard(event_id)
-            else:
-                self._awaiting[event_id] = time.time()   # delivered when the hospital says so
+            self._receipts.taken(event_id, time.time())   # delivered when the hospital says so
         else:
             self._acked.append(event_id)
 
@@ -356,14 +350,8 @@ class MqttLink(Worker):
 
     def _receipt(self, ids: list[str]) -> None:
         """The consumer stored these check-ins (or already had them): delivered."""
-        inflight = set(self._inflight.values())
-        for event_id in ids:
-            self._awaiting.pop(event_id, None)
-            if event_id in inflight:
-                self._early.add(event_id)      # the receipt overtook the broker's PUBACK
-        if n := self.outbox.mark_delivered(ids):
-            self.state.delivered_session += n
-            self._receipt_misses = 0
+        self._receipts.confirmed(ids, set(self._inflight.values()))
+        self.state.delivered_session += self.outbox.mark_delivered(ids)
 
     def _verdict(self, verdict: dict, retained: bool) -> None:
         """Shown once per check-in, only while the patient may still be at the counter."""
@@ -371,15 +359,9 @@ class MqttLink(Worker):
         row = self.outbox.get(event_id)
         if row is not None and self.receipts:
             self._receipt([event_id])          # a verdict proves the hospital has the check-in
-        if retained:
-            # a retained verdict would be shown again on every reconnect: never signalled
-            self._ignore("verdict", event_id, "retained", "verdicts must be published with retain = false")
-        elif row is None:
-            self._ignore("verdict", event_id, "unknown", "no such check-in in this station's outbox "
-                         f"(kept {self.outbox.retention_s:.0f} s after delivery)")
-        elif (age := time.time() - row.created_at) > self.cfg.verdict_max_age_s:
-            self._ignore("verdict", event_id, "stale",
-                         f"arrived {age:.0f} s after the read (limit {self.cfg.verdict_max_age_s:.0f} s)")
+        refusal = verdict_refusal(row, retained, time.time(), self.cfg.verdict_max_age_s, self.outbox.retention_s)
+        if refusal:
+            self._ignore("verdict", event_id, *refusal)
         elif not self.outbox.mark_signalled(event_id):
             self._ignore("verdict", event_id, "repeated", "a verdict for this check-in was already shown")
         elif self.on_verdict:
@@ -419,7 +401,7 @@ class MqttLink(Worker):
             return
         room = self.window - len(self._inflight)
         if self.receipts:
-            room = min(room, self.cfg.receipt_window - len(self._awaiting) - len(self._inflight))
+            room = min(room, self._receipts.room(len(self._inflight)))
         if room <= 0:
             return
         sent = []
@@ -435,7 +417,7 @@ class MqttLink(Worker):
     def _rescan_if_requeued(self) -> None:
         """`queue retry` puts a delivered row back behind the send cursor: start again from the
         oldest undelivered row when one is there that is neither in flight nor awaiting a receipt."""
-        busy = set(self._inflight.values()) | self._awaiting.keys()
+        busy = set(self._inflight.values()) | self._receipts.awaiting.keys()
         for row in self.outbox.pending(limit=len(busy) + 1):
             if row.seq > self._sent_upto:
                 return
@@ -445,19 +427,13 @@ class MqttLink(Worker):
                 return
 
     def _check_receipts(self, now: float) -> None:
-        """Receipt mode: no receipt for the oldest sent check-in within the timeout (doubled for each
-        timeout in a row, up to 8x): send every undelivered check-in again, oldest first, same ids."""
-        if not self._awaiting:
-            return
-        oldest = next(iter(self._awaiting.values()))
-        wait = self.cfg.receipt_timeout_s * 2 ** min(self._receipt_misses, 3)
-        if now - oldest < wait:
-            return
-        log.warning("MQTT: %d check-in(s) without a receipt from the hospital for %.0f s; sending again",
-                    len(self._awaiting), now - oldest)
-        self._receipt_misses += 1
-        self._awaiting.clear()
-        self._sent_upto = -1
+        """Receipt mode: no receipt in time for the oldest sent check-in: send every undelivered
+        check-in again, oldest first, with the same ids."""
+        waiting = len(self._receipts.awaiting)
+        if (waited := self._receipts.overdue(now)) is not None:
+            log.warning("MQTT: %d check-in(s) without a receipt from the hospital for %.0f s; sending again",
+                        waiting, waited)
+            self._sent_upto = -1
 
     def _flush_acks(self) -> None:
         if self._acked:
@@ -469,12 +445,12 @@ class MqttLink(Worker):
         return {**super().status(), "connected": st.connected, "last_error": st.last_error,
                 "failed_attempts": st.failed_attempts, "connected_since": st.connected_since,
                 "failed_total": st.failed_total, "broker": f"{self.cfg.host}:{self.cfg.port}",
-                "delivered_on": self.cfg.delivered_on, "awaiting_receipt": len(self._awaiting)}
+                "delivered_on": self.cfg.delivered_on, "awaiting_receipt": len(self._receipts.awaiting)}
 
     def health(self) -> dict[str, Any]:
         stats = self.outbox.stats()
         now = time.time()
-        oldest = min(self._awaiting.values(), default=None)
+        oldest = self._receipts.oldest_age(now)
         faults = list(self.faults())
         return {"station": self.station, "at": now_iso(), "version": __version__,
                 "uptime_s": round(now - self.started_at, 1),
@@ -482,7 +458,7 @@ class MqttLink(Worker):
                 "oldest_undelivered_age_s": stats["oldest_undelivered_age_s"],
                 "delivered_total": stats["delivered_total"], "failed_total": stats["failed_total"],
                 "delivered_on": self.cfg.delivered_on,
-                "awaiting_receipt": len(self._awaiting),
-                "oldest_awaiting_receipt_s": None if oldest is None else round(now - oldest, 1),
+                "awaiting_receipt": len(self._receipts.awaiting),
+                "oldest_awaiting_receipt_s": None if oldest is None else round(oldest, 1),
                 "clock_synced": clock_synced(), "faults": [text for _, text in faults],
                 "fault_codes": sorted({code for code, _ in faults})}
