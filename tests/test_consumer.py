@@ -206,3 +206,30 @@ def test_a_station_and_the_reference_consumer_through_the_guides_sample_broker(t
             d.stop()
         consumer.stop()
         broker.stop()
+
+
+def test_replies_go_to_the_sending_topic_and_late_check_ins_get_no_verdict(tmp_path, postgres, broker):
+    """Receipts and verdicts go to the station whose topic the event came on; a check-in read 10
+    minutes ago (clock synchronised) is stored and receipted but gets no verdict: stations would
+    not show it."""
+    from datetime import datetime, timedelta, timezone
+
+    consumer = Consumer("127.0.0.1", broker.port, postgres.dsn, name="replies").start()
+    watch = Subscriber(broker.port, "hospital/checkin/+/+", client_id="hospital-watch")
+    try:
+        assert consumer.subscribed.wait(5)
+        base = checkin_body(read_card(cccd(random.Random(4))), synced=True)
+        late_at = (datetime.now(timezone.utc) - timedelta(minutes=10)).isoformat(timespec="milliseconds")
+        fresh = {"schema": "1.0", "id": "018f0000-0000-7000-8000-0000000000a1", "seq": 1, "station": "counter-x", **base}
+        late = {**fresh, "id": "018f0000-0000-7000-8000-0000000000a2", "seq": 2, "read_at": late_at}
+        for event in (fresh, late):
+            watch.client.publish("hospital/checkin/counter-y/checkin", json.dumps(event), qos=1).wait_for_publish(5)
+        assert Subscriber.wait_for(lambda: len(watch.json_on("/receipt")) == 2, 10)
+        time.sleep(0.5)
+        topics = {t for t, _, _ in watch.messages if not t.endswith("/checkin")}
+        assert topics == {"hospital/checkin/counter-y/receipt", "hospital/checkin/counter-y/verdict"}
+        assert [v["id"] for v in watch.json_on("/verdict")] == [fresh["id"]]
+        assert count(postgres.dsn, "SELECT count(*) FROM checkins") == 2
+    finally:
+        watch.close()
+        consumer.stop()

@@ -18,7 +18,8 @@ exactly once, and the hospital's verdict back to the station. Not part of the st
   delivered only then, and send it again otherwise, whatever the broker dropped.
 - A new check-in is checked by a pluggable `checker(event) -> (code, message)` (the national
   insurance portal needs the hospital's credentials: `rule_checker` is a stand-in) and the verdict
-  is published on `{prefix}/{station}/verdict` (QoS 1, not retained).
+  is published on `{prefix}/{station}/verdict` (QoS 1, not retained), unless the check-in was
+  read more than --verdict-max-age seconds ago (stations would not show it: the patient left).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import logging
 import signal
 import ssl
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -80,8 +82,9 @@ def rule_checker(event: dict[str, Any]) -> tuple[str, str]:
 class Consumer:
     def __init__(self, host: str, port: int, dsn: str, *, prefix: str = "hospital/checkin", group: str = "his",
                  name: str = "consumer-1", checker: Checker = rule_checker, tls_ca: str | None = None,
-                 username: str | None = None, password: str | None = None):
+                 username: str | None = None, password: str | None = None, verdict_max_age_s: float = 120.0):
         self.prefix, self.group, self.checker = prefix, group, checker
+        self.verdict_max_age_s = verdict_max_age_s
         self.db = psycopg.connect(dsn, autocommit=False)
         with self.db.transaction():
             self.db.execute(DDL)
@@ -163,15 +166,28 @@ class Consumer:
             self.duplicates += 1
             return
         self.stored += 1
+        if self._late(event):
+            return   # the patient has left the counter: the station would not show it
         verdict = {"id": event["id"], "result": "accepted" if code in ACCEPTED else "rejected", "code": code,
                    "message": message[:500]}
-        self.client.publish(f"{self.prefix}/{event['station']}/verdict", json.dumps(verdict), qos=1)
+        self.client.publish(reply_topic(topic, "verdict"), json.dumps(verdict), qos=1)
+
+    def _late(self, event: dict[str, Any]) -> bool:
+        """Read longer ago than stations show verdicts for (judged only when the station's clock
+        was synchronised; otherwise the station decides)."""
+        read_at = datetime.fromisoformat(event["read_at"])
+        return event["clock_synced"] and (datetime.now(timezone.utc) - read_at).total_seconds() > self.verdict_max_age_s
 
     def _receipt(self, topic: str, event_id: str | None) -> None:
-        """Tell the station its check-in is stored (to the topic it came from, not the payload's
-        station field: a receipt must reach the station that sent the message)."""
+        """Tell the station its check-in is stored."""
         if event_id and topic.endswith("/checkin"):
-            self.client.publish(f"{topic[:-len('/checkin')]}/receipt", json.dumps({"ids": [event_id]}), qos=1)
+            self.client.publish(reply_topic(topic, "receipt"), json.dumps({"ids": [event_id]}), qos=1)
+
+
+def reply_topic(checkin_topic: str, name: str) -> str:
+    """{p}/{s}/checkin -> {p}/{s}/NAME: replies go to the station whose topic the message came on
+    (the broker's ACL vouches for that), never to the payload's own `station` field."""
+    return f"{checkin_topic.rsplit('/', 1)[0]}/{name}"
 
 
 def event_id(payload: bytes) -> str | None:
@@ -191,6 +207,8 @@ def main() -> int:
     ap.add_argument("--group", default="his", help="shared-subscription group: instances of a group split the load")
     ap.add_argument("--name", default="consumer-1", help="this instance's name (its client id is hospital-NAME)")
     ap.add_argument("--tls-ca", help="CA of the broker's certificate (TLS)")
+    ap.add_argument("--verdict-max-age", type=float, default=120.0,
+                    help="no verdict for check-ins read longer ago than this (the stations' verdict_max_age_s)")
     ap.add_argument("--username", help="the consumers' broker user (examples/mosquitto/acl: hospital)")
     ap.add_argument("--password-file", help="a file holding that user's password (not on the command line, "
                                             "where every local user could read it)")
@@ -199,7 +217,8 @@ def main() -> int:
     host, _, port = args.broker.rpartition(":")
     password = Path(args.password_file).read_text().strip() if args.password_file else None
     consumer = Consumer(host, int(port), args.dsn, prefix=args.prefix, group=args.group, name=args.name,
-                        tls_ca=args.tls_ca, username=args.username, password=password).start()
+                        tls_ca=args.tls_ca, username=args.username, password=password,
+                        verdict_max_age_s=args.verdict_max_age).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
