@@ -3,7 +3,7 @@ local Mosquitto and two reference consumers writing to PostgreSQL, while the bro
 once and a consumer is killed once.
 
     .venv/bin/python bench/fleet.py [--n 10,100,500] [--per-station 4] [--seconds 20]
-                                    [--per-process 50] [--markdown]
+                                    [--per-process 50] [--delivered-on broker|receipt] [--markdown]
 
 Stations are spread over processes of at most --per-process each: a real station is one process
 on its own Pi, and hundreds of link threads behind one interpreter lock measure the simulator,
@@ -86,7 +86,7 @@ class ConsumerProc:
 
 
 def station_group(port: int, tmp: str, sids: list[str], plan: list[tuple[float, int]], t0: float,
-                  seed: int, conn) -> None:
+                  seed: int, delivered_on: str, conn) -> None:
     """One process of simulated stations: store check-ins on the shared schedule (wall clock from
     t0), report the ids produced, then the undelivered depth when the parent asks."""
     logging.disable(logging.WARNING)
@@ -94,7 +94,8 @@ def station_group(port: int, tmp: str, sids: list[str], plan: list[tuple[float, 
     for sid in sids:
         box = Outbox(Path(tmp) / sid / "outbox.db", station=sid)
         link = MqttLink(MqttConfig(host="127.0.0.1", port=port, tls=False, allow_insecure=True,
-                                   keepalive_s=30, health_interval_s=3600, require_subscriber=True),
+                                   keepalive_s=30, health_interval_s=3600, require_subscriber=True,
+                                   delivered_on=delivered_on, receipt_timeout_s=10),
                         sid, box, backoff=(0.5, 5.0))
         link.start()
         stations.append((box, link))
@@ -116,7 +117,8 @@ def station_group(port: int, tmp: str, sids: list[str], plan: list[tuple[float, 
     conn.send("stopped")
 
 
-def run(n: int, per_station: int, seconds: float, per_process: int = 50, drain_s: float = 300.0) -> dict:
+def run(n: int, per_station: int, seconds: float, per_process: int = 50, drain_s: float = 300.0,
+        delivered_on: str = "broker") -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"fleet{n}-", dir="/tmp"))
     pg = Postgres(tmp / "pg").start()
     broker = Broker(tmp / "broker").start()
@@ -132,7 +134,7 @@ def run(n: int, per_station: int, seconds: float, per_process: int = 50, drain_s
         sids = [f"counter-{i:03d}" for i in idx]
         mine = [(at, i - first) for at, i in plan if i in idx]
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=station_group, args=(broker.port, str(tmp), sids, mine, t0, n * 1000 + g, child),
+        proc = ctx.Process(target=station_group, args=(broker.port, str(tmp), sids, mine, t0, n * 1000 + g, delivered_on, child),
                            daemon=True)
         proc.start()
         groups.append((proc, parent))
@@ -192,7 +194,7 @@ def run(n: int, per_station: int, seconds: float, per_process: int = 50, drain_s
             "duplicates": sum(c.last[1] for c in consumers), "queued": queued,
             "lost": len(set(produced) - ids) - queued, "drained_s": drained_s,
             "p50": p50, "p95": p95, "broker_cpu": broker_cpu, "consumer_cpu": sum(c.cpu for c in consumers),
-            "seconds": seconds, "processes": len(groups)}
+            "seconds": seconds, "processes": len(groups), "mode": delivered_on}
 
 
 def main() -> int:
@@ -201,10 +203,13 @@ def main() -> int:
     ap.add_argument("--per-station", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--per-process", type=int, default=50)
+    ap.add_argument("--delivered-on", default="broker", choices=("broker", "receipt"),
+                    help="the stations' [mqtt] delivered_on (receipt: delivered on the consumers' receipts)")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
-    rows = [run(int(n), args.per_station, args.seconds, args.per_process) for n in args.n.split(",")]
+    rows = [run(int(n), args.per_station, args.seconds, args.per_process, delivered_on=args.delivered_on)
+            for n in args.n.split(",")]
     head = ("| stations (processes) | produced | stored exactly once | duplicates suppressed | still queued | lost | "
             "all stored after | latency p50 / p95 | broker CPU | consumers CPU |")
     print(head + "\n|" + "---|" * 10)
