@@ -180,9 +180,7 @@ class Station:
         out = []
         if self.grabber is not None and self.grabber.fault:
             out.append(("camera", f"camera: {self.grabber.fault}"))
-        for w in self.workers():
-            if w is not self.grabber and w.fault:
-                out.append((w.fault_code, w.fault))
+        out += [item for w in self.workers() if w is not self.grabber and (item := w.fault_item)]
         if self.outbox_fault:
             out.append(("outbox_refusing", f"outbox: {self.outbox_fault}"))
         if not leds:

@@ -102,22 +102,22 @@ class Worker:
 
     @property
     def fault(self) -> str | None:
+        item = self.fault_item
+        return item[1] if item else None
+
+    @property
+    def fault_item(self) -> tuple[str, str] | None:
+        """(code, text) of the current fault, or None: the code (worker_stopped, worker_stuck,
+        worker_crashed) for monitoring, the text for people."""
         if not self.started or self.stopping.is_set():
             return None
         if not self.alive:
-            return f"{self.name} worker is not running"
+            return "worker_stopped", f"{self.name} worker is not running"
         if (stuck := self._stuck_for()) is not None:
-            return f"{self.name} worker stuck for {stuck:.0f} s"
+            return "worker_stuck", f"{self.name} worker stuck for {stuck:.0f} s"
         if time.monotonic() - self._crashed_at < FAULT_HOLD_S:
-            return f"{self.name} worker crashed ({self.last_crash}), restarted {self.crashes}x"
+            return "worker_crashed", f"{self.name} worker crashed ({self.last_crash}), restarted {self.crashes}x"
         return None
-
-    @property
-    def fault_code(self) -> str:
-        """The kind of fault, for monitoring: worker_stopped, worker_stuck or worker_crashed."""
-        if not self.alive:
-            return "worker_stopped"
-        return "worker_stuck" if self._stuck_for() is not None else "worker_crashed"
 
     def healthy(self) -> bool:
         """Alive and making progress: what the watchdog ping depends on."""
