@@ -157,7 +157,7 @@ def check_session(cfg: Config, timeout: float = 10.0) -> list[Check]:
     import json
     import threading
 
-    from agent import __version__, clock
+    from agent import clock
     from agent.mqtt.link import describe, make_client, topics
 
     m, station = cfg.mqtt, cfg.station.id
@@ -165,17 +165,21 @@ def check_session(cfg: Config, timeout: float = 10.0) -> list[Check]:
     t = topics(m.topic_prefix, station)
     wanted = ["verdict"] + (["receipt"] if m.delivered_on == "receipt" else [])
     got: dict[str, object] = {}
-    done = threading.Event()
+    connected, answered = threading.Event(), threading.Event()
 
-    def settle(key: str, value: object) -> None:
+    def on_connect(c, u, f, rc, p) -> None:
+        got["connect"] = str(rc) if rc.is_failure else None
+        connected.set()
+
+    def note(key: str, value: object) -> None:
         got[key] = value
-        if "connect" in got and (got["connect"] is not None or {"suback", "puback"} <= got.keys()):
-            done.set()
+        if {"suback", "puback"} <= got.keys():
+            answered.set()
 
     client = make_client(m, f"{station}-doctor")
-    client.on_connect = lambda c, u, f, rc, p: settle("connect", str(rc) if rc.is_failure else None)
-    client.on_subscribe = lambda c, u, mid, rcs, p: settle("suback", [str(rc) for rc in rcs])
-    client.on_publish = lambda c, u, mid, rc, p: settle("puback", str(rc) if rc.is_failure else None)
+    client.on_connect = on_connect
+    client.on_subscribe = lambda c, u, mid, rcs, p: note("suback", [str(rc) for rc in rcs])
+    client.on_publish = lambda c, u, mid, rc, p: note("puback", str(rc) if rc.is_failure else None)
     try:
         client.connect(m.host, m.port, keepalive=10)
     except Exception as exc:  # noqa: BLE001 - said in one line
@@ -183,16 +187,14 @@ def check_session(cfg: Config, timeout: float = 10.0) -> list[Check]:
     client.loop_start()
     try:
         deadline = time.monotonic() + timeout
-        while "connect" not in got and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if "connect" not in got:
+        if not connected.wait(timeout):
             return [Check("mqtt", False, f"no answer to the MQTT login within {timeout:.0f} s")]
         if got["connect"] is not None:
             return [Check("mqtt", False, f"the broker refused the login: {got['connect']}; check [mqtt] "
                                          "username/password (or the client certificate) and the broker's users")]
         client.subscribe([(t[name], 1) for name in wanted])
-        client.publish(t["health"], json.dumps(_probe_health(cfg, __version__, clock.now_iso())), qos=1, retain=False)
-        done.wait(max(0.0, deadline - time.monotonic()))
+        client.publish(t["health"], json.dumps(_probe_health(cfg)), qos=1, retain=False)
+        answered.wait(max(0.0, deadline - time.monotonic()))
     finally:
         client.loop_stop()
         client.disconnect()
@@ -211,9 +213,10 @@ def check_session(cfg: Config, timeout: float = 10.0) -> list[Check]:
     return out
 
 
-def _probe_health(cfg: Config, version: str, at: str) -> dict:
+def _probe_health(cfg: Config) -> dict:
     """What doctor publishes: a health report (valid against health.json) from the outbox and the
     running daemon's status file, so a consumer reading it learns nothing false."""
+    from agent.mqtt.link import health_payload
     from agent.outbox import Outbox
 
     stats: dict = {}
@@ -228,13 +231,8 @@ def _probe_health(cfg: Config, version: str, at: str) -> dict:
         except OutboxError:
             stats = {}
     running = runstate.read(paths.status_file(cfg.station.state_dir))
-    return {"station": cfg.station.id, "at": at, "version": version,
-            "uptime_s": round(max(0.0, time.time() - running.started_at), 1) if running else 0.0,
-            "queue_depth": stats.get("queue_depth") or 0,
-            "oldest_undelivered_age_s": stats.get("oldest_undelivered_age_s"),
-            "delivered_total": stats.get("delivered_total") or 0, "failed_total": stats.get("failed_total") or 0,
-            "delivered_on": cfg.mqtt.delivered_on, "awaiting_receipt": 0, "oldest_awaiting_receipt_s": None,
-            "clock_synced": clock_synced(), "faults": list(running.faults) if running else []}
+    return health_payload(cfg.station.id, stats, uptime_s=time.time() - running.started_at if running else 0.0,
+                          delivered_on=cfg.mqtt.delivered_on, faults=list(running.faults) if running else [])
 
 
 def check_outputs(cfg: Config) -> list[Check]:

@@ -104,6 +104,23 @@ def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
     return c
 
 
+def health_payload(station: str, stats: dict[str, Any], *, uptime_s: float, delivered_on: str,
+                   awaiting: int = 0, oldest_awaiting_s: float | None = None, faults: list[str] = (),
+                   fault_codes: list[str] | None = None) -> dict[str, Any]:
+    """The health message (agent/schemas/health.json), from the outbox's stats(): built here for
+    the link and for doctor's probe. `fault_codes` None: unknown, left out."""
+    report = {"station": station, "at": now_iso(), "version": __version__, "uptime_s": round(max(0.0, uptime_s), 1),
+              "queue_depth": stats.get("queue_depth") or 0,
+              "oldest_undelivered_age_s": stats.get("oldest_undelivered_age_s"),
+              "delivered_total": stats.get("delivered_total") or 0, "failed_total": stats.get("failed_total") or 0,
+              "delivered_on": delivered_on, "awaiting_receipt": awaiting,
+              "oldest_awaiting_receipt_s": None if oldest_awaiting_s is None else round(oldest_awaiting_s, 1),
+              "clock_synced": clock_synced(), "faults": list(faults)}
+    if fault_codes is not None:
+        report["fault_codes"] = sorted(set(fault_codes))
+    return report
+
+
 class MqttLink(Worker):
     """Owns the MQTT connection. start() runs it in a supervised background thread; stop() ends
     cleanly (publishes 'offline'). A crash of the thread (an outbox error, say) drops the
@@ -448,17 +465,8 @@ class MqttLink(Worker):
                 "delivered_on": self.cfg.delivered_on, "awaiting_receipt": len(self._receipts.awaiting)}
 
     def health(self) -> dict[str, Any]:
-        stats = self.outbox.stats()
-        now = time.time()
-        oldest = self._receipts.oldest_age(now)
         faults = list(self.faults())
-        return {"station": self.station, "at": now_iso(), "version": __version__,
-                "uptime_s": round(now - self.started_at, 1),
-                "queue_depth": stats["queue_depth"],
-                "oldest_undelivered_age_s": stats["oldest_undelivered_age_s"],
-                "delivered_total": stats["delivered_total"], "failed_total": stats["failed_total"],
-                "delivered_on": self.cfg.delivered_on,
-                "awaiting_receipt": len(self._receipts.awaiting),
-                "oldest_awaiting_receipt_s": None if oldest is None else round(oldest, 1),
-                "clock_synced": clock_synced(), "faults": [text for _, text in faults],
-                "fault_codes": sorted({code for code, _ in faults})}
+        return health_payload(self.station, self.outbox.stats(), uptime_s=time.time() - self.started_at,
+                              delivered_on=self.cfg.delivered_on, awaiting=len(self._receipts.awaiting),
+                              oldest_awaiting_s=self._receipts.oldest_age(time.time()),
+                              faults=[text for _, text in faults], fault_codes=[code for code, _ in faults])
