@@ -435,11 +435,11 @@ class MqttLink(Worker):
         """`queue retry` puts a delivered row back behind the send cursor: start again from the
         oldest undelivered row when one is there that is neither in flight nor awaiting a receipt."""
         busy = set(self._inflight.values()) | self._receipts.awaiting.keys()
-        for row in self.outbox.pending(limit=len(busy) + 1):
-            if row.seq > self._sent_upto:
+        for event_id, seq in self.outbox.pending_keys(limit=len(busy) + 1):
+            if seq > self._sent_upto:
                 return
-            if row.id not in busy:
-                log.info("MQTT: check-in #%d is queued again; sending from the oldest undelivered", row.seq)
+            if event_id not in busy:
+                log.info("MQTT: check-in #%d is queued again; sending from the oldest undelivered", seq)
                 self._sent_upto = -1
                 return
 

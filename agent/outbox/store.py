@@ -479,6 +479,11 @@ class Outbox:
         """Undelivered events in sequence order, after `after_seq`."""
         return self._rows("WHERE delivered_at IS NULL AND seq > ? ORDER BY seq LIMIT ?", [after_seq, limit])
 
+    def pending_keys(self, limit: int) -> list[tuple[str, int]]:
+        """(id, seq) of the oldest undelivered events, without reading their payloads."""
+        return self._guarded(lambda: self.db.execute(
+            "SELECT id, seq FROM events WHERE delivered_at IS NULL ORDER BY seq LIMIT ?", [limit]).fetchall())
+
     def iter_pending(self, batch: int = 500) -> Iterator[Row]:
         after = -1
         while rows := self.pending(batch, after):
