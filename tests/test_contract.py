@@ -18,24 +18,19 @@ from paho.mqtt.properties import Properties
 
 from agent.admin.queue import retry
 from agent.cards import read_card
-from agent.config import MqttConfig
 from agent.event import checkin_body
 from agent.mqtt.link import MqttLink
 from agent.mqtt.schemas import NAMES, errors as schema_errors
 from agent.outbox import Outbox
 from agent.sim.payloads import bhyt, cccd
 from support.broker import Broker, SampleBroker, Subscriber
+from support.broker import link_config as cfg
 from support.daemon import Daemon, cli, config
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "hospital/checkin"
 STATION = "counter-01"
 wait_for = Subscriber.wait_for
-
-
-def cfg(port: int, **kw) -> MqttConfig:
-    base = dict(host="127.0.0.1", port=port, tls=False, allow_insecure=True, keepalive_s=5, health_interval_s=1)
-    return MqttConfig(**{**base, **kw})
 
 
 def body(rng: random.Random) -> dict:

@@ -16,6 +16,7 @@ from agent.mqtt.link import InsecureBroker, MqttLink
 from agent.mqtt.schemas import errors as schema_errors
 from agent.outbox import Outbox
 from support.broker import Broker, Subscriber, make_ca
+from support.broker import link_config as cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "hospital/checkin"
@@ -32,12 +33,6 @@ def body(i=0):
                      "group_code": None, "check_string": "15e89ac07ee8517f-7102", "province_code": None,
                      "guardian": None, "residence_code": None, "five_year_date": None,
                      "issuing_office": "Hà Nội", "terminator": "$"}}
-
-
-def cfg(port, **kw):
-    base = dict(host="127.0.0.1", port=port, tls=False, allow_insecure=True, keepalive_s=5, health_interval_s=1)
-    base.update(kw)
-    return MqttConfig(**base)
 
 
 def start_link(outbox, config, **kw):

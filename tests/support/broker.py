@@ -45,6 +45,14 @@ def make_ca(folder: Path, name: str) -> dict[str, Path]:
     return {"ca": ca_crt, "cert": crt, "key": key}
 
 
+def link_config(port: int, **kw):
+    """The station's [mqtt] for a test broker on this machine (plain, fast keepalive and health)."""
+    from agent.config import MqttConfig
+
+    return MqttConfig(**{"host": "127.0.0.1", "port": port, "tls": False, "allow_insecure": True,
+                         "keepalive_s": 5, "health_interval_s": 1, **kw})
+
+
 class Broker:
     def __init__(self, folder: Path, *, tls: dict | None = None, users: dict[str, str] | None = None,
                  acl: str | None = None, max_queued: int = 100000):
