@@ -116,12 +116,13 @@ def setup_logging(level: str) -> None:
 
 
 def demo_config():
-    """Embedded defaults: bundled frames replayed, console signals, ./state, no broker."""
-    from agent.config import Config
+    """The demo, chosen explicitly (the code's defaults are a real station's): bundled frames
+    replayed, console signals, ./state, no broker."""
+    from agent.config import CameraConfig, Config, FeedbackConfig, StationConfig
 
-    cfg = Config()
-    cfg.camera.fps = 4.0  # slow enough to watch each presentation
-    return cfg
+    return Config(station=StationConfig(state_dir="state"),
+                  camera=CameraConfig(source="replay", fps=4.0),  # slow enough to watch each presentation
+                  feedback=FeedbackConfig(backend="console"))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -30,14 +30,16 @@ def _f(default: Any, *, choices: tuple | None = None, min: float | None = None,
 @dataclass
 class StationConfig:
     id: str = _f("demo-station", doc="station id; also the MQTT client id")
-    state_dir: str = _f("state", doc="outbox and runtime state; relative paths are from the working directory")
+    state_dir: str = _f("/var/lib/scanner-agent", doc="outbox and runtime state (systemd StateDirectory=); "
+                                                      "relative paths are from the working directory")
     timezone: str = _f("Asia/Ho_Chi_Minh", doc="IANA time zone of every timestamp sent (read_at keeps this "
                                                "offset whatever the system zone)")
 
 
 @dataclass
 class CameraConfig:
-    source: str = _f("replay", choices=("picamera2", "v4l2", "replay"))
+    source: str = _f("picamera2", choices=("picamera2", "v4l2", "replay"),
+                     doc="replay is for the demo and tests: chosen explicitly, never by default")
     path: str = _f("", doc="replay: folder of images (sorted by name) or a video file; empty = bundled demo")
     device: int = _f(0, min=0, doc="v4l2: /dev/videoN")
     fps: float = _f(30.0, min=0.1, max=240)
@@ -62,7 +64,7 @@ class CheckinConfig:
 
 @dataclass
 class FeedbackConfig:
-    backend: str = _f("console", choices=("gpio", "console", "none"))
+    backend: str = _f("gpio", choices=("gpio", "console", "none"), doc="console: the demo and tests")
     green_pin: int = _f(17, min=0, max=27)
     red_pin: int = _f(27, min=0, max=27)
     amber_pin: int = _f(-1, min=-1, max=27, doc="-1: no amber LED")
@@ -281,6 +283,8 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
         errors.append(f"{where.get('camera.scaler_crop', 0)}: camera.scaler_crop must be 'x,y,w,h'")
     if cfg.camera.source == "replay" and cfg.camera.path and not Path(cfg.camera.path).exists():
         errors.append(f"{where.get('camera.path', 0)}: camera.path {cfg.camera.path!r} does not exist")
+    if problem := demo_feed_problem(cfg):
+        errors.append(f"{where.get('camera.source', where.get('camera', 0))}: {problem}")
     errors += [f"{where.get(key, 0)}: {message}" for key, message in _output_problems(cfg)]
     if problem := dir_problem(cfg.station.state_dir):
         errors.append(f"{where.get('station.state_dir', 0)}: station.state_dir {problem}")
@@ -319,6 +323,16 @@ def _output_problems(cfg: Config) -> list[tuple[str, str]]:
                     out.append((f"{section}.{name}", f"{section}.{name}: a {oc.layout.upper()} keyboard cannot "
                                                     f"type {missing!r}"))
     return out
+
+
+def demo_feed_problem(cfg: Config) -> str | None:
+    """Why this config would send the bundled demo patients to a hospital broker, or None: replay
+    with no camera.path replays the demo frames, and [mqtt] would publish them as real check-ins."""
+    if cfg.mqtt is None or cfg.camera.source != "replay" or cfg.camera.path:
+        return None
+    return ("camera.source = \"replay\" without camera.path replays the bundled demo patients, and [mqtt] "
+            "would send them to the hospital as real check-ins: set [camera] source = \"picamera2\" (or "
+            "\"v4l2\"), or name the frames to replay on purpose in camera.path")
 
 
 def topic_prefix_problem(prefix: str) -> str | None:

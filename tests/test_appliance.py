@@ -223,14 +223,31 @@ port = 9
     assert proc.returncode == 1
     assert any(line.startswith("ok   config") for line in lines)
     assert any(line.startswith("FIX  state") and "chmod 700" in line for line in lines)
-    assert any(line.startswith("ok   camera") and "frame" in line for line in lines)
+    # replay on a station that sends to a broker: a recording, not patients
+    assert any(line.startswith("FIX  camera") and 'source = "picamera2"' in line for line in lines), lines
     assert any(line.startswith("FIX  broker") and "unreachable" in line for line in lines)
     assert any(line.startswith("ok   gpio") for line in lines)
     assert lines[-1].endswith("problem(s) to fix")
+    bench = tmp_path / "bench.toml"          # no broker: replaying frames is a bench test, fine
+    bench.write_text(conf.read_text().split("[mqtt]")[0])
+    lines = cli("doctor", "-c", str(bench)).stdout.splitlines()
+    assert any(line.startswith("ok   camera") and "frame" in line for line in lines), lines
     bad = tmp_path / "bad.toml"
     bad.write_text("[camera]\nfps = 'x'\n")
     out = cli("doctor", "-c", str(bad))
     assert out.returncode == 1 and out.stdout.startswith("FIX  config") and "camera.fps" in out.stdout
+
+
+def test_a_station_replaying_the_demo_frames_to_a_broker_refuses_to_start(tmp_path):
+    """The bundled demo patients must never reach a hospital as real check-ins: `run` exits 2 with
+    one line, before opening anything."""
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'[station]\nstate_dir = "{tmp_path / "state"}"\n[camera]\nsource = "replay"\n'
+                    '[mqtt]\nhost = "127.0.0.1"\nport = 9\ntls = false\nallow_insecure = true\n')
+    proc = cli("run", "-c", str(conf), timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "bundled demo patients" in proc.stderr, proc.stderr
+    assert not (tmp_path / "state").exists()
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from agent.outbox import Outbox
 from agent.sim.payloads import bhyt, cccd
 from examples.consumer.consumer import Consumer
 from support.broker import Broker, SampleBroker, Subscriber
-from support.daemon import FRAMES, ROOT, Daemon
+from support.daemon import FRAMES, ROOT, Daemon, replay_config
 from support.postgres import Postgres
 
 pytestmark = pytest.mark.slow
@@ -129,10 +129,8 @@ def test_a_verdict_reaches_the_station_and_lights_the_hospital_answer(tmp_path, 
     from agent.station import Station
 
     consumer = Consumer("127.0.0.1", broker.port, postgres.dsn, name="verdicts").start()
-    cfg = Config()
-    cfg.station.id = "counter-22"
-    cfg.station.state_dir = str(tmp_path / "state")
-    cfg.camera.path, cfg.camera.fps = str(FRAMES), 20.0
+    cfg = replay_config(tmp_path / "state", station="counter-22")
+    cfg.camera.fps = 20.0
     cfg.mqtt = MqttConfig(host="127.0.0.1", port=broker.port, tls=False, allow_insecure=True)
     station = Station(cfg, feedback=Feedback(NoOutput()))
     runner = threading.Thread(target=station.run)

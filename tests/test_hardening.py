@@ -20,7 +20,7 @@ from agent.cards import read_card
 from agent.config import ConfigError, MqttConfig, load_config, parse_config
 from agent.outbox import Outbox
 from support.broker import Subscriber
-from support.daemon import FRAMES, ROOT, cli, config
+from support.daemon import FRAMES, ROOT, cli, config, replay_config
 
 # --- 5: NaN and infinity -------------------------------------------------------------------------
 
@@ -220,8 +220,7 @@ def test_rejected_card_birth_date_is_never_logged(tmp_path, caplog):
     fields[3] = "31139876"                                  # a birth date that cannot be
     read = read_card("|".join(fields))
     assert read.verdict == "invalid"
-    cfg = Config()
-    cfg.station.state_dir = str(tmp_path / "state")
+    cfg = replay_config(tmp_path / "state")
     station = Station(cfg, feedback=Feedback(NoOutput()))
     caplog.set_level(logging.DEBUG, logger="agent")
     try:
@@ -350,9 +349,8 @@ def test_watchdog_pings_stop_while_a_worker_is_stuck(tmp_path, broker, monkeypat
     pings.settimeout(0.2)
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     monkeypatch.setenv("WATCHDOG_USEC", "400000")            # a ping every 0.2 s
-    cfg = Config()
-    cfg.station.state_dir = str(tmp_path / "state")
-    cfg.camera.path, cfg.camera.loop = str(FRAMES), True
+    cfg = replay_config(tmp_path / "state")
+    cfg.camera.loop = True
     cfg.mqtt = MqttConfig(host="127.0.0.1", port=broker.port, tls=False, allow_insecure=True)
     station = Station(cfg, feedback=Feedback(NoOutput()))
     station.link.stall_s = 1.0

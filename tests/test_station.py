@@ -21,6 +21,7 @@ from agent.outbox import Outbox
 from agent.sim.payloads import bhyt, cccd
 from agent.sim.screen import empty_scene, render
 from agent.station import Station
+from support.daemon import replay_config
 from support.payloads import BHYT15, CCCD, VIETQR, with_field
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,9 +98,7 @@ class Recorder(NoOutput):
 
 
 def make_station(tmp_path, **checkin):
-    cfg = Config()
-    cfg.station.state_dir = str(tmp_path / "state")
-    cfg.feedback.backend = "none"
+    cfg = replay_config(tmp_path / "state")
     for k, v in checkin.items():
         setattr(cfg.checkin, k, v)
     return Station(cfg, feedback=Feedback(Recorder()))
@@ -237,10 +236,7 @@ def test_station_with_broker_publishes_and_shows_the_hospital_verdict(tmp_path):
     from support.broker import Broker, Subscriber
     broker = Broker(tmp_path / "broker").start()
     sub = Subscriber(broker.port, "hospital/checkin/#")
-    cfg = Config()
-    cfg.station.id = "counter-07"
-    cfg.station.state_dir = str(tmp_path / "state")
-    cfg.feedback.backend = "none"
+    cfg = replay_config(tmp_path / "state", station="counter-07")
     cfg.camera.fps = 20.0
     cfg.mqtt = MqttConfig(host="127.0.0.1", port=broker.port, tls=False, allow_insecure=True)
     station = Station(cfg, feedback=Feedback(Recorder()))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agent import paths, runstate
 from agent.clock import clock_synced
-from agent.config import Config, ConfigError, load_config
+from agent.config import DEFAULT_PATH, Config, ConfigError, load_config
 from agent.outbox import OutboxError
 from agent.outbox.store import integrity
 
@@ -88,6 +88,16 @@ def check_clock() -> Check:
     synced = clock_synced()
     return Check("clock", synced, "synchronised" if synced else
                  "not synchronised: check-ins carry clock_synced=false; check 'timedatectl' and NTP access")
+
+
+def check_replay(cfg: Config, path: Path) -> Check | None:
+    """A real station (one that sends to a broker, or the installed config) replaying images
+    instead of reading its camera: every check-in it sends would be a recording, not a patient."""
+    if cfg.camera.source != "replay" or (cfg.mqtt is None and path != DEFAULT_PATH):
+        return None
+    return Check("camera", False, f"source = \"replay\" ({cfg.camera.path or 'the bundled demo frames'}) on a "
+                                  "station that sends check-ins to the hospital: set [camera] source = "
+                                  "\"picamera2\" (or \"v4l2\" for a USB camera); replay is for demos and tests")
 
 
 def check_camera(cfg: Config, daemon_running: bool) -> Check:
@@ -268,7 +278,7 @@ def run(path: Path) -> list[Check]:
     daemon = runstate.read(paths.status_file(cfg.station.state_dir)) is not None
     checks += check_state(cfg)
     checks.append(check_clock())
-    checks.append(check_camera(cfg, daemon))
+    checks.append(check_replay(cfg, path) or check_camera(cfg, daemon))
     checks.append(check_gpio(cfg))
     broker = check_broker(cfg)
     checks += broker

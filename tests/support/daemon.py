@@ -20,6 +20,15 @@ FRAMES = ROOT / "agent" / "samples" / "frames"
 RECORDED = re.compile(r"check-in #(\d+) ")
 
 
+def replay_config(state: Path, *, station: str = "demo-station", feedback: str = "none", path: Path | str = FRAMES):
+    """A station Config for in-process tests: replay and the feedback backend chosen explicitly
+    (the code's defaults are a real station's: picamera2, gpio, /var/lib/scanner-agent)."""
+    from agent.config import CameraConfig, Config, FeedbackConfig, StationConfig
+
+    return Config(station=StationConfig(id=station, state_dir=str(state)),
+                  camera=CameraConfig(source="replay", path=str(path)), feedback=FeedbackConfig(backend=feedback))
+
+
 def config(folder: Path, state: Path, *, station: str = "counter-rel", port: int | None = None,
            extra: str = "") -> Path:
     conf = folder / "config.toml"
