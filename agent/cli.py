@@ -163,12 +163,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def admin_config(args: argparse.Namespace):
-    """-c CONFIG, else the installed config, else the demo's defaults (a development machine)."""
+def admin_config(args: argparse.Namespace, *, station: bool = True):
+    """-c CONFIG, else the installed config, else the demo's defaults (a development machine).
+    `station` False: a config that only names a broker (fleet.toml): its state_dir is not checked."""
     path = args.config or (DEFAULT_PATH if DEFAULT_PATH.exists() else None)
     if path is None:
         return demo_config()
-    return load_config(path)
+    return load_config(path, station=station)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -285,13 +286,14 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
     from agent.admin import fleet
 
-    cfg = admin_config(args)
+    cfg = admin_config(args, station=False)   # IT's fleet.toml need not name a state directory
     if cfg.mqtt is None:
         print("fleet: the config has no [mqtt] section (the broker to read the fleet from)", file=sys.stderr)
         return fleet.UNKNOWN
     while True:
+        subacks: list[str] = []
         try:
-            stations = fleet.collect(cfg.mqtt, wait_s=args.wait)
+            stations = fleet.collect(cfg.mqtt, wait_s=args.wait, subacks=subacks)
         except (OSError, ssl.SSLError, ConnectionError, ValueError) as exc:
             from agent.mqtt.link import describe
 
@@ -305,7 +307,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         else:
             if args.watch:
                 print("\033[2J\033[H", end="")
-            print(fleet.render(rows) if rows else "no station has reported on this broker")
+            print(fleet.render(rows) if rows else fleet.no_reports(cfg.mqtt, cfg.station.id, subacks))
             counts = {name: sum(r.level == lvl for r in rows) for lvl, name in fleet.LEVELS.items() if lvl != fleet.UNKNOWN}
             print(f"{fleet.LEVELS[status]}: {len(rows)} station(s); " + ", ".join(f"{n} {k.lower()}" for k, n in counts.items()),
                   flush=True)
@@ -440,10 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help + "; its [mqtt] section names the broker")
     p.add_argument("--json", action="store_true", help="one JSON array of stations")
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    p.add_argument("--every", type=float, default=5.0, help="--watch refresh interval, seconds")
-    p.add_argument("--warn", type=float, default=300.0, help="warning when the oldest queued check-in is older (s)")
-    p.add_argument("--crit", type=float, default=1800.0, help="critical when the oldest queued check-in is older (s)")
-    p.add_argument("--wait", type=float, default=2.0, help="seconds to collect the retained reports")
+    p.add_argument("--every", type=float, default=5.0, help="--watch refresh interval, seconds (default %(default)g)")
+    p.add_argument("--warn", type=float, default=300.0,
+                   help="warning when the oldest queued check-in is older (s; default %(default)g)")
+    p.add_argument("--crit", type=float, default=1800.0,
+                   help="critical when the oldest queued check-in is older (s; default %(default)g)")
+    p.add_argument("--wait", type=float, default=2.0,
+                   help="seconds to collect the retained reports (default %(default)g)")
     p.set_defaults(func=cmd_fleet)
 
     _tool_test(sub, "output", "keyboard and serial output tools", "type or send a test line on every enabled output",

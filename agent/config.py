@@ -219,8 +219,9 @@ def _check_value(value: Any, f: dataclasses.Field, want: type) -> tuple[Any, str
     return value, None
 
 
-def parse_config(text: str, path: Path | str = "<config>") -> Config:
-    """Validate TOML text into a Config; raises ConfigError listing every problem."""
+def parse_config(text: str, path: Path | str = "<config>", *, station: bool = True) -> Config:
+    """Validate TOML text into a Config; raises ConfigError listing every problem. `station`
+    False: a config for a tool that only reads the broker (fleet): state_dir is not checked."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -286,7 +287,7 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
     if problem := demo_feed_problem(cfg):
         errors.append(f"{where.get('camera.source', where.get('camera', 0))}: {problem}")
     errors += [f"{where.get(key, 0)}: {message}" for key, message in _output_problems(cfg)]
-    if problem := dir_problem(cfg.station.state_dir):
+    if station and (problem := dir_problem(cfg.station.state_dir)):
         errors.append(f"{where.get('station.state_dir', 0)}: station.state_dir {problem}")
     if errors:
         raise ConfigError(path, errors)
@@ -383,7 +384,7 @@ def dir_problem(name: str) -> str | None:
     return None
 
 
-def load_config(path: Path | str) -> Config:
+def load_config(path: Path | str, *, station: bool = True) -> Config:
     """Read and validate a config file; unreadable files are a ConfigError too, never a traceback."""
     path = Path(path)
     try:
@@ -397,4 +398,4 @@ def load_config(path: Path | str) -> Config:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(path, [f"{line}: not UTF-8 text"]) from None
-    return parse_config(text, path)
+    return parse_config(text, path, station=station)
