@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -65,7 +66,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    path = Path(args.path) if args.path else DEFAULT_PATH
+    path = Path(args.path or args.config or DEFAULT_PATH)
     try:
         load_config(path)
     except ConfigError as exc:
@@ -180,11 +181,34 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_outbox(cfg, *, write: bool):
-    """The outbox for an IT command: never created, moved or repaired; read-only unless `write`."""
+def _create_outbox(cfg, path: Path) -> None:
+    """`queue import` on a replacement station that has never run: a fresh outbox, as the station
+    makes it; as root, handed to the state directory's owner (the service user) so the station
+    can open it (never through a link)."""
+    import stat
+
+    from agent.outbox import Outbox
+
+    Outbox(path, station=cfg.station.id, max_events=cfg.outbox.max_events, min_free_mb=0).close()
+    print(f"created {path} (this station had not run yet)", file=sys.stderr)
+    owner = path.parent.stat()
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            try:
+                if stat.S_ISREG(p.lstat().st_mode):
+                    os.chown(p, owner.st_uid, owner.st_gid, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+
+
+def _open_outbox(cfg, *, write: bool, create: bool = False):
+    """The outbox for an IT command: never moved or repaired, created only for `create` (import);
+    read-only unless `write`."""
     from agent.outbox import Outbox
 
     path = paths.outbox(cfg.station.state_dir)
+    if not path.exists() and create:
+        _create_outbox(cfg, path)
     if not path.exists():
         raise ConfigError(path, ["0: no outbox here (is state_dir right, and has the station run?)"])
     return Outbox(path, station=cfg.station.id, max_events=cfg.outbox.max_events, admin=True,
@@ -197,7 +221,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
     cfg = admin_config(args)
     try:
-        box = _open_outbox(cfg, write=args.action in ("retry", "import"))
+        box = _open_outbox(cfg, write=args.action in ("retry", "import"), create=args.action == "import")
     except OutboxError as exc:
         print(f"queue {args.action}: {exc}", file=sys.stderr)
         return 1
@@ -233,6 +257,10 @@ def _queue(args: argparse.Namespace, box, state_dir: Path) -> int:
               f"{box.depth()} undelivered in all (a running station sends them within a few seconds, once the broker is reachable)")
         return 1 if unknown else 0
     elif args.action == "export":
+        if not args.force and os.path.isfile(args.file) and not os.path.islink(args.file):
+            print(f"queue export: {args.file} exists: give a new file name, or --force to replace it",
+                  file=sys.stderr)
+            return 2
         n = queue.export(box, Path(args.file), state_dir)
         print(f"{n} undelivered check-in(s) written to {args.file} (JSON lines, mode 600; "
               "they contain personal data: delete the file after use)")
@@ -372,6 +400,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     checks = doctor.run(path)
     for c in checks:
         print(c.line())
+    if checks[0].name == "config" and not checks[0].ok:
+        print("the config cannot be read: nothing else checked")
+        return 2
     failed = [c for c in checks if not c.ok]
     print(f"{len(failed)} problem(s) to fix" if failed else "all checks passed")
     return 1 if failed else 0
@@ -380,9 +411,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def _tool_test(sub, name: str, help: str, test_help: str, func, cfg_help: str) -> None:
     """`scanner-agent NAME test [-c CONFIG]`: the hardware checks IT runs by hand."""
     p = sub.add_parser(name, help=help)
+    p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
     tsub = p.add_subparsers(dest=f"{name}_command", required=True, metavar="ACTION")
     t = tsub.add_parser("test", help=test_help)
-    t.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
+    t.add_argument("-c", "--config", metavar="CONFIG", default=argparse.SUPPRESS, help=cfg_help)
     t.set_defaults(func=func)
 
 
@@ -417,6 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("queue", help="inspect the check-in outbox")
     p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
     qsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    # -c after the action too (`queue list -c CONFIG`, like `doctor -c`); SUPPRESS keeps the one
+    # given before the action when none is given after it
+    qcfg = argparse.ArgumentParser(add_help=False)
+    qcfg.add_argument("-c", "--config", metavar="CONFIG", default=argparse.SUPPRESS, help=cfg_help)
+    qsub.add_parser = functools.partial(qsub.add_parser, parents=[qcfg])
     q = qsub.add_parser("list", help="recent check-ins (undelivered only unless --all)")
     q.add_argument("--all", action="store_true", help="delivered ones too (kept for the retention time)")
     q.add_argument("--limit", type=_limit, default=50, help=f"at most this many (1-{MAX_LIMIT})")
@@ -428,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("ids", nargs="+", metavar="ID")
     q = qsub.add_parser("export", help="write undelivered check-ins to a new FILE as JSON lines (mode 600)")
     q.add_argument("file", metavar="FILE")
+    q.add_argument("--force", action="store_true", help="replace FILE if it exists")
     q = qsub.add_parser("import", help="queue the check-ins of a 'queue export' file or of a damaged "
                                        "outbox file kept aside, for sending (idempotent)")
     q.add_argument("file", metavar="FILE")
@@ -467,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     c = csub.add_parser("check", help="load and validate a config file")
     c.add_argument("path", nargs="?", metavar="PATH", help=f"default {DEFAULT_PATH}")
+    c.add_argument("-c", "--config", metavar="CONFIG", help="the same as PATH")
     c.set_defaults(func=cmd_config_check)
     return parser
 

@@ -56,7 +56,8 @@ class CameraConfig:
 
 @dataclass
 class CheckinConfig:
-    cooldown_s: float = _f(10.0, min=0, max=3600)
+    cooldown_s: float = _f(10.0, min=0, max=3600, doc="the same card shown again less than this after it was "
+                                                      "last seen (not after its check-in) is 'already read'")
     try_again_s: float = _f(2.0, min=0.5, max=30, doc="a code seen but unreadable this long: 'try again'")
     idle_after_s: float = _f(3.0, min=0.5, max=600, doc="no change in the scene this long: idle")
     idle_fps: float = _f(5.0, min=0.5, max=30, doc="decode rate while idle")

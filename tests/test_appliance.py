@@ -81,6 +81,9 @@ def test_install_into_a_root(installed):
     assert stat.S_IMODE(conf.stat().st_mode) == 0o640
     assert "useradd" not in first.stdout                     # no users made in a root install
     assert "systemctl enable" in first.stdout and "skipped" in first.stdout
+    # the docs run plain `scanner-agent`: the installer puts it on the PATH
+    link = root / "usr/local/bin/scanner-agent"
+    assert link.is_symlink() and os.readlink(link) == "/opt/scanner-agent/venv/bin/scanner-agent"
 
 
 @pytest.mark.slow
@@ -117,6 +120,7 @@ def test_uninstall_keeps_state_and_config_unless_purged(tmp_path):
     proc = install(root, "--uninstall")
     assert "kept" in proc.stdout
     assert not (root / "opt/scanner-agent").exists() and not (root / "etc/systemd/system/scanner-agent.service").exists()
+    assert not (root / "usr/local/bin/scanner-agent").is_symlink()
     assert (state / "outbox.db").exists() and (root / "etc/scanner-agent/config.toml").exists()
     refused = install(root, "--uninstall", "--purge", check=False)  # no terminal, no --yes: refuse
     assert refused.returncode == 2 and (state / "outbox.db").exists()
@@ -235,7 +239,8 @@ port = 9
     bad = tmp_path / "bad.toml"
     bad.write_text("[camera]\nfps = 'x'\n")
     out = cli("doctor", "-c", str(bad))
-    assert out.returncode == 1 and out.stdout.startswith("FIX  config") and "camera.fps" in out.stdout
+    # README: doctor exits 2 when the config cannot be read
+    assert out.returncode == 2 and out.stdout.startswith("FIX  config") and "camera.fps" in out.stdout
 
 
 def test_a_station_replaying_the_demo_frames_to_a_broker_refuses_to_start(tmp_path):

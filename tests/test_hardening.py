@@ -64,12 +64,16 @@ def stopped_station(tmp_path):
     return config(tmp_path, state), state, row
 
 
-def test_export_replaces_an_existing_file_with_a_fresh_0600_one(stopped_station, tmp_path):
+def test_export_refuses_an_existing_file_and_replaces_it_with_force(stopped_station, tmp_path):
+    """'a new FILE', as its help says: an existing file is kept unless --force, which replaces it
+    with a fresh 0600 one."""
     conf, _, row = stopped_station
     out = tmp_path / "export.jsonl"
     out.write_text("old")
     os.chmod(out, 0o666)
-    done = cli("queue", "-c", str(conf), "export", str(out))
+    refused = cli("queue", "-c", str(conf), "export", str(out))
+    assert refused.returncode == 2 and "--force" in refused.stderr and out.read_text() == "old", refused.stderr
+    done = cli("queue", "export", str(out), "--force", "-c", str(conf))
     assert done.returncode == 0, done.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o600 and row.id in out.read_text()
 
@@ -80,7 +84,7 @@ def test_export_and_snapshot_never_follow_links_or_write_into_the_state_dir(stop
     victim.write_text("keep me")
     link = tmp_path / "link.jsonl"
     link.symlink_to(victim)
-    refused = cli("queue", "-c", str(conf), "export", str(link))
+    refused = cli("queue", "-c", str(conf), "export", str(link), "--force")
     assert refused.returncode == 2 and "not a regular file" in refused.stderr
     assert victim.read_text() == "keep me" and link.is_symlink()
     before = (state / "outbox.db").read_bytes()
@@ -151,6 +155,38 @@ def test_queue_import_is_idempotent_and_refuses_what_is_not_a_checkin(stopped_st
     box.close()
     assert [r.id for r in pending] == [row.id] + [r.id for r in moved]
     assert [r.payload for r in pending[1:]] == [r.payload for r in moved]  # exactly as exported
+
+
+def test_queue_import_on_a_station_that_has_never_run_creates_the_outbox(tmp_path):
+    """The README's replacement station: `queue import` there, before its first start; `-c` after
+    the action, like every other command. As root, the new outbox belongs to the state directory's
+    owner (the service user), so the station can open it."""
+    import pwd
+
+    from agent.checkin import checkin_body
+    from agent.sim.demo import BHYT15, CCCD
+
+    old = Outbox(tmp_path / "old" / "outbox.db", station="counter-old")
+    moved = [old.put(checkin_body(read_card(p))) for p in (BHYT15, CCCD)]
+    old.close()
+    export = tmp_path / "undelivered.jsonl"
+    export.write_text("".join(json.dumps(r.payload, ensure_ascii=False) + "\n" for r in moved))
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    nobody = pwd.getpwnam("nobody")
+    if os.geteuid() == 0:
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    conf = config(tmp_path, state, station="counter-new")
+    listed = cli("queue", "list", "-c", str(conf))
+    assert listed.returncode == 2 and "no outbox here" in listed.stderr      # list never creates one
+    done = cli("queue", "import", str(export), "-c", str(conf))
+    assert done.returncode == 0 and "2 check-in(s) queued" in done.stdout, done.stdout + done.stderr
+    db = state / "outbox.db"
+    if os.geteuid() == 0:
+        assert db.stat().st_uid == nobody.pw_uid
+    box = Outbox(db, station="counter-new", admin=True, readonly=True)
+    assert [r.id for r in box.pending(10)] == [r.id for r in moved]
+    box.close()
 
 
 # --- secure delete --------------------------------------------------------------------------------
