@@ -178,7 +178,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     info = status.collect(admin_config(args))
     print(json.dumps(info, ensure_ascii=False, indent=2) if args.json else status.render(info))
-    return 0
+    return status.level(info)[0]    # 0 ok, 1 a warning, 2 a fault
 
 
 def _create_outbox(cfg, path: Path) -> None:

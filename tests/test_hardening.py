@@ -119,7 +119,26 @@ def test_status_with_a_damaged_status_file(stopped_station, content):
     (run / "status.json").write_text(content.replace("%PID%", str(os.getpid())))
     for extra in ((), ("--json",)):
         out = cli("status", "-c", str(conf), *extra)
-        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        assert out.returncode in (1, 2) and "Traceback" not in out.stderr, out.stderr   # stopped: a warning
+
+
+def test_status_exits_1_on_a_warning_and_2_on_a_fault(stopped_station):
+    """Like fleet, and as the README says: 0 ok, 1 a warning (here: the daemon is not running), 2 a
+    fault (here: a damaged outbox kept aside)."""
+    from agent.admin.status import FAULT, OK, WARNING, level
+
+    conf, state, _ = stopped_station
+    out = cli("status", "-c", str(conf))
+    assert out.returncode == 1 and "check        WARNING: daemon not running" in out.stdout, out.stdout
+    (state / "outbox.db.corrupt-20261124-080000").write_bytes(b"SQLite format 3\0" + b"\0" * 100)
+    out = cli("status", "-c", str(conf), "--json")
+    assert out.returncode == 2 and json.loads(out.stdout)["faults"], out.stdout
+    base = {"faults": [], "camera": {"fault": None}, "outbox": {}, "daemon": "running", "mqtt": {"connected": True},
+            "clock_synced": True}
+    assert level(base) == (OK, [])
+    assert level({**base, "mqtt": {"connected": False}}) == (WARNING, ["broker disconnected"])
+    assert level({**base, "camera": {"fault": "no frames"}})[0] == FAULT
+    assert "`status` exits 0 when all is well, 1 on a warning" in (ROOT / "README.md").read_text()
 
 
 def test_parse_with_standard_input_closed_and_an_ascii_terminal():
