@@ -226,7 +226,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         print(f"queue {args.action}: {exc}", file=sys.stderr)
         return 1
     try:
-        return _queue(args, box, Path(cfg.station.state_dir))
+        return _queue(args, box, cfg)
     except RefusedPath as exc:
         print(f"queue {args.action}: {exc}", file=sys.stderr)
         return 2
@@ -238,11 +238,14 @@ def cmd_queue(args: argparse.Namespace) -> int:
         box.close()
 
 
-def _queue(args: argparse.Namespace, box, state_dir: Path) -> int:
+def _queue(args: argparse.Namespace, box, cfg) -> int:
     from agent.admin import queue
 
+    state_dir = Path(cfg.station.state_dir)
     if args.action == "list":
-        print("\n".join(queue.list_rows(box, limit=args.limit, undelivered_only=not args.all, reveal=args.reveal)))
+        receipts = cfg.mqtt is not None and cfg.mqtt.delivered_on == "receipt"
+        print("\n".join(queue.list_rows(box, limit=args.limit, undelivered_only=not args.all, reveal=args.reveal,
+                                        receipts=receipts)))
     elif args.action == "show":
         shown = queue.show(box, args.id, args.reveal)
         if shown is None:
@@ -361,6 +364,7 @@ def cmd_output_test(args: argparse.Namespace) -> int:
         return 2
     status = 0
     for out in outputs:
+        out.writer.dropped_note = "it was the probe line of 'output test' (no check-in involved)"
         w = out.writer.start()
         out.writer.send(out.cfg.prefix + PROBE + "\n" + out.cfg.suffix)
         deadline = time.monotonic() + out.cfg.timeout_s + 2
@@ -371,7 +375,9 @@ def cmd_output_test(args: argparse.Namespace) -> int:
             print(f"{out.writer.kind:8s} sent to {out.writer.device}: {PROBE!r}. On the PC it must read "
                   "exactly so; 'â đ ê à á' instead means an input method rewrites keys (see README)")
         else:
-            print(f"{out.writer.kind:8s} NOT sent: {out.writer.device_fault}", file=sys.stderr)
+            print(f"{out.writer.kind:8s} the probe line was NOT sent to {out.writer.device}: {out.writer.device_fault}; "
+                  "check the cable and that the PC reads it (README 'Using the station as a USB scanner')",
+                  file=sys.stderr)
             status = 1
     return status
 

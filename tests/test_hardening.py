@@ -122,6 +122,24 @@ def test_status_with_a_damaged_status_file(stopped_station, content):
         assert out.returncode in (1, 2) and "Traceback" not in out.stderr, out.stderr   # stopped: a warning
 
 
+def test_queue_list_shows_sent_awaiting_receipt(tmp_path):
+    """Receipt mode: a check-in the broker took but the hospital has not confirmed is not QUEUED."""
+    from agent.checkin import checkin_body
+    from agent.sim.demo import BHYT15, CCCD
+
+    state = tmp_path / "state"
+    box = Outbox(state / "outbox.db", station="counter-rc")
+    sent, waiting = (box.put(checkin_body(read_card(p))) for p in (BHYT15, CCCD))
+    box.count_attempt([sent.id])
+    box.close()
+    conf = config(tmp_path, state, station="counter-rc", port=9)
+    conf.write_text(conf.read_text() + 'delivered_on = "receipt"\n')
+    out = cli("queue", "list", "-c", str(conf))
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[-1]: line for line in out.stdout.splitlines()[1:]}
+    assert "SENT, AWAITING RECEIPT" in rows[sent.id] and "QUEUED" in rows[waiting.id], out.stdout
+
+
 def test_status_exits_1_on_a_warning_and_2_on_a_fault(stopped_station):
     """Like fleet, and as the README says: 0 ok, 1 a warning (here: the daemon is not running), 2 a
     fault (here: a damaged outbox kept aside)."""
