@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from support.broker import link_config
 from support.daemon import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -365,3 +366,52 @@ def test_the_station_runs_under_the_units_sandbox(tmp_path):
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.count("check-in #") >= 3, proc.stderr[-2000:]
     assert "station stopped" in proc.stderr
+
+
+def test_every_doctor_fix_line_says_what_to_do(tmp_path, broker):
+    """Each way doctor can fail gives a remedy after the finding (the disk one included)."""
+    import dataclasses
+
+    from agent.admin import doctor
+    from agent.config import FeedbackConfig, KeyboardOutputConfig
+    from agent.outbox import Outbox
+    from support.broker import Broker
+    from support.daemon import replay_config
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)                                   # readable by others
+    box = Outbox(state / "outbox.db", station="s")
+    box.close()
+    os.chmod(state / "outbox.db", 0o644)
+    (state / "outbox.db.corrupt-20261124-080000").write_bytes(b"x")
+    cfg = replay_config(state)
+    cfg.outbox.min_free_mb = 10**9                            # no disk is that free
+    checks = [doctor.check_config(tmp_path / "missing.toml")[0], *doctor.check_state(cfg),
+              doctor.check_state(replay_config(tmp_path / "nowhere"))[0], doctor.check_clock(),
+              doctor.check_camera(dataclasses.replace(cfg, camera=dataclasses.replace(cfg.camera, source="v4l2",
+                                                                                      device=63)), False),
+              doctor.check_gpio(dataclasses.replace(cfg, feedback=FeedbackConfig(backend="gpio"))),
+              doctor.check_unit()]
+    cfg.mqtt = link_config(9)
+    checks += doctor.check_broker(cfg)
+    checks.append(doctor.check_replay(cfg, tmp_path / "c.toml"))
+    cfg.mqtt = link_config(broker.port, tls=True, allow_insecure=False)    # TLS to a plain listener
+    checks += doctor.check_broker(cfg)
+    secured = Broker(tmp_path / "auth", users={"s": "right"}, acl="user s\ntopic read nothing/#\n").start()
+    try:
+        cfg.mqtt = link_config(secured.port, username="s", password="wrong")
+        checks += doctor.check_session(cfg, timeout=5)
+        cfg.mqtt = link_config(secured.port, username="s", password="right")
+        checks += doctor.check_session(cfg, timeout=5)
+    finally:
+        secured.stop()
+    cfg.keyboard = KeyboardOutputConfig(enabled=True, device=str(tmp_path / "hidg9"))
+    checks += doctor.check_outputs(cfg)
+    failed = [c for c in checks if not c.ok]
+    names = {c.name for c in failed}
+    assert {"config", "state", "outbox", "disk", "camera", "broker", "tls", "mqtt", "acl", "keyboard"} <= names, \
+        [c.line() for c in failed]
+    for c in failed:
+        assert c.fix and c.line().endswith(c.fix), c.line()
+    disk = next(c for c in failed if c.name == "disk")
+    assert "free space" in disk.line() and "min_free_mb" in disk.line()
