@@ -246,7 +246,6 @@ def test_a_refused_login_is_a_fault_in_status_and_health(tmp_path):
     """The broker refusing the station's password is IT's to fix, and nothing is sent until then:
     a fault in status (exit 2) and in the health report, not only a log line; it goes away once
     the login works. Not on the counter's LEDs (the broker signal shows it there)."""
-    from agent.admin.status import level
     from agent.feedback import Feedback, NoOutput
     from agent.station import Station
     from support.daemon import replay_config
@@ -267,6 +266,7 @@ def test_a_refused_login_is_a_fault_in_status_and_health(tmp_path):
         health = station.link.health()
         assert "mqtt_login_refused" in health["fault_codes"] and schema_errors("health", health) == []
         from agent.admin import status as st
+        from agent.admin.status import level
         info = {"faults": station.faults(), "camera": {}, "outbox": {}, "daemon": "running", "mqtt": {},
                 "clock_synced": True}
         assert level(info)[0] == st.FAULT
