@@ -1,6 +1,7 @@
 """A small local control socket for the running daemon (runtime directory, mode 0660).
 
-Protocol: the client sends one command line ("snapshot"); the daemon answers
+Protocol: the client sends one command line ("snapshot": a JPEG; "status": the daemon's state as
+JSON, from memory, for `scanner-agent status` when its status file cannot be written); the daemon answers
 "OK <length>\n" followed by that many bytes, or "ERR <message>\n".
 """
 
