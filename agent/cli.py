@@ -187,8 +187,11 @@ def _create_outbox(cfg, path: Path) -> None:
     can open it (never through a link)."""
     import stat
 
-    from agent.outbox import Outbox
+    from agent.outbox import Outbox, OutboxError
 
+    leftovers = [p for p in (path, *(Path(f"{path}{s}") for s in ("-wal", "-shm", "-journal"))) if os.path.lexists(p)]
+    if leftovers:   # a link or a stray file where the new outbox would go: never followed or reused
+        raise OutboxError(f"no outbox at {path}, but {leftovers[0]} is there: move it away first")
     Outbox(path, station=cfg.station.id, max_events=cfg.outbox.max_events, min_free_mb=0).close()
     print(f"created {path} (this station had not run yet)", file=sys.stderr)
     owner = path.parent.stat()

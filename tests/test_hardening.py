@@ -216,6 +216,11 @@ def test_queue_import_on_a_station_that_has_never_run_creates_the_outbox(tmp_pat
     conf = config(tmp_path, state, station="counter-new")
     listed = cli("queue", "list", "-c", str(conf))
     assert listed.returncode == 2 and "no outbox here" in listed.stderr      # list never creates one
+    victim = tmp_path / "victim"
+    (state / "outbox.db-wal").symlink_to(victim)          # planted by the service account: never followed
+    planted = cli("queue", "import", str(export), "-c", str(conf))
+    assert planted.returncode == 1 and "move it away" in planted.stderr and not victim.exists(), planted.stderr
+    (state / "outbox.db-wal").unlink()
     done = cli("queue", "import", str(export), "-c", str(conf))
     assert done.returncode == 0 and "2 check-in(s) queued" in done.stdout, done.stdout + done.stderr
     db = state / "outbox.db"

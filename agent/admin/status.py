@@ -53,8 +53,8 @@ def from_memory(state_dir: Path, stale: runstate.DaemonStatus) -> runstate.Daemo
 
     try:
         live = runstate.DaemonStatus.from_dict(json.loads(request(paths.control_socket(state_dir), "status",
-                                                                  timeout=3)))
-    except (OSError, RuntimeError, ValueError):
+                                                                  timeout=3, max_bytes=1 << 20)))
+    except (OSError, RuntimeError, ValueError, IndexError):
         return stale
     if live is None or live.pid != stale.pid:
         return stale
