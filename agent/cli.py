@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -65,7 +66,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    path = Path(args.path) if args.path else DEFAULT_PATH
+    path = Path(args.path or args.config or DEFAULT_PATH)
     try:
         load_config(path)
     except ConfigError as exc:
@@ -116,12 +117,13 @@ def setup_logging(level: str) -> None:
 
 
 def demo_config():
-    """Embedded defaults: bundled frames replayed, console signals, ./state, no broker."""
-    from agent.config import Config
+    """The demo, chosen explicitly (the code's defaults are a real station's): bundled frames
+    replayed, console signals, ./state, no broker."""
+    from agent.config import CameraConfig, Config, FeedbackConfig, StationConfig
 
-    cfg = Config()
-    cfg.camera.fps = 4.0  # slow enough to watch each presentation
-    return cfg
+    return Config(station=StationConfig(state_dir="state"),
+                  camera=CameraConfig(source="replay", fps=4.0),  # slow enough to watch each presentation
+                  feedback=FeedbackConfig(backend="console"))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -162,12 +164,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def admin_config(args: argparse.Namespace):
-    """-c CONFIG, else the installed config, else the demo's defaults (a development machine)."""
+def admin_config(args: argparse.Namespace, *, station: bool = True):
+    """-c CONFIG, else the installed config, else the demo's defaults (a development machine).
+    `station` False: a config that only names a broker (fleet.toml): its state_dir is not checked."""
     path = args.config or (DEFAULT_PATH if DEFAULT_PATH.exists() else None)
     if path is None:
         return demo_config()
-    return load_config(path)
+    return load_config(path, station=station)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -175,14 +178,40 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     info = status.collect(admin_config(args))
     print(json.dumps(info, ensure_ascii=False, indent=2) if args.json else status.render(info))
-    return 0
+    return status.level(info)[0]    # 0 ok, 1 a warning, 2 a fault
 
 
-def _open_outbox(cfg, *, write: bool):
-    """The outbox for an IT command: never created, moved or repaired; read-only unless `write`."""
+def _create_outbox(cfg, path: Path) -> None:
+    """`queue import` on a replacement station that has never run: a fresh outbox, as the station
+    makes it; as root, handed to the state directory's owner (the service user) so the station
+    can open it (never through a link)."""
+    import stat
+
+    from agent.outbox import Outbox, OutboxError
+
+    leftovers = [p for p in (path, *(Path(f"{path}{s}") for s in ("-wal", "-shm", "-journal"))) if os.path.lexists(p)]
+    if leftovers:   # a link or a stray file where the new outbox would go: never followed or reused
+        raise OutboxError(f"no outbox at {path}, but {leftovers[0]} is there: move it away first")
+    Outbox(path, station=cfg.station.id, max_events=cfg.outbox.max_events, min_free_mb=0).close()
+    print(f"created {path} (this station had not run yet)", file=sys.stderr)
+    owner = path.parent.stat()
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            try:
+                if stat.S_ISREG(p.lstat().st_mode):
+                    os.chown(p, owner.st_uid, owner.st_gid, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+
+
+def _open_outbox(cfg, *, write: bool, create: bool = False):
+    """The outbox for an IT command: never moved or repaired, created only for `create` (import);
+    read-only unless `write`."""
     from agent.outbox import Outbox
 
     path = paths.outbox(cfg.station.state_dir)
+    if not path.exists() and create:
+        _create_outbox(cfg, path)
     if not path.exists():
         raise ConfigError(path, ["0: no outbox here (is state_dir right, and has the station run?)"])
     return Outbox(path, station=cfg.station.id, max_events=cfg.outbox.max_events, admin=True,
@@ -195,12 +224,12 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
     cfg = admin_config(args)
     try:
-        box = _open_outbox(cfg, write=args.action in ("retry", "import"))
+        box = _open_outbox(cfg, write=args.action in ("retry", "import"), create=args.action == "import")
     except OutboxError as exc:
         print(f"queue {args.action}: {exc}", file=sys.stderr)
         return 1
     try:
-        return _queue(args, box, Path(cfg.station.state_dir))
+        return _queue(args, box, cfg)
     except RefusedPath as exc:
         print(f"queue {args.action}: {exc}", file=sys.stderr)
         return 2
@@ -212,11 +241,14 @@ def cmd_queue(args: argparse.Namespace) -> int:
         box.close()
 
 
-def _queue(args: argparse.Namespace, box, state_dir: Path) -> int:
+def _queue(args: argparse.Namespace, box, cfg) -> int:
     from agent.admin import queue
 
+    state_dir = Path(cfg.station.state_dir)
     if args.action == "list":
-        print("\n".join(queue.list_rows(box, limit=args.limit, undelivered_only=not args.all, reveal=args.reveal)))
+        receipts = cfg.mqtt is not None and cfg.mqtt.delivered_on == "receipt"
+        print("\n".join(queue.list_rows(box, limit=args.limit, undelivered_only=not args.all, reveal=args.reveal,
+                                        receipts=receipts)))
     elif args.action == "show":
         shown = queue.show(box, args.id, args.reveal)
         if shown is None:
@@ -231,6 +263,10 @@ def _queue(args: argparse.Namespace, box, state_dir: Path) -> int:
               f"{box.depth()} undelivered in all (a running station sends them within a few seconds, once the broker is reachable)")
         return 1 if unknown else 0
     elif args.action == "export":
+        if not args.force and os.path.isfile(args.file) and not os.path.islink(args.file):
+            print(f"queue export: {args.file} exists: give a new file name, or --force to replace it",
+                  file=sys.stderr)
+            return 2
         n = queue.export(box, Path(args.file), state_dir)
         print(f"{n} undelivered check-in(s) written to {args.file} (JSON lines, mode 600; "
               "they contain personal data: delete the file after use)")
@@ -284,13 +320,14 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
     from agent.admin import fleet
 
-    cfg = admin_config(args)
+    cfg = admin_config(args, station=False)   # IT's fleet.toml need not name a state directory
     if cfg.mqtt is None:
         print("fleet: the config has no [mqtt] section (the broker to read the fleet from)", file=sys.stderr)
         return fleet.UNKNOWN
     while True:
+        subacks: list[str] = []
         try:
-            stations = fleet.collect(cfg.mqtt, wait_s=args.wait)
+            stations = fleet.collect(cfg.mqtt, wait_s=args.wait, subacks=subacks)
         except (OSError, ssl.SSLError, ConnectionError, ValueError) as exc:
             from agent.mqtt.link import describe
 
@@ -304,7 +341,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         else:
             if args.watch:
                 print("\033[2J\033[H", end="")
-            print(fleet.render(rows) if rows else "no station has reported on this broker")
+            print(fleet.render(rows) if rows else fleet.no_reports(cfg.mqtt, cfg.station.id, subacks))
             counts = {name: sum(r.level == lvl for r in rows) for lvl, name in fleet.LEVELS.items() if lvl != fleet.UNKNOWN}
             print(f"{fleet.LEVELS[status]}: {len(rows)} station(s); " + ", ".join(f"{n} {k.lower()}" for k, n in counts.items()),
                   flush=True)
@@ -330,6 +367,7 @@ def cmd_output_test(args: argparse.Namespace) -> int:
         return 2
     status = 0
     for out in outputs:
+        out.writer.dropped_note = "it was the probe line of 'output test' (no check-in involved)"
         w = out.writer.start()
         out.writer.send(out.cfg.prefix + PROBE + "\n" + out.cfg.suffix)
         deadline = time.monotonic() + out.cfg.timeout_s + 2
@@ -340,7 +378,9 @@ def cmd_output_test(args: argparse.Namespace) -> int:
             print(f"{out.writer.kind:8s} sent to {out.writer.device}: {PROBE!r}. On the PC it must read "
                   "exactly so; 'â đ ê à á' instead means an input method rewrites keys (see README)")
         else:
-            print(f"{out.writer.kind:8s} NOT sent: {out.writer.device_fault}", file=sys.stderr)
+            print(f"{out.writer.kind:8s} the probe line was NOT sent to {out.writer.device}: {out.writer.device_fault}; "
+                  "check the cable and that the PC reads it (README 'Using the station as a USB scanner')",
+                  file=sys.stderr)
             status = 1
     return status
 
@@ -369,6 +409,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     checks = doctor.run(path)
     for c in checks:
         print(c.line())
+    if checks[0].name == "config" and not checks[0].ok:
+        print("the config cannot be read: nothing else checked")
+        return 2
     failed = [c for c in checks if not c.ok]
     print(f"{len(failed)} problem(s) to fix" if failed else "all checks passed")
     return 1 if failed else 0
@@ -377,9 +420,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def _tool_test(sub, name: str, help: str, test_help: str, func, cfg_help: str) -> None:
     """`scanner-agent NAME test [-c CONFIG]`: the hardware checks IT runs by hand."""
     p = sub.add_parser(name, help=help)
+    p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
     tsub = p.add_subparsers(dest=f"{name}_command", required=True, metavar="ACTION")
     t = tsub.add_parser("test", help=test_help)
-    t.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
+    t.add_argument("-c", "--config", metavar="CONFIG", default=argparse.SUPPRESS, help=cfg_help)
     t.set_defaults(func=func)
 
 
@@ -414,6 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("queue", help="inspect the check-in outbox")
     p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
     qsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    # -c after the action too (`queue list -c CONFIG`, like `doctor -c`); SUPPRESS keeps the one
+    # given before the action when none is given after it
+    qcfg = argparse.ArgumentParser(add_help=False)
+    qcfg.add_argument("-c", "--config", metavar="CONFIG", default=argparse.SUPPRESS, help=cfg_help)
+    qsub.add_parser = functools.partial(qsub.add_parser, parents=[qcfg])
     q = qsub.add_parser("list", help="recent check-ins (undelivered only unless --all)")
     q.add_argument("--all", action="store_true", help="delivered ones too (kept for the retention time)")
     q.add_argument("--limit", type=_limit, default=50, help=f"at most this many (1-{MAX_LIMIT})")
@@ -425,6 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("ids", nargs="+", metavar="ID")
     q = qsub.add_parser("export", help="write undelivered check-ins to a new FILE as JSON lines (mode 600)")
     q.add_argument("file", metavar="FILE")
+    q.add_argument("--force", action="store_true", help="replace FILE if it exists")
     q = qsub.add_parser("import", help="queue the check-ins of a 'queue export' file or of a damaged "
                                        "outbox file kept aside, for sending (idempotent)")
     q.add_argument("file", metavar="FILE")
@@ -439,10 +489,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help + "; its [mqtt] section names the broker")
     p.add_argument("--json", action="store_true", help="one JSON array of stations")
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    p.add_argument("--every", type=float, default=5.0, help="--watch refresh interval, seconds")
-    p.add_argument("--warn", type=float, default=300.0, help="warning when the oldest queued check-in is older (s)")
-    p.add_argument("--crit", type=float, default=1800.0, help="critical when the oldest queued check-in is older (s)")
-    p.add_argument("--wait", type=float, default=2.0, help="seconds to collect the retained reports")
+    p.add_argument("--every", type=float, default=5.0, help="--watch refresh interval, seconds (default %(default)g)")
+    p.add_argument("--warn", type=float, default=300.0,
+                   help="warning when the oldest queued check-in is older (s; default %(default)g)")
+    p.add_argument("--crit", type=float, default=1800.0,
+                   help="critical when the oldest queued check-in is older (s; default %(default)g)")
+    p.add_argument("--wait", type=float, default=2.0,
+                   help="seconds to collect the retained reports (default %(default)g)")
     p.set_defaults(func=cmd_fleet)
 
     _tool_test(sub, "output", "keyboard and serial output tools", "type or send a test line on every enabled output",
@@ -461,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     c = csub.add_parser("check", help="load and validate a config file")
     c.add_argument("path", nargs="?", metavar="PATH", help=f"default {DEFAULT_PATH}")
+    c.add_argument("-c", "--config", metavar="CONFIG", help="the same as PATH")
     c.set_defaults(func=cmd_config_check)
     return parser
 

@@ -30,14 +30,16 @@ def _f(default: Any, *, choices: tuple | None = None, min: float | None = None,
 @dataclass
 class StationConfig:
     id: str = _f("demo-station", doc="station id; also the MQTT client id")
-    state_dir: str = _f("state", doc="outbox and runtime state; relative paths are from the working directory")
+    state_dir: str = _f("/var/lib/scanner-agent", doc="outbox and runtime state (systemd StateDirectory=); "
+                                                      "relative paths are from the working directory")
     timezone: str = _f("Asia/Ho_Chi_Minh", doc="IANA time zone of every timestamp sent (read_at keeps this "
                                                "offset whatever the system zone)")
 
 
 @dataclass
 class CameraConfig:
-    source: str = _f("replay", choices=("picamera2", "v4l2", "replay"))
+    source: str = _f("picamera2", choices=("picamera2", "v4l2", "replay"),
+                     doc="replay is for the demo and tests: chosen explicitly, never by default")
     path: str = _f("", doc="replay: folder of images (sorted by name) or a video file; empty = bundled demo")
     device: int = _f(0, min=0, doc="v4l2: /dev/videoN")
     fps: float = _f(30.0, min=0.1, max=240)
@@ -54,7 +56,8 @@ class CameraConfig:
 
 @dataclass
 class CheckinConfig:
-    cooldown_s: float = _f(10.0, min=0, max=3600)
+    cooldown_s: float = _f(10.0, min=0, max=3600, doc="the same card shown again less than this after it was "
+                                                      "last seen (not after its check-in) is 'already read'")
     try_again_s: float = _f(2.0, min=0.5, max=30, doc="a code seen but unreadable this long: 'try again'")
     idle_after_s: float = _f(3.0, min=0.5, max=600, doc="no change in the scene this long: idle")
     idle_fps: float = _f(5.0, min=0.5, max=30, doc="decode rate while idle")
@@ -62,7 +65,7 @@ class CheckinConfig:
 
 @dataclass
 class FeedbackConfig:
-    backend: str = _f("console", choices=("gpio", "console", "none"))
+    backend: str = _f("gpio", choices=("gpio", "console", "none"), doc="console: the demo and tests")
     green_pin: int = _f(17, min=0, max=27)
     red_pin: int = _f(27, min=0, max=27)
     amber_pin: int = _f(-1, min=-1, max=27, doc="-1: no amber LED")
@@ -217,8 +220,9 @@ def _check_value(value: Any, f: dataclasses.Field, want: type) -> tuple[Any, str
     return value, None
 
 
-def parse_config(text: str, path: Path | str = "<config>") -> Config:
-    """Validate TOML text into a Config; raises ConfigError listing every problem."""
+def parse_config(text: str, path: Path | str = "<config>", *, station: bool = True) -> Config:
+    """Validate TOML text into a Config; raises ConfigError listing every problem. `station`
+    False: a config for a tool that only reads the broker (fleet): state_dir is not checked."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -281,8 +285,10 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
         errors.append(f"{where.get('camera.scaler_crop', 0)}: camera.scaler_crop must be 'x,y,w,h'")
     if cfg.camera.source == "replay" and cfg.camera.path and not Path(cfg.camera.path).exists():
         errors.append(f"{where.get('camera.path', 0)}: camera.path {cfg.camera.path!r} does not exist")
+    if problem := demo_feed_problem(cfg):
+        errors.append(f"{where.get('camera.source', where.get('camera', 0))}: {problem}")
     errors += [f"{where.get(key, 0)}: {message}" for key, message in _output_problems(cfg)]
-    if problem := dir_problem(cfg.station.state_dir):
+    if station and (problem := dir_problem(cfg.station.state_dir)):
         errors.append(f"{where.get('station.state_dir', 0)}: station.state_dir {problem}")
     if errors:
         raise ConfigError(path, errors)
@@ -319,6 +325,16 @@ def _output_problems(cfg: Config) -> list[tuple[str, str]]:
                     out.append((f"{section}.{name}", f"{section}.{name}: a {oc.layout.upper()} keyboard cannot "
                                                     f"type {missing!r}"))
     return out
+
+
+def demo_feed_problem(cfg: Config) -> str | None:
+    """Why this config would send the bundled demo patients to a hospital broker, or None: replay
+    with no camera.path replays the demo frames, and [mqtt] would publish them as real check-ins."""
+    if cfg.mqtt is None or cfg.camera.source != "replay" or cfg.camera.path:
+        return None
+    return ("camera.source = \"replay\" without camera.path replays the bundled demo patients, and [mqtt] "
+            "would send them to the hospital as real check-ins: set [camera] source = \"picamera2\" (or "
+            "\"v4l2\"), or name the frames to replay on purpose in camera.path")
 
 
 def topic_prefix_problem(prefix: str) -> str | None:
@@ -369,7 +385,7 @@ def dir_problem(name: str) -> str | None:
     return None
 
 
-def load_config(path: Path | str) -> Config:
+def load_config(path: Path | str, *, station: bool = True) -> Config:
     """Read and validate a config file; unreadable files are a ConfigError too, never a traceback."""
     path = Path(path)
     try:
@@ -383,4 +399,4 @@ def load_config(path: Path | str) -> Config:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(path, [f"{line}: not UTF-8 text"]) from None
-    return parse_config(text, path)
+    return parse_config(text, path, station=station)

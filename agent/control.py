@@ -1,6 +1,7 @@
 """A small local control socket for the running daemon (runtime directory, mode 0660).
 
-Protocol: the client sends one command line ("snapshot"); the daemon answers
+Protocol: the client sends one command line ("snapshot": a JPEG; "status": the daemon's state as
+JSON, from memory, for `scanner-agent status` when its status file cannot be written); the daemon answers
 "OK <length>\n" followed by that many bytes, or "ERR <message>\n".
 """
 
@@ -124,8 +125,9 @@ def _answer(conn: socket.socket, data: bytes) -> None:
         pass
 
 
-def request(path: Path, command: str, timeout: float = 10.0) -> bytes:
-    """Send a command to the daemon; returns the payload or raises OSError / RuntimeError."""
+def request(path: Path, command: str, timeout: float = 10.0, max_bytes: int = 64 << 20) -> bytes:
+    """Send a command to the daemon; returns the payload or raises OSError / RuntimeError (an
+    answer larger than `max_bytes` too: the socket's peer is not trusted blindly)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(str(path))
@@ -136,10 +138,14 @@ def request(path: Path, command: str, timeout: float = 10.0) -> bytes:
             if not chunk:
                 raise RuntimeError("daemon closed the connection")
             buf += chunk
+            if b"\n" not in buf and len(buf) > 4096:
+                raise RuntimeError("no answer line from the daemon")
         head, rest = buf.split(b"\n", 1)
         if head.startswith(b"ERR"):
             raise RuntimeError(head[4:].decode(errors="replace"))
         size = int(head.split()[1])
+        if size > max_bytes:
+            raise RuntimeError(f"answer of {size} bytes is larger than {max_bytes}")
         while len(rest) < size:
             chunk = s.recv(65536)
             if not chunk:

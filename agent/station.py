@@ -180,7 +180,8 @@ class Station:
         out = []
         if self.grabber is not None and self.grabber.fault:
             out.append(("camera", f"camera: {self.grabber.fault}"))
-        out += [item for w in self.workers() if w is not self.grabber and (item := w.fault_item)]
+        out += [item for w in self.workers() if w is not self.grabber and (item := w.fault_item)
+                and not (leds and item[0] == "mqtt_login_refused")]   # IT's to fix; the broker signal shows it
         if self.outbox_fault:
             out.append(("outbox_refusing", f"outbox: {self.outbox_fault}"))
         if not leds:
@@ -205,7 +206,7 @@ class Station:
             self.link.start()
         try:
             self.control = ControlServer(paths.control_socket(self.cfg.station.state_dir),
-                                         {"snapshot": self.snapshot}).start()
+                                         {"snapshot": self.snapshot, "status": self.status_json}).start()
         except OSError as exc:
             log.warning("no control socket (snapshots unavailable): %s", exc)
         self.feedback.signal(Signal.READY)
@@ -264,6 +265,13 @@ class Station:
             mqtt=self.link.status() if self.link is not None else None, clock_synced=clock_synced(),
             faults=self.faults(), workers={w.name: w.status() for w in self.workers()},
             counters=dict(vars(self.counters)), outbox=self.outbox.summary())
+
+    def status_json(self) -> bytes:
+        """status() from memory, for `scanner-agent status` when the status file cannot be written
+        (a full disk): its faults must still show."""
+        import json
+
+        return json.dumps(self.status().to_dict()).encode()
 
     def write_status(self) -> None:
         try:

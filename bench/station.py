@@ -83,6 +83,7 @@ def run_station(frames, plain_only: bool, state: Path, mark_at: int | None = Non
     cfg = Config()
     cfg.station.state_dir = str(state)
     cfg.feedback.backend = "none"
+    cfg.camera.source = "replay"      # the frames come from `source` below; chosen explicitly
     cfg.checkin.cooldown_s = 1.0
     station = Station(cfg, feedback=Feedback(NoOutput()))
     if plain_only:

@@ -39,6 +39,9 @@ GADGET_UNIT=$ROOT/etc/systemd/system/$SERVICE-usb-gadget.service
 CONF_DIR=$ROOT/etc/scanner-agent
 STATE=$ROOT/var/lib/scanner-agent
 STAMP=$PREFIX/installed-from
+# the command on the PATH, as the docs run it (a link to the venv's, named as on the system)
+LINK=$ROOT/usr/local/bin/scanner-agent
+LINK_TARGET=/opt/scanner-agent/venv/bin/scanner-agent
 CHANGED=0
 
 say() { echo "scanner-agent: $*"; }
@@ -67,6 +70,7 @@ do_uninstall() {
     fi
     [[ -e $UNIT ]] && run rm -f "$UNIT" && system systemctl daemon-reload
     [[ -e $PREFIX ]] && run rm -rf "$PREFIX"
+    [[ -L $LINK && $(readlink "$LINK") == "$LINK_TARGET" ]] && run rm -f "$LINK"
     if ((PURGE)); then
         if ((!YES)); then
             [[ -t 0 ]] || { echo "install.sh: --purge deletes undelivered check-ins; add --yes to confirm" >&2; exit 2; }
@@ -104,6 +108,16 @@ do_install() {
         run "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check $PIP_ARGS "$SRC"
         ((DRY)) || echo "$want" > "$STAMP"
         PACKAGE_CHANGED=1
+    fi
+
+    # 3b. scanner-agent on the PATH (/usr/local/bin), never over a file that is not our link
+    if [[ ! -L $LINK || $(readlink "$LINK") != "$LINK_TARGET" ]]; then
+        if [[ -e $LINK || -L $LINK ]]; then
+            say "$LINK exists and is not a link to $LINK_TARGET: left as it is (run $LINK_TARGET)"
+        else
+            run mkdir -p "$(dirname "$LINK")"
+            run ln -s "$LINK_TARGET" "$LINK"
+        fi
     fi
 
     # 4. the unit

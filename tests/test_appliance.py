@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from support.broker import link_config
 from support.daemon import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +82,9 @@ def test_install_into_a_root(installed):
     assert stat.S_IMODE(conf.stat().st_mode) == 0o640
     assert "useradd" not in first.stdout                     # no users made in a root install
     assert "systemctl enable" in first.stdout and "skipped" in first.stdout
+    # the docs run plain `scanner-agent`: the installer puts it on the PATH
+    link = root / "usr/local/bin/scanner-agent"
+    assert link.is_symlink() and os.readlink(link) == "/opt/scanner-agent/venv/bin/scanner-agent"
 
 
 @pytest.mark.slow
@@ -117,6 +121,7 @@ def test_uninstall_keeps_state_and_config_unless_purged(tmp_path):
     proc = install(root, "--uninstall")
     assert "kept" in proc.stdout
     assert not (root / "opt/scanner-agent").exists() and not (root / "etc/systemd/system/scanner-agent.service").exists()
+    assert not (root / "usr/local/bin/scanner-agent").is_symlink()
     assert (state / "outbox.db").exists() and (root / "etc/scanner-agent/config.toml").exists()
     refused = install(root, "--uninstall", "--purge", check=False)  # no terminal, no --yes: refuse
     assert refused.returncode == 2 and (state / "outbox.db").exists()
@@ -223,14 +228,32 @@ port = 9
     assert proc.returncode == 1
     assert any(line.startswith("ok   config") for line in lines)
     assert any(line.startswith("FIX  state") and "chmod 700" in line for line in lines)
-    assert any(line.startswith("ok   camera") and "frame" in line for line in lines)
+    # replay on a station that sends to a broker: a recording, not patients
+    assert any(line.startswith("FIX  camera") and 'source = "picamera2"' in line for line in lines), lines
     assert any(line.startswith("FIX  broker") and "unreachable" in line for line in lines)
     assert any(line.startswith("ok   gpio") for line in lines)
     assert lines[-1].endswith("problem(s) to fix")
+    bench = tmp_path / "bench.toml"          # no broker: replaying frames is a bench test, fine
+    bench.write_text(conf.read_text().split("[mqtt]")[0])
+    lines = cli("doctor", "-c", str(bench)).stdout.splitlines()
+    assert any(line.startswith("ok   camera") and "frame" in line for line in lines), lines
     bad = tmp_path / "bad.toml"
     bad.write_text("[camera]\nfps = 'x'\n")
     out = cli("doctor", "-c", str(bad))
-    assert out.returncode == 1 and out.stdout.startswith("FIX  config") and "camera.fps" in out.stdout
+    # README: doctor exits 2 when the config cannot be read
+    assert out.returncode == 2 and out.stdout.startswith("FIX  config") and "camera.fps" in out.stdout
+
+
+def test_a_station_replaying_the_demo_frames_to_a_broker_refuses_to_start(tmp_path):
+    """The bundled demo patients must never reach a hospital as real check-ins: `run` exits 2 with
+    one line, before opening anything."""
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'[station]\nstate_dir = "{tmp_path / "state"}"\n[camera]\nsource = "replay"\n'
+                    '[mqtt]\nhost = "127.0.0.1"\nport = 9\ntls = false\nallow_insecure = true\n')
+    proc = cli("run", "-c", str(conf), timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "bundled demo patients" in proc.stderr, proc.stderr
+    assert not (tmp_path / "state").exists()
 
 
 @pytest.mark.slow
@@ -343,3 +366,52 @@ def test_the_station_runs_under_the_units_sandbox(tmp_path):
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.count("check-in #") >= 3, proc.stderr[-2000:]
     assert "station stopped" in proc.stderr
+
+
+def test_every_doctor_fix_line_says_what_to_do(tmp_path, broker):
+    """Each way doctor can fail gives a remedy after the finding (the disk one included)."""
+    import dataclasses
+
+    from agent.admin import doctor
+    from agent.config import FeedbackConfig, KeyboardOutputConfig
+    from agent.outbox import Outbox
+    from support.broker import Broker
+    from support.daemon import replay_config
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)                                   # readable by others
+    box = Outbox(state / "outbox.db", station="s")
+    box.close()
+    os.chmod(state / "outbox.db", 0o644)
+    (state / "outbox.db.corrupt-20261124-080000").write_bytes(b"x")
+    cfg = replay_config(state)
+    cfg.outbox.min_free_mb = 10**9                            # no disk is that free
+    checks = [doctor.check_config(tmp_path / "missing.toml")[0], *doctor.check_state(cfg),
+              doctor.check_state(replay_config(tmp_path / "nowhere"))[0], doctor.check_clock(),
+              doctor.check_camera(dataclasses.replace(cfg, camera=dataclasses.replace(cfg.camera, source="v4l2",
+                                                                                      device=63)), False),
+              doctor.check_gpio(dataclasses.replace(cfg, feedback=FeedbackConfig(backend="gpio"))),
+              doctor.check_unit()]
+    cfg.mqtt = link_config(9)
+    checks += doctor.check_broker(cfg)
+    checks.append(doctor.check_replay(cfg, tmp_path / "c.toml"))
+    cfg.mqtt = link_config(broker.port, tls=True, allow_insecure=False)    # TLS to a plain listener
+    checks += doctor.check_broker(cfg)
+    secured = Broker(tmp_path / "auth", users={"s": "right"}, acl="user s\ntopic read nothing/#\n").start()
+    try:
+        cfg.mqtt = link_config(secured.port, username="s", password="wrong")
+        checks += doctor.check_session(cfg, timeout=5)
+        cfg.mqtt = link_config(secured.port, username="s", password="right")
+        checks += doctor.check_session(cfg, timeout=5)
+    finally:
+        secured.stop()
+    cfg.keyboard = KeyboardOutputConfig(enabled=True, device=str(tmp_path / "hidg9"))
+    checks += doctor.check_outputs(cfg)
+    failed = [c for c in checks if not c.ok]
+    names = {c.name for c in failed}
+    assert {"config", "state", "outbox", "disk", "camera", "broker", "tls", "mqtt", "acl", "keyboard"} <= names, \
+        [c.line() for c in failed]
+    for c in failed:
+        assert c.fix and c.line().endswith(c.fix), c.line()
+    disk = next(c for c in failed if c.name == "disk")
+    assert "free space" in disk.line() and "min_free_mb" in disk.line()

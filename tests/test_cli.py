@@ -84,3 +84,18 @@ def test_config_check(tmp_path):
     assert proc.returncode == 2
     assert f"{bad}:2: unknown key camera.sorce".encode() in proc.stderr
     assert b"Traceback" not in proc.stderr
+
+
+def test_config_option_is_accepted_at_every_level():
+    """`-c CONFIG` before or after the action, as `doctor -c` takes it; the later one wins."""
+    from agent.cli import build_parser
+
+    parse = build_parser().parse_args
+    for argv in (["queue", "-c", "a.toml", "list"], ["queue", "list", "-c", "a.toml"],
+                 ["queue", "-c", "b.toml", "list", "-c", "a.toml"], ["queue", "export", "x", "-c", "a.toml"],
+                 ["feedback", "-c", "a.toml", "test"], ["feedback", "test", "-c", "a.toml"],
+                 ["output", "-c", "a.toml", "test"], ["config", "check", "-c", "a.toml"],
+                 ["doctor", "-c", "a.toml"], ["status", "-c", "a.toml"], ["fleet", "-c", "a.toml"]):
+        args = parse(argv)
+        assert (args.config if argv[0] != "config" else args.config or args.path) == "a.toml", argv
+    assert parse(["queue", "-c", "b.toml", "list"]).config == "b.toml"

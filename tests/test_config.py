@@ -74,3 +74,70 @@ def test_unreadable_and_binary_files(tmp_path):
     bad.write_bytes(b"[station]\n\xff\xfe\n")
     with pytest.raises(ConfigError, match="2: not UTF-8"):
         load_config(bad)
+
+
+def documented_defaults() -> dict[str, dict[str, object]]:
+    """Every key config/config.toml shows, with its value, except those marked as examples
+    ('# example' on the line, or '(example)' in the comment just above it)."""
+    import tomllib
+
+    text = (ROOT / "config" / "config.toml").read_text()
+    lines = text.splitlines()
+    data = tomllib.loads(text)
+    from agent.config import _key_lines
+    where = _key_lines(text)
+    out: dict[str, dict[str, object]] = {}
+    for section, values in [(k, v) for k, v in data.items() if k != "output"] + \
+            [(f"output.{k}", v) for k, v in data.get("output", {}).items()]:
+        for key, value in values.items():
+            n = where[f"{section}.{key}"]
+            above = lines[n - 2] if n >= 2 else ""
+            if "# example" in lines[n - 1] or (above.lstrip().startswith("#") and "(example)" in above):
+                continue
+            out.setdefault(section, {})[key] = value
+    return out
+
+
+def test_every_documented_default_is_the_codes_default():
+    """config/config.toml says 'every key below shows its default unless marked example': the
+    code's defaults must be those (a station config without [camera] source must not replay the
+    demo patients to the hospital, nor keep its outbox in ./state)."""
+    import dataclasses
+
+    from agent.config import ATTRS, SECTIONS
+
+    documented = documented_defaults()
+    assert documented["camera"]["source"] == "picamera2" and documented["feedback"]["backend"] == "gpio"
+    checked = 0
+    for section, values in documented.items():
+        fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+        for key, value in values.items():
+            default = fields[key].default
+            assert type(default)(value) == default if isinstance(default, float) else value == default, \
+                f"[{section}] {key}: config/config.toml shows {value!r}, the code's default is {default!r}"
+            checked += 1
+    assert checked > 60
+    cfg = Config()
+    assert (cfg.camera.source, cfg.feedback.backend, cfg.station.state_dir) == \
+        ("picamera2", "gpio", "/var/lib/scanner-agent")
+    assert set(ATTRS) <= set(documented)
+
+
+def test_the_demo_chooses_replay_and_console_explicitly():
+    from agent.cli import demo_config
+
+    cfg = demo_config()
+    assert (cfg.camera.source, cfg.camera.path, cfg.feedback.backend, cfg.station.state_dir, cfg.mqtt) == \
+        ("replay", "", "console", "state", None)
+
+
+def test_bundled_demo_frames_with_a_broker_are_refused():
+    """Replay without camera.path replays the bundled demo patients: with [mqtt] they would reach
+    the hospital as real check-ins, so the config is refused; naming frames on purpose is fine."""
+    errs = errors_of("[camera]\nsource = 'replay'\n[mqtt]\nhost = 'h'\ntls = false\nallow_insecure = true\n")
+    assert len(errs) == 1 and errs[0].startswith("2: ") and "bundled demo patients" in errs[0], errs
+    frames = ROOT / "agent" / "samples" / "frames"
+    ok = parse_config(f"[camera]\nsource = 'replay'\npath = '{frames}'\n[mqtt]\nhost = 'h'\ntls = false\n"
+                      "allow_insecure = true\n")
+    assert ok.camera.path == str(frames)
+    assert parse_config("[camera]\nsource = 'replay'\n").mqtt is None     # the demo: no broker, fine

@@ -24,7 +24,7 @@ from agent.outbox import Outbox
 from agent.sim.payloads import bhyt, cccd
 from examples.consumer.consumer import Consumer
 from support.broker import Broker, SampleBroker, Subscriber
-from support.daemon import FRAMES, ROOT, Daemon
+from support.daemon import FRAMES, ROOT, Daemon, replay_config
 from support.postgres import Postgres
 
 pytestmark = pytest.mark.slow
@@ -129,10 +129,8 @@ def test_a_verdict_reaches_the_station_and_lights_the_hospital_answer(tmp_path, 
     from agent.station import Station
 
     consumer = Consumer("127.0.0.1", broker.port, postgres.dsn, name="verdicts").start()
-    cfg = Config()
-    cfg.station.id = "counter-22"
-    cfg.station.state_dir = str(tmp_path / "state")
-    cfg.camera.path, cfg.camera.fps = str(FRAMES), 20.0
+    cfg = replay_config(tmp_path / "state", station="counter-22")
+    cfg.camera.fps = 20.0
     cfg.mqtt = MqttConfig(host="127.0.0.1", port=broker.port, tls=False, allow_insecure=True)
     station = Station(cfg, feedback=Feedback(NoOutput()))
     runner = threading.Thread(target=station.run)
@@ -206,6 +204,53 @@ def test_a_station_and_the_reference_consumer_through_the_guides_sample_broker(t
             d.stop()
         consumer.stop()
         broker.stop()
+
+
+def first_ten_minutes() -> list[str]:
+    """The numbered steps of docs/integrating.md's "The first ten minutes", in order."""
+    import re
+
+    text = (ROOT / "docs" / "integrating.md").read_text()
+    section = text.split("## The first ten minutes", 1)[1].split("\n## ", 1)[0]
+    return [m.group(1) for m in re.finditer(r"^\d+\. (.*?)(?=^\d+\. |\Z)", section, re.M | re.S)]
+
+
+def test_the_first_ten_minutes_start_the_consumer_before_the_stations():
+    """Stations set up before the consumer lose the check-ins of the gap (delivered on the broker's
+    acknowledgement, dropped by the broker with nobody subscribed): the guide starts the consumer
+    first and the stations in receipt mode with require_subscriber from their first check-in."""
+    steps = first_ten_minutes()
+    consumer = next(i for i, s in enumerate(steps) if s.startswith("**Consumer"))
+    stations = next(i for i, s in enumerate(steps) if s.startswith("**Stations"))
+    assert consumer < stations, steps
+    assert 'delivered_on = "receipt"' in steps[stations] and "require_subscriber = true" in steps[stations]
+
+
+@pytest.mark.slow   # a daemon, a broker and PostgreSQL, in real time
+def test_a_station_set_up_as_the_guide_says_loses_nothing_before_the_consumer_runs(tmp_path, postgres, broker):
+    """Even out of order: a station with the guide's settings (receipt mode, require_subscriber)
+    records check-ins while no consumer runs; once the consumer starts, every one of them is stored."""
+    from support.daemon import config
+
+    conf = config(tmp_path, tmp_path / "state", station="counter-31", port=broker.port)
+    conf.write_text(conf.read_text() + 'delivered_on = "receipt"\nrequire_subscriber = true\n')
+    d = Daemon(conf)
+    consumer = None
+    try:
+        assert d.wait_for(lambda: len(d.recorded()) >= 3, 60), d.log[-2000:]
+        time.sleep(1.5)                        # published meanwhile: nobody subscribed
+        before = d.recorded()
+        consumer = Consumer("127.0.0.1", broker.port, postgres.dsn, name="late").start()
+        assert consumer.subscribed.wait(5)
+
+        def stored() -> set[int]:
+            with psycopg.connect(postgres.dsn) as db:
+                return {r[0] for r in db.execute("SELECT seq FROM checkins WHERE station = 'counter-31'")}
+        assert d.wait_for(lambda: before <= stored(), 60), (sorted(before), sorted(stored()), d.log[-2000:])
+    finally:
+        d.stop()
+        if consumer:
+            consumer.stop()
 
 
 def test_replies_go_to_the_sending_topic_and_late_check_ins_get_no_verdict(tmp_path, postgres, broker):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from support.broker import Broker, Subscriber
 from support.daemon import cli
 
@@ -90,3 +92,53 @@ def test_fleet_hostile_payloads_are_cleaned_never_a_traceback(tmp_path, broker):
 def test_fleet_unreachable_broker_is_unknown(tmp_path):
     out = cli("fleet", "-c", str(conf(tmp_path, 9)), "--wait", "0.2")
     assert out.returncode == 3 and out.stderr.startswith("UNKNOWN: broker 127.0.0.1:9") and "Traceback" not in out.stderr
+
+
+def test_fleet_json_numbers_are_numbers_and_help_shows_the_defaults(tmp_path, broker):
+    publish(broker, {"counter-01/status": status("counter-01", ago=56),
+                     "counter-01/health": health("counter-01", ago=5, oldest=90.5, depth=3)})
+    out = cli("fleet", "-c", str(conf(tmp_path, broker.port)), "--wait", "1", "--json")
+    (row,) = json.loads(out.stdout)
+    assert row["queue"] == 3 and 50 <= row["since_s"] <= 70 and row["oldest_s"] == 90.5
+    assert isinstance(row["health_age_s"], float) and 0 <= row["health_age_s"] < 30
+    assert not any(isinstance(v, str) and v.endswith(" s") for v in row.values()), row
+    helped = cli("fleet", "--help").stdout
+    assert "default 300" in helped and "default 1800" in helped, helped
+
+
+@pytest.mark.slow   # the sample broker with TLS, and three fleet runs
+def test_fleet_for_it_uses_the_example_fleet_toml_and_names_a_login_that_may_not_read(tmp_path):
+    """examples/fleet.toml as IT's user 'it' of the sample ACL sees the station; run with the
+    station's own config (the default on a station), the ACL lets it read no status topic: fleet
+    says so instead of 'no station has reported'."""
+    from pathlib import Path
+
+    from support.broker import SampleBroker
+
+    root = Path(__file__).resolve().parents[1]
+    broker = SampleBroker(tmp_path / "sample", ["counter-01"])
+    try:
+        station = broker.station_config(tmp_path / "st", "counter-01", broker.passwords["counter-01"])
+        pub = Subscriber(broker.port, "hospital/checkin/counter-01/verdict", client_id="counter-01",
+                         tls_ca=broker.ca["ca"], auth=("counter-01", broker.passwords["counter-01"]))
+        try:
+            for kind, payload in (("status", status("counter-01")), ("health", health("counter-01"))):
+                pub.client.publish(f"hospital/checkin/counter-01/{kind}", json.dumps(payload), qos=1,
+                                   retain=True).wait_for_publish(5)
+        finally:
+            pub.close()
+        fleet_toml = (root / "examples" / "fleet.toml").read_text()
+        for old, new in (('"broker.hospital.lan"', '"localhost"'), ("port = 8883", f"port = {broker.port}"),
+                         ('"/etc/scanner-agent/ca.crt"', f'"{broker.ca["ca"]}"'),
+                         ('password = ""', f'password = "{broker.passwords["it"]}"')):
+            assert old in fleet_toml
+            fleet_toml = fleet_toml.replace(old, new)
+        (tmp_path / "fleet.toml").write_text(fleet_toml)
+        it = cli("fleet", "-c", str(tmp_path / "fleet.toml"), "--wait", "1")
+        assert it.returncode == 0 and "counter-01" in it.stdout, it.stdout + it.stderr
+        own = cli("fleet", "-c", str(station), "--wait", "1")
+        assert own.returncode == 3, own.stdout + own.stderr
+        assert "this user (counter-01) may not read hospital/checkin/+/status: see the ACL" in own.stdout, own.stdout
+        assert "no station has reported" not in own.stdout
+    finally:
+        broker.stop()

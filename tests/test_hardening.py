@@ -20,7 +20,7 @@ from agent.cards import read_card
 from agent.config import ConfigError, MqttConfig, load_config, parse_config
 from agent.outbox import Outbox
 from support.broker import Subscriber
-from support.daemon import FRAMES, ROOT, cli, config
+from support.daemon import FRAMES, ROOT, cli, config, replay_config
 
 # --- 5: NaN and infinity -------------------------------------------------------------------------
 
@@ -64,12 +64,16 @@ def stopped_station(tmp_path):
     return config(tmp_path, state), state, row
 
 
-def test_export_replaces_an_existing_file_with_a_fresh_0600_one(stopped_station, tmp_path):
+def test_export_refuses_an_existing_file_and_replaces_it_with_force(stopped_station, tmp_path):
+    """'a new FILE', as its help says: an existing file is kept unless --force, which replaces it
+    with a fresh 0600 one."""
     conf, _, row = stopped_station
     out = tmp_path / "export.jsonl"
     out.write_text("old")
     os.chmod(out, 0o666)
-    done = cli("queue", "-c", str(conf), "export", str(out))
+    refused = cli("queue", "-c", str(conf), "export", str(out))
+    assert refused.returncode == 2 and "--force" in refused.stderr and out.read_text() == "old", refused.stderr
+    done = cli("queue", "export", str(out), "--force", "-c", str(conf))
     assert done.returncode == 0, done.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o600 and row.id in out.read_text()
 
@@ -80,7 +84,7 @@ def test_export_and_snapshot_never_follow_links_or_write_into_the_state_dir(stop
     victim.write_text("keep me")
     link = tmp_path / "link.jsonl"
     link.symlink_to(victim)
-    refused = cli("queue", "-c", str(conf), "export", str(link))
+    refused = cli("queue", "-c", str(conf), "export", str(link), "--force")
     assert refused.returncode == 2 and "not a regular file" in refused.stderr
     assert victim.read_text() == "keep me" and link.is_symlink()
     before = (state / "outbox.db").read_bytes()
@@ -115,7 +119,44 @@ def test_status_with_a_damaged_status_file(stopped_station, content):
     (run / "status.json").write_text(content.replace("%PID%", str(os.getpid())))
     for extra in ((), ("--json",)):
         out = cli("status", "-c", str(conf), *extra)
-        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        assert out.returncode in (1, 2) and "Traceback" not in out.stderr, out.stderr   # stopped: a warning
+
+
+def test_queue_list_shows_sent_awaiting_receipt(tmp_path):
+    """Receipt mode: a check-in the broker took but the hospital has not confirmed is not QUEUED."""
+    from agent.checkin import checkin_body
+    from agent.sim.demo import BHYT15, CCCD
+
+    state = tmp_path / "state"
+    box = Outbox(state / "outbox.db", station="counter-rc")
+    sent, waiting = (box.put(checkin_body(read_card(p))) for p in (BHYT15, CCCD))
+    box.count_attempt([sent.id])
+    box.close()
+    conf = config(tmp_path, state, station="counter-rc", port=9)
+    conf.write_text(conf.read_text() + 'delivered_on = "receipt"\n')
+    out = cli("queue", "list", "-c", str(conf))
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[-1]: line for line in out.stdout.splitlines()[1:]}
+    assert "SENT, AWAITING RECEIPT" in rows[sent.id] and "QUEUED" in rows[waiting.id], out.stdout
+
+
+def test_status_exits_1_on_a_warning_and_2_on_a_fault(stopped_station):
+    """Like fleet, and as the README says: 0 ok, 1 a warning (here: the daemon is not running), 2 a
+    fault (here: a damaged outbox kept aside)."""
+    from agent.admin.status import FAULT, OK, WARNING, level
+
+    conf, state, _ = stopped_station
+    out = cli("status", "-c", str(conf))
+    assert out.returncode == 1 and "check        WARNING: daemon not running" in out.stdout, out.stdout
+    (state / "outbox.db.corrupt-20261124-080000").write_bytes(b"SQLite format 3\0" + b"\0" * 100)
+    out = cli("status", "-c", str(conf), "--json")
+    assert out.returncode == 2 and json.loads(out.stdout)["faults"], out.stdout
+    base = {"faults": [], "camera": {"fault": None}, "outbox": {}, "daemon": "running", "mqtt": {"connected": True},
+            "clock_synced": True}
+    assert level(base) == (OK, [])
+    assert level({**base, "mqtt": {"connected": False}}) == (WARNING, ["broker disconnected"])
+    assert level({**base, "camera": {"fault": "no frames"}})[0] == FAULT
+    assert "`status` exits 0 when all is well, 1 on a warning" in (ROOT / "README.md").read_text()
 
 
 def test_parse_with_standard_input_closed_and_an_ascii_terminal():
@@ -151,6 +192,43 @@ def test_queue_import_is_idempotent_and_refuses_what_is_not_a_checkin(stopped_st
     box.close()
     assert [r.id for r in pending] == [row.id] + [r.id for r in moved]
     assert [r.payload for r in pending[1:]] == [r.payload for r in moved]  # exactly as exported
+
+
+def test_queue_import_on_a_station_that_has_never_run_creates_the_outbox(tmp_path):
+    """The README's replacement station: `queue import` there, before its first start; `-c` after
+    the action, like every other command. As root, the new outbox belongs to the state directory's
+    owner (the service user), so the station can open it."""
+    import pwd
+
+    from agent.checkin import checkin_body
+    from agent.sim.demo import BHYT15, CCCD
+
+    old = Outbox(tmp_path / "old" / "outbox.db", station="counter-old")
+    moved = [old.put(checkin_body(read_card(p))) for p in (BHYT15, CCCD)]
+    old.close()
+    export = tmp_path / "undelivered.jsonl"
+    export.write_text("".join(json.dumps(r.payload, ensure_ascii=False) + "\n" for r in moved))
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    nobody = pwd.getpwnam("nobody")
+    if os.geteuid() == 0:
+        os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    conf = config(tmp_path, state, station="counter-new")
+    listed = cli("queue", "list", "-c", str(conf))
+    assert listed.returncode == 2 and "no outbox here" in listed.stderr      # list never creates one
+    victim = tmp_path / "victim"
+    (state / "outbox.db-wal").symlink_to(victim)          # planted by the service account: never followed
+    planted = cli("queue", "import", str(export), "-c", str(conf))
+    assert planted.returncode == 1 and "move it away" in planted.stderr and not victim.exists(), planted.stderr
+    (state / "outbox.db-wal").unlink()
+    done = cli("queue", "import", str(export), "-c", str(conf))
+    assert done.returncode == 0 and "2 check-in(s) queued" in done.stdout, done.stdout + done.stderr
+    db = state / "outbox.db"
+    if os.geteuid() == 0:
+        assert db.stat().st_uid == nobody.pw_uid
+    box = Outbox(db, station="counter-new", admin=True, readonly=True)
+    assert [r.id for r in box.pending(10)] == [r.id for r in moved]
+    box.close()
 
 
 # --- secure delete --------------------------------------------------------------------------------
@@ -220,8 +298,7 @@ def test_rejected_card_birth_date_is_never_logged(tmp_path, caplog):
     fields[3] = "31139876"                                  # a birth date that cannot be
     read = read_card("|".join(fields))
     assert read.verdict == "invalid"
-    cfg = Config()
-    cfg.station.state_dir = str(tmp_path / "state")
+    cfg = replay_config(tmp_path / "state")
     station = Station(cfg, feedback=Feedback(NoOutput()))
     caplog.set_level(logging.DEBUG, logger="agent")
     try:
@@ -350,9 +427,8 @@ def test_watchdog_pings_stop_while_a_worker_is_stuck(tmp_path, broker, monkeypat
     pings.settimeout(0.2)
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     monkeypatch.setenv("WATCHDOG_USEC", "400000")            # a ping every 0.2 s
-    cfg = Config()
-    cfg.station.state_dir = str(tmp_path / "state")
-    cfg.camera.path, cfg.camera.loop = str(FRAMES), True
+    cfg = replay_config(tmp_path / "state")
+    cfg.camera.loop = True
     cfg.mqtt = MqttConfig(host="127.0.0.1", port=broker.port, tls=False, allow_insecure=True)
     station = Station(cfg, feedback=Feedback(NoOutput()))
     station.link.stall_s = 1.0

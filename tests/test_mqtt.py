@@ -240,3 +240,42 @@ def test_last_will_marks_station_offline_when_killed(tmp_path, broker):
         proc.kill()
         proc.wait()
         sub.close()
+
+
+def test_a_refused_login_is_a_fault_in_status_and_health(tmp_path):
+    """The broker refusing the station's password is IT's to fix, and nothing is sent until then:
+    a fault in status (exit 2) and in the health report, not only a log line; it goes away once
+    the login works. Not on the counter's LEDs (the broker signal shows it there)."""
+    from agent.feedback import Feedback, NoOutput
+    from agent.station import Station
+    from support.daemon import replay_config
+
+    broker = Broker(tmp_path / "broker", users={"counter-05": "right"},
+                    acl="user counter-05\ntopic readwrite hospital/checkin/counter-05/#\n").start()
+    conf = replay_config(tmp_path / "state", station="counter-05")
+    conf.mqtt = cfg(broker.port, username="counter-05", password="wrong")
+    station = Station(conf, feedback=Feedback(NoOutput()))
+    station.link.backoff_min, station.link.backoff_max = 0.1, 0.3
+    station.link.start()
+    try:
+        assert Subscriber.wait_for(lambda: station.link.fault_item is not None, 10)
+        code, text = station.link.fault_item
+        assert code == "mqtt_login_refused" and "refused this station's login" in text and "password" in text
+        assert any("refused this station's login" in f for f in station.status().faults)
+        assert not any("login" in f for f in station.faults(leds=True))
+        health = station.link.health()
+        assert "mqtt_login_refused" in health["fault_codes"] and schema_errors("health", health) == []
+        from agent.admin import status as st
+        from agent.admin.status import level
+        info = {"faults": station.faults(), "camera": {}, "outbox": {}, "daemon": "running", "mqtt": {},
+                "clock_synced": True}
+        assert level(info)[0] == st.FAULT
+        station.link.cfg.password = "right"                 # IT fixes the password
+        station.link.client.username_pw_set("counter-05", "right")
+        assert Subscriber.wait_for(lambda: station.link.state.connected, 10)
+        assert station.link.fault_item is None
+    finally:
+        station.link.stop()
+        station.outbox.close()
+        station.feedback.close()
+        broker.stop()

@@ -214,3 +214,13 @@ def test_output_test_types_a_probe_line(tmp_path):
     assert host.data.decode() == "scanner-agent test: aa dd ee af a1 0123456789\n"
     none = cli("output", "test", "-c", str(config(tmp_path, tmp_path / "state")))
     assert none.returncode == 2 and "no output enabled" in none.stderr
+
+
+def test_output_test_failures_speak_of_the_probe_line_not_a_check_in(tmp_path):
+    """No host reads the port: what was dropped is the probe line, not a check-in in the outbox."""
+    os.mkfifo(tmp_path / "ttyGS0")                                  # nobody on the other end
+    conf = config(tmp_path, tmp_path / "state", extra=f'[output.serial]\nenabled = true\ndevice = "{tmp_path / "ttyGS0"}"\n'
+                                                       'timeout_s = 0.3\n')
+    out = cli("output", "test", "-c", str(conf))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "probe line" in out.stderr and "outbox" not in out.stderr and "check-in is" not in out.stderr, out.stderr

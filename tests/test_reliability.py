@@ -211,6 +211,10 @@ def test_disk_full_refuses_clearly_and_everything_recorded_is_delivered_once_fre
         time.sleep(3)
         status = d.status()                         # the status file cannot be refreshed: still running
         assert status["daemon"] == "running"
+        # ... and its FAULT line stays, from the daemon's memory through the control socket (exit 2)
+        assert any("disk full" in f for f in status["faults"]), status
+        text = cli("status", "-c", str(conf))
+        assert text.returncode == 2 and "FAULT        outbox:" in text.stdout and "disk full" in text.stdout, text.stdout
         assert not list((state / "run").glob(".status-*"))
         filler.unlink()
         before = len(d.recorded())

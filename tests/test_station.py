@@ -21,6 +21,7 @@ from agent.outbox import Outbox
 from agent.sim.payloads import bhyt, cccd
 from agent.sim.screen import empty_scene, render
 from agent.station import Station
+from support.daemon import replay_config
 from support.payloads import BHYT15, CCCD, VIETQR, with_field
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +47,21 @@ def test_one_checkin_per_presentation_and_already_read_within_cooldown():
     assert actions(p, 3.0, BHYT15) == ["already_read"]
     assert actions(p, 3.1, BHYT15) == []
     assert actions(p, 14.0, BHYT15) == ["checkin"]   # seen last at 3.1: cooldown over
+
+
+def test_the_cooldown_counts_from_when_the_card_was_last_seen_as_the_docs_say():
+    """A card shown every 8 s with a 10 s cooldown stays 'already read' (8 s since the last sighting),
+    though 16 s have passed since its check-in; the config, README and guide say it so."""
+    p = Presenter(cooldown_s=10)
+    assert actions(p, 0.0, BHYT15) == ["checkin"]
+    assert actions(p, 8.0, BHYT15) == ["already_read"]
+    assert actions(p, 16.0, BHYT15) == ["already_read"]      # 16 s after the check-in
+    assert actions(p, 26.5, BHYT15) == ["checkin"]           # 10.5 s out of view
+    root = Path(__file__).resolve().parents[1]
+    toml = (root / "config" / "config.toml").read_text().split("cooldown_s =")[0].rsplit("[checkin]", 1)[1]
+    assert "last seen" in toml and "not from the check-in" in toml
+    assert "after the camera last saw it" in (root / "README.md").read_text()
+    assert "after\n  the station last saw it" in (root / "docs" / "integrating.md").read_text()
 
 
 def test_different_card_is_a_new_checkin_at_once():
@@ -97,9 +113,7 @@ class Recorder(NoOutput):
 
 
 def make_station(tmp_path, **checkin):
-    cfg = Config()
-    cfg.station.state_dir = str(tmp_path / "state")
-    cfg.feedback.backend = "none"
+    cfg = replay_config(tmp_path / "state")
     for k, v in checkin.items():
         setattr(cfg.checkin, k, v)
     return Station(cfg, feedback=Feedback(Recorder()))
@@ -237,10 +251,7 @@ def test_station_with_broker_publishes_and_shows_the_hospital_verdict(tmp_path):
     from support.broker import Broker, Subscriber
     broker = Broker(tmp_path / "broker").start()
     sub = Subscriber(broker.port, "hospital/checkin/#")
-    cfg = Config()
-    cfg.station.id = "counter-07"
-    cfg.station.state_dir = str(tmp_path / "state")
-    cfg.feedback.backend = "none"
+    cfg = replay_config(tmp_path / "state", station="counter-07")
     cfg.camera.fps = 20.0
     cfg.mqtt = MqttConfig(host="127.0.0.1", port=broker.port, tls=False, allow_insecure=True)
     station = Station(cfg, feedback=Feedback(Recorder()))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agent import paths, runstate
 from agent.clock import clock_synced
-from agent.config import Config, ConfigError, load_config
+from agent.config import DEFAULT_PATH, Config, ConfigError, load_config
 from agent.outbox import OutboxError
 from agent.outbox.store import integrity
 
@@ -25,16 +25,20 @@ class Check:
     name: str
     ok: bool
     detail: str
+    #: what to do, for a FIX line (every one says it; shown after the detail)
+    fix: str = ""
 
     def line(self) -> str:
-        return f"{'ok  ' if self.ok else 'FIX '} {self.name:10s} {self.detail}"
+        text = self.detail if self.ok or not self.fix else f"{self.detail}: {self.fix}"
+        return f"{'ok  ' if self.ok else 'FIX '} {self.name:10s} {text}"
 
 
 def check_config(path: Path) -> tuple[Check, Config | None]:
     try:
         cfg = load_config(path)
     except ConfigError as exc:
-        return Check("config", False, f"{path}: " + "; ".join(exc.errors[:3])), None
+        return Check("config", False, f"{path}: " + "; ".join(exc.errors[:3]),
+                     f"correct the lines named ('scanner-agent config check {path}' lists every problem)"), None
     return Check("config", True, str(path)), cfg
 
 
@@ -42,23 +46,32 @@ def check_state(cfg: Config) -> list[Check]:
     state = Path(cfg.station.state_dir)
     out = []
     if not state.exists():
-        out.append(Check("state", False, f"{state} missing (systemd creates it: StateDirectory=scanner-agent)"))
+        out.append(Check("state", False, f"{state} missing",
+                         "start the service once (systemd creates it: StateDirectory=scanner-agent), or "
+                         f"sudo install -d -o scanner-agent -g scanner-agent -m 700 {state}"))
         return out
     mode = stat.S_IMODE(state.stat().st_mode)
     writable = os.access(state, os.W_OK)
+    fixes = ([] if writable else [f"run doctor as the service user (sudo -u scanner-agent), or give it the "
+                                  f"folder: sudo chown scanner-agent: {state}"]) + \
+        ([f"chmod 700 {state}"] if mode & 0o077 else [])
     out.append(Check("state", writable and not mode & 0o077,
                      f"{state} mode {mode:o}" + ("" if writable else ", not writable by this user")
-                     + (", readable by others: chmod 700" if mode & 0o077 else "")))
+                     + (", readable by others" if mode & 0o077 else ""), "; ".join(fixes)))
     db = paths.outbox(state)
     if db.exists():
         out.append(check_outbox(db))
-        out += [Check("outbox", False, f"damaged outbox kept aside: {p}; queue what can be read with "
-                                       f"'scanner-agent queue import {p}' (add --delete-after to remove it)")
+        out += [Check("outbox", False, f"damaged outbox kept aside: {p}",
+                      f"queue what can be read with 'scanner-agent queue import {p}' (add --delete-after to "
+                      "remove it)")
                 for p in paths.damaged_outboxes(db)]
     usage = shutil.disk_usage(state)
     free_mb = usage.free / 1e6
     out.append(Check("disk", free_mb >= cfg.outbox.min_free_mb,
-                     f"{free_mb:.0f} MB free (minimum {cfg.outbox.min_free_mb} MB)"))
+                     f"{free_mb:.0f} MB free on the disk of {state} (minimum {cfg.outbox.min_free_mb} MB)",
+                     "free space there (old logs: 'sudo journalctl --vacuum-size=50M'; 'sudo du -xsh /var/* | "
+                     "sort -h' finds what is big; never delete the outbox), or lower [outbox] min_free_mb; "
+                     "new check-ins are refused until then"))
     return out
 
 
@@ -67,11 +80,16 @@ def check_outbox(db: Path) -> Check:
     try:
         result = integrity(db)
     except OutboxError as exc:
-        return Check("outbox", False, str(exc))
+        return Check("outbox", False, str(exc), "run doctor as the service user (sudo -u scanner-agent); "
+                                                "if the station runs, 'scanner-agent status' shows its view")
     st = db.stat()
-    problems = [] if result == "ok" else [f"integrity {result}: the daemon salvages it on start"]
+    problems, fixes = [], []
+    if result != "ok":
+        problems.append(f"integrity {result}")
+        fixes.append("restart the service, which salvages it on start (sudo systemctl restart scanner-agent)")
     if stat.S_IMODE(st.st_mode) != 0o600:
-        problems.append(f"mode {stat.S_IMODE(st.st_mode):o}: chmod 600 {db}")
+        problems.append(f"mode {stat.S_IMODE(st.st_mode):o}")
+        fixes.append(f"chmod 600 {db}")
     for suffix in ("-wal", "-shm"):
         side = Path(f"{db}{suffix}")
         try:
@@ -79,15 +97,27 @@ def check_outbox(db: Path) -> Check:
         except OSError:
             continue
         if sst.st_uid != st.st_uid:
-            problems.append(f"{side} is owned by uid {sst.st_uid}, not the outbox's owner {st.st_uid}: "
-                            f"chown it back (the service cannot open the outbox)")
-    return Check("outbox", not problems, "; ".join(problems) or "integrity ok, mode 600")
+            problems.append(f"{side} is owned by uid {sst.st_uid}, not the outbox's owner {st.st_uid} "
+                            "(the service cannot open the outbox)")
+            fixes.append(f"chown it back: sudo chown --reference={db} {side}")
+    return Check("outbox", not problems, "; ".join(problems) or "integrity ok, mode 600", "; ".join(fixes))
 
 
 def check_clock() -> Check:
     synced = clock_synced()
     return Check("clock", synced, "synchronised" if synced else
-                 "not synchronised: check-ins carry clock_synced=false; check 'timedatectl' and NTP access")
+                 "not synchronised: check-ins carry clock_synced=false",
+                 "check 'timedatectl' (NTP service active) and that the station reaches an NTP server")
+
+
+def check_replay(cfg: Config, path: Path) -> Check | None:
+    """A real station (one that sends to a broker, or the installed config) replaying images
+    instead of reading its camera: every check-in it sends would be a recording, not a patient."""
+    if cfg.camera.source != "replay" or (cfg.mqtt is None and path != DEFAULT_PATH):
+        return None
+    return Check("camera", False, f"source = \"replay\" ({cfg.camera.path or 'the bundled demo frames'}) on a "
+                                  "station that sends check-ins to the hospital",
+                 "set [camera] source = \"picamera2\" (or \"v4l2\" for a USB camera); replay is for demos and tests")
 
 
 def check_camera(cfg: Config, daemon_running: bool) -> Check:
@@ -100,11 +130,15 @@ def check_camera(cfg: Config, daemon_running: bool) -> Check:
         frame = src.read()
         src.close()
     except Exception as exc:  # noqa: BLE001
-        return Check("camera", False, f"{cfg.camera.source}: {exc}")
+        return Check("camera", False, f"{cfg.camera.source}: {exc}", CAMERA_FIX)
     if frame is None:
-        return Check("camera", False, f"{cfg.camera.source}: no frame")
+        return Check("camera", False, f"{cfg.camera.source}: no frame", CAMERA_FIX)
     return Check("camera", True, f"{cfg.camera.source}: {frame.gray.shape[1]}x{frame.gray.shape[0]} frame, "
                                  f"mean level {frame.gray.mean():.0f}")
+
+
+CAMERA_FIX = ("check the camera's cable and [camera] source / device (a Pi camera: 'rpicam-hello --list-cameras' "
+              "must list it; a USB camera: /dev/videoN), and that no other program uses it")
 
 
 def check_gpio(cfg: Config) -> Check:
@@ -112,10 +146,12 @@ def check_gpio(cfg: Config) -> Check:
         return Check("gpio", True, f"feedback backend '{cfg.feedback.backend}': no pins used")
     chips = sorted(Path("/dev").glob("gpiochip*"))
     if not chips:
-        return Check("gpio", False, "no /dev/gpiochip*: not a Raspberry Pi, or use [feedback] backend = \"console\"")
+        return Check("gpio", False, "no /dev/gpiochip*: not a Raspberry Pi",
+                     "on a Pi, check the OS image; elsewhere set [feedback] backend = \"console\"")
     denied = [str(c) for c in chips if not os.access(c, os.R_OK | os.W_OK)]
     if denied:
-        return Check("gpio", False, f"no access to {', '.join(denied)}: add the user to group 'gpio'")
+        return Check("gpio", False, f"no access to {', '.join(denied)}",
+                     "add the user to group 'gpio' (sudo usermod -aG gpio scanner-agent; the installer does)")
     return Check("gpio", True, f"{len(chips)} GPIO chip(s) accessible")
 
 
@@ -126,12 +162,14 @@ def check_broker(cfg: Config) -> list[Check]:
     try:
         sock = socket.create_connection((m.host, m.port), timeout=5)
     except OSError as exc:
-        return [Check("broker", False, f"{m.host}:{m.port} unreachable: {exc.strerror or exc}")]
+        return [Check("broker", False, f"{m.host}:{m.port} unreachable: {exc.strerror or exc}",
+                      "check [mqtt] host and port, this station's network (ping the broker) and that the broker "
+                      "runs (sudo systemctl status mosquitto on it)")]
     out = [Check("broker", True, f"{m.host}:{m.port} reachable")]
     if not m.tls:
         sock.close()
         out.append(Check("tls", m.allow_insecure, "off" + (" (allow_insecure = true: test brokers only)"
-                                                           if m.allow_insecure else ": set tls = true")))
+                                                           if m.allow_insecure else ""), "set [mqtt] tls = true"))
         return out
     try:
         ctx = ssl.create_default_context(cafile=m.ca_file or None)
@@ -143,7 +181,9 @@ def check_broker(cfg: Config) -> list[Check]:
         from agent.mqtt.link import describe
 
         sock.close()
-        out.append(Check("tls", False, describe(exc, True, f"{m.host}:{m.port}")))
+        out.append(Check("tls", False, describe(exc, True, f"{m.host}:{m.port}"),
+                         "check [mqtt] ca_file (the hospital CA, make-ca.sh's hospital-ca.crt), that [mqtt] host "
+                         "is the name in the broker's certificate, and the port (TLS: 8883)"))
     return out
 
 
@@ -183,15 +223,18 @@ def check_session(cfg: Config, timeout: float = 10.0) -> list[Check]:
     try:
         client.connect(m.host, m.port, keepalive=10)
     except Exception as exc:  # noqa: BLE001 - said in one line
-        return [Check("mqtt", False, f"cannot log in: {describe(exc, m.tls, f'{m.host}:{m.port}')}")]
+        return [Check("mqtt", False, f"cannot log in: {describe(exc, m.tls, f'{m.host}:{m.port}')}",
+                      "check [mqtt] host, port and TLS settings against the broker's listener")]
     client.loop_start()
     try:
         deadline = time.monotonic() + timeout
         if not connected.wait(timeout):
-            return [Check("mqtt", False, f"no answer to the MQTT login within {timeout:.0f} s")]
+            return [Check("mqtt", False, f"no answer to the MQTT login within {timeout:.0f} s",
+                          f"check that {m.host}:{m.port} is an MQTT broker's port (not a web server's)")]
         if got["connect"] is not None:
-            return [Check("mqtt", False, f"the broker refused the login: {got['connect']}; check [mqtt] "
-                                         "username/password (or the client certificate) and the broker's users")]
+            return [Check("mqtt", False, f"the broker refused the login: {got['connect']}",
+                          "check [mqtt] username/password (or the client certificate) and the broker's users "
+                          "(examples/mosquitto/make-passwd.sh)")]
         client.subscribe([(t[name], 1) for name in wanted])
         client.publish(t["health"], json.dumps(_probe_health(cfg)), qos=1, retain=False)
         answered.wait(max(0.0, deadline - time.monotonic()))
@@ -207,9 +250,10 @@ def check_session(cfg: Config, timeout: float = 10.0) -> list[Check]:
         refused.append(f"publish {t['health']}: {got['puback']}")
     if "suback" not in got:
         refused.append("subscribe: no answer")
-    out.append(Check("acl", not refused, "; ".join(refused) + " (the broker's ACL must let this user publish "
-                     f"to {m.topic_prefix}/{station}/# and read its verdict/receipt topics; docs/integrating.md)"
-                     if refused else f"publish and subscribe on {m.topic_prefix}/{station}/ allowed"))
+    out.append(Check("acl", not refused, "; ".join(refused) if refused else
+                     f"publish and subscribe on {m.topic_prefix}/{station}/ allowed",
+                     f"the broker's ACL must let this user publish to {m.topic_prefix}/{station}/# and read its "
+                     "verdict/receipt topics (examples/mosquitto/acl, docs/integrating.md)"))
     return out
 
 
@@ -245,9 +289,9 @@ def check_outputs(cfg: Config) -> list[Check]:
         if not dev.exists():
             hint = ("set up the USB gadget: sudo systemd/install.sh --usb-gadget (see README)"
                     if oc.device in ("/dev/hidg0", "/dev/ttyGS0") else "check the cable and the device name")
-            out.append(Check(name, False, f"{dev} missing: {hint}; or [output.{name}] enabled = false"))
+            out.append(Check(name, False, f"{dev} missing", f"{hint}; or [output.{name}] enabled = false"))
         elif not os.access(dev, os.W_OK):
-            out.append(Check(name, False, f"{dev} not writable by this user: add it to the device's group"))
+            out.append(Check(name, False, f"{dev} not writable by this user", "add it to the device's group"))
         else:
             out.append(Check(name, True, f"{dev} present"))
     return out
@@ -255,7 +299,7 @@ def check_outputs(cfg: Config) -> list[Check]:
 
 def check_unit() -> Check:
     if not UNIT.exists():
-        return Check("service", False, f"{UNIT} not installed: run systemd/install.sh")
+        return Check("service", False, f"{UNIT} not installed", "run sudo systemd/install.sh")
     return Check("service", True, str(UNIT))
 
 
@@ -268,7 +312,7 @@ def run(path: Path) -> list[Check]:
     daemon = runstate.read(paths.status_file(cfg.station.state_dir)) is not None
     checks += check_state(cfg)
     checks.append(check_clock())
-    checks.append(check_camera(cfg, daemon))
+    checks.append(check_replay(cfg, path) or check_camera(cfg, daemon))
     checks.append(check_gpio(cfg))
     broker = check_broker(cfg)
     checks += broker

@@ -51,9 +51,11 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def collect(cfg: MqttConfig, *, wait_s: float = 2.0, connect_timeout_s: float = 10.0) -> dict[str, Station]:
+def collect(cfg: MqttConfig, *, wait_s: float = 2.0, connect_timeout_s: float = 10.0,
+            subacks: list[str] | None = None) -> dict[str, Station]:
     """The retained status and health of every station under the prefix. Raises OSError / ssl
-    errors / ConnectionError when the broker cannot be reached or refuses us."""
+    errors / ConnectionError when the broker cannot be reached or refuses us. `subacks`, when
+    given, receives the broker's answer to each subscription (a refusal says the ACL denies it)."""
     stations: dict[str, Station] = {}
     lock = threading.Lock()
     done = threading.Event()
@@ -94,7 +96,11 @@ def collect(cfg: MqttConfig, *, wait_s: float = 2.0, connect_timeout_s: float = 
             elif kind == "health":
                 st.health = value
 
-    client.on_connect, client.on_message = on_connect, on_message
+    def on_subscribe(c, userdata, mid, reason_codes, props):
+        if subacks is not None:
+            subacks.extend(str(rc) for rc in reason_codes)
+
+    client.on_connect, client.on_message, client.on_subscribe = on_connect, on_message, on_subscribe
     client.connect(cfg.host, cfg.port, keepalive=max(cfg.keepalive_s, 10))
     client.loop_start()
     try:
@@ -123,6 +129,8 @@ class Row:
     faults: str
     level: int
     why: list[str]
+    #: the figures behind the texts above, for --json: since_s, oldest_s, health_age_s, queue
+    numbers: dict[str, float | int | None] = field(default_factory=dict)
 
 
 def assess(stations: dict[str, Station], *, health_interval_s: float = 60.0, warn_s: float = 300.0,
@@ -160,7 +168,9 @@ def assess(stations: dict[str, Station], *, health_interval_s: float = 60.0, war
         rows.append(Row(sid, state, _duration(since), _text(s.get("version") or h.get("version"), 20),
                         "-" if depth is None else f"{depth:.0f}", _duration(oldest),
                         {True: "synced", False: "NOT synced"}.get(h.get("clock_synced"), "-"), _duration(age),
-                        "; ".join(_text(f, 80) for f in faults[:3]) or "-", level, why))
+                        "; ".join(_text(f, 80) for f in faults[:3]) or "-", level, why,
+                        {"since_s": _round(since), "oldest_s": _round(oldest), "health_age_s": _round(age),
+                         "queue": None if depth is None else int(depth)}))
     return rows
 
 
@@ -188,5 +198,28 @@ def overall(rows: list[Row]) -> int:
     return max((r.level for r in rows), default=UNKNOWN)
 
 
+def no_reports(cfg: MqttConfig, station_id: str | None, subacks: list[str]) -> str:
+    """Why nothing arrived: the ACL, when the broker said so or the login is a station's (a station
+    may not read other stations' topics), else no station has reported, or the ACL."""
+    topic = f"{cfg.topic_prefix}/+/status"
+    who = cfg.username or "(anonymous)"
+    if any(not rc.startswith("Granted") for rc in subacks[:1]):
+        return f"this user ({who}) may not read {topic}: see the ACL (the broker refused the subscription)"
+    if cfg.username and cfg.username == station_id:
+        return (f"this user ({who}) may not read {topic}: see the ACL. It is station {station_id}'s own login, "
+                "which may read only its own verdicts; run fleet with IT's login (examples/fleet.toml, user 'it')")
+    return (f"no station has reported on this broker, or this user ({who}) may not read {topic}: see the ACL "
+            "(examples/mosquitto/acl, user 'it')")
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
+
+
 def as_json(rows: list[Row]) -> str:
-    return json.dumps([{**vars(r), "check": LEVELS[r.level]} for r in rows], ensure_ascii=False)
+    """One object per station; durations in seconds and the queue as numbers (null when unknown)."""
+    out = []
+    for r in rows:
+        item = {k: v for k, v in vars(r).items() if k not in ("since", "oldest", "health_age", "numbers")}
+        out.append({**item, **r.numbers, "check": LEVELS[r.level]})
+    return json.dumps(out, ensure_ascii=False)

@@ -42,13 +42,22 @@ def masked(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "card": card}
 
 
-def list_rows(box: Outbox, *, limit: int, undelivered_only: bool, reveal: bool) -> list[str]:
+def row_state(row, receipts: bool) -> str:
+    """delivered; SENT, AWAITING RECEIPT (receipt mode: the broker took it, the hospital has not
+    confirmed it yet); or QUEUED (not sent yet, or to be sent again)."""
+    if row.delivered_at:
+        return "delivered"
+    return "SENT, AWAITING RECEIPT" if receipts and row.attempts else "QUEUED"
+
+
+def list_rows(box: Outbox, *, limit: int, undelivered_only: bool, reveal: bool, receipts: bool = False) -> list[str]:
+    """`receipts`: the station counts a check-in delivered on the hospital's receipt."""
     rows = box.pending(limit) if undelivered_only else box.recent(limit)
-    lines = [f"{'seq':>6}  {'stored':19}  {'state':11}  {'kind':4}  {'verdict':13}  name"]
+    lines = [f"{'seq':>6}  {'stored':19}  {'state':22}  {'kind':4}  {'verdict':13}  name"]
     for r in rows:
         name = r.payload.get("card", {}).get("name")
         lines.append(f"{r.seq:>6}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.created_at))}  "
-                     f"{'delivered' if r.delivered_at else 'QUEUED':11}  {r.payload.get('kind', '?'):4}  "
+                     f"{row_state(r, receipts):22}  {r.payload.get('kind', '?'):4}  "
                      f"{r.payload.get('verdict', '?'):13}  {name if reveal else mask_name(name)}  {r.id}")
     return lines
 

@@ -44,9 +44,29 @@ def outbox_summary(db: Path) -> dict[str, Any]:
 
 
 
+def from_memory(state_dir: Path, stale: runstate.DaemonStatus) -> runstate.DaemonStatus:
+    """The running daemon's state from its memory through the control socket (its status file may
+    be behind: a full disk stops its refresh); the file's when the socket does not answer."""
+    import json
+
+    from agent.control import request
+
+    try:
+        live = runstate.DaemonStatus.from_dict(json.loads(request(paths.control_socket(state_dir), "status",
+                                                                  timeout=3, max_bytes=1 << 20)))
+    except (OSError, RuntimeError, ValueError, IndexError):
+        return stale
+    if live is None or live.pid != stale.pid:
+        return stale
+    live.stale_s = stale.stale_s    # the file is not being refreshed: say so (disk full?)
+    return live
+
+
 def collect(cfg: Config) -> dict[str, Any]:
     state_dir = Path(cfg.station.state_dir)
     daemon = runstate.read(paths.status_file(state_dir))
+    if daemon is not None:   # fresher, and there even when the file cannot be written (a full disk)
+        daemon = from_memory(state_dir, daemon)
     usage = shutil.disk_usage(state_dir if state_dir.exists() else state_dir.parent if state_dir.parent.exists() else "/")
     outbox = outbox_summary(paths.outbox(state_dir))
     faults = [one_line(f) for f in daemon.faults] if daemon else []
@@ -66,6 +86,33 @@ def collect(cfg: Config) -> dict[str, Any]:
         "counters": (daemon.counters or None) if daemon else None,
         "workers": (daemon.workers or None) if daemon else None,
     }
+
+
+OK, WARNING, FAULT = 0, 1, 2
+
+
+def level(s: dict[str, Any]) -> tuple[int, list[str]]:
+    """The exit status of `status` (0 ok, 1 a warning, 2 a fault, as the README says) and why."""
+    faults = list(s["faults"])
+    cam = s.get("camera") or {}
+    if cam.get("fault") and not any(f.startswith("camera") for f in faults):
+        faults.append(f"camera: {cam['fault']}")
+    ob = s.get("outbox") or {}
+    if ob.get("error") and ob.get("error") != "no outbox yet":
+        faults.append(f"outbox: {ob['error']}")
+    if faults:
+        return FAULT, faults
+    warnings = []
+    if s["daemon"] != "running":
+        warnings.append("daemon not running")
+    elif s.get("status_stale_s"):
+        warnings.append("status not updated")
+    mq = s.get("mqtt")
+    if isinstance(mq, dict) and mq.get("configured") is not False and not mq.get("connected"):
+        warnings.append("broker disconnected")
+    if not s.get("clock_synced"):
+        warnings.append("clock not synchronised")
+    return (WARNING, warnings) if warnings else (OK, [])
 
 
 def _age(seconds: float | None) -> str:
@@ -109,4 +156,6 @@ def render(s: dict[str, Any]) -> str:
         lines.append(f"recovered    damaged outbox at {time.strftime('%Y-%m-%d %H:%M', time.localtime(rec.get('at') or 0))}: "
                      f"{rec.get('saved')} salvaged, {'unknown' if rec.get('lost') is None else rec.get('lost')} lost")
     lines += [f"FAULT        {f}" for f in s["faults"]]
+    code, why = level(s)
+    lines.append(f"check        {('OK', 'WARNING', 'FAULT')[code]}" + (f": {'; '.join(why)}" if why else ""))
     return "\n".join(lines)

@@ -50,6 +50,8 @@ NOTICES_PER_MINUTE = 30      # 'ignored' notices published, at most (a flood is 
 RESCAN_EVERY_S = 5.0         # look for rows put back in the queue (`queue retry`) this often
 SESSION_TAKEN_OVER = 0x8E     # MQTT 5 DISCONNECT reason: another client connected with our id
 SHORT_SESSION_S = 30.0       # connections closed sooner than this, 3 in a row: say what it may be
+#: CONNACK reasons that mean the broker will not take this station's login until IT fixes it
+LOGIN_REFUSED = ("Bad user name or password", "Not authorized", "Bad authentication method", "Banned")
 
 
 class InsecureBroker(ValueError):
@@ -66,6 +68,7 @@ class LinkState:
     delivered_session: int = 0
     next_retry_at: float | None = None
     history: list[float] = field(default_factory=list)  # connection attempt times (last 20)
+    login_refused: str | None = None  # the broker's reason while it refuses our login: a fault
 
 
 def topics(prefix: str, station: str) -> dict[str, str]:
@@ -276,7 +279,8 @@ class MqttLink(Worker):
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             self._failed(one_line(f"broker refused the connection: {reason_code}"))
-            if str(reason_code) in ("Bad user name or password", "Not authorized"):
+            if str(reason_code) in LOGIN_REFUSED:
+                self.state.login_refused = one_line(str(reason_code), 80)
                 log.error("MQTT: %s. Check [mqtt] username/password and the broker's ACL.", reason_code)
             return
         self.state = LinkState(connected=True, connected_since=time.time(), failed_total=self.state.failed_total,
@@ -456,6 +460,16 @@ class MqttLink(Worker):
         if self._acked:
             ids, self._acked = self._acked, []
             self.state.delivered_session += self.outbox.mark_delivered(ids)
+
+    @property
+    def fault_item(self) -> tuple[str, str] | None:
+        """The worker's own fault, else a refused login: nothing is sent until it is fixed."""
+        item = super().fault_item
+        if item is None and self.state.login_refused and not self.stopping.is_set():
+            return ("mqtt_login_refused", f"mqtt: the broker {self.cfg.host}:{self.cfg.port} refused this station's "
+                    f"login ({self.state.login_refused}): check [mqtt] username and password (or the client "
+                    "certificate) and the broker's password file; check-ins stay queued")
+        return item
 
     def status(self) -> dict[str, Any]:  # type: ignore[override]  - the link's view for `status`
         st = self.state

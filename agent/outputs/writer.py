@@ -31,6 +31,8 @@ class DeviceWriter(Worker):
         self.queue: queue.Queue[str] = queue.Queue(maxsize=queue_size)
         self.sent = self.dropped = 0
         self.device_fault: str | None = None
+        #: what a dropped line was, for the log: a check-in's (safe in the outbox), or `output test`'s probe
+        self.dropped_note = "the check-in is in the outbox"
         self._fd: int | None = None
 
     # -- the scan side: never blocks ----------------------------------------------------------
@@ -110,7 +112,7 @@ class DeviceWriter(Worker):
     def _drop(self, reason: str) -> None:
         self.dropped += 1
         if reason != self.device_fault:
-            log.warning("%s output: line dropped (%s); the check-in is in the outbox", self.kind, reason)
+            log.warning("%s output: line dropped (%s); %s", self.kind, reason, self.dropped_note)
         self.device_fault = reason
 
     @property

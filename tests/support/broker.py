@@ -159,8 +159,8 @@ class SampleBroker:
         (folder / "acl").write_text(acl if acl is not None else (sample / "acl").read_text())
         self.port = free_port()
         conf = (sample / "mosquitto.conf").read_text()
-        for old, new in (("/var/lib/mosquitto/", f"{folder}/"), ("listener 8883", f"listener {self.port} 127.0.0.1"),
-                         ("/etc/mosquitto/ca_certificates/hospital-ca.crt", str(self.ca["ca"])),
+        for old, new in (("listener 8883", f"listener {self.port} 127.0.0.1"),
+                         ("/etc/mosquitto/certs/hospital-ca.crt", str(self.ca["ca"])),
                          ("/etc/mosquitto/certs/broker.hospital.lan.crt", str(self.ca["cert"])),
                          ("/etc/mosquitto/certs/broker.hospital.lan.key", str(self.ca["key"])),
                          ("/etc/mosquitto/scanner-agent.passwd", str(folder / "passwd")),
@@ -168,7 +168,9 @@ class SampleBroker:
             if old not in conf:
                 raise AssertionError(f"examples/mosquitto/mosquitto.conf no longer has {old!r}")
             conf = conf.replace(old, new)
-        (folder / "mosquitto.conf").write_text(f"user {getpass.getuser()}\nlog_dest file {folder}/log\n" + conf)
+        # (Debian's main mosquitto.conf sets persistence; DebianBroker runs the snippet under it)
+        (folder / "mosquitto.conf").write_text(f"user {getpass.getuser()}\nlog_dest file {folder}/log\n"
+                                               f"persistence true\npersistence_location {folder}/\n" + conf)
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(folder / "mosquitto.conf")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if not Subscriber.wait_for(self._listening, 10):
@@ -201,3 +203,123 @@ health_interval_s = 1
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+def debian_main_conf() -> str:
+    """Debian's own /etc/mosquitto/mosquitto.conf as the installed package ships it: the file on
+    this machine when it is unchanged (dpkg's md5 of the conffile), else the one in the package
+    (the apt cache, or `apt-get download`). Fails with a clear message when neither is there."""
+    import hashlib
+    import os
+    import tempfile
+
+    def md5(data: bytes) -> str:
+        return hashlib.md5(data).hexdigest()
+
+    q = subprocess.run(["dpkg-query", "-W", "-f=${Version}\n${Conffiles}\n", "mosquitto"], capture_output=True,
+                       text=True)
+    if q.returncode != 0:
+        raise AssertionError("Debian's mosquitto package is not installed (apt-get install mosquitto; .ci/run does)")
+    version, *conffiles = q.stdout.splitlines()
+    wanted = next((line.split()[1] for line in conffiles if line.split()[:1] == ["/etc/mosquitto/mosquitto.conf"]),
+                  None)
+    assert wanted, "dpkg does not list /etc/mosquitto/mosquitto.conf as a conffile of mosquitto"
+    installed = Path("/etc/mosquitto/mosquitto.conf")
+    if installed.exists() and md5(installed.read_bytes()) == wanted:
+        return installed.read_text()
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True).stdout.strip()
+    deb = Path("/var/cache/apt/archives") / f"mosquitto_{version.replace(':', '%3a')}_{arch}.deb"
+    with tempfile.TemporaryDirectory() as tmp:
+        if not deb.exists():
+            os.chmod(tmp, 0o777)   # apt's download runs as the _apt user
+            subprocess.run(["apt-get", "download", "-q", f"mosquitto={version}"], cwd=tmp, capture_output=True)
+            found = list(Path(tmp).glob("mosquitto_*.deb"))
+            if not found:
+                raise AssertionError("/etc/mosquitto/mosquitto.conf was changed on this machine and the mosquitto "
+                                     f"{version} package is neither in the apt cache nor downloadable")
+            deb = found[0]
+        data = subprocess.run(f"dpkg-deb --fsys-tarfile '{deb}' | tar -xO ./etc/mosquitto/mosquitto.conf",
+                              shell=True, capture_output=True, check=True).stdout
+    assert md5(data) == wanted, f"{deb}: its mosquitto.conf is not the installed package's conffile"
+    return data.decode()
+
+
+class DebianBroker:
+    """Mosquitto as the integrators' guide sets it up on stock Debian 12 / Raspberry Pi OS, in a
+    temporary root: Debian's own main mosquitto.conf (its pid, persistence, log and include_dir
+    paths moved into the temporary root), examples/mosquitto/mosquitto.conf in its conf.d, the ACL,
+    the password file from make-passwd.sh and the certificates from make-ca.sh with the ownership
+    they give. Started as root, the broker drops to the 'mosquitto' user, as on a real install.
+    Listens on a free loopback port (a system broker may already own 1883)."""
+
+    def __init__(self, stations: list[str], host: str = "localhost"):
+        import os
+        import pwd
+        import tempfile
+
+        assert os.geteuid() == 0, "DebianBroker runs mosquitto as root (it drops to 'mosquitto'): run the tests as root"
+        user = pwd.getpwnam("mosquitto")
+        self.root = Path(tempfile.mkdtemp(prefix="scanner-agent-debian-broker-"))
+        os.chmod(self.root, 0o755)      # the broker, as 'mosquitto', must reach its files
+        etc = self.root / "etc" / "mosquitto"
+        for d in (etc / "conf.d", etc / "certs", self.root / "var" / "lib" / "mosquitto",
+                  self.root / "var" / "log" / "mosquitto", self.root / "run" / "mosquitto"):
+            d.mkdir(parents=True, mode=0o755, exist_ok=True)
+            for p in [d, *d.parents]:
+                if p == self.root:
+                    break
+                os.chmod(p, 0o755)
+        for d in ("var/lib/mosquitto", "var/log/mosquitto", "run/mosquitto"):   # as the package makes them
+            os.chown(self.root / d, user.pw_uid, user.pw_gid)
+        main = debian_main_conf()
+        for path in ("/run/mosquitto/", "/var/lib/mosquitto/", "/var/log/mosquitto/", "/etc/mosquitto/conf.d"):
+            if path not in main:
+                raise AssertionError(f"Debian's mosquitto.conf no longer has {path!r}")
+            main = main.replace(path, f"{self.root}{path}")
+        self.conf = etc / "mosquitto.conf"
+        self.conf.write_text(main)
+        sample = ROOT / "examples" / "mosquitto"
+        self.port = free_port()
+        snippet = (sample / "mosquitto.conf").read_text()
+        for old, new in (("listener 8883", f"listener {self.port} 127.0.0.1"), ("/etc/mosquitto/", f"{etc}/"),
+                         ("broker.hospital.lan", host)):
+            if old not in snippet:
+                raise AssertionError(f"examples/mosquitto/mosquitto.conf no longer has {old!r}")
+            snippet = snippet.replace(old, new)
+        (etc / "conf.d" / "scanner-agent.conf").write_text(snippet)
+        (etc / "scanner-agent.acl").write_text((sample / "acl").read_text())
+        os.chmod(etc / "scanner-agent.acl", 0o644)
+        # the documented commands, as root
+        subprocess.run([str(sample / "make-ca.sh"), str(etc / "certs"), host], check=True, capture_output=True)
+        made = subprocess.run([str(sample / "make-passwd.sh"), str(etc / "scanner-agent.passwd"), *stations],
+                              capture_output=True, text=True, check=True)
+        self.passwords = dict(line.split("\t") for line in made.stdout.splitlines())
+        self.ca = etc / "certs" / "hospital-ca.crt"
+        self.log = self.root / "var" / "log" / "mosquitto" / "mosquitto.log"
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the broker set up as the guide says did not start: {self.proc.stderr.read()}"
+                                     f"{self.log.read_text()[-1500:] if self.log.exists() else ''}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise AssertionError("the broker set up as the guide says does not listen")
+
+    def user(self) -> str:
+        """The user the broker process runs as."""
+        import pwd
+        uid = int(next(line.split()[1] for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+                       if line.startswith("Uid:")))
+        return pwd.getpwuid(uid).pw_name
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        shutil.rmtree(self.root, ignore_errors=True)
