@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import zxingcpp
 
-from agent.decode import finders, grid
+from agent.decode import finders, grid, guidance
 from agent.decode.strategies import DEFAULT_ORDER, STRATEGIES, STREAM_ORDER, Strategy, clahe
 
 QR = zxingcpp.BarcodeFormat.QRCode
@@ -61,6 +61,10 @@ class DecodeResult:
     candidates: int = 0
     strategies_run: list[str] = field(default_factory=list)
     ms: float = 0.0
+    #: when nothing was read: (corners, QR version or None) of the located candidates, and why
+    #: they were not read (agent.decode.guidance: closer, glare, dim, still, unknown)
+    located: list[tuple[Corners, int | None]] = field(default_factory=list)
+    guidance: str | None = None
 
 
 def _corners(barcode, inverse: np.ndarray | None = None, scale: float = 1.0) -> np.ndarray:
@@ -288,6 +292,13 @@ class Cascade:
     def done(self) -> bool:
         return bool(self.result.codes) and not self.unread()
 
+    def explain(self) -> None:
+        """Nothing read but something located: say why (what the patient should change)."""
+        if self.result.codes or not self.candidates:
+            return
+        self.result.located = [(_rounded(p), _version(self.extra_for(p))) for p in self.candidates]
+        self.result.guidance = guidance.assess(self.gray, self.result.located)
+
     def rectify_candidates(self, budget_x: float = float("inf")) -> None:
         for pts in self.unread():
             if self.elapsed_x() >= budget_x:
@@ -357,6 +368,7 @@ def decode(frame: np.ndarray, budget_x: float = DEFAULT_BUDGET_X, budget_ms: flo
                 break
             if cascade.fits(name, limit):
                 cascade.run(STRATEGIES[name], limit)
+    cascade.explain()
     result.ms = (time.perf_counter() - t0) * 1000
     return result
 
@@ -435,6 +447,7 @@ class FrameReader:
                 self._next += 1
                 if result.codes:
                     break
+        cascade.explain()
         self._unread = 0 if result.codes else self._unread + 1
         if result.codes:
             self.reset()
