@@ -108,5 +108,10 @@ def render(s: dict[str, Any]) -> str:
     if isinstance(rec, dict):
         lines.append(f"recovered    damaged outbox at {time.strftime('%Y-%m-%d %H:%M', time.localtime(rec.get('at') or 0))}: "
                      f"{rec.get('saved')} salvaged, {'unknown' if rec.get('lost') is None else rec.get('lost')} lost")
-    lines += [f"FAULT        {f}" for f in s["faults"]]
+    counters = s.get("counters") or {}
+    reasons = counters.get("last_guidance") if isinstance(counters, dict) else None
+    if isinstance(reasons, list) and reasons:
+        lines.append("try again    last reasons (newest last): "
+                     + ", ".join(one_line(r.get("reason")) for r in reasons if isinstance(r, dict)))
+    lines += [f"WARNING      {f}" if f.startswith("voice:") else f"FAULT        {f}" for f in s["faults"]]
     return "\n".join(lines)
