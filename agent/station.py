@@ -117,10 +117,12 @@ class Station:
     def flags(self, d: Decision) -> list[str]:
         """The counter facts of a check-in about to be stored (agent.cards.flags), repeat_today from
         the outbox: the same card stored since midnight in the station's zone."""
-        flags = card_flags(d.read, clock.today(), self.cfg.station.facility_codes, self.cfg.checkin.priority_groups)
+        now = time.time()
+        flags = card_flags(d.read, clock.today(now), self.cfg.station.facility_codes,
+                           self.cfg.checkin.priority_groups)
         number = d.read.card.get("card_number" if d.read.kind == "bhyt" else "id_number")
         try:
-            if number and self.outbox.checked_in_since(d.read.kind, number, clock.day_start()):
+            if number and self.outbox.checked_in_since(d.read.kind, number, clock.day_start(now)):
                 flags.append("repeat_today")
         except OutboxError as exc:   # the put below says what is wrong; the flag is only a hint
             log.warning("repeat_today not checked: %s", exc)
