@@ -97,3 +97,18 @@ def test_a_read_code_has_no_guidance():
     gray, _ = frame(4)
     result = FrameReader().read(gray)
     assert result.codes and result.guidance is None and result.located == []
+
+
+def test_try_again_carries_the_reason_most_frames_gave():
+    from agent.checkin import Action, Presenter
+    from agent.decode import DecodeResult
+
+    p = Presenter(try_again_s=1.0, try_again_every_s=2.0)
+    got = []
+    for i, reason in enumerate(["glare", "unknown", "closer", "glare", "unknown", "unknown"]):
+        got += p.on_frame(i * 0.25, DecodeResult(candidates=1, guidance=reason))
+    assert [(d.action, d.reason) for d in got] == [(Action.TRY_AGAIN, "glare")]
+    got = []
+    for i in range(12):   # the next attempt counts afresh: only 'unknown' measured
+        got += p.on_frame(2.0 + i * 0.25, DecodeResult(candidates=1, guidance="unknown"))
+    assert [(d.action, d.reason) for d in got] == [(Action.TRY_AGAIN, "unknown")]
