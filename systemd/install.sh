@@ -122,6 +122,14 @@ do_install() {
         say "edit $CONF_DIR/config.toml (station id, broker, CA), then: sudo systemctl restart $SERVICE"
     fi
 
+    # 5a. the default voice prompts (espeak-ng's Vietnamese voice); files already there (a
+    #     hospital's own recordings) are kept. No espeak-ng: said, the station works without.
+    if ! command -v espeak-ng >/dev/null; then
+        say "no espeak-ng: voice prompts not made (sudo apt install espeak-ng alsa-utils, then run this again)"
+    elif ! "$VENV/bin/python" -m agent.feedback.prompts --check "$CONF_DIR/prompts" 2>/dev/null; then
+        run "$VENV/bin/python" -m agent.feedback.prompts "$CONF_DIR/prompts"
+    fi
+
     # 5b. the USB gadget, only when asked; the boot settings are the admin's to make
     if ((GADGET)); then
         if ! cmp -s "$SRC/systemd/usb-gadget.sh" "$PREFIX/usb-gadget.sh"; then

@@ -80,6 +80,8 @@ def test_install_into_a_root(installed):
     conf = root / "etc/scanner-agent/config.toml"
     assert stat.S_IMODE(conf.stat().st_mode) == 0o640
     assert "useradd" not in first.stdout                     # no users made in a root install
+    from agent.feedback.voice import PROMPTS                  # the default voice prompts, espeak-ng's
+    assert sorted(p.stem for p in (root / "etc/scanner-agent/prompts").glob("*.wav")) == sorted(PROMPTS)
     assert "systemctl enable" in first.stdout and "skipped" in first.stdout
 
 

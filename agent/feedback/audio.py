@@ -16,8 +16,6 @@ import wave
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
 log = logging.getLogger(__name__)
 
 #: A prompt file larger than this is refused (a short sentence is tens of kilobytes).
@@ -45,6 +43,8 @@ def scaled_wav(path: Path, volume: int) -> bytes:
         raise ValueError(f"{path} is not a WAV file: {exc}") from None
     if params.sampwidth != 2 or volume >= 100:
         return data
+    import numpy as np   # here: the installer makes the prompts before the station's dependencies
+
     samples = (np.frombuffer(frames, "<i2").astype(np.float32) * (max(volume, 0) / 100)).astype("<i2")
     out = io.BytesIO()
     with wave.open(out, "wb") as w:

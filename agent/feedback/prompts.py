@@ -52,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m agent.feedback.prompts", description=__doc__)
     p.add_argument("folder", help="where the prompts go (the config's [feedback] voice_dir)")
     p.add_argument("--force", action="store_true", help="replace existing files too")
+    p.add_argument("--check", action="store_true", help="make nothing; exit 1 when a prompt is missing")
     args = p.parse_args(argv)
+    if args.check:
+        missing = [n for n in PROMPTS if not (Path(args.folder) / f"{n}.wav").is_file()]
+        print(f"prompts: {len(missing)} missing in {args.folder}" if missing else "prompts: all there")
+        return 1 if missing else 0
     try:
         written = generate(args.folder, force=args.force)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
