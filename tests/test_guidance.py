@@ -57,15 +57,15 @@ CASES = {
 @pytest.mark.parametrize("reason", REASONS)
 def test_each_reason_from_the_property_degraded(reason):
     gray, corners = frame(**CASES[reason])
-    m = measure(gray, corners, version=(N - 17) // 4)
+    m = measure(gray, corners, modules=N)
     assert m is not None
     assert m.reason() == reason, m
 
 
-def test_module_size_from_the_version_else_a_typical_card():
+def test_module_size_from_the_modules_located_else_a_typical_card():
     gray, corners = frame(4)
-    assert measure(gray, corners, version=(N - 17) // 4).module_px == pytest.approx(4, abs=0.1)
-    assert measure(gray, corners, version=None).module_px == pytest.approx(4 * N / 49, abs=0.1)
+    assert measure(gray, corners, modules=N).module_px == pytest.approx(4, abs=0.1)
+    assert measure(gray, corners, modules=None).module_px == pytest.approx(4 * N / 49, abs=0.1)
 
 
 def test_candidates_outside_the_frame_or_degenerate_are_not_measured():
@@ -112,3 +112,17 @@ def test_try_again_carries_the_reason_most_frames_gave():
     for i in range(12):   # the next attempt counts afresh: only 'unknown' measured
         got += p.on_frame(2.0 + i * 0.25, DecodeResult(candidates=1, guidance="unknown"))
     assert [(d.action, d.reason) for d in got] == [(Action.TRY_AGAIN, "unknown")]
+
+
+def test_modules_from_what_zxing_read_of_the_symbol():
+    from types import SimpleNamespace
+
+    from agent.decode.decoder import _modules
+
+    def located(version):
+        return SimpleNamespace(extra={"Version": version})
+    assert _modules(located("11")) == 61
+    assert _modules(located("M3")) == 15          # a model 2 code's finder seen as a Micro QR
+    assert _modules(located("R13x77")) == 45
+    assert _modules(located("41")) is None and _modules(located("Mx")) is None
+    assert _modules(SimpleNamespace(extra=None)) is None

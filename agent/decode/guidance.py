@@ -65,13 +65,9 @@ class Measures:
         return best if scores[best] > 1.0 else "unknown"
 
 
-def modules_of(version: int | None) -> int:
-    return 17 + 4 * version if version and 1 <= version <= 40 else TYPICAL_MODULES
-
-
-def measure(gray: np.ndarray, corners: Sequence[Sequence[float]], version: int | None = None) -> Measures | None:
-    """Measure the candidate at `corners` (TL, TR, BR, BL in frame pixels); None when it lies
-    outside the frame or is degenerate."""
+def measure(gray: np.ndarray, corners: Sequence[Sequence[float]], modules: int | None = None) -> Measures | None:
+    """Measure the candidate at `corners` (TL, TR, BR, BL in frame pixels) of `modules` a side
+    (None: a typical card's); None when it lies outside the frame or is degenerate."""
     pts = np.array(corners, np.float32).reshape(4, 2)
     if not np.isfinite(pts).all():
         return None
@@ -89,7 +85,7 @@ def measure(gray: np.ndarray, corners: Sequence[Sequence[float]], version: int |
     inside = crop[mask > 0]
     if inside.size < 16:
         return None
-    module_px = side / modules_of(version)
+    module_px = side / (modules if modules and 0 < modules <= 177 else TYPICAL_MODULES)
     saturated = float(np.mean(inside >= SATURATED))
     p5, p95 = (float(v) for v in np.percentile(inside, (5, 95)))
     unsat = inside[inside < SATURATED]
@@ -114,8 +110,8 @@ def measure(gray: np.ndarray, corners: Sequence[Sequence[float]], version: int |
 def assess(gray: np.ndarray, located: Sequence[tuple[Sequence[Sequence[float]], int | None]]) -> str | None:
     """The reason for the first measurable candidate of a frame (zxing-cpp's order: the most
     code-like first), or None when there is none."""
-    for corners, version in located:
-        m = measure(gray, corners, version)
+    for corners, modules in located:
+        m = measure(gray, corners, modules)
         if m is not None:
             return m.reason()
     return None
