@@ -86,7 +86,7 @@ do_install() {
         [[ -n $ROOT ]] || system useradd --system --user-group --no-create-home --home-dir /var/lib/scanner-agent \
             --shell /usr/sbin/nologin "$SVC_USER"
     fi
-    for group in video gpio; do
+    for group in video gpio audio; do
         [[ -n $ROOT ]] && break
         getent group "$group" >/dev/null || system groupadd --system "$group"
         id -nG "$SVC_USER" 2>/dev/null | grep -qw "$group" || system usermod -aG "$group" "$SVC_USER"

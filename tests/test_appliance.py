@@ -24,11 +24,11 @@ UNIT = ROOT / "systemd" / "scanner-agent.service"
 def test_unit_has_the_required_settings():
     text = UNIT.read_text()
     for line in ["Type=notify", "WatchdogSec=", "Restart=always", "RestartSec=", "User=scanner-agent",
-                 "SupplementaryGroups=video gpio", "StateDirectory=scanner-agent", "ConfigurationDirectory=scanner-agent",
+                 "SupplementaryGroups=video gpio audio", "StateDirectory=scanner-agent", "ConfigurationDirectory=scanner-agent",
                  "RuntimeDirectory=scanner-agent", "ProtectSystem=strict", "ProtectHome=yes", "NoNewPrivileges=yes",
                  "PrivateTmp=yes", "ProtectKernelTunables=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
                  "CapabilityBoundingSet=\n", "DevicePolicy=closed", "DeviceAllow=char-video4linux rw",
-                 "DeviceAllow=char-gpiochip rw", "RestartPreventExitStatus=2"]:
+                 "DeviceAllow=char-gpiochip rw", "DeviceAllow=char-alsa rw", "RestartPreventExitStatus=2"]:
         assert line in text, line
 
 

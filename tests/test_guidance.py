@@ -126,3 +126,19 @@ def test_modules_from_what_zxing_read_of_the_symbol():
     assert _modules(located("R13x77")) == 45
     assert _modules(located("41")) is None and _modules(located("Mx")) is None
     assert _modules(SimpleNamespace(extra=None)) is None
+
+
+def test_status_and_snapshot_show_the_last_reasons():
+    from agent.admin.status import render
+    from agent.capture.annotate import annotate
+
+    s = {"station": "s", "version": "x", "service": "active", "daemon": "running", "status_stale_s": None,
+         "camera": {"source": "replay"}, "mqtt": {"configured": False}, "outbox": {"queue_depth": 0},
+         "clock_synced": True, "disk_free_mb": 100, "faults": ["voice: aplay -D default: audio open error"],
+         "counters": {"last_guidance": [{"reason": "glare", "at": 1.0}, {"reason": "closer", "at": 2.0}]}}
+    text = render(s)
+    assert "last reasons (newest last): glare, closer" in text
+    assert "WARNING      voice: aplay" in text and "FAULT" not in text
+    gray, _ = frame(4)
+    plain, noted = annotate(gray, []), annotate(gray, [], "glare")
+    assert plain.shape == noted.shape and (plain != noted).any()   # the reason is written on the frame
