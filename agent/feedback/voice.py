@@ -12,6 +12,7 @@ fault, broker down, hospital accepted) stay on the LEDs. A missing device or fil
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +61,7 @@ class Voice:
                  clock: Callable[[], float] = time.monotonic):
         self.player, self.folder, self.volume, self.repeat_s = player, Path(folder), volume, repeat_s
         self.clock = clock
+        self._lock = threading.Lock()   # the main loop and the MQTT thread (a verdict) both speak
         self._last: dict[str, float] = {}
         self.missing: set[str] = set()
         #: what was spoken: (clock time, prompt name), for tests and status
@@ -71,6 +73,10 @@ class Voice:
         name = prompt_name(signal, reason)
         if name is None or not present:
             return None
+        with self._lock:
+            return self._say(signal, name)
+
+    def _say(self, signal: Signal, name: str) -> str | None:
         now = self.clock()
         if signal not in ONCE_EACH and now - self._last.get(name, -1e9) < self.repeat_s:
             return None
