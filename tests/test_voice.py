@@ -237,3 +237,16 @@ def test_doctor_and_feedback_test_with_the_null_device(tmp_path, capsys):
     assert cli._voice_test(load_config(conf).feedback) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in PROMPTS) and PROMPTS["try_again-dim"] in out
+
+
+def test_fleet_reports_a_voice_problem_as_a_warning_not_critical():
+    from agent.admin.fleet import CRITICAL, WARNING, Station as Seen, assess
+
+    def level(codes, faults):
+        seen = Seen("s1")
+        seen.status = {"state": "online", "since": "2026-11-29T08:00:00+07:00"}
+        seen.health = {"faults": faults, "fault_codes": codes, "at": "2026-11-29T08:00:00+07:00",
+                       "queue_depth": 0, "oldest_undelivered_age_s": None, "clock_synced": True}
+        return assess({"s1": seen})[0].level
+    assert level(["voice"], ["voice: aplay -D default: audio open error"]) == WARNING
+    assert level(["voice", "camera"], ["voice: ...", "camera: no frames"]) == CRITICAL
