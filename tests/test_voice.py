@@ -250,3 +250,22 @@ def test_fleet_reports_a_voice_problem_as_a_warning_not_critical():
         return assess({"s1": seen})[0].level
     assert level(["voice"], ["voice: aplay -D default: audio open error"]) == WARNING
     assert level(["voice", "camera"], ["voice: ...", "camera: no frames"]) == CRITICAL
+
+
+def test_a_glare_the_reader_cannot_read_past_speaks_the_glare_prompt_once(tmp_path, prompts):
+    """End to end: frames through the station's real decoder and presenter to the voice."""
+    from test_guidance import frame
+
+    gray, _ = frame(4, glare=6.0)
+    st, player = make_station(tmp_path, prompts)
+    st.presenter.try_again_every_s = 1.0                 # the amber blink every second...
+    try:
+        decisions = []
+        for i in range(40):                              # 4 s at 10 fps, the phone held still
+            decisions += st.step(Frame(gray, i * 0.1))
+        tries = [d for d in decisions if d.action == Action.TRY_AGAIN]
+        assert len(tries) >= 2 and all(d.reason == "glare" for d in tries)
+        assert [p for p, _ in player.played] == ["try_again-glare"]   # ...the voice once in voice_repeat_s
+        assert st.counters.guidance["glare"] == len(tries)
+    finally:
+        st.shutdown()
