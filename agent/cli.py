@@ -37,11 +37,12 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from None
 
 
-def _print_read(read, as_json: bool) -> None:
+def _print_read(read, as_json: bool, flags: list[str] | None = None) -> None:
     if as_json:
-        print(json.dumps(read.to_dict(), ensure_ascii=False))
+        print(json.dumps({**read.to_dict(), **({"flags": flags} if flags is not None else {})},
+                         ensure_ascii=False))
         return
-    print(f"{read.kind}: {read.verdict}")
+    print(f"{read.kind}: {read.verdict}" + (f" [{', '.join(flags)}]" if flags else ""))
     for key, value in read.card.items():
         if value not in (None, [], ""):
             print(f"  {key}: {value}")
@@ -61,7 +62,14 @@ def cmd_parse(args: argparse.Namespace) -> int:
             return 2
     else:
         data = args.text
-    _print_read(read_card(data, args.today), args.json)
+    from agent.cards.flags import LAW_PRIORITY_GROUPS, card_flags
+
+    cfg = load_config(args.config) if args.config else None
+    today = args.today or date.today()
+    read = read_card(data, today)
+    flags = card_flags(read, today, cfg.station.facility_codes if cfg else (),
+                       cfg.checkin.priority_groups if cfg else LAW_PRIORITY_GROUPS)
+    _print_read(read, args.json, flags)
     return 0
 
 
@@ -306,12 +314,38 @@ def cmd_feedback_test(args: argparse.Namespace) -> int:
     fb = Feedback(make_output(cfg.feedback))
     try:
         for sig in Signal:
-            print(f"{sig.value:18s} {DESCRIPTIONS[sig]}", flush=True)
+            print(f"{sig.value:22s} {DESCRIPTIONS[sig]}", flush=True)
             fb.signal(sig)
             time.sleep(duration(sig) + 0.6)
     finally:
         fb.close()
-    return 0
+    return _voice_test(cfg.feedback)
+
+
+def _voice_test(fcfg) -> int:
+    """Play every voice prompt once, to the end; 1 when one could not be played."""
+    from agent.feedback.audio import AplayPlayer
+    from agent.feedback.voice import PROMPTS
+
+    if not fcfg.voice:
+        print("voice: off ([feedback] voice = false)")
+        return 0
+    player, failed = AplayPlayer(fcfg.voice_device), 0
+    for name, text in PROMPTS.items():
+        path = Path(fcfg.voice_dir) / f"{name}.wav"
+        if not path.is_file():
+            print(f"{name:30s} MISSING {path}", flush=True)
+            failed += 1
+            continue
+        print(f"{name:30s} {text}", flush=True)
+        player.warning = None
+        player.play(path, fcfg.voice_volume)
+        player.wait(timeout=30)
+        if player.warning:
+            print(f"{'':30s} {player.warning}", flush=True)
+            failed += 1
+    player.close()
+    return 1 if failed else 0
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
@@ -434,7 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("parse", help="read a QR text as a BHYT / CCCD card")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--today", type=_date, default=None, help="judge validity as of this date (YYYY-MM-DD)")
+    p.add_argument("--today", type=_date, default=None, help="judge validity and ages as of this date "
+                   "(YYYY-MM-DD)")
+    p.add_argument("-c", "--config", metavar="CONFIG", help="take [station] facility_codes and [checkin] "
+                   "priority_groups from this config (default: no facility codes, the law's groups)")
     p.add_argument("text", metavar="TEXT", help="the decoded QR text, or - to read standard input")
     p.set_defaults(func=cmd_parse)
 
@@ -482,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="delete FILE once its readable check-ins are queued here")
     p.set_defaults(func=cmd_queue)
 
-    _tool_test(sub, "feedback", "LED and buzzer tools", "play every LED/buzzer pattern once", cmd_feedback_test,
+    _tool_test(sub, "feedback", "LED and buzzer tools", "play every LED/buzzer pattern once, then every voice prompt", cmd_feedback_test,
                cfg_help)
 
     p = sub.add_parser("fleet", help="every station on the broker at a glance (exit 0/1/2/3 like a monitoring check)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -60,3 +60,15 @@ def now_iso(at: float | None = None) -> str:
     timestamp uses)."""
     moment = datetime.now(_zone) if at is None else datetime.fromtimestamp(at, _zone)
     return moment.isoformat(timespec="milliseconds")
+
+
+def today(at: float | None = None) -> date:
+    """The date now (or at `at`) in the configured zone: the day `repeat_today` and ages count in."""
+    return (datetime.now(_zone) if at is None else datetime.fromtimestamp(at, _zone)).date()
+
+
+def day_start(at: float | None = None) -> float:
+    """The epoch time of the last midnight (before `at`, default now) in the configured zone."""
+    moment = datetime.now(_zone) if at is None else datetime.fromtimestamp(at, _zone)
+    midnight = datetime.combine(moment.date(), datetime.min.time(), tzinfo=_zone)
+    return midnight.timestamp()

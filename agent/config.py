@@ -34,6 +34,8 @@ class StationConfig:
                                                       "relative paths are from the working directory")
     timezone: str = _f("Asia/Ho_Chi_Minh", doc="IANA time zone of every timestamp sent (read_at keeps this "
                                                "offset whatever the system zone)")
+    facility_codes: list[str] = _f((), doc="this hospital's facility codes ('79-024' or '79024'): a BHYT "
+                                           "card registered elsewhere gets the other_facility flag; empty: never")
 
 
 @dataclass
@@ -61,6 +63,8 @@ class CheckinConfig:
     try_again_s: float = _f(2.0, min=0.5, max=30, doc="a code seen but unreadable this long: 'try again'")
     idle_after_s: float = _f(3.0, min=0.5, max=600, doc="no change in the scene this long: idle")
     idle_fps: float = _f(5.0, min=0.5, max=30, doc="decode rate while idle")
+    priority_groups: list[str] = _f(("CC", "CK", "TE"), doc="BHYT group codes that give priority (Law "
+                                    "15/2023/QH15 art. 3(2)): TE priority_child, the others priority_merit")
 
 
 @dataclass
@@ -71,6 +75,12 @@ class FeedbackConfig:
     amber_pin: int = _f(-1, min=-1, max=27, doc="-1: no amber LED")
     buzzer_pin: int = _f(22, min=-1, max=27, doc="-1: no buzzer")
     buzzer: str = _f("active", choices=("active", "tonal"), doc="active buzzer (on/off) or passive (PWM tones)")
+    voice: bool = _f(False, doc="speak a short Vietnamese prompt per signal through ALSA (aplay)")
+    voice_dir: str = _f("/etc/scanner-agent/prompts", doc="folder of the prompts, SIGNAL.wav and "
+                                                          "try_again-REASON.wav (the installer makes them)")
+    voice_volume: int = _f(80, min=0, max=100, doc="percent of the recordings' level")
+    voice_device: str = _f("default", doc="ALSA device (aplay -D), e.g. 'default', 'plughw:1,0'")
+    voice_repeat_s: float = _f(5.0, min=0, max=600, doc="the same prompt at most once in this many seconds")
 
 
 @dataclass
@@ -195,15 +205,30 @@ def _field_types(cls: type) -> dict[str, type]:
     """Each field's value type, from the real annotations (`str | None` means a str when given)."""
     out = {}
     for name, hint in typing.get_type_hints(cls).items():
+        if typing.get_origin(hint) is list:
+            out[name] = list
+            continue
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         out[name] = args[0] if args else hint
     return out
 
 
-WANTED = {str: "text", int: "a whole number", float: "a number", bool: "true or false"}
+WANTED = {str: "text", int: "a whole number", float: "a number", bool: "true or false",
+          list: "a list of texts"}
+MAX_LIST = 64
+
+
+def _check_list(value: Any) -> tuple[Any, str | None]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and len(v) <= 64 for v in value):
+        return None, f"must be a list of texts, got {value!r}"[:200]
+    if len(value) > MAX_LIST:
+        return None, f"must have at most {MAX_LIST} entries, got {len(value)}"
+    return tuple(value), None
 
 
 def _check_value(value: Any, f: dataclasses.Field, want: type) -> tuple[Any, str | None]:
+    if want is list:
+        return _check_list(value)
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if want is float and isinstance(value, float) and not math.isfinite(value):
@@ -288,6 +313,7 @@ def parse_config(text: str, path: Path | str = "<config>", *, station: bool = Tr
     if problem := demo_feed_problem(cfg):
         errors.append(f"{where.get('camera.source', where.get('camera', 0))}: {problem}")
     errors += [f"{where.get(key, 0)}: {message}" for key, message in _output_problems(cfg)]
+    errors += [f"{where.get(key, 0)}: {message}" for key, message in _counter_fact_problems(cfg)]
     if station and (problem := dir_problem(cfg.station.state_dir)):
         errors.append(f"{where.get('station.state_dir', 0)}: station.state_dir {problem}")
     if errors:
@@ -335,6 +361,22 @@ def demo_feed_problem(cfg: Config) -> str | None:
     return ("camera.source = \"replay\" without camera.path replays the bundled demo patients, and [mqtt] "
             "would send them to the hospital as real check-ins: set [camera] source = \"picamera2\" (or "
             "\"v4l2\"), or name the frames to replay on purpose in camera.path")
+
+
+def _counter_fact_problems(cfg: Config) -> list[tuple[str, str]]:
+    """Facility codes and group codes that could never match a card, as (config key, message)."""
+    from agent.cards.flags import facility_code
+
+    out = []
+    for code in cfg.station.facility_codes:
+        if facility_code(code) is None:
+            out.append(("station.facility_codes", f"station.facility_codes: {code!r} is not a facility code "
+                                                  "('79-024' or '79024': 2-digit province, 3-digit facility)"))
+    for group in cfg.checkin.priority_groups:
+        if not re.fullmatch(r"[A-Za-z]{2}", group):
+            out.append(("checkin.priority_groups", f"checkin.priority_groups: {group!r} is not a BHYT group "
+                                                   "code (two letters, e.g. 'CC')"))
+    return out
 
 
 def topic_prefix_problem(prefix: str) -> str | None:

@@ -10,13 +10,15 @@ from typing import Any
 from agent.cards import CardRead
 from agent.clock import clock_synced, now_iso
 
-SCHEMA_VERSION = "1.0"
+#: 1.1 added `flags` (additive: a 1.0 consumer ignores it)
+SCHEMA_VERSION = "1.1"
 
 
-def checkin_body(read: CardRead, *, synced: bool | None = None) -> dict[str, Any]:
-    """What is known when the card is read: read_at, clock_synced and the card read."""
+def checkin_body(read: CardRead, *, synced: bool | None = None, flags: list[str] | None = None) -> dict[str, Any]:
+    """What is known when the card is read: read_at, clock_synced, the card read and the counter
+    facts (agent.cards.flags)."""
     return {"read_at": now_iso(), "clock_synced": clock_synced() if synced is None else synced,
-            **read.to_dict()}
+            **read.to_dict(), "flags": list(flags or [])}
 
 
 def envelope(body: dict[str, Any], *, event_id: str, seq: int, station: str) -> dict[str, Any]:

@@ -17,11 +17,13 @@ from pathlib import Path
 from agent.capture import Frame, Grabber, open_source
 from agent.capture.scene import SceneGate
 from agent.cards import mask_name
+from agent.cards.flags import PRIORITY, card_flags
 from agent.checkin import Action, Decision, Presenter, checkin_body
 from agent.config import Config
 from agent.control import ControlServer
 from agent.decode import FrameReader
 from agent.feedback import Feedback, Signal, make_output
+from agent.feedback.voice import Voice, make_voice
 from agent.outbox import Outbox, OutboxError
 from agent.outputs.devices import make_outputs
 from agent import __version__, clock, paths, runstate
@@ -33,6 +35,11 @@ log = logging.getLogger(__name__)
 
 DEMO_FRAMES = paths.DEMO_FRAMES   # kept for callers of the old name
 OUTBOX_LOCK_WAIT_S = 60.0       # at start, wait this long for another process's lock on the outbox
+#: the voice stays silent when nothing moved in front of the camera for this long (nobody there:
+#: a code-like poster does not make the station talk to an empty counter)
+PRESENT_S = 15.0
+#: guidance reasons kept for status and snapshots
+LAST_REASONS = 5
 
 
 @dataclass
@@ -46,11 +53,15 @@ class Counters:
     refused: int = 0             # check-ins the outbox could not store
     last_checkin_at: float | None = None
     by_verdict: dict[str, int] = field(default_factory=dict)
+    #: why codes were not read: TRY_AGAIN reasons counted, and the last few (newest last)
+    guidance: dict[str, int] = field(default_factory=dict)
+    last_guidance: list[dict] = field(default_factory=list)
+    by_flag: dict[str, int] = field(default_factory=dict)
 
 
 class Station:
     def __init__(self, cfg: Config, *, feedback: Feedback | None = None, outbox: Outbox | None = None,
-                 link_factory=None):
+                 link_factory=None, voice: Voice | None = None):
         self.cfg = cfg
         clock.use_zone(cfg.station.timezone)   # every timestamp sent keeps this offset
         state = Path(cfg.station.state_dir)
@@ -58,6 +69,8 @@ class Station:
                                        max_events=cfg.outbox.max_events, min_free_mb=cfg.outbox.min_free_mb,
                                        retention_s=cfg.outbox.retention_s, wait_s=OUTBOX_LOCK_WAIT_S)
         self.feedback = feedback or Feedback(make_output(cfg.feedback))
+        self.voice = voice if voice is not None else make_voice(cfg.feedback)
+        self._frame_t = 0.0
         self.reader = FrameReader()
         self.presenter = Presenter(cfg.checkin.cooldown_s, cfg.checkin.try_again_s)
         self.counters = Counters()
@@ -71,7 +84,7 @@ class Station:
                                 faults=self.fault_items)
         self.status_path = paths.status_file(cfg.station.state_dir)
         self.outputs = make_outputs(cfg)
-        self.last_view: tuple | None = None   # (newest frame, codes last decoded) for snapshots
+        self.last_view: tuple | None = None   # (newest frame, codes last decoded, guidance) for snapshots
         self.control: ControlServer | None = None
         self._stop = threading.Event()
         self.scene = SceneGate(cfg.checkin.idle_after_s, cfg.checkin.idle_fps)
@@ -82,13 +95,14 @@ class Station:
 
     def step(self, frame: Frame) -> list[Decision]:
         self.counters.frames += 1
-        self.last_view = (frame.gray, [])  # codes only from this very frame
+        self._frame_t = frame.t
+        self.last_view = (frame.gray, [], None)  # codes only from this very frame
         decode, active = self.scene.admit(frame)
         if not decode:
             return []  # idle: decode at idle_fps only, to keep the Pi cool
         self.counters.decoded += 1
         result = self.reader.read(frame.gray, active=active)
-        self.last_view = (frame.gray, result.codes)
+        self.last_view = (frame.gray, result.codes, result.guidance)
         if result.codes or result.candidates:
             self.scene.hold(frame.t)
         decisions = self.presenter.on_frame(frame.t, result)
@@ -100,9 +114,24 @@ class Station:
         {Action.CHECKIN: self._checkin, Action.ALREADY_READ: self._already_read,
          Action.REJECTED: self._rejected, Action.TRY_AGAIN: self._try_again}[d.action](d)
 
-    def _checkin(self, d: Decision) -> None:
+    def flags(self, d: Decision) -> list[str]:
+        """The counter facts of a check-in about to be stored (agent.cards.flags), repeat_today from
+        the outbox: the same card stored since midnight in the station's zone."""
+        now = time.time()
+        flags = card_flags(d.read, clock.today(now), self.cfg.station.facility_codes,
+                           self.cfg.checkin.priority_groups)
+        number = d.read.card.get("card_number" if d.read.kind == "bhyt" else "id_number")
         try:
-            row = self.outbox.put(checkin_body(d.read))
+            if number and self.outbox.checked_in_since(d.read.kind, number, clock.day_start(now)):
+                flags.append("repeat_today")
+        except Exception as exc:  # noqa: BLE001 - the put below says what is wrong; the flag is only a hint
+            log.warning("repeat_today not checked: %s", exc)
+        return flags
+
+    def _checkin(self, d: Decision) -> None:
+        flags = self.flags(d)
+        try:
+            row = self.outbox.put(checkin_body(d.read, flags=flags))
         except OutboxError as exc:  # full, disk full, locked, unwritable: said in one line
             self._refuse(d, str(exc))
             return
@@ -114,16 +143,29 @@ class Station:
         self.counters.last_checkin_at = time.time()
         verdict = d.read.verdict
         self.counters.by_verdict[verdict] = self.counters.by_verdict.get(verdict, 0) + 1
-        signal = Signal.CHECKIN if verdict == "ok" else Signal.CHECKIN_WARNING
-        self.feedback.signal(signal, self._describe(d))  # only now: the check-in is on disk
+        for flag in flags:
+            self.counters.by_flag[flag] = self.counters.by_flag.get(flag, 0) + 1
+        if verdict != "ok":
+            signal = Signal.CHECKIN_WARNING          # staff must look at the card first
+        elif "other_facility" in flags:
+            signal = Signal.CHECKIN_OTHER_FACILITY
+        elif any(f in PRIORITY for f in flags):
+            signal = Signal.CHECKIN_PRIORITY
+        else:
+            signal = Signal.CHECKIN
+        self.feedback.signal(signal, self._describe(d) + (f" [{', '.join(flags)}]" if flags else ""))
+        self._say(signal, verdict if verdict != "ok" else None, present=True)   # only now: it is on disk
+        card = {**d.read.card, "flags": ",".join(flags)}
         for out in self.outputs:                         # typed or sent like a USB scanner: after the commit
-            out.send(d.read.kind, d.read.card, d.payload or "")
-        log.info("check-in #%d %s %s %s (%s)", row.seq, d.read.kind, verdict,
-                 self._who(d), ", ".join(p.code for p in d.read.problems) or "no problems")
+            out.send(d.read.kind, card, d.payload or "")
+        log.info("check-in #%d %s %s %s (%s)%s", row.seq, d.read.kind, verdict,
+                 self._who(d), ", ".join(p.code for p in d.read.problems) or "no problems",
+                 f" flags {','.join(flags)}" if flags else "")
 
     def _already_read(self, d: Decision) -> None:
         self.counters.already_read += 1
         self.feedback.signal(Signal.ALREADY_READ, self._describe(d))
+        self._say(Signal.ALREADY_READ, present=True)
         log.info("already read: %s %s", d.read.kind, self._who(d))
 
     def _rejected(self, d: Decision) -> None:
@@ -131,13 +173,29 @@ class Station:
         self.counters.by_verdict[d.read.verdict] = self.counters.by_verdict.get(d.read.verdict, 0) + 1
         why = d.read.problems[0].message if d.read.problems else d.read.verdict
         self.feedback.signal(Signal.REJECTED, why)
+        self._say(Signal.REJECTED, present=True)
         # problem codes only: messages may quote what the card says (a birth date, a name)
         log.info("rejected %s code: %s", d.read.kind,
                  ", ".join(p.code for p in d.read.problems) or d.read.verdict)
 
     def _try_again(self, d: Decision) -> None:
         self.counters.try_again += 1
-        self.feedback.signal(Signal.TRY_AGAIN)
+        reason = d.reason or "unknown"
+        self.counters.guidance[reason] = self.counters.guidance.get(reason, 0) + 1
+        self.counters.last_guidance.append({"reason": reason, "at": time.time()})
+        del self.counters.last_guidance[:-LAST_REASONS]
+        self.feedback.signal(Signal.TRY_AGAIN, reason)
+        self._say(Signal.TRY_AGAIN, reason)
+
+    def present(self) -> bool:
+        """Somebody is at the counter: the scene changed within PRESENT_S (frame time)."""
+        return self._frame_t - self.scene.moved_at <= PRESENT_S
+
+    def _say(self, signal: Signal, reason: str | None = None, present: bool | None = None) -> None:
+        """Speak the signal's prompt; `present` None: judged from the scene (a code read just now
+        means somebody is there)."""
+        if self.voice is not None:
+            self.voice.say(signal, reason, present=self.present() if present is None else present)
 
     def _refuse(self, d: Decision, reason: str) -> None:
         self.counters.refused += 1
@@ -161,6 +219,8 @@ class Station:
         accepted = verdict["result"] == "accepted"
         self.feedback.signal(Signal.VERDICT_ACCEPTED if accepted else Signal.VERDICT_REJECTED,
                              f"{verdict.get('code', '')} {verdict.get('message', '')}".strip())
+        if not accepted:
+            self._say(Signal.VERDICT_REJECTED)
         log.info("hospital verdict for %s: %s %s", verdict["id"], verdict["result"], verdict.get("code", ""))
 
     def workers(self) -> list:
@@ -186,6 +246,8 @@ class Station:
             out.append(("outbox_refusing", f"outbox: {self.outbox_fault}"))
         if not leds:
             out += [(f"output_{o.writer.kind}", o.writer.warning) for o in self.outputs if o.writer.warning]
+            if self.voice is not None and (warning := self.voice.warning):
+                out.append(("voice", warning if warning.startswith("voice") else f"voice: {warning}"))
         for damaged in self.outbox.damaged_files():
             out.append(("outbox_damaged_file", f"outbox: damaged file {damaged} kept with check-ins that could "
                         f"not all be read; see 'scanner-agent queue import {damaged}'"))
@@ -301,6 +363,8 @@ class Station:
         if self.link is not None:
             self.link.stop()       # publishes 'offline'
         self.feedback.close()      # LEDs off
+        if self.voice is not None:
+            self.voice.close()
         try:
             depth = self.outbox.depth()
         except OutboxError:

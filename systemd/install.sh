@@ -90,7 +90,7 @@ do_install() {
         [[ -n $ROOT ]] || system useradd --system --user-group --no-create-home --home-dir /var/lib/scanner-agent \
             --shell /usr/sbin/nologin "$SVC_USER"
     fi
-    for group in video gpio; do
+    for group in video gpio audio; do
         [[ -n $ROOT ]] && break
         getent group "$group" >/dev/null || system groupadd --system "$group"
         id -nG "$SVC_USER" 2>/dev/null | grep -qw "$group" || system usermod -aG "$group" "$SVC_USER"
@@ -134,6 +134,14 @@ do_install() {
         run install -D -m 0640 "$SRC/config/config.toml" "$CONF_DIR/config.toml"
         [[ -n $ROOT ]] || system chown "root:$SVC_USER" "$CONF_DIR" "$CONF_DIR/config.toml"
         say "edit $CONF_DIR/config.toml (station id, broker, CA), then: sudo systemctl restart $SERVICE"
+    fi
+
+    # 5a. the default voice prompts (espeak-ng's Vietnamese voice); files already there (a
+    #     hospital's own recordings) are kept. No espeak-ng: said, the station works without.
+    if ! command -v espeak-ng >/dev/null; then
+        say "no espeak-ng: voice prompts not made (sudo apt install espeak-ng alsa-utils, then run this again)"
+    elif ! "$VENV/bin/python" -m agent.feedback.prompts --check "$CONF_DIR/prompts" 2>/dev/null; then
+        run "$VENV/bin/python" -m agent.feedback.prompts "$CONF_DIR/prompts"
     fi
 
     # 5b. the USB gadget, only when asked; the boot settings are the admin's to make

@@ -25,11 +25,11 @@ UNIT = ROOT / "systemd" / "scanner-agent.service"
 def test_unit_has_the_required_settings():
     text = UNIT.read_text()
     for line in ["Type=notify", "WatchdogSec=", "Restart=always", "RestartSec=", "User=scanner-agent",
-                 "SupplementaryGroups=video gpio", "StateDirectory=scanner-agent", "ConfigurationDirectory=scanner-agent",
+                 "SupplementaryGroups=video gpio audio", "StateDirectory=scanner-agent", "ConfigurationDirectory=scanner-agent",
                  "RuntimeDirectory=scanner-agent", "ProtectSystem=strict", "ProtectHome=yes", "NoNewPrivileges=yes",
                  "PrivateTmp=yes", "ProtectKernelTunables=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
                  "CapabilityBoundingSet=\n", "DevicePolicy=closed", "DeviceAllow=char-video4linux rw",
-                 "DeviceAllow=char-gpiochip rw", "RestartPreventExitStatus=2"]:
+                 "DeviceAllow=char-gpiochip rw", "DeviceAllow=char-alsa rw", "RestartPreventExitStatus=2"]:
         assert line in text, line
 
 
@@ -81,6 +81,8 @@ def test_install_into_a_root(installed):
     conf = root / "etc/scanner-agent/config.toml"
     assert stat.S_IMODE(conf.stat().st_mode) == 0o640
     assert "useradd" not in first.stdout                     # no users made in a root install
+    from agent.feedback.voice import PROMPTS                  # the default voice prompts, espeak-ng's
+    assert sorted(p.stem for p in (root / "etc/scanner-agent/prompts").glob("*.wav")) == sorted(PROMPTS)
     assert "systemctl enable" in first.stdout and "skipped" in first.stdout
     # the docs run plain `scanner-agent`: the installer puts it on the PATH
     link = root / "usr/local/bin/scanner-agent"

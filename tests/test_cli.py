@@ -28,7 +28,7 @@ def parse_json(*args, stdin=None):
 @pytest.mark.parametrize("payload,kind", [(BHYT15, "bhyt"), (BHYT10, "bhyt"), (CCCD, "cccd"), (VIETQR, "other")])
 def test_parse_json_shape(payload, kind):
     out = parse_json("--today", "2026-11-24", payload)
-    assert set(out) == {"kind", "verdict", "problems", "card"}
+    assert set(out) == {"kind", "verdict", "problems", "card", "flags"}
     assert out["kind"] == kind
 
 

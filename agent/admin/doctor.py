@@ -27,10 +27,12 @@ class Check:
     detail: str
     #: what to do, for a FIX line (every one says it; shown after the detail)
     fix: str = ""
+    #: worth knowing, not to fix for the station to work (the voice: the LEDs still say it all)
+    warning: bool = False
 
     def line(self) -> str:
         text = self.detail if self.ok or not self.fix else f"{self.detail}: {self.fix}"
-        return f"{'ok  ' if self.ok else 'FIX '} {self.name:10s} {text}"
+        return f"{'FIX ' if not self.ok else 'warn' if self.warning else 'ok  '} {self.name:10s} {text}"
 
 
 def check_config(path: Path) -> tuple[Check, Config | None]:
@@ -297,6 +299,26 @@ def check_outputs(cfg: Config) -> list[Check]:
     return out
 
 
+def check_voice(cfg: Config) -> Check:
+    """The voice prompts: aplay, the device, every prompt file. A warning at worst: the LEDs
+    still say everything."""
+    from agent.feedback.audio import probe
+    from agent.feedback.voice import PROMPTS
+
+    fb = cfg.feedback
+    if not fb.voice:
+        return Check("voice", True, "off ([feedback] voice = false)")
+    folder = Path(fb.voice_dir)
+    missing = [n for n in PROMPTS if not (folder / f"{n}.wav").is_file()]
+    if missing:
+        return Check("voice", True, f"{len(missing)} prompt file(s) missing in {folder} ({', '.join(missing[:3])}"
+                     f"{', ...' if len(missing) > 3 else ''}): sudo systemd/install.sh makes them", warning=True)
+    if problem := probe(fb.voice_device):
+        return Check("voice", True, f"no sound: {problem} (set [feedback] voice_device; 'aplay -L' lists "
+                                    "them)", warning=True)
+    return Check("voice", True, f"device {fb.voice_device}, prompts in {folder}")
+
+
 def check_unit() -> Check:
     if not UNIT.exists():
         return Check("service", False, f"{UNIT} not installed", "run sudo systemd/install.sh")
@@ -319,5 +341,6 @@ def run(path: Path) -> list[Check]:
     if cfg.mqtt is not None and all(c.ok for c in broker):
         checks += check_session(cfg)
     checks += check_outputs(cfg)
+    checks.append(check_voice(cfg))
     checks.append(check_unit())
     return checks

@@ -2,7 +2,7 @@
 `health` topics on the broker, from any machine that reaches it.
 
 Exit status, as Nagios / Icinga / Zabbix checks use it: 0 all well, 1 a warning (health stale,
-a queue older than --warn, clock not synchronised), 2 a station offline or faulty (or a queue
+a queue older than --warn, clock not synchronised, only a voice fault), 2 a station offline or faulty (or a queue
 older than --crit), 3 unknown (the broker cannot be reached, or no station has reported).
 Everything read from the broker is untrusted: cleaned, bounded, never a traceback.
 """
@@ -133,6 +133,10 @@ class Row:
     numbers: dict[str, float | int | None] = field(default_factory=dict)
 
 
+#: fault codes that are only a warning: the station checks patients in as well without them
+WARNING_CODES = frozenset({"voice"})
+
+
 def assess(stations: dict[str, Station], *, health_interval_s: float = 60.0, warn_s: float = 300.0,
            crit_s: float = 1800.0, now: float | None = None) -> list[Row]:
     now = time.time() if now is None else now
@@ -146,7 +150,11 @@ def assess(stations: dict[str, Station], *, health_interval_s: float = 60.0, war
             level = CRITICAL
             why.append(f"{state}" + (f" ({_text(s.get('reason'), 60)})" if s.get("reason") else ""))
         faults = h.get("faults") if isinstance(h.get("faults"), list) else []
-        if faults:
+        codes = h.get("fault_codes") if isinstance(h.get("fault_codes"), list) else []
+        if faults and codes and all(c in WARNING_CODES for c in codes):
+            level = max(level, WARNING)      # the LEDs still say everything: worth a look, not an alarm
+            why.append(f"{len(faults)} warning(s)")
+        elif faults:
             level = CRITICAL
             why.append(f"{len(faults)} fault(s)")
         oldest = _number(h.get("oldest_undelivered_age_s"))

@@ -27,7 +27,8 @@ def from_camera(cfg: Config) -> bytes:
         src.close()
     if frame is None:
         raise RuntimeError("the camera gave no frame")
-    return encode(frame.gray, decode(frame.gray).codes)
+    result = decode(frame.gray)
+    return encode(frame.gray, result.codes, result.guidance)
 
 
 def take(cfg: Config, out: Path) -> str:

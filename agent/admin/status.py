@@ -93,7 +93,9 @@ OK, WARNING, FAULT = 0, 1, 2
 
 def level(s: dict[str, Any]) -> tuple[int, list[str]]:
     """The exit status of `status` (0 ok, 1 a warning, 2 a fault, as the README says) and why."""
-    faults = list(s["faults"])
+    # the voice is a warning, never a fault: the LEDs still say everything
+    faults = [f for f in s["faults"] if not f.startswith("voice:")]
+    warnings = [f for f in s["faults"] if f.startswith("voice:")]
     cam = s.get("camera") or {}
     if cam.get("fault") and not any(f.startswith("camera") for f in faults):
         faults.append(f"camera: {cam['fault']}")
@@ -102,7 +104,6 @@ def level(s: dict[str, Any]) -> tuple[int, list[str]]:
         faults.append(f"outbox: {ob['error']}")
     if faults:
         return FAULT, faults
-    warnings = []
     if s["daemon"] != "running":
         warnings.append("daemon not running")
     elif s.get("status_stale_s"):
@@ -155,7 +156,12 @@ def render(s: dict[str, Any]) -> str:
     if isinstance(rec, dict):
         lines.append(f"recovered    damaged outbox at {time.strftime('%Y-%m-%d %H:%M', time.localtime(rec.get('at') or 0))}: "
                      f"{rec.get('saved')} salvaged, {'unknown' if rec.get('lost') is None else rec.get('lost')} lost")
-    lines += [f"FAULT        {f}" for f in s["faults"]]
+    counters = s.get("counters") or {}
+    reasons = counters.get("last_guidance") if isinstance(counters, dict) else None
+    if isinstance(reasons, list) and reasons:
+        lines.append("try again    last reasons (newest last): "
+                     + ", ".join(one_line(r.get("reason")) for r in reasons if isinstance(r, dict)))
+    lines += [f"WARNING      {f}" if f.startswith("voice:") else f"FAULT        {f}" for f in s["faults"]]
     code, why = level(s)
     lines.append(f"check        {('OK', 'WARNING', 'FAULT')[code]}" + (f": {'; '.join(why)}" if why else ""))
     return "\n".join(lines)

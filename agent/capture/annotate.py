@@ -12,8 +12,9 @@ from agent.decode import Code
 SATURATED = 250
 
 
-def annotate(gray: np.ndarray, codes: list[Code]) -> np.ndarray:
-    """BGR image: glare in red, codes outlined in green, a line of figures at the top."""
+def annotate(gray: np.ndarray, codes: list[Code], guidance: str | None = None) -> np.ndarray:
+    """BGR image: glare in red, codes outlined in green, a line of figures at the top (with why a
+    located code was not read: agent.decode.guidance)."""
     img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     glare = gray >= SATURATED
     img[glare] = (0, 0, 255)
@@ -22,7 +23,7 @@ def annotate(gray: np.ndarray, codes: list[Code]) -> np.ndarray:
         cv2.polylines(img, [pts], True, (0, 200, 0), 3)
     sharp = cv2.Laplacian(gray, cv2.CV_64F).var()
     text = (f"{len(codes)} code(s)  mean level {gray.mean():.0f}  saturated {100 * glare.mean():.1f}%  "
-            f"sharpness {sharp:.0f}")
+            f"sharpness {sharp:.0f}") + (f"  unread: {guidance}" if guidance else "")
     scale = max(0.4, img.shape[1] / 1800)
     (_, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     cv2.rectangle(img, (0, 0), (img.shape[1], th + 16), (0, 0, 0), -1)
@@ -30,8 +31,8 @@ def annotate(gray: np.ndarray, codes: list[Code]) -> np.ndarray:
     return img
 
 
-def encode(gray: np.ndarray, codes: list[Code]) -> bytes:
-    ok, buf = cv2.imencode(".jpg", annotate(gray, codes), [cv2.IMWRITE_JPEG_QUALITY, 90])
+def encode(gray: np.ndarray, codes: list[Code], guidance: str | None = None) -> bytes:
+    ok, buf = cv2.imencode(".jpg", annotate(gray, codes, guidance), [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return buf.tobytes()

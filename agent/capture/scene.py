@@ -18,6 +18,8 @@ class SceneGate:
         self._thumb: np.ndarray | None = None
         self._active_until = -1e9
         self._last_decode_t = -1e9
+        #: when the scene last changed (not held by a code in view): is anybody at the counter?
+        self.moved_at = -1e9
 
     def active(self, frame: Frame) -> bool:
         """Something moved in front of the camera recently (or a code is being read)."""
@@ -25,6 +27,7 @@ class SceneGate:
         if self._thumb is None or self._thumb.shape != thumb.shape or \
                 np.abs(thumb - self._thumb).mean() > self.threshold:
             self._active_until = frame.t + self.idle_after_s
+            self.moved_at = frame.t
         self._thumb = thumb
         return frame.t < self._active_until
 

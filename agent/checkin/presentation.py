@@ -8,6 +8,7 @@ check-in at once. Pure logic on frame timestamps: no clock, no I/O, easy to test
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from enum import Enum
@@ -33,6 +34,9 @@ class Decision:
     key: str | None = None
     #: the decoded QR text exactly (what a USB scanner would type)
     payload: str | None = None
+    #: TRY_AGAIN: why the code was not read, the reason most frames of the attempt gave
+    #: (agent.decode.guidance: closer, glare, dim, still, unknown)
+    reason: str | None = None
 
 
 def card_key(read: CardRead, payload: bytes | str) -> str:
@@ -55,6 +59,7 @@ class Presenter:
         self._unreadable_since: float | None = None
         self._last_candidate_t = -1e9
         self._last_try_again = -1e9
+        self._reasons: Counter[str] = Counter()   # guidance of the frames since the last TRY_AGAIN
 
     def forget(self, key: str) -> None:
         """The check-in could not be stored: the next presentation of this card must try again."""
@@ -81,17 +86,28 @@ class Presenter:
                 decisions.append(Decision(Action.REJECTED, read, key))
         if result.codes:
             self._unreadable_since = None
+            self._reasons.clear()
         elif result.candidates:
             self._last_candidate_t = t
+            if result.guidance:
+                self._reasons[result.guidance] += 1
             if self._unreadable_since is None:
                 self._unreadable_since = t
             elif (t - self._unreadable_since >= self.try_again_s
                   and t - self._last_try_again >= self.try_again_every_s):
                 self._last_try_again = t
-                decisions.append(Decision(Action.TRY_AGAIN))
+                decisions.append(Decision(Action.TRY_AGAIN, reason=self._reason()))
         elif t - self._last_candidate_t > self.gap_s:
             self._unreadable_since = None
+            self._reasons.clear()
         return decisions
+
+    def _reason(self) -> str:
+        """The reason most frames since the last TRY_AGAIN gave (a known one beats `unknown`)."""
+        known = [(n, r) for r, n in self._reasons.items() if r != "unknown"]
+        reason = max(known)[1] if known else "unknown"
+        self._reasons.clear()
+        return reason
 
     def _expire(self, t: float) -> None:
         for key, seen in list(self._last_seen.items()):

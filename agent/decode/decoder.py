@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import zxingcpp
 
-from agent.decode import finders, grid
+from agent.decode import finders, grid, guidance
 from agent.decode.strategies import DEFAULT_ORDER, STRATEGIES, STREAM_ORDER, Strategy, clahe
 
 QR = zxingcpp.BarcodeFormat.QRCode
@@ -61,6 +61,10 @@ class DecodeResult:
     candidates: int = 0
     strategies_run: list[str] = field(default_factory=list)
     ms: float = 0.0
+    #: when nothing was read: (corners, modules a side or None) of the located candidates, and
+    #: why they were not read (agent.decode.guidance: closer, glare, dim, still, unknown)
+    located: list[tuple[Corners, int | None]] = field(default_factory=list)
+    guidance: str | None = None
 
 
 def _corners(barcode, inverse: np.ndarray | None = None, scale: float = 1.0) -> np.ndarray:
@@ -170,6 +174,25 @@ def _version(extra) -> int | None:
     return int(v) if isinstance(v, str) and v.isdigit() and 1 <= int(v) <= 40 else None
 
 
+def _modules(barcode) -> int | None:
+    """Modules a side of a located symbol (the mean of its two sides, as guidance measures its
+    side in pixels), from what zxing-cpp read of its version: QR `7`, Micro QR `M3` (often a
+    model 2 code's finder seen alone), rMQR `R13x77`."""
+    extra = barcode.extra if isinstance(barcode.extra, dict) else {}
+    v = extra.get("Version")
+    if not isinstance(v, str):
+        return None
+    if v.isdigit() and 1 <= int(v) <= 40:
+        return 17 + 4 * int(v)
+    if len(v) == 2 and v[0] == "M" and v[1] in "1234":
+        return 9 + 2 * int(v[1])
+    if v.startswith("R") and "x" in v:
+        h, _, w = v[1:].partition("x")
+        if h.isdigit() and w.isdigit():
+            return (int(h) + int(w)) // 2
+    return None
+
+
 def text_of(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
@@ -260,6 +283,8 @@ class Cascade:
         #: what zxing-cpp read of each located code (version, EC level, mask), for the second stage
         self.located: list[tuple[np.ndarray, dict]] = [(_corners(b), b.extra) for b in errors
                                                       if _version(b.extra)]
+        #: modules a side of every located symbol whose version zxing-cpp read (for guidance)
+        self.sizes: list[tuple[np.ndarray, int]] = [(_corners(b), m) for b in errors if (m := _modules(b))]
 
     def extra_for(self, pts: np.ndarray) -> dict | None:
         size = _size(pts)
@@ -287,6 +312,20 @@ class Cascade:
 
     def done(self) -> bool:
         return bool(self.result.codes) and not self.unread()
+
+    def modules_for(self, pts: np.ndarray) -> int | None:
+        size = _size(pts)
+        for other, modules in self.sizes:
+            if np.linalg.norm(other.mean(0) - pts.mean(0)) < size / 4:
+                return modules
+        return None
+
+    def explain(self) -> None:
+        """Nothing read but something located: say why (what the patient should change)."""
+        if self.result.codes or not self.candidates:
+            return
+        self.result.located = [(_rounded(p), self.modules_for(p)) for p in self.candidates]
+        self.result.guidance = guidance.assess(self.gray, self.result.located)
 
     def rectify_candidates(self, budget_x: float = float("inf")) -> None:
         for pts in self.unread():
@@ -319,6 +358,7 @@ class Cascade:
         self.add([_code(b, _corners(b, scale=scale), strategy.name) for b in found])
         if errors:
             self.located += [(_corners(b, scale=scale), b.extra) for b in errors if _version(b.extra)]
+            self.sizes += [(_corners(b, scale=scale), m) for b in errors if (m := _modules(b))]
             # this view located codes: try the ones not tried yet, rectified
             fresh = [p for p in _distinct([_corners(b, scale=scale) for b in errors], MAX_CANDIDATES)
                      if all(np.linalg.norm(p.mean(0) - t.mean(0)) >= 4 for t in self.tried + self.candidates)]
@@ -357,6 +397,7 @@ def decode(frame: np.ndarray, budget_x: float = DEFAULT_BUDGET_X, budget_ms: flo
                 break
             if cascade.fits(name, limit):
                 cascade.run(STRATEGIES[name], limit)
+    cascade.explain()
     result.ms = (time.perf_counter() - t0) * 1000
     return result
 
@@ -435,6 +476,7 @@ class FrameReader:
                 self._next += 1
                 if result.codes:
                     break
+        cascade.explain()
         self._unread = 0 if result.codes else self._unread + 1
         if result.codes:
             self.reset()

@@ -25,6 +25,8 @@ class Signal(str, Enum):
     READY = "ready"
     CHECKIN = "checkin"                 # recorded (only after the outbox commit returned)
     CHECKIN_WARNING = "checkin_warning"  # recorded, but expired / not yet valid: staff should look
+    CHECKIN_PRIORITY = "checkin_priority"  # recorded; a priority patient (Law 15/2023/QH15): call forward
+    CHECKIN_OTHER_FACILITY = "checkin_other_facility"  # recorded; registered elsewhere: staff ask for a referral
     ALREADY_READ = "already_read"
     REJECTED = "rejected"               # invalid card or not a card (bank QR, link...)
     TRY_AGAIN = "try_again"             # a code is visible but unreadable: tilt the phone
@@ -48,6 +50,11 @@ PATTERNS: dict[Signal, list[Step]] = {
     Signal.CHECKIN: [Step(0.15, green=True, tone=HIGH), Step(1.35, green=True)],
     Signal.CHECKIN_WARNING: [Step(0.15, green=True, tone=HIGH), Step(0.6, green=True),
                              *_blinks(3, 0.15, 0.1, green=True, amber=True, red=True)],
+    # the check-in's green and beep, then a short cue of its own for the staff
+    Signal.CHECKIN_PRIORITY: [Step(0.15, green=True, tone=HIGH), Step(0.6, green=True),
+                              *_blinks(3, 0.08, 0.08, green=True, amber=True, tone=HIGH)],
+    Signal.CHECKIN_OTHER_FACILITY: [Step(0.15, green=True, tone=HIGH), Step(0.6, green=True),
+                                    Step(0.7, green=True, amber=True)],
     Signal.ALREADY_READ: _blinks(2, 0.12, 0.12, green=True, tone=HIGH) + [Step(0.6, green=True)],
     Signal.REJECTED: [Step(0.5, red=True, tone=LOW), Step(1.0, red=True)],
     Signal.TRY_AGAIN: _blinks(3, 0.3, 0.3, amber=True, red=False),
@@ -61,6 +68,8 @@ DESCRIPTIONS: dict[Signal, str] = {
     Signal.READY: "station ready",
     Signal.CHECKIN: "check-in recorded",
     Signal.CHECKIN_WARNING: "check-in recorded, card expired or not yet valid",
+    Signal.CHECKIN_PRIORITY: "check-in recorded, priority patient: call forward",
+    Signal.CHECKIN_OTHER_FACILITY: "check-in recorded, card registered at another facility: ask for a referral",
     Signal.ALREADY_READ: "already read",
     Signal.REJECTED: "not accepted: invalid card or not a card",
     Signal.TRY_AGAIN: "code seen but unreadable: tilt the phone",

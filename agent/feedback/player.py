@@ -39,6 +39,7 @@ class ConsoleOutput(NoOutput):
     """The demo's 'LEDs': one line per signal on standard output."""
 
     SYMBOL = {Signal.CHECKIN: "[GREEN + beep]", Signal.CHECKIN_WARNING: "[GREEN + AMBER]",
+              Signal.CHECKIN_PRIORITY: "[GREEN + amber x3]", Signal.CHECKIN_OTHER_FACILITY: "[GREEN, AMBER]",
               Signal.REJECTED: "[RED + buzz]", Signal.ALREADY_READ: "[green x2]",
               Signal.TRY_AGAIN: "[amber blink]", Signal.FAULT: "[RED blink]", Signal.READY: "[green x2]",
               Signal.BROKER_DOWN: "[amber flash]", Signal.VERDICT_ACCEPTED: "[green long x2]",

@@ -490,6 +490,16 @@ class Outbox:
             yield from rows
             after = rows[-1].seq
 
+    def checked_in_since(self, kind: str, number: str, since: float) -> bool:
+        """Is a check-in of this card (`kind` bhyt by card_number, cccd by id_number) stored since
+        `since` (epoch seconds), delivered or not? Sees what retention has kept (repeat_today)."""
+        field = {"bhyt": "$.card.card_number", "cccd": "$.card.id_number"}.get(kind)
+        if field is None or not number:
+            return False
+        return self._guarded(lambda: self.db.execute(
+            "SELECT 1 FROM events WHERE created_at >= ? AND json_extract(payload, '$.kind') = ? "
+            "AND json_extract(payload, ?) = ? LIMIT 1", [since, kind, field, number]).fetchone() is not None)
+
     def recent(self, limit: int = 50) -> list[Row]:
         return self._rows("ORDER BY seq DESC LIMIT ?", [limit])
 

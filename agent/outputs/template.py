@@ -2,6 +2,7 @@
 
     {raw}          the exact QR text (a BHYT code is ASCII; a CCCD carries the name in UTF-8)
     {card_number} {id_number} {name} ...   any field of the card read
+    {flags}        the check-in's flags, comma-separated (priority_elderly,other_facility)
     {enter} {tab}  the keys
 """
 
@@ -15,8 +16,8 @@ KEYS = {"enter": "\n", "tab": "\t"}
 ASCII_FIELDS = {
     "bhyt": {"raw", "card_number", "generation", "bhxh_number", "birth_date", "sex", "facility_code", "valid_from",
              "valid_to", "issued", "management_code", "benefit_level", "group_code", "province_code",
-             "residence_code", "five_year_date", "check_string"},
-    "cccd": {"id_number", "old_id_number", "birth_date", "sex", "issued"},
+             "residence_code", "five_year_date", "check_string", "flags"},
+    "cccd": {"id_number", "old_id_number", "birth_date", "sex", "issued", "flags"},
 }
 
 

@@ -57,6 +57,8 @@ CREATE TABLE IF NOT EXISTS checkins (
     payload     jsonb NOT NULL,
     stored_at   timestamptz NOT NULL DEFAULT now()
 );
+-- schema 1.1: the counter facts (a 1.0 event stores none); added to tables made before
+ALTER TABLE checkins ADD COLUMN IF NOT EXISTS flags text[] NOT NULL DEFAULT '{}';
 CREATE TABLE IF NOT EXISTS dead_letters (
     n           bigserial PRIMARY KEY,
     topic       text NOT NULL,
@@ -156,10 +158,10 @@ class Consumer:
         code, message = self.checker(event)
         with self.db.transaction():
             cur = self.db.execute(
-                "INSERT INTO checkins (id, station, seq, read_at, kind, verdict, result_code, payload) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO checkins (id, station, seq, read_at, kind, verdict, result_code, payload, flags) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
                 (event["id"], event["station"], event["seq"], event["read_at"], event["kind"], event["verdict"],
-                 code, json.dumps(event, ensure_ascii=False)))
+                 code, json.dumps(event, ensure_ascii=False), list(event.get("flags", []))))
             new = cur.rowcount == 1
         self._receipt(topic, event["id"])
         if not new:

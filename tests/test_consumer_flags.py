@@ -1,0 +1,48 @@
+"""The reference consumer stores schema 1.1's `flags` in a column of their own; a 1.0 event
+(no flags) still validates and is stored with none."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import psycopg
+import pytest
+
+from agent.cards import read_card
+from agent.checkin import checkin_body
+from agent.sim.payloads import bhyt
+from examples.consumer.consumer import Consumer
+from support.broker import Subscriber
+from support.postgres import Postgres
+
+pytestmark = pytest.mark.slow   # a PostgreSQL cluster of its own
+
+
+def test_flags_stored_and_old_events_still_accepted(tmp_path, broker):
+    pg = Postgres(tmp_path / "pg").start()
+    consumer = Consumer("127.0.0.1", broker.port, pg.dsn, name="flags").start()
+    pub = Subscriber(broker.port, "nothing/#", client_id="station-flags")
+    try:
+        assert consumer.subscribed.wait(5)
+        topic = "hospital/checkin/counter-x/checkin"
+        new = {"schema": "1.1", "id": "018f0000-0000-7000-8000-0000000000f1", "seq": 1, "station": "counter-x",
+               **checkin_body(read_card(bhyt(random.Random(1))), synced=True,
+                              flags=["priority_elderly", "repeat_today"])}
+        old = {"schema": "1.0", "id": "018f0000-0000-7000-8000-0000000000f2", "seq": 2, "station": "counter-x",
+               **checkin_body(read_card(bhyt(random.Random(2))), synced=True)}
+        del old["flags"]
+        for event in (new, old):
+            pub.client.publish(topic, json.dumps(event), qos=1).wait_for_publish(5)
+
+        def rows():
+            with psycopg.connect(pg.dsn) as conn:
+                return dict(conn.execute("SELECT seq, flags FROM checkins").fetchall())
+        assert Subscriber.wait_for(lambda: len(rows()) == 2, 10), rows()
+        assert rows() == {1: ["priority_elderly", "repeat_today"], 2: []}
+        with psycopg.connect(pg.dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
+    finally:
+        pub.close()
+        consumer.stop()
+        pg.stop()
