@@ -343,3 +343,27 @@ def test_the_station_runs_under_the_units_sandbox(tmp_path):
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.count("check-in #") >= 3, proc.stderr[-2000:]
     assert "station stopped" in proc.stderr
+
+
+# --- the steps install.sh and the Debian package share -------------------------------------
+
+def test_install_sh_and_the_package_share_their_steps_not_copies():
+    steps = ROOT / "systemd" / "steps.sh"
+    users = [p for p in [INSTALL, *sorted((ROOT / "packaging" / "deb").iterdir())] if "useradd" in p.read_text()]
+    assert users == [] and "useradd" in steps.read_text(), users
+    assert '. "$SRC/systemd/steps.sh"' in INSTALL.read_text()
+    assert '. "$LIB/steps.sh"' in (ROOT / "packaging" / "deb" / "postinst").read_text()
+    assert "systemd/steps.sh \"$LIB/steps.sh\"" in (ROOT / "scripts" / "build-deb").read_text()
+
+
+def test_state_dir_step_never_follows_a_link(tmp_path):
+    """Root makes the state directory only when it is missing, and leaves a link there alone."""
+    def step(root):
+        script = f'system() {{ echo "system: $*"; }}; ROOT={root}; . {ROOT / "systemd/steps.sh"}; sa_state_dir'
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    fresh = step(tmp_path / "fresh")
+    assert "system: install -d -m 0700 -o scanner-agent -g scanner-agent" in fresh.stdout
+    (tmp_path / "linked/var/lib").mkdir(parents=True)
+    (tmp_path / "linked/var/lib/scanner-agent").symlink_to("/etc")
+    linked = step(tmp_path / "linked")
+    assert "system:" not in linked.stdout and "symbolic link: not touched" in linked.stderr
