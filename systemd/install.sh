@@ -121,8 +121,7 @@ do_install() {
             run install -D -m 0755 "$SRC/systemd/usb-gadget.sh" "$PREFIX/usb-gadget.sh"
         fi
         local rules=$ROOT/etc/udev/rules.d/70-scanner-agent-gadget.rules
-        local want_rules='KERNEL=="hidg[0-9]*", GROUP="scanner-agent", MODE="0660"
-KERNEL=="ttyGS[0-9]*", GROUP="scanner-agent", MODE="0660"'
+        local want_rules=$SA_GADGET_RULES
         if [[ ! -f $rules || $(cat "$rules") != "$want_rules" ]]; then
             CHANGED=1
             if ((DRY)); then echo "  would write $rules"; else

@@ -6,10 +6,13 @@
 #   system CMD...  a change to the live system: users, systemctl (install.sh: skipped with --root)
 # and may set ROOT (install.sh --root DIR; empty on a live system).
 
-SA_SERVICE=scanner-agent
 SA_USER=scanner-agent
 SA_STATE=/var/lib/scanner-agent
 SA_CONF=/etc/scanner-agent/config.toml
+# udev: the USB gadget's keyboard and serial devices, for the service's group
+# shellcheck disable=SC2034  # used by install.sh and scripts/build-deb
+SA_GADGET_RULES='KERNEL=="hidg[0-9]*", GROUP="scanner-agent", MODE="0660"
+KERNEL=="ttyGS[0-9]*", GROUP="scanner-agent", MODE="0660"'
 
 # The service user, in the camera (video) and GPIO (gpio) groups. The groups are made when the OS
 # has none (a Debian that is not Raspberry Pi OS): the unit's SupplementaryGroups needs them to start.
