@@ -368,7 +368,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             print(f"UNKNOWN: broker {cfg.mqtt.host}:{cfg.mqtt.port}: {describe(exc, cfg.mqtt.tls, f'{cfg.mqtt.host}:{cfg.mqtt.port}')}",
                   file=sys.stderr)
             return fleet.UNKNOWN
-        rows = fleet.assess(stations, health_interval_s=cfg.mqtt.health_interval_s, warn_s=args.warn, crit_s=args.crit)
+        rows = fleet.assess(stations, health_interval_s=cfg.mqtt.health_interval_s, warn_s=args.warn, crit_s=args.crit,
+                            expect_version=args.expect_version)
         status = fleet.overall(rows)
         if args.json:
             print(fleet.as_json(rows), flush=True)
@@ -376,6 +377,9 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             if args.watch:
                 print("\033[2J\033[H", end="")
             print(fleet.render(rows) if rows else fleet.no_reports(cfg.mqtt, cfg.station.id, subacks))
+            mixed = fleet.versions(rows)
+            if mixed:
+                print(f"note: {mixed}")
             counts = {name: sum(r.level == lvl for r in rows) for lvl, name in fleet.LEVELS.items() if lvl != fleet.UNKNOWN}
             print(f"{fleet.LEVELS[status]}: {len(rows)} station(s); " + ", ".join(f"{n} {k.lower()}" for k, n in counts.items()),
                   flush=True)
@@ -533,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="critical when the oldest queued check-in is older (s; default %(default)g)")
     p.add_argument("--wait", type=float, default=2.0,
                    help="seconds to collect the retained reports (default %(default)g)")
+    p.add_argument("--expect-version", metavar="VERSION",
+                   help="warning for every station running another version (e.g. during a rollout)")
     p.set_defaults(func=cmd_fleet)
 
     _tool_test(sub, "output", "keyboard and serial output tools", "type or send a test line on every enabled output",

@@ -31,7 +31,6 @@ done
 [[ -n $ROOT ]] && ROOT=$(mkdir -p "$ROOT" && cd "$ROOT" && pwd)
 
 SERVICE=scanner-agent
-SVC_USER=scanner-agent
 PREFIX=$ROOT/opt/scanner-agent
 VENV=$PREFIX/venv
 UNIT=$ROOT/etc/systemd/system/$SERVICE.service
@@ -54,6 +53,10 @@ system() {
     if [[ -n $ROOT ]]; then echo "  skipped (--root): $*"; CHANGED=1; return 0; fi
     run "$@"
 }
+
+# the steps the Debian package's maintainer scripts share (user, venv, config check)
+# shellcheck source=systemd/steps.sh
+. "$SRC/systemd/steps.sh"
 
 if ((!DRY)) && [[ -z $ROOT ]] && ((EUID != 0)); then
     echo "install.sh: run as root (sudo), or use --dry-run / --root DIR" >&2
@@ -85,27 +88,17 @@ do_uninstall() {
 }
 
 do_install() {
-    # 1. the service user, in the camera and GPIO groups
-    if [[ -n $ROOT ]] || ! getent passwd "$SVC_USER" >/dev/null; then
-        [[ -n $ROOT ]] || system useradd --system --user-group --no-create-home --home-dir /var/lib/scanner-agent \
-            --shell /usr/sbin/nologin "$SVC_USER"
-    fi
-    for group in video gpio audio; do
-        [[ -n $ROOT ]] && break
-        getent group "$group" >/dev/null || system groupadd --system "$group"
-        id -nG "$SVC_USER" 2>/dev/null | grep -qw "$group" || system usermod -aG "$group" "$SVC_USER"
-    done
+    # 1. the service user, in the camera and GPIO groups, and its state directory
+    [[ -n $ROOT ]] || { sa_user; sa_state_dir; }
 
-    # 2. a virtual environment that also sees the OS's picamera2 and libcamera
-    [[ -x $VENV/bin/python ]] || run python3 -m venv --system-site-packages "$VENV"
-
-    # 3. the package, reinstalled only when the source changed
+    # 2-3. a virtual environment that also sees the OS's picamera2 and libcamera, with the package
+    # (from PyPI and this checkout), reinstalled only when the source changed
     local want
     want="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$SRC/agent/__init__.py") $(cd "$SRC" && \
         find agent pyproject.toml -type f ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-40)"
-    if [[ ! -f $STAMP || $(cat "$STAMP") != "$want" ]]; then
+    if [[ ! -x $VENV/bin/python || ! -f $STAMP || $(cat "$STAMP") != "$want" ]]; then
         # shellcheck disable=SC2086  # PIP_ARGS is a list of options
-        run "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check $PIP_ARGS "$SRC"
+        sa_venv "$VENV" $PIP_ARGS "$SRC"
         ((DRY)) || echo "$want" > "$STAMP"
         PACKAGE_CHANGED=1
     fi
@@ -132,17 +125,12 @@ do_install() {
         :
     else
         run install -D -m 0640 "$SRC/config/config.toml" "$CONF_DIR/config.toml"
-        [[ -n $ROOT ]] || system chown "root:$SVC_USER" "$CONF_DIR" "$CONF_DIR/config.toml"
+        [[ -n $ROOT ]] || sa_config_mode
         say "edit $CONF_DIR/config.toml (station id, broker, CA), then: sudo systemctl restart $SERVICE"
     fi
 
-    # 5a. the default voice prompts (espeak-ng's Vietnamese voice); files already there (a
-    #     hospital's own recordings) are kept. No espeak-ng: said, the station works without.
-    if ! command -v espeak-ng >/dev/null; then
-        say "no espeak-ng: voice prompts not made (sudo apt install espeak-ng alsa-utils, then run this again)"
-    elif ! "$VENV/bin/python" -m agent.feedback.prompts --check "$CONF_DIR/prompts" 2>/dev/null; then
-        run "$VENV/bin/python" -m agent.feedback.prompts "$CONF_DIR/prompts"
-    fi
+    # 5a. the default voice prompts, never over a file there
+    sa_prompts "$VENV/bin/python" "$CONF_DIR/prompts"
 
     # 5b. the USB gadget, only when asked; the boot settings are the admin's to make
     if ((GADGET)); then
@@ -150,8 +138,7 @@ do_install() {
             run install -D -m 0755 "$SRC/systemd/usb-gadget.sh" "$PREFIX/usb-gadget.sh"
         fi
         local rules=$ROOT/etc/udev/rules.d/70-scanner-agent-gadget.rules
-        local want_rules='KERNEL=="hidg[0-9]*", GROUP="scanner-agent", MODE="0660"
-KERNEL=="ttyGS[0-9]*", GROUP="scanner-agent", MODE="0660"'
+        local want_rules=$SA_GADGET_RULES
         if [[ ! -f $rules || $(cat "$rules") != "$want_rules" ]]; then
             CHANGED=1
             if ((DRY)); then echo "  would write $rules"; else
@@ -173,7 +160,9 @@ KERNEL=="ttyGS[0-9]*", GROUP="scanner-agent", MODE="0660"'
     if [[ -z $ROOT ]]; then
         systemctl is-enabled --quiet "$SERVICE" 2>/dev/null || system systemctl enable "$SERVICE"
         if ((START)); then
-            if ((${PACKAGE_CHANGED:-0})); then
+            if ((${PACKAGE_CHANGED:-0})) && ! ((DRY)) && ! sa_config_ok "$VENV/bin/scanner-agent"; then
+                say "not (re)started: 'scanner-agent config check' fails; fix $CONF_DIR/config.toml, then: sudo systemctl restart $SERVICE"
+            elif ((${PACKAGE_CHANGED:-0})); then
                 system systemctl restart "$SERVICE"
             elif ! systemctl is-active --quiet "$SERVICE"; then
                 system systemctl start "$SERVICE"

@@ -417,3 +417,27 @@ def test_every_doctor_fix_line_says_what_to_do(tmp_path, broker):
         assert c.fix and c.line().endswith(c.fix), c.line()
     disk = next(c for c in failed if c.name == "disk")
     assert "free space" in disk.line() and "min_free_mb" in disk.line()
+
+
+# --- the steps install.sh and the Debian package share -------------------------------------
+
+def test_install_sh_and_the_package_share_their_steps_not_copies():
+    steps = ROOT / "systemd" / "steps.sh"
+    users = [p for p in [INSTALL, *sorted((ROOT / "packaging" / "deb").iterdir())] if "useradd" in p.read_text()]
+    assert users == [] and "useradd" in steps.read_text(), users
+    assert '. "$SRC/systemd/steps.sh"' in INSTALL.read_text()
+    assert '. "$LIB/steps.sh"' in (ROOT / "packaging" / "deb" / "postinst").read_text()
+    assert "systemd/steps.sh \"$LIB/steps.sh\"" in (ROOT / "scripts" / "build-deb").read_text()
+
+
+def test_state_dir_step_never_follows_a_link(tmp_path):
+    """Root makes the state directory only when it is missing, and leaves a link there alone."""
+    def step(root):
+        script = f'system() {{ echo "system: $*"; }}; ROOT={root}; . {ROOT / "systemd/steps.sh"}; sa_state_dir'
+        return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    fresh = step(tmp_path / "fresh")
+    assert "system: install -d -m 0700 -o scanner-agent -g scanner-agent" in fresh.stdout
+    (tmp_path / "linked/var/lib").mkdir(parents=True)
+    (tmp_path / "linked/var/lib/scanner-agent").symlink_to("/etc")
+    linked = step(tmp_path / "linked")
+    assert "system:" not in linked.stdout and "symbolic link: not touched" in linked.stderr

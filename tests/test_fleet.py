@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -111,8 +112,6 @@ def test_fleet_for_it_uses_the_example_fleet_toml_and_names_a_login_that_may_not
     """examples/fleet.toml as IT's user 'it' of the sample ACL sees the station; run with the
     station's own config (the default on a station), the ACL lets it read no status topic: fleet
     says so instead of 'no station has reported'."""
-    from pathlib import Path
-
     from support.broker import SampleBroker
 
     root = Path(__file__).resolve().parents[1]
@@ -142,3 +141,40 @@ def test_fleet_for_it_uses_the_example_fleet_toml_and_names_a_login_that_may_not
         assert "no station has reported" not in own.stdout
     finally:
         broker.stop()
+
+
+def test_fleet_version_column_mixed_versions_and_expect_version(tmp_path, broker):
+    """A rollout half done: a note names both versions (exit unchanged); --expect-version makes the
+    stations it has not reached (and one that does not say) a WARNING."""
+    publish(broker, {
+        "new-1/status": status("new-1"), "new-1/health": health("new-1"),
+        "new-2/status": status("new-2"), "new-2/health": health("new-2"),
+        "old-1/status": {**status("old-1"), "version": "0.3.9"}, "old-1/health": {**health("old-1"), "version": "0.3.9"},
+    })
+    path = conf(tmp_path, broker.port)
+    mixed = cli("fleet", "-c", str(path), "--wait", "1")
+    assert mixed.returncode == 0, mixed.stdout + mixed.stderr
+    assert mixed.stdout.splitlines()[0].split()[3] == "version"
+    assert "note: 2 versions in the fleet: 0.4.0 on 2, 0.3.9 on 1 (--expect-version 0.4.0" in mixed.stdout
+    expected = cli("fleet", "-c", str(path), "--wait", "1", "--expect-version", "0.4.0", "--json")
+    assert expected.returncode == 1, expected.stdout
+    rows = {r["station"]: r for r in json.loads(expected.stdout)}
+    assert rows["old-1"]["check"] == "WARNING" and rows["old-1"]["version"] == "0.3.9"
+    assert "version 0.3.9, expected 0.4.0" in rows["old-1"]["why"]
+    assert rows["new-1"]["check"] == rows["new-2"]["check"] == "OK"
+    publish(broker, {"old-1/status": status("old-1"), "old-1/health": health("old-1")})   # upgraded
+    same = cli("fleet", "-c", str(path), "--wait", "1", "--expect-version", "0.4.0")
+    assert same.returncode == 0 and "note:" not in same.stdout, same.stdout
+
+
+def test_status_and_health_carry_the_program_version():
+    import jsonschema
+
+    from agent import __version__
+    from agent.mqtt.link import health_payload
+
+    report = health_payload("counter-01", {}, uptime_s=1.0, delivered_on="broker")
+    assert report["version"] == __version__
+    schema = json.loads((Path(__file__).resolve().parents[1] / "agent/schemas/health.json").read_text())
+    jsonschema.validate(report, schema)
+    assert "Debian package" in schema["properties"]["version"]["description"]

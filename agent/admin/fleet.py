@@ -138,7 +138,9 @@ WARNING_CODES = frozenset({"voice"})
 
 
 def assess(stations: dict[str, Station], *, health_interval_s: float = 60.0, warn_s: float = 300.0,
-           crit_s: float = 1800.0, now: float | None = None) -> list[Row]:
+           crit_s: float = 1800.0, now: float | None = None, expect_version: str | None = None) -> list[Row]:
+    """One row per station. expect_version: a station running another version (or not saying
+    which) is a WARNING, e.g. the ones a rollout has not reached yet."""
     now = time.time() if now is None else now
     rows = []
     for sid in sorted(stations):
@@ -171,9 +173,13 @@ def assess(stations: dict[str, Station], *, health_interval_s: float = 60.0, war
         if h.get("clock_synced") is False:
             level = max(level, WARNING)
             why.append("clock not synchronised")
+        version = _text(s.get("version") or h.get("version"), 20)
+        if expect_version is not None and version != expect_version:
+            level = max(level, WARNING)
+            why.append(f"version {version}, expected {_text(expect_version, 20)}")
         since = _age(s.get("at"), now)
         depth = _number(h.get("queue_depth"))
-        rows.append(Row(sid, state, _duration(since), _text(s.get("version") or h.get("version"), 20),
+        rows.append(Row(sid, state, _duration(since), version,
                         "-" if depth is None else f"{depth:.0f}", _duration(oldest),
                         {True: "synced", False: "NOT synced"}.get(h.get("clock_synced"), "-"), _duration(age),
                         "; ".join(_text(f, 80) for f in faults[:3]) or "-", level, why,
@@ -200,6 +206,19 @@ def render(rows: list[Row]) -> str:
                        LEVELS[r.level] + (f": {', '.join(r.why)}" if r.why else ""), r.faults) for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(head) - 1)]
     return "\n".join("  ".join(c[i].ljust(widths[i]) for i in range(len(head) - 1)) + "  " + c[-1] for c in cells)
+
+
+def versions(rows: list[Row]) -> str | None:
+    """A warning line when the stations run more than one version (a rollout under way, or a
+    station it missed), most stations first; None when they all run the same one."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.version] = counts.get(r.version, 0) + 1
+    if len(counts) < 2:
+        return None
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return (f"{len(counts)} versions in the fleet: " + ", ".join(f"{v} on {n}" for v, n in ranked)
+            + f" (--expect-version {ranked[0][0]} marks the others WARNING)")
 
 
 def overall(rows: list[Row]) -> int:
