@@ -344,3 +344,35 @@ def test_the_guides_examples_match_the_schemas():
     assert {name for name, _ in blocks} == set(NAMES), "an example of every message"
     for name, text in blocks:
         assert schema_errors(name, json.loads(text)) == [], (name, text[:80])
+
+
+def test_a_forged_receipt_counts_only_check_ins_this_station_published_and_awaits(tmp_path, broker, outbox):
+    """A receipt (or a verdict, in receipt mode) naming check-ins this station never published
+    marked them delivered: they were then never sent. Only ids published and not yet confirmed
+    count; the others are reported on `ignored` as unknown."""
+    rng = random.Random(8)
+    ids = [outbox.put(body(rng)).id for _ in range(6)]
+    watcher = Subscriber(broker.port, f"{PREFIX}/{STATION}/+", client_id="hospital-watch")
+    link = MqttLink(cfg(broker.port, delivered_on="receipt", receipt_window=2, receipt_timeout_s=60), STATION, outbox,
+                    backoff=(0.05, 0.5))
+    forger = client(broker.port, "forger")
+    try:
+        link.start()
+        assert wait_for(lambda: len(watcher.json_on("/checkin")) == 2, 5)
+        time.sleep(0.3)
+        published = {e["id"] for e in watcher.json_on("/checkin")}
+        never = [i for i in ids if i not in published]
+        forger.publish(f"{PREFIX}/{STATION}/verdict", json.dumps({"id": never[0], "result": "accepted", "code": "000"}),
+                       qos=1).wait_for_publish(5)
+        forger.publish(f"{PREFIX}/{STATION}/receipt", json.dumps({"ids": ids}), qos=1).wait_for_publish(5)
+        assert wait_for(lambda: {n["id"] for n in watcher.json_on("/ignored") if n["reason"] == "unknown"} >= set(never),
+                        5), watcher.json_on("/ignored")
+        stats = outbox.stats()
+        assert stats["delivered_total"] == 2 and stats["queue_depth"] == 4, stats   # the two it had published
+        forger.publish(f"{PREFIX}/{STATION}/receipt", json.dumps({"ids": sorted(published)}), qos=1).wait_for_publish(5)
+        time.sleep(0.5)
+        assert outbox.stats()["delivered_total"] == 2   # confirmed already: a repeat counts nothing more
+    finally:
+        link.stop()
+        forger.disconnect()
+        watcher.close()

@@ -365,17 +365,28 @@ class MqttLink(Worker):
         else:
             self._verdict({k: one_line(v, 200) if isinstance(v, str) else v for k, v in data.items()}, msg.retain)
 
-    def _receipt(self, ids: list[str]) -> None:
-        """The consumer stored these check-ins (or already had them): delivered."""
-        self._receipts.confirmed(ids, set(self._inflight.values()))
-        self.state.delivered_session += self.outbox.mark_delivered(ids)
+    def _receipt(self, ids: list[str], quiet: bool = False) -> None:
+        """The consumer stored these check-ins (or already had them): delivered, those this station
+        published and awaits a receipt for; any other id is ignored (`quiet`: silently)."""
+        counted = self._receipts.confirmed(ids, set(self._inflight.values()))
+        if counted:
+            self.state.delivered_session += self.outbox.mark_delivered(counted)
+        if quiet:
+            return
+        for event_id in dict.fromkeys(ids):
+            if event_id in counted:
+                continue
+            row = self.outbox.get(event_id)
+            if row is None or row.delivered_at is None:   # a repeated receipt for a delivered one is normal
+                self._ignore("receipt", event_id, "unknown", "not awaiting a receipt: not published by this "
+                             "station since it connected; not counted as delivered")
 
     def _verdict(self, verdict: dict, retained: bool) -> None:
         """Shown once per check-in, only while the patient may still be at the counter."""
         event_id = verdict["id"]
         row = self.outbox.get(event_id)
         if row is not None and self.receipts:
-            self._receipt([event_id])          # a verdict proves the hospital has the check-in
+            self._receipt([event_id], quiet=True)   # a verdict proves the hospital has the check-in
         refusal = verdict_refusal(row, retained, time.time(), self.cfg.verdict_max_age_s, self.outbox.retention_s)
         if refusal:
             self._ignore("verdict", event_id, *refusal)
