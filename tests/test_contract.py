@@ -376,3 +376,29 @@ def test_a_forged_receipt_counts_only_check_ins_this_station_published_and_await
         link.stop()
         forger.disconnect()
         watcher.close()
+
+
+def test_a_flood_of_ignored_messages_is_summed_up_on_a_timer(tmp_path, broker, outbox, monkeypatch, caplog):
+    """The per-minute 'ignored' line was written only when the next ignored message arrived: a
+    flood that stopped left no trace beyond its first message. Now it is written on a timer."""
+    import logging
+
+    from agent.mqtt import link as link_module
+
+    monkeypatch.setattr(link_module, "NOTICE_EVERY_S", 1.0)
+    caplog.set_level(logging.WARNING, logger="agent.mqtt.link")
+    link = MqttLink(cfg(broker.port), STATION, outbox, backoff=(0.05, 0.5))
+    hospital = client(broker.port, "hospital-flood")
+    try:
+        link.start()
+        assert wait_for(lambda: link.state.connected, 5)
+        time.sleep(0.3)
+        for _ in range(20):
+            hospital.publish(f"{PREFIX}/{STATION}/verdict", b"\xff not json", qos=1).wait_for_publish(5)
+        assert wait_for(lambda: any("19 more" in r.getMessage() for r in caplog.records), 4), \
+            [r.getMessage() for r in caplog.records]
+        time.sleep(1.5)
+        assert sum("ignored" in r.getMessage() for r in caplog.records) == 2   # the first, then one summary
+    finally:
+        link.stop()
+        hospital.disconnect()

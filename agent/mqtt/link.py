@@ -155,7 +155,7 @@ class MqttLink(Worker):
         self._next_rescan = 0.0
         self._short_sessions = 0
         self._session_started = time.time()
-        self._ignored, self._ignored_logged_at = 0, -1e9
+        self._ignored, self._ignored_logged_at, self._ignored_last = 0, -1e9, ""
         self._notices: list[float] = []
         self.client = self._make_client()
         if not cfg.tls:
@@ -224,6 +224,9 @@ class MqttLink(Worker):
 
     def finish(self) -> None:
         self._shutdown()
+        if self._ignored:
+            self._ignored_logged_at = -1e9
+            self._sum_up_ignored()
 
     def _drop(self) -> None:
         self._acked.clear()  # not marked: they are sent again, the hospital deduplicates by id
@@ -403,6 +406,8 @@ class MqttLink(Worker):
             log.warning("MQTT: ignored a %s %s (%s: %s; %d ignored since the last such line)", reason, kind,
                         event_id or "no id", one_line(detail, 200), self._ignored)
             self._ignored, self._ignored_logged_at = 0, now
+        else:
+            self._ignored_last = f"{reason} {kind}"
         self._notices = [t for t in self._notices if now - t < 60.0]
         if len(self._notices) >= NOTICES_PER_MINUTE or not self.state.connected:
             return
@@ -413,8 +418,17 @@ class MqttLink(Worker):
 
     # -- sending ---------------------------------------------------------------------------
 
+    def _sum_up_ignored(self) -> None:
+        """On a timer, not on the next ignored message: the count of a flood that stopped is written
+        a minute after its first line at most."""
+        if self._ignored and time.monotonic() - self._ignored_logged_at >= NOTICE_EVERY_S:
+            log.warning("MQTT: %d more verdicts/receipts ignored in the last %.0f s (the last: %s)", self._ignored,
+                        time.monotonic() - self._ignored_logged_at, self._ignored_last)
+            self._ignored, self._ignored_logged_at = 0, time.monotonic()
+
     def _pump(self) -> None:
         failpoints.hit("mqtt.pump")
+        self._sum_up_ignored()
         now = time.time()
         self._flush_acks()
         if now >= self._next_health:
