@@ -402,3 +402,65 @@ def test_a_flood_of_ignored_messages_is_summed_up_on_a_timer(tmp_path, broker, o
     finally:
         link.stop()
         hospital.disconnect()
+
+
+def test_the_station_advertises_a_maximum_packet_size_and_an_oversized_receipt_never_reaches_it(
+        tmp_path, broker, outbox, monkeypatch):
+    """A 200 MB message on the receipt topic took a station from 232 to 673 MB resident. The station
+    advertises MQTT 5 Maximum Packet Size in CONNECT, so the broker never sends it a larger packet:
+    a 2 MB 'receipt' does not reach it (before: it was read whole, then ignored as too large)."""
+    from agent.mqtt import link as link_module
+
+    seen: list[int] = []
+    original = link_module.MqttLink._on_message
+    monkeypatch.setattr(link_module.MqttLink, "_on_message",
+                        lambda self, c, u, msg: (seen.append(len(msg.payload)), original(self, c, u, msg)))
+    link = MqttLink(cfg(broker.port, delivered_on="receipt"), STATION, outbox, backoff=(0.05, 0.5))
+    hospital = client(broker.port, "hospital-big")
+    try:
+        link.start()
+        assert wait_for(lambda: link.state.connected, 5)
+        time.sleep(0.3)
+        topic = f"{PREFIX}/{STATION}/receipt"
+        hospital.publish(topic, b"[" * 2_000_000, qos=1).wait_for_publish(5)
+        hospital.publish(topic, b"small and malformed", qos=1).wait_for_publish(5)
+        assert wait_for(lambda: len(seen) >= 1, 5)
+        time.sleep(0.5)
+        assert seen == [len(b"small and malformed")], seen[:5]
+        assert link.state.connected
+    finally:
+        link.stop()
+        hospital.disconnect()
+
+
+def test_the_sample_broker_refuses_oversized_messages(tmp_path):
+    """examples/mosquitto/mosquitto.conf sets message_size_limit and max_packet_size: a 100 kB
+    'check-in' is refused and never reaches the hospital's consumer; a small one still does."""
+    broker = SampleBroker(tmp_path / "sample", ["counter-23"])
+
+    def login(user: str) -> mqtt.Client:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{user}", protocol=MQTTProtocolVersion.MQTTv5)
+        c.tls_set(ca_certs=str(broker.ca["ca"]))
+        c.username_pw_set(user, broker.passwords[user])
+        c.connect("localhost", broker.port)
+        c.loop_start()
+        assert wait_for(c.is_connected, 10)
+        return c
+
+    got: list[bytes] = []
+    hospital = login("hospital")
+    hospital.on_message = lambda c, u, msg: got.append(bytes(msg.payload))
+    hospital.subscribe(f"{PREFIX}/+/checkin", qos=1)
+    station = login("counter-23")
+    try:
+        time.sleep(0.5)
+        station.publish(f"{PREFIX}/counter-23/checkin", b"x" * 100_000, qos=1)
+        station.publish(f"{PREFIX}/counter-23/checkin", b"{}", qos=1)
+        assert wait_for(lambda: got, 10)
+        time.sleep(1)
+        assert set(got) == {b"{}"}, [g[:20] for g in got]     # the small one, never the large one
+    finally:
+        for c in (station, hospital):
+            c.loop_stop()
+            c.disconnect()
+        broker.stop()

@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our subscription and queued verdicts for a week
 MAX_VERDICT_BYTES = 4096
+# MQTT 5 Maximum Packet Size, advertised in CONNECT: the broker must not send the station a larger
+# packet (it drops it), so no message on the verdict or receipt topic can fill a Pi's memory. A
+# receipt of 100 ids is about 4 kB, a verdict at most MAX_VERDICT_BYTES.
+MAX_PACKET_BYTES = 16_384
 NO_MATCHING_SUBSCRIBERS = 0x10   # MQTT 5 PUBACK reason code: accepted, but nobody subscribed
 NOBODY = "no hospital consumer is subscribed to the check-in topic"
 NOTICE_EVERY_S = 60.0        # ignored messages: one log line per minute at most
@@ -198,6 +202,7 @@ class MqttLink(Worker):
                 try:
                     props = Properties(PacketTypes.CONNECT)
                     props.SessionExpiryInterval = SESSION_EXPIRY_S
+                    props.MaximumPacketSize = MAX_PACKET_BYTES
                     self._arm_will()
                     self.client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
                                         clean_start=False, properties=props)
