@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from support.broker import Broker, Subscriber
 from support.daemon import cli
 
@@ -136,6 +138,7 @@ def test_fleet_deep_nesting_is_refused_before_parsing_and_hides_no_station(tmp_p
     assert rows["deep"]["check"] == "CRITICAL" and rows["a-1"]["check"] == "OK"
 
 
+@pytest.mark.slow
 def test_fleet_more_stations_than_shown_is_said_and_an_offline_one_is_still_critical(tmp_path, broker):
     """2,100 stations, one of them (among the last to arrive) offline: the cut was silent and the
     check said WARNING. Now the cut is a row of its own (UNKNOWN) and the offline one makes it
