@@ -49,6 +49,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent import jsonbound   # the scanner-agent package: pip install 'scanner-agent[consumer]'
+
 log = logging.getLogger("consumer")
 SCHEMA = Path(__file__).resolve().parents[2] / "agent" / "schemas" / "checkin.json"
 MAX_EVENT_BYTES = 64 * 1024   # a check-in is about 1 kB; the schema caps its texts
@@ -310,40 +312,11 @@ def one_line(value: Any, limit: int = 300) -> str:
     return " ".join(text.split())[:limit]
 
 
-def nesting_depth(text: str, limit: int) -> int:
-    """How deep arrays and objects nest in a JSON text, counted without parsing it (stops past
-    `limit`): Python's parser recurses, and 100,000 '[' would end in a RecursionError."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    break
-        elif ch in "]}":
-            depth -= 1
-    return deepest
-
-
 def parse_bounded(payload: bytes) -> Any:
     """The JSON of a message, with its size and nesting bounded before parsing (ValueError)."""
     if len(payload) > MAX_EVENT_BYTES:
         raise ValueError(f"{len(payload)} bytes, more than a check-in can be ({MAX_EVENT_BYTES} bytes)")
-    text = payload.decode("utf-8")
-    if nesting_depth(text, MAX_NESTING) > MAX_NESTING:
-        raise ValueError(f"arrays or objects nested more than {MAX_NESTING} deep")
-    return json.loads(text)
+    return jsonbound.loads(payload, max_bytes=MAX_EVENT_BYTES, max_depth=MAX_NESTING)
 
 
 def reply_topic(checkin_topic: str, name: str) -> str:
