@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import selectors
 import socket
 import threading
 import time
@@ -19,13 +20,19 @@ from agent.worker import Worker
 
 log = logging.getLogger(__name__)
 MAX_COMMAND = 64
-MAX_CLIENTS = 8
-DEADLINE_S = 5.0      # a client has this long to send its command, and to take the answer
+MAX_CLIENTS = 8       # commands being answered at once (a snapshot is real work)
+MAX_WAITING = 64      # connected clients that have not sent their command yet
+COMMAND_S = 2.0       # a client has this long to send its command (request() sends it at once)
+DEADLINE_S = 5.0      # and this long to take the answer
 
 
 class ControlServer(Worker):
-    """Accepts on the socket in a supervised worker; each client is served on a short-lived thread
-    of its own with a deadline and a size cap, so idle or slow clients never block the others."""
+    """Accepts on the socket in a supervised worker. A client costs nothing until its command
+    line is in: the worker reads commands itself (non-blocking, one selector), serving clients that
+    have sent one before accepting new ones; clients that say nothing wait in a pool of their own
+    (the oldest dropped when it is full) and are dropped after COMMAND_S. Only a complete command
+    takes one of the MAX_CLIENTS slots, answered on a short-lived thread with a deadline: idle or
+    slow local clients cannot keep IT from a snapshot."""
 
     stall_s = 60.0
 
@@ -34,6 +41,7 @@ class ControlServer(Worker):
         self.path, self.handlers = path, handlers
         self._sock: socket.socket | None = None
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._waiting: dict[socket.socket, tuple[float, bytes]] = {}   # conn -> (deadline, bytes so far)
 
     def start(self) -> "ControlServer":
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -48,12 +56,15 @@ class ControlServer(Worker):
         finally:
             os.umask(old)
         sock.listen(16)
-        sock.settimeout(0.5)
+        sock.setblocking(False)
         self._sock = sock
         super().start()
         return self
 
     def finish(self) -> None:
+        for conn in list(self._waiting):
+            conn.close()
+        self._waiting.clear()
         if self._sock:
             self._sock.close()
         try:
@@ -62,31 +73,87 @@ class ControlServer(Worker):
             pass
 
     def work(self) -> None:
-        while not self.stopping.is_set():
-            self.beat()
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._sock, selectors.EVENT_READ)
+            try:
+                while not self.stopping.is_set():
+                    self.beat()
+                    ready = [key.fileobj for key, _ in sel.select(timeout=0.2)]
+                    for conn in ready:              # clients with a command first
+                        if conn is not self._sock:
+                            self._read(sel, conn)
+                    if self._sock in ready:
+                        self._accept(sel)
+                    self._expire(sel, time.monotonic())
+            finally:
+                for conn in list(self._waiting):
+                    self._drop(sel, conn)
+
+    def _accept(self, sel: selectors.BaseSelector) -> None:
+        for _ in range(MAX_WAITING):
             try:
                 conn, _ = self._sock.accept()
-            except (TimeoutError, socket.timeout):
-                continue
-            if not self._slots.acquire(blocking=False):
-                with conn:
-                    _answer(conn, b"ERR busy: too many clients, try again\n")
-                continue
-            threading.Thread(target=self._serve, args=(conn,), name="control-client", daemon=True).start()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:   # out of descriptors, say: the next round tries again
+                log.warning("control socket: accept failed: %s", exc)
+                return
+            if len(self._waiting) >= MAX_WAITING:   # the oldest silent client makes room
+                oldest = min(self._waiting, key=lambda c: self._waiting[c][0])
+                self._drop(sel, oldest, b"ERR dropped: too many clients waiting without a command\n")
+            conn.setblocking(False)
+            self._waiting[conn] = (time.monotonic() + COMMAND_S, b"")
+            sel.register(conn, selectors.EVENT_READ)
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _read(self, sel: selectors.BaseSelector, conn: socket.socket) -> None:
+        if conn not in self._waiting:
+            return
+        deadline, buf = self._waiting[conn]
+        try:
+            chunk = conn.recv(MAX_COMMAND + 1 - len(buf))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        buf += chunk
+        if chunk and b"\n" not in buf and len(buf) <= MAX_COMMAND:
+            self._waiting[conn] = (deadline, buf)
+            return
+        del self._waiting[conn]
+        sel.unregister(conn)
+        self._dispatch(conn, _command(buf))
+
+    def _expire(self, sel: selectors.BaseSelector, now: float) -> None:
+        for conn in [c for c, (deadline, _) in self._waiting.items() if deadline <= now]:
+            self._drop(sel, conn, b"ERR expected one command line of at most %d bytes\n" % MAX_COMMAND)
+
+    def _drop(self, sel: selectors.BaseSelector, conn: socket.socket, message: bytes = b"") -> None:
+        self._waiting.pop(conn, None)
+        try:
+            sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        with conn:
+            if message:
+                _answer(conn, message, timeout=0.05)
+
+    def _dispatch(self, conn: socket.socket, command: str | None) -> None:
+        if command is None or command not in self.handlers:
+            with conn:
+                _answer(conn, b"ERR expected one command line of at most %d bytes\n" % MAX_COMMAND if command is None
+                        else f"ERR unknown command {command[:20]!r}\n".encode(), timeout=0.05)
+            return
+        if not self._slots.acquire(blocking=False):
+            with conn:
+                _answer(conn, b"ERR busy: too many clients, try again\n", timeout=0.05)
+            return
+        threading.Thread(target=self._serve, args=(conn, command), name="control-client", daemon=True).start()
+
+    def _serve(self, conn: socket.socket, command: str) -> None:
         try:
             with conn:
-                command = _read_command(conn, time.monotonic() + DEADLINE_S)
-                if command is None:
-                    _answer(conn, b"ERR expected one command line of at most %d bytes\n" % MAX_COMMAND)
-                    return
-                handler = self.handlers.get(command)
-                if handler is None:
-                    _answer(conn, f"ERR unknown command {command[:20]!r}\n".encode())
-                    return
                 try:
-                    data = handler()
+                    data = self.handlers[command]()
                 except Exception as exc:  # noqa: BLE001 - a failing handler never hurts the station
                     log.warning("control socket: %s failed: %s", command, exc)
                     _answer(conn, f"ERR {str(exc)[:200]}\n".encode("utf-8", "replace"))
@@ -96,30 +163,17 @@ class ControlServer(Worker):
             self._slots.release()
 
 
-def _read_command(conn: socket.socket, deadline: float) -> str | None:
-    """One line, possibly arriving in several writes; None if too long, garbled or too late."""
-    buf = b""
-    while b"\n" not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0 or len(buf) > MAX_COMMAND:
-            return None
-        conn.settimeout(left)
-        try:
-            chunk = conn.recv(MAX_COMMAND + 1 - len(buf))
-        except OSError:
-            return None
-        if not chunk:
-            break  # the client closed its side: what came is the command
-        buf += chunk
+def _command(buf: bytes) -> str | None:
+    """The command line from what a client sent; None if too long, empty or garbled."""
     line = buf.split(b"\n", 1)[0].strip()
-    if len(line) > MAX_COMMAND or not line:
+    if len(line) > MAX_COMMAND or not line or (b"\n" not in buf and len(buf) > MAX_COMMAND):
         return None
     return line.decode("ascii", "replace")
 
 
-def _answer(conn: socket.socket, data: bytes) -> None:
+def _answer(conn: socket.socket, data: bytes, timeout: float = DEADLINE_S) -> None:
     try:
-        conn.settimeout(DEADLINE_S)
+        conn.settimeout(timeout)
         conn.sendall(data)
     except OSError:
         pass

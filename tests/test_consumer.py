@@ -278,3 +278,112 @@ def test_replies_go_to_the_sending_topic_and_late_check_ins_get_no_verdict(tmp_p
     finally:
         watch.close()
         consumer.stop()
+
+
+def _event(n: int, **changes) -> dict:
+    """A valid check-in (id ending in n), with some fields changed."""
+    base = {"schema": "1.0", "id": f"018f0000-0000-7000-8000-{n:012d}", "seq": n, "station": "counter-x",
+            **checkin_body(read_card(cccd(random.Random(n))), synced=True)}
+    for key, value in changes.items():
+        if key.startswith("card_"):
+            base["card"][key[5:]] = value
+        else:
+            base[key] = value
+    return base
+
+
+def poison_messages() -> list[tuple[bytes, str]]:
+    """25 check-ins a consumer must dead-letter (the payload, a word its reason must contain): each
+    fails validation or the insert because of what it holds."""
+    out: list[tuple[bytes, str]] = []
+    kinds = [
+        (lambda n: json.dumps(_event(n, card_name="Nguyễn\u0000Văn A")).encode(), "u0000"),
+        (lambda n: json.dumps(_event(n, seq=10**20)).encode(), "range"),
+        (lambda n: json.dumps(_event(n, read_at="2025-13-45T99:00:00+07:00")).encode(), "date-time"),
+        (lambda n: b"[" * 100_000, "bytes"),            # refused for its size before its nesting
+        (lambda n: b'{"id": ' + b"[" * 60_000, "nest"),
+        (lambda n: json.dumps(_event(n, card_extra="@@")).replace('"@@"', "[" * 5000 + "]" * 5000).encode(),
+         "nest"),
+        (lambda n: json.dumps(_event(n, read_at="0000-01-01T00:00:00+07:00")).encode(), "date-time"),
+        (lambda n: json.dumps(_event(n, card_address="x" * 300_000)).encode(), "bytes"),
+    ]
+    for n in range(25):
+        make, word = kinds[n % len(kinds)]
+        out.append((make(900 + n), word))
+    return out
+
+
+def dead_letters(dsn: str) -> list[tuple[bytes, str]]:
+    with psycopg.connect(dsn) as conn:
+        return [(bytes(p), r) for p, r in conn.execute("SELECT payload, reason FROM dead_letters ORDER BY n")]
+
+
+def stored_ids(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [str(r[0]) for r in conn.execute("SELECT id FROM checkins")]
+
+
+def test_poison_messages_and_hostile_nesting_are_dead_lettered_acknowledged_and_good_ones_stored(
+        tmp_path, postgres, broker):
+    """25 poison check-ins (NUL in a name, seq = 10**20, read_at 2025-13-45T99:00, 100,000 '[',
+    nesting inside a card, year 0, 300 kB) and then good ones: every good one stored once, every bad
+    one dead-lettered with its reason and acknowledged (a new session of the consumer gets none of
+    them again). Before the fix: none dead-lettered, 0 of 5 good stored."""
+    consumer = Consumer("127.0.0.1", broker.port, postgres.dsn, name="poison").start()
+    pub = Subscriber(broker.port, "nothing/#", client_id="evil-station")
+    topic = "hospital/checkin/counter-x/checkin"
+    poison = poison_messages()
+    good = [_event(n) for n in range(1, 6)]
+    try:
+        assert consumer.subscribed.wait(5)
+        for payload, _ in poison:
+            pub.client.publish(topic, payload, qos=1).wait_for_publish(5)
+        for event in good:
+            pub.client.publish(topic, json.dumps(event), qos=1).wait_for_publish(5)
+        assert Subscriber.wait_for(lambda: len(stored_ids(postgres.dsn)) == 5 and
+                                   len(dead_letters(postgres.dsn)) == 25, 30), \
+            (len(stored_ids(postgres.dsn)), len(dead_letters(postgres.dsn)))
+        assert sorted(stored_ids(postgres.dsn)) == sorted(e["id"] for e in good)
+        letters = dead_letters(postgres.dsn)
+        for (payload, word), (kept, reason) in zip(poison, letters):
+            assert kept == payload                      # kept whole, in the order they came
+            assert word in reason.lower(), (word, reason)
+        assert consumer.dead == 25 and consumer.stored == 5
+    finally:
+        consumer.stop()
+    # acknowledged: the same consumer session, back again, is sent none of them
+    again = Consumer("127.0.0.1", broker.port, postgres.dsn, name="poison").start()
+    try:
+        assert again.subscribed.wait(5)
+        time.sleep(2)
+        assert len(dead_letters(postgres.dsn)) == 25 and again.dead == 0 and again.duplicates == 0
+    finally:
+        again.stop()
+        pub.close()
+
+
+def test_the_consumer_survives_a_postgresql_restart(tmp_path, postgres, broker):
+    """PostgreSQL restarts between two check-ins, and is down while some arrive: the consumer
+    reconnects with back-off and stores every one of them, once. Before the fix the first
+    failed rollback() killed paho's thread: nothing more was consumed."""
+    consumer = Consumer("127.0.0.1", broker.port, postgres.dsn, name="pgrestart", db_backoff=(0.1, 1.0)).start()
+    pub = Subscriber(broker.port, "nothing/#", client_id="a-station")
+    topic = "hospital/checkin/counter-x/checkin"
+    try:
+        assert consumer.subscribed.wait(5)
+        pub.client.publish(topic, json.dumps(_event(1)), qos=1).wait_for_publish(5)
+        assert Subscriber.wait_for(lambda: consumer.stored == 1, 10)
+        postgres.restart()                              # every connection to it is closed
+        pub.client.publish(topic, json.dumps(_event(2)), qos=1).wait_for_publish(5)
+        assert Subscriber.wait_for(lambda: consumer.stored == 2, 20), consumer.stored
+        postgres.stop()                                 # down while check-ins arrive
+        for n in range(3, 8):
+            pub.client.publish(topic, json.dumps(_event(n)), qos=1).wait_for_publish(5)
+        time.sleep(2)
+        postgres.start()
+        assert Subscriber.wait_for(lambda: len(stored_ids(postgres.dsn)) == 7, 30), consumer.stored
+        assert sorted(stored_ids(postgres.dsn)) == sorted(_event(n)["id"] for n in range(1, 8))
+        assert dead_letters(postgres.dsn) == []
+    finally:
+        pub.close()
+        consumer.stop()

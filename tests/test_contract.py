@@ -344,3 +344,123 @@ def test_the_guides_examples_match_the_schemas():
     assert {name for name, _ in blocks} == set(NAMES), "an example of every message"
     for name, text in blocks:
         assert schema_errors(name, json.loads(text)) == [], (name, text[:80])
+
+
+def test_a_forged_receipt_counts_only_check_ins_this_station_published_and_awaits(tmp_path, broker, outbox):
+    """A receipt (or a verdict, in receipt mode) naming check-ins this station never published
+    marked them delivered: they were then never sent. Only ids published and not yet confirmed
+    count; the others are reported on `ignored` as unknown."""
+    rng = random.Random(8)
+    ids = [outbox.put(body(rng)).id for _ in range(6)]
+    watcher = Subscriber(broker.port, f"{PREFIX}/{STATION}/+", client_id="hospital-watch")
+    link = MqttLink(cfg(broker.port, delivered_on="receipt", receipt_window=2, receipt_timeout_s=60), STATION, outbox,
+                    backoff=(0.05, 0.5))
+    forger = client(broker.port, "forger")
+    try:
+        link.start()
+        assert wait_for(lambda: len(watcher.json_on("/checkin")) == 2, 5)
+        time.sleep(0.3)
+        published = {e["id"] for e in watcher.json_on("/checkin")}
+        never = [i for i in ids if i not in published]
+        forger.publish(f"{PREFIX}/{STATION}/verdict", json.dumps({"id": never[0], "result": "accepted", "code": "000"}),
+                       qos=1).wait_for_publish(5)
+        forger.publish(f"{PREFIX}/{STATION}/receipt", json.dumps({"ids": ids}), qos=1).wait_for_publish(5)
+        assert wait_for(lambda: {n["id"] for n in watcher.json_on("/ignored") if n["reason"] == "unknown"} >= set(never),
+                        5), watcher.json_on("/ignored")
+        stats = outbox.stats()
+        assert stats["delivered_total"] == 2 and stats["queue_depth"] == 4, stats   # the two it had published
+        forger.publish(f"{PREFIX}/{STATION}/receipt", json.dumps({"ids": sorted(published)}), qos=1).wait_for_publish(5)
+        time.sleep(0.5)
+        assert outbox.stats()["delivered_total"] == 2   # confirmed already: a repeat counts nothing more
+    finally:
+        link.stop()
+        forger.disconnect()
+        watcher.close()
+
+
+def test_a_flood_of_ignored_messages_is_summed_up_on_a_timer(tmp_path, broker, outbox, monkeypatch, caplog):
+    """The per-minute 'ignored' line was written only when the next ignored message arrived: a
+    flood that stopped left no trace beyond its first message. Now it is written on a timer."""
+    import logging
+
+    from agent.mqtt import link as link_module
+
+    monkeypatch.setattr(link_module, "NOTICE_EVERY_S", 1.0)
+    caplog.set_level(logging.WARNING, logger="agent.mqtt.link")
+    link = MqttLink(cfg(broker.port), STATION, outbox, backoff=(0.05, 0.5))
+    hospital = client(broker.port, "hospital-flood")
+    try:
+        link.start()
+        assert wait_for(lambda: link.state.connected, 5)
+        time.sleep(0.3)
+        for _ in range(20):
+            hospital.publish(f"{PREFIX}/{STATION}/verdict", b"\xff not json", qos=1).wait_for_publish(5)
+        assert wait_for(lambda: any("19 more" in r.getMessage() for r in caplog.records), 4), \
+            [r.getMessage() for r in caplog.records]
+        time.sleep(1.5)
+        assert sum("ignored" in r.getMessage() for r in caplog.records) == 2   # the first, then one summary
+    finally:
+        link.stop()
+        hospital.disconnect()
+
+
+def test_the_station_advertises_a_maximum_packet_size_and_an_oversized_receipt_never_reaches_it(
+        tmp_path, broker, outbox, monkeypatch):
+    """A 200 MB message on the receipt topic took a station from 232 to 673 MB resident. The station
+    advertises MQTT 5 Maximum Packet Size in CONNECT, so the broker never sends it a larger packet:
+    a 2 MB 'receipt' does not reach it (before: it was read whole, then ignored as too large)."""
+    from agent.mqtt import link as link_module
+
+    seen: list[int] = []
+    original = link_module.MqttLink._on_message
+    monkeypatch.setattr(link_module.MqttLink, "_on_message",
+                        lambda self, c, u, msg: (seen.append(len(msg.payload)), original(self, c, u, msg)))
+    link = MqttLink(cfg(broker.port, delivered_on="receipt"), STATION, outbox, backoff=(0.05, 0.5))
+    hospital = client(broker.port, "hospital-big")
+    try:
+        link.start()
+        assert wait_for(lambda: link.state.connected, 5)
+        time.sleep(0.3)
+        topic = f"{PREFIX}/{STATION}/receipt"
+        hospital.publish(topic, b"[" * 2_000_000, qos=1).wait_for_publish(5)
+        hospital.publish(topic, b"small and malformed", qos=1).wait_for_publish(5)
+        assert wait_for(lambda: len(seen) >= 1, 5)
+        time.sleep(0.5)
+        assert seen == [len(b"small and malformed")], seen[:5]
+        assert link.state.connected
+    finally:
+        link.stop()
+        hospital.disconnect()
+
+
+def test_the_sample_broker_refuses_oversized_messages(tmp_path):
+    """examples/mosquitto/mosquitto.conf sets message_size_limit and max_packet_size: a 100 kB
+    'check-in' is refused and never reaches the hospital's consumer; a small one still does."""
+    broker = SampleBroker(tmp_path / "sample", ["counter-23"])
+
+    def login(user: str) -> mqtt.Client:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{user}", protocol=MQTTProtocolVersion.MQTTv5)
+        c.tls_set(ca_certs=str(broker.ca["ca"]))
+        c.username_pw_set(user, broker.passwords[user])
+        c.connect("localhost", broker.port)
+        c.loop_start()
+        assert wait_for(c.is_connected, 10)
+        return c
+
+    got: list[bytes] = []
+    hospital = login("hospital")
+    hospital.on_message = lambda c, u, msg: got.append(bytes(msg.payload))
+    hospital.subscribe(f"{PREFIX}/+/checkin", qos=1)
+    station = login("counter-23")
+    try:
+        time.sleep(0.5)
+        station.publish(f"{PREFIX}/counter-23/checkin", b"x" * 100_000, qos=1)
+        station.publish(f"{PREFIX}/counter-23/checkin", b"{}", qos=1)
+        assert wait_for(lambda: got, 10)
+        time.sleep(1)
+        assert set(got) == {b"{}"}, [g[:20] for g in got]     # the small one, never the large one
+    finally:
+        for c in (station, hospital):
+            c.loop_stop()
+            c.disconnect()
+        broker.stop()

@@ -178,3 +178,70 @@ def test_status_and_health_carry_the_program_version():
     schema = json.loads((Path(__file__).resolve().parents[1] / "agent/schemas/health.json").read_text())
     jsonschema.validate(report, schema)
     assert "Debian package" in schema["properties"]["version"]["description"]
+
+
+def test_fleet_type_checks_every_field_and_never_calls_nan_ok(tmp_path, broker):
+    """`"clock_synced": []` was a traceback and exit 1 (read as WARNING); a NaN age was OK. Every
+    field of the wrong type is named, and the station is at least a warning."""
+    publish(broker, {
+        "lists/status": {**status("lists"), "state": ["online"], "reason": {"x": 1}, "at": [1], "version": {}},
+        "lists/health": {**health("lists"), "clock_synced": [], "faults": {"a": 1}, "at": {},
+                         "queue_depth": "12", "oldest_undelivered_age_s": [3]},
+        "nan-age/status": status("nan-age"),
+        "nan-age/health": b'{"station": "nan-age", "at": "' + iso(5).encode() + b'", "version": "0.4.0", '
+                          b'"uptime_s": 1, "queue_depth": NaN, "oldest_undelivered_age_s": NaN, '
+                          b'"delivered_total": 0, "failed_total": 0, "clock_synced": true, "faults": []}',
+        "inf-age/status": status("inf-age"),
+        "inf-age/health": b'{"station": "inf-age", "at": "' + iso(5).encode() + b'", "version": "0.4.0", '
+                          b'"uptime_s": 1, "queue_depth": 0, "oldest_undelivered_age_s": Infinity, '
+                          b'"delivered_total": 0, "failed_total": 0, "clock_synced": true, "faults": []}',
+        "fine/status": status("fine"), "fine/health": health("fine"),
+    })
+    out = cli("fleet", "-c", str(conf(tmp_path, broker.port)), "--wait", "1", "--json")
+    assert "Traceback" not in out.stderr, out.stderr
+    rows = {r["station"]: r for r in json.loads(out.stdout)}
+    assert rows["fine"]["check"] == "OK"
+    assert rows["nan-age"]["check"] != "OK" and "oldest_undelivered_age_s" in " ".join(rows["nan-age"]["why"])
+    assert rows["inf-age"]["check"] != "OK"
+    assert rows["lists"]["check"] == "CRITICAL"                     # state unreadable: not known online
+    why = " ".join(rows["lists"]["why"])
+    assert all(k in why for k in ("clock_synced", "faults", "queue_depth", "oldest_undelivered_age_s"))
+    assert out.returncode == 2
+
+
+def test_fleet_deep_nesting_is_refused_before_parsing_and_hides_no_station(tmp_path, broker):
+    """One retained status of 16,000 '[' killed paho's network thread: the view then showed 1 of 4
+    stations. Now it is refused unparsed, the station shown as unreadable, the others all there."""
+    publish(broker, {"a-1/status": status("a-1"), "a-1/health": health("a-1"),
+                     "deep/status": b"[" * 16_000,
+                     "deep/health": b'{"faults": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+                     "b-2/status": status("b-2"), "b-2/health": health("b-2"),
+                     "c-3/status": status("c-3"), "c-3/health": health("c-3")})
+    out = cli("fleet", "-c", str(conf(tmp_path, broker.port)), "--wait", "1", "--json")
+    assert "Traceback" not in out.stderr and "RecursionError" not in out.stderr, out.stderr
+    rows = {r["station"]: r for r in json.loads(out.stdout)}
+    assert set(rows) == {"a-1", "deep", "b-2", "c-3"}
+    assert rows["deep"]["check"] == "CRITICAL" and rows["a-1"]["check"] == "OK"
+
+
+@pytest.mark.slow
+def test_fleet_more_stations_than_shown_is_said_and_an_offline_one_is_still_critical(tmp_path, broker):
+    """2,100 stations, one of them (among the last to arrive) offline: the cut was silent and the
+    check said WARNING. Now the cut is a row of its own (UNKNOWN) and the offline one makes it
+    CRITICAL."""
+    reports: dict[str, bytes | dict] = {}
+    for i in range(2_100):
+        sid = f"st-{i:04d}"
+        reports[f"{sid}/status"] = status(sid, "offline" if i == 2_090 else "online")
+        reports[f"{sid}/health"] = health(sid)
+    publish(broker, reports)
+    out = cli("fleet", "-c", str(conf(tmp_path, broker.port)), "--wait", "3", "--json")
+    rows = json.loads(out.stdout)
+    cut = [r for r in rows if r["station"].startswith("(")]
+    assert cut and "100" in cut[0]["station"], [r["station"] for r in rows[-3:]]
+    assert "st-2090" in " ".join(cut[0]["why"]) and cut[0]["check"] == "CRITICAL"
+    assert out.returncode == 2
+    # without the offline one: the cut alone is UNKNOWN, never OK
+    publish(broker, {"st-2090/status": status("st-2090")})
+    out = cli("fleet", "-c", str(conf(tmp_path, broker.port)), "--wait", "3")
+    assert out.returncode == 3 and "not shown" in out.stdout, out.stdout[-500:]

@@ -343,6 +343,60 @@ def test_control_socket_serves_clients_concurrently_with_a_deadline(tmp_path):
     assert not (tmp_path / "c.sock").exists()
 
 
+def test_idle_clients_never_keep_it_from_a_snapshot(tmp_path):
+    """Eight idle local clients made `snapshot` answer busy forever (each held one of the eight
+    slots until its deadline, and the attacker opened a new one as each closed). A client that
+    has sent its command is served first; idle ones wait in a pool of their own, the oldest
+    dropped when it is full, and time out."""
+    from agent.control import ControlServer, request
+
+    path = tmp_path / "c.sock"
+    server = ControlServer(path, {"snapshot": lambda: b"JPEG"}).start()
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def attacker() -> None:                         # keeps 40 silent clients connected, reopening any dropped
+        while not stop.is_set():
+            for s in list(held):
+                try:
+                    if s.recv(64, socket.MSG_DONTWAIT) == b"":
+                        raise OSError
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    pass
+                s.close()
+                held.remove(s)
+            while len(held) < 40:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    s.connect(str(path))
+                except OSError:
+                    s.close()
+                    break
+                held.append(s)
+            time.sleep(0.01)
+    t = threading.Thread(target=attacker, daemon=True)
+    t.start()
+    try:
+        time.sleep(0.5)
+        answers = []
+        for _ in range(4):
+            t0 = time.time()
+            try:
+                answers.append((request(path, "snapshot", timeout=3), time.time() - t0))
+            except RuntimeError as exc:
+                answers.append((str(exc).encode(), time.time() - t0))
+            time.sleep(0.7)
+        assert all(a == b"JPEG" and took < 1.0 for a, took in answers), answers
+    finally:
+        stop.set()
+        t.join(5)
+        for s in held:
+            s.close()
+        server.stop()
+
+
 # --- 12: config gaps -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, needle", [

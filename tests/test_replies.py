@@ -35,8 +35,10 @@ def test_a_receipt_that_overtakes_the_brokers_ack_is_not_awaited_again():
     r.confirmed(["x"], inflight={"x"})                 # the consumer was faster than our PUBACK
     r.taken("x", 5.0)
     assert not r.awaiting and not r.early
-    r.confirmed(["unknown"], inflight=set())           # a receipt for nothing in flight: nothing kept
+    assert r.confirmed(["unknown"], inflight=set()) == []   # never published: nothing counted, nothing kept
     assert not r.early
+    r.taken("y", 6.0)
+    assert r.confirmed(["y", "y", "z"], inflight=set()) == ["y"] and r.confirmed(["y"], inflight=set()) == []
 
 
 def test_verdict_refusals():

@@ -4,12 +4,16 @@
 Exit status, as Nagios / Icinga / Zabbix checks use it: 0 all well, 1 a warning (health stale,
 a queue older than --warn, clock not synchronised, only a voice fault), 2 a station offline or faulty (or a queue
 older than --crit), 3 unknown (the broker cannot be reached, or no station has reported).
-Everything read from the broker is untrusted: cleaned, bounded, never a traceback.
+Everything read from the broker is untrusted: bounded before parsing (size, nesting), every field
+type-checked (a field of the wrong type, or a NaN, is named and makes the station a warning at
+least), cleaned, never a traceback. More stations than MAX_STATIONS: the rest is one row, UNKNOWN,
+or CRITICAL when one of them is not online (their status is still read).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import ssl
 import threading
@@ -21,12 +25,16 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from agent import jsonbound
 from agent.cards.sanitize import one_line
 from agent.config import MqttConfig
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+SEVERITY = (OK, WARNING, UNKNOWN, CRITICAL)   # overall: a CRITICAL station outranks an UNKNOWN
 MAX_PAYLOAD = 16_384
-MAX_STATIONS = 2_000
+MAX_NESTING = 8        # status and health nest 2 deep
+MAX_STATIONS = 2_000   # assessed and shown one by one
+MAX_TRACKED = 100_000  # beyond MAX_STATIONS, only their state is kept (for the summary row)
 
 
 @dataclass
@@ -34,6 +42,7 @@ class Station:
     id: str
     status: dict[str, Any] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)
+    cut: bool = False   # beyond MAX_STATIONS: only status["state"] kept, summarised in one row
 
 
 def _text(value: Any, limit: int = 120) -> str:
@@ -47,8 +56,18 @@ def _age(stamp: Any, now: float) -> float | None:
         return None
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def _typed(report: dict[str, Any], key: str, kinds: tuple[type, ...], bad: list[str]) -> Any:
+    """report[key] when it has one of these types (a number: finite, not a bool); None when it is
+    absent or null; a wrong type is named in `bad` and read as None."""
+    value = report.get(key)
+    if value is None:
+        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(value, kinds) and not (number and not math.isfinite(value)) \
+            and not (isinstance(value, bool) and bool not in kinds):
+        return value
+    bad.append(key)
+    return None
 
 
 def collect(cfg: MqttConfig, *, wait_s: float = 2.0, connect_timeout_s: float = 10.0,
@@ -78,20 +97,32 @@ def collect(cfg: MqttConfig, *, wait_s: float = 2.0, connect_timeout_s: float = 
         done.set()
 
     def on_message(c, userdata, msg):
-        parts = msg.topic.split("/")
-        if len(parts) < 2 or len(msg.payload) > MAX_PAYLOAD:
+        try:
+            take(msg.topic, msg.payload)
+        except Exception:  # noqa: BLE001 - paho's network thread must live: stations would be hidden
+            pass
+
+    def take(topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        if len(parts) < 2:
             return
         sid, kind = _text(parts[-2], 64), parts[-1]
         try:
-            data = json.loads(msg.payload.decode("utf-8"))
+            data = jsonbound.loads(payload, max_bytes=MAX_PAYLOAD, max_depth=MAX_NESTING)
         except (UnicodeDecodeError, ValueError):
             data = None
+        value = data if isinstance(data, dict) else {"unreadable": True}
         with lock:
-            if sid not in stations and len(stations) >= MAX_STATIONS:
-                return
-            st = stations.setdefault(sid, Station(sid))
-            value = data if isinstance(data, dict) else {"unreadable": True}
-            if kind == "status":
+            st = stations.get(sid)
+            if st is None:
+                if len(stations) >= MAX_TRACKED:
+                    return
+                st = stations[sid] = Station(sid, cut=len(stations) >= MAX_STATIONS)
+            if st.cut:   # only whether it is online: a few bytes a station
+                if kind == "status":
+                    state = value.get("state")
+                    st.status = {"state": state if state in ("online", "offline") else "unknown"}
+            elif kind == "status":
                 st.status = value
             elif kind == "health":
                 st.health = value
@@ -143,49 +174,71 @@ def assess(stations: dict[str, Station], *, health_interval_s: float = 60.0, war
     which) is a WARNING, e.g. the ones a rollout has not reached yet."""
     now = time.time() if now is None else now
     rows = []
-    for sid in sorted(stations):
+    cut = sorted(sid for sid, st in stations.items() if st.cut)
+    for sid in sorted(sid for sid, st in stations.items() if not st.cut):
         st = stations[sid]
         s, h = st.status, st.health
-        state = s.get("state") if s.get("state") in ("online", "offline") else "unknown"
+        bad: list[str] = []
+        state = _typed(s, "state", (str,), bad)
+        state = state if state in ("online", "offline") else "unknown"
+        reason = _typed(s, "reason", (str,), bad)
         level, why = OK, []
         if state != "online":
             level = CRITICAL
-            why.append(f"{state}" + (f" ({_text(s.get('reason'), 60)})" if s.get("reason") else ""))
-        faults = h.get("faults") if isinstance(h.get("faults"), list) else []
-        codes = h.get("fault_codes") if isinstance(h.get("fault_codes"), list) else []
+            why.append(f"{state}" + (f" ({_text(reason, 60)})" if reason else ""))
+        faults = _typed(h, "faults", (list,), bad) or []
+        codes = _typed(h, "fault_codes", (list,), bad) or []
         if faults and codes and all(c in WARNING_CODES for c in codes):
             level = max(level, WARNING)      # the LEDs still say everything: worth a look, not an alarm
             why.append(f"{len(faults)} warning(s)")
         elif faults:
             level = CRITICAL
             why.append(f"{len(faults)} fault(s)")
-        oldest = _number(h.get("oldest_undelivered_age_s"))
+        oldest = _typed(h, "oldest_undelivered_age_s", (int, float), bad)
         if oldest is not None and oldest > crit_s:
             level = CRITICAL
             why.append(f"queue older than {crit_s:g} s")
         elif oldest is not None and oldest > warn_s:
             level = max(level, WARNING)
             why.append(f"queue older than {warn_s:g} s")
-        age = _age(h.get("at"), now)
+        age = _age(_typed(h, "at", (str,), bad), now)
         if state == "online" and (age is None or age > 3 * health_interval_s):
             level = max(level, WARNING)
             why.append("health stale" if age is not None else "no health report")
-        if h.get("clock_synced") is False:
+        clock = _typed(h, "clock_synced", (bool,), bad)
+        if clock is False:
             level = max(level, WARNING)
             why.append("clock not synchronised")
-        version = _text(s.get("version") or h.get("version"), 20)
+        since = _age(_typed(s, "at", (str,), bad), now)
+        depth = _typed(h, "queue_depth", (int, float), bad)
+        version = _text(_typed(s, "version", (str,), bad) or _typed(h, "version", (str,), bad), 20)
         if expect_version is not None and version != expect_version:
             level = max(level, WARNING)
             why.append(f"version {version}, expected {_text(expect_version, 20)}")
-        since = _age(s.get("at"), now)
-        depth = _number(h.get("queue_depth"))
+        if bad:
+            level = max(level, WARNING)
+            why.append("unreadable " + ", ".join(dict.fromkeys(bad)))
         rows.append(Row(sid, state, _duration(since), version,
                         "-" if depth is None else f"{depth:.0f}", _duration(oldest),
-                        {True: "synced", False: "NOT synced"}.get(h.get("clock_synced"), "-"), _duration(age),
+                        {True: "synced", False: "NOT synced"}.get(clock, "-"), _duration(age),
                         "; ".join(_text(f, 80) for f in faults[:3]) or "-", level, why,
                         {"since_s": _round(since), "oldest_s": _round(oldest), "health_age_s": _round(age),
                          "queue": None if depth is None else int(depth)}))
+    if cut:
+        rows.append(_cut_row(cut, stations))
     return rows
+
+
+def _cut_row(cut: list[str], stations: dict[str, Station]) -> Row:
+    """The stations beyond MAX_STATIONS, in one row: never OK (they were not assessed), CRITICAL
+    when one of them is not online."""
+    down = [sid for sid in cut if stations[sid].status.get("state") != "online"]
+    why = [f"{len(cut)} stations beyond the {MAX_STATIONS} shown, not assessed"
+           + (f" (at most {MAX_TRACKED} are read)" if len(stations) >= MAX_TRACKED else "")]
+    if down:
+        why.append(f"{len(down)} not online: " + ", ".join(down[:10]) + (", ..." if len(down) > 10 else ""))
+    return Row(f"(+{len(cut)} more, not shown)", f"{len(down)} not online", "-", "-", "-", "-", "-", "-", "-",
+               CRITICAL if down else UNKNOWN, why)
 
 
 def _duration(seconds: float | None) -> str:
@@ -222,7 +275,7 @@ def versions(rows: list[Row]) -> str | None:
 
 
 def overall(rows: list[Row]) -> int:
-    return max((r.level for r in rows), default=UNKNOWN)
+    return max((r.level for r in rows), key=SEVERITY.index, default=UNKNOWN)
 
 
 def no_reports(cfg: MqttConfig, station_id: str | None, subacks: list[str]) -> str:

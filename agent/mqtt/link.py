@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our subscription and queued verdicts for a week
 MAX_VERDICT_BYTES = 4096
+# MQTT 5 Maximum Packet Size, advertised in CONNECT: the broker must not send the station a larger
+# packet (it drops it), so no message on the verdict or receipt topic can fill a Pi's memory. A
+# receipt of 100 ids is about 4 kB, a verdict at most MAX_VERDICT_BYTES.
+MAX_PACKET_BYTES = 16_384
 NO_MATCHING_SUBSCRIBERS = 0x10   # MQTT 5 PUBACK reason code: accepted, but nobody subscribed
 NOBODY = "no hospital consumer is subscribed to the check-in topic"
 NOTICE_EVERY_S = 60.0        # ignored messages: one log line per minute at most
@@ -158,7 +162,7 @@ class MqttLink(Worker):
         self._next_rescan = 0.0
         self._short_sessions = 0
         self._session_started = time.time()
-        self._ignored, self._ignored_logged_at = 0, -1e9
+        self._ignored, self._ignored_logged_at, self._ignored_last = 0, -1e9, ""
         self._notices: list[float] = []
         self.client = self._make_client()
         if not cfg.tls:
@@ -201,6 +205,7 @@ class MqttLink(Worker):
                 try:
                     props = Properties(PacketTypes.CONNECT)
                     props.SessionExpiryInterval = SESSION_EXPIRY_S
+                    props.MaximumPacketSize = MAX_PACKET_BYTES
                     self._arm_will()
                     self.client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
                                         clean_start=False, properties=props)
@@ -227,6 +232,9 @@ class MqttLink(Worker):
 
     def finish(self) -> None:
         self._shutdown()
+        if self._ignored:
+            self._ignored_logged_at = -1e9
+            self._sum_up_ignored()
 
     def _drop(self) -> None:
         self._acked.clear()  # not marked: they are sent again, the hospital deduplicates by id
@@ -369,17 +377,28 @@ class MqttLink(Worker):
         else:
             self._verdict({k: one_line(v, 200) if isinstance(v, str) else v for k, v in data.items()}, msg.retain)
 
-    def _receipt(self, ids: list[str]) -> None:
-        """The consumer stored these check-ins (or already had them): delivered."""
-        self._receipts.confirmed(ids, set(self._inflight.values()))
-        self.state.delivered_session += self.outbox.mark_delivered(ids)
+    def _receipt(self, ids: list[str], quiet: bool = False) -> None:
+        """The consumer stored these check-ins (or already had them): delivered, those this station
+        published and awaits a receipt for; any other id is ignored (`quiet`: silently)."""
+        counted = self._receipts.confirmed(ids, set(self._inflight.values()))
+        if counted:
+            self.state.delivered_session += self.outbox.mark_delivered(counted)
+        if quiet:
+            return
+        for event_id in dict.fromkeys(ids):
+            if event_id in counted:
+                continue
+            row = self.outbox.get(event_id)
+            if row is None or row.delivered_at is None:   # a repeated receipt for a delivered one is normal
+                self._ignore("receipt", event_id, "unknown", "not awaiting a receipt: not published by this "
+                             "station since it connected; not counted as delivered")
 
     def _verdict(self, verdict: dict, retained: bool) -> None:
         """Shown once per check-in, only while the patient may still be at the counter."""
         event_id = verdict["id"]
         row = self.outbox.get(event_id)
         if row is not None and self.receipts:
-            self._receipt([event_id])          # a verdict proves the hospital has the check-in
+            self._receipt([event_id], quiet=True)   # a verdict proves the hospital has the check-in
         refusal = verdict_refusal(row, retained, time.time(), self.cfg.verdict_max_age_s, self.outbox.retention_s)
         if refusal:
             self._ignore("verdict", event_id, *refusal)
@@ -396,6 +415,8 @@ class MqttLink(Worker):
             log.warning("MQTT: ignored a %s %s (%s: %s; %d ignored since the last such line)", reason, kind,
                         event_id or "no id", one_line(detail, 200), self._ignored)
             self._ignored, self._ignored_logged_at = 0, now
+        else:
+            self._ignored_last = f"{reason} {kind}"
         self._notices = [t for t in self._notices if now - t < 60.0]
         if len(self._notices) >= NOTICES_PER_MINUTE or not self.state.connected:
             return
@@ -406,8 +427,17 @@ class MqttLink(Worker):
 
     # -- sending ---------------------------------------------------------------------------
 
+    def _sum_up_ignored(self) -> None:
+        """On a timer, not on the next ignored message: the count of a flood that stopped is written
+        a minute after its first line at most."""
+        if self._ignored and time.monotonic() - self._ignored_logged_at >= NOTICE_EVERY_S:
+            log.warning("MQTT: %d more verdicts/receipts ignored in the last %.0f s (the last: %s)", self._ignored,
+                        time.monotonic() - self._ignored_logged_at, self._ignored_last)
+            self._ignored, self._ignored_logged_at = 0, time.monotonic()
+
     def _pump(self) -> None:
         failpoints.hit("mqtt.pump")
+        self._sum_up_ignored()
         now = time.time()
         self._flush_acks()
         if now >= self._next_health:

@@ -32,13 +32,20 @@ class Receipts:
         else:
             self.awaiting[event_id] = now
 
-    def confirmed(self, ids: Iterable[str], inflight: set[str]) -> None:
-        """The hospital stored these (the caller marks them delivered in the outbox)."""
-        for event_id in ids:
+    def confirmed(self, ids: Iterable[str], inflight: set[str]) -> list[str]:
+        """The hospital stored these: the ones to mark delivered, i.e. those this station published
+        and has no confirmation for yet (awaiting a receipt, or in flight: the receipt overtook the
+        broker's PUBACK). Any other id is not counted: a forged receipt for a check-in not yet sent
+        would otherwise keep it from ever being sent."""
+        counted = []
+        for event_id in dict.fromkeys(ids):
             if self.awaiting.pop(event_id, None) is not None:
                 self.misses = 0
-            elif event_id in inflight:
+                counted.append(event_id)
+            elif event_id in inflight and event_id not in self.early:
                 self.early.add(event_id)
+                counted.append(event_id)
+        return counted
 
     def room(self, inflight: int) -> int:
         """How many more check-ins may be sent before receipts come back."""

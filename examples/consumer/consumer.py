@@ -12,7 +12,13 @@ exactly once, and the hospital's verdict back to the station. Not part of the st
 - One table keyed by the event id, `INSERT ... ON CONFLICT DO NOTHING`: the stations' at-least-once
   delivery becomes exactly-once storage. The message is acknowledged only after the commit
   (paho's manual acks): a consumer killed before its commit gets the message again.
-- Malformed events go to a dead-letter table with the reason, never lost, never a crash.
+- Malformed events go to a dead-letter table with the reason, never lost, never a crash: those
+  that fail the schema (formats included: `pip install 'scanner-agent[consumer]'` brings the
+  date-time checker), are larger than 64 kB or nest deeper than 16 (both checked before parsing),
+  or that PostgreSQL refuses for what they hold (a NUL, a number or date out of range). They are
+  acknowledged: a poison message never holds one of the broker's in-flight slots.
+- paho's network thread only hands messages to a database thread, so nothing can end it. A
+  database outage is waited out: reconnect with back-off, the message tried again, none dropped.
 - After the commit, a receipt `{"ids": [id]}` on `{prefix}/{station}/receipt` (QoS 1), for new
   check-ins and duplicates alike: stations with `delivered_on = "receipt"` count a check-in
   delivered only then, and send it again otherwise, whatever the broker dropped.
@@ -27,6 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import queue
+import random
 import signal
 import ssl
 import threading
@@ -41,8 +49,13 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent import jsonbound   # the scanner-agent package: pip install 'scanner-agent[consumer]'
+
 log = logging.getLogger("consumer")
 SCHEMA = Path(__file__).resolve().parents[2] / "agent" / "schemas" / "checkin.json"
+MAX_EVENT_BYTES = 64 * 1024   # a check-in is about 1 kB; the schema caps its texts
+MAX_PACKET_BYTES = 1024 * 1024   # advertised in CONNECT (MQTT 5 Maximum Packet Size)
+MAX_NESTING = 16              # a check-in nests 3 deep (card.extra, problems[])
 ACCEPTED = ("000", "001", "002", "003", "004")   # the portal's card-check codes hospitals accept
 
 DDL = """
@@ -84,16 +97,26 @@ def rule_checker(event: dict[str, Any]) -> tuple[str, str]:
 class Consumer:
     def __init__(self, host: str, port: int, dsn: str, *, prefix: str = "hospital/checkin", group: str = "his",
                  name: str = "consumer-1", checker: Checker = rule_checker, tls_ca: str | None = None,
-                 username: str | None = None, password: str | None = None, verdict_max_age_s: float = 120.0):
+                 username: str | None = None, password: str | None = None, verdict_max_age_s: float = 120.0,
+                 db_backoff: tuple[float, float] = (0.5, 30.0)):
         self.prefix, self.group, self.checker = prefix, group, checker
         self.verdict_max_age_s = verdict_max_age_s
-        self.db = psycopg.connect(dsn, autocommit=False)
-        with self.db.transaction():
-            self.db.execute(DDL)
+        self.dsn, self.db_backoff = dsn, db_backoff
+        self.db: psycopg.Connection | None = None
+        self._connect_db()
+        checker_ = jsonschema.FormatChecker()
+        if "date-time" not in checker_.checkers:
+            # jsonschema checks date-time only with its optional rfc3339-validator: without it a
+            # read_at of "2025-13-45T99:00:00+07:00" would pass the schema
+            raise RuntimeError("jsonschema cannot check date-time: pip install 'scanner-agent[consumer]' "
+                               "(or rfc3339-validator)")
         self.validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text("utf-8")),
-                                                         format_checker=jsonschema.FormatChecker())
+                                                         format_checker=checker_)
         self.stored = self.duplicates = self.dead = 0
         self.connected = threading.Event()
+        self._inbox: queue.Queue = queue.Queue()   # bounded by the broker's in-flight window (unacked)
+        self._stopping = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="consumer-db", daemon=True)
         # a client id apart from every station id: the same id would kick a station off the broker
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"hospital-{name}",
                                   protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True)
@@ -108,16 +131,30 @@ class Consumer:
         self.client.reconnect_delay_set(0.2, 5)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 7 * 24 * 3600
+        # the broker drops (and logs) larger messages rather than send them: a consumer's memory is
+        # not at the mercy of one client; smaller ones above MAX_EVENT_BYTES are dead-lettered
+        props.MaximumPacketSize = MAX_PACKET_BYTES
         self.client.connect_async(host, port, keepalive=30, clean_start=False, properties=props)
 
     def start(self) -> "Consumer":
+        self._worker.start()
         self.client.loop_start()
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
+        self._inbox.put(None)
         self.client.loop_stop()
         self.client.disconnect()
-        self.db.close()
+        if self._worker.is_alive():
+            self._worker.join(10)
+        if self.db is not None:
+            self.db.close()
+
+    def _connect_db(self) -> None:
+        self.db = psycopg.connect(self.dsn, autocommit=False, connect_timeout=10)
+        with self.db.transaction():
+            self.db.execute(DDL)
 
     def _on_connect(self, client, userdata, flags, rc, props) -> None:
         if rc.is_failure:
@@ -134,26 +171,95 @@ class Consumer:
         self.subscribed.set()
 
     def _on_message(self, client, userdata, msg) -> None:
+        """Runs on paho's network thread: only hands the message over. An exception here would end
+        that thread, and the consumer would go on running without consuming anything."""
         try:
-            self.handle(msg.topic, bytes(msg.payload))
-        except psycopg.Error:
-            log.exception("database error: message not acknowledged, the broker sends it again")
+            self._inbox.put((msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+        except BaseException:  # noqa: BLE001 - never let anything reach paho's thread
+            log.exception("could not queue a message (it is sent again on the next connection)")
+
+    def _work(self) -> None:
+        """The database thread: one message at a time, acknowledged once it is stored or
+        dead-lettered. A database outage is waited out (reconnect with back-off); the message is
+        then tried again, never dropped."""
+        while True:
+            item = self._inbox.get()
+            if item is None or self._stopping.is_set():
+                return
+            topic, payload, mid, qos = item
+            try:
+                if self._process(topic, payload):
+                    self.client.ack(mid, qos)   # only after the commit
+            except Exception:  # noqa: BLE001 - this thread must go on; the broker resends the message
+                log.exception("message left unacknowledged")
+
+    def _process(self, topic: str, payload: bytes) -> bool:
+        """True once the message is stored or dead-lettered; False only when stopping."""
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                if self.db is None or self.db.closed:
+                    self._connect_db()
+                    log.info("database connection restored")
+                self.handle(topic, payload)
+                return True
+            except Exception as exc:  # noqa: BLE001 - sorted below: the database's fault, or the message's
+                if self._rollback() and message_fault(exc) and self._dead_letter_safely(topic, payload, exc):
+                    return True
+                wait = min(self.db_backoff[1], self.db_backoff[0] * 2 ** min(attempt, 16)) * random.uniform(0.8, 1.2)
+                attempt += 1
+                log.warning("database unavailable (%s); message kept, retry %d in %.1f s",
+                            one_line(exc), attempt, wait)
+                self._close_db()
+                self._stopping.wait(wait)
+        return False
+
+    def _rollback(self) -> bool:
+        """Roll back a failed transaction: False when the connection itself is lost."""
+        try:
+            if self.db is None or self.db.closed or self.db.broken:
+                return False
             self.db.rollback()
-            return
-        client.ack(msg.mid, msg.qos)   # only after the commit
+            self.db.execute("SELECT 1")
+            self.db.rollback()
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
+    def _close_db(self) -> None:
+        try:
+            if self.db is not None:
+                self.db.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self.db = None
+
+    def _dead_letter_safely(self, topic: str, payload: bytes, exc: Exception) -> bool:
+        """Keep a message that cannot be stored, with the reason; False when even that failed."""
+        try:
+            self._dead_letter(topic, payload, f"database refused it: {one_line(exc)}"
+                              if isinstance(exc, psycopg.Error) else f"consumer error: {one_line(exc)}")
+            return True
+        except Exception:  # noqa: BLE001 - not kept: not acknowledged, tried again
+            log.exception("could not dead-letter a message; it stays unacknowledged")
+            return False
+
+    def _dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
+        with self.db.transaction():
+            self.db.execute("INSERT INTO dead_letters (topic, payload, reason) VALUES (%s, %s, %s)",
+                            (topic, payload, reason[:500]))
+        self.dead += 1
+        self._receipt(topic, event_id(payload))   # kept in dead_letters: the hospital has it
 
     def handle(self, topic: str, payload: bytes) -> None:
         try:
-            event = json.loads(payload.decode("utf-8"))
-            problems = [e.message for e in self.validator.iter_errors(event)]
+            event = parse_bounded(payload)
+            problems = [f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}"
+                        for e in self.validator.iter_errors(event)]
             if problems:
                 raise ValueError(problems[0][:300])
         except (UnicodeDecodeError, ValueError) as exc:
-            with self.db.transaction():
-                self.db.execute("INSERT INTO dead_letters (topic, payload, reason) VALUES (%s, %s, %s)",
-                                (topic, payload, str(exc)[:500]))
-            self.dead += 1
-            self._receipt(topic, event_id(payload))   # kept in dead_letters: the hospital has it
+            self._dead_letter(topic, payload, one_line(exc))
             return
         code, message = self.checker(event)
         with self.db.transaction():
@@ -171,19 +277,48 @@ class Consumer:
         if self._late(event):
             return   # the patient has left the counter: the station would not show it
         verdict = {"id": event["id"], "result": "accepted" if code in ACCEPTED else "rejected", "code": code,
-                   "message": message[:500]}
+                   "message": str(message)[:500]}
         self.client.publish(reply_topic(topic, "verdict"), json.dumps(verdict), qos=1)
 
     def _late(self, event: dict[str, Any]) -> bool:
         """Read longer ago than stations show verdicts for (judged only when the station's clock
-        was synchronised; otherwise the station decides)."""
-        read_at = datetime.fromisoformat(event["read_at"])
-        return event["clock_synced"] and (datetime.now(timezone.utc) - read_at).total_seconds() > self.verdict_max_age_s
+        was synchronised; otherwise the station decides). A read_at Python cannot read: late."""
+        try:
+            read_at = datetime.fromisoformat(event["read_at"])
+            age = (datetime.now(timezone.utc) - read_at).total_seconds()
+        except (TypeError, ValueError, OverflowError):
+            return True
+        return event["clock_synced"] and age > self.verdict_max_age_s
 
     def _receipt(self, topic: str, event_id: str | None) -> None:
         """Tell the station its check-in is stored."""
         if event_id and topic.endswith("/checkin"):
             self.client.publish(reply_topic(topic, "receipt"), json.dumps({"ids": [event_id]}), qos=1)
+
+
+def message_fault(exc: BaseException) -> bool:
+    """Whether a failure comes from the message itself, so that trying again cannot help: it fails
+    the schema, or PostgreSQL refuses its data (class 22: a NUL in a text, a number or a date out of
+    range; 23: a constraint; 54: a limit), or the checker raised on it. Not: the connection, a full
+    disk, a shutdown (classes 08, 53, 57, 58), which are waited out."""
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate or ""
+        return isinstance(exc, (psycopg.DataError, psycopg.IntegrityError)) or state[:2] in ("22", "23", "54")
+    return True   # not the database's: the message made the code fail (the connection is checked first)
+
+
+def one_line(value: Any, limit: int = 300) -> str:
+    """An exception or text as one printable line, capped (reasons are stored and logged)."""
+    text = value if isinstance(value, str) else f"{type(value).__name__}: {value}"
+    text = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(text.split())[:limit]
+
+
+def parse_bounded(payload: bytes) -> Any:
+    """The JSON of a message, with its size and nesting bounded before parsing (ValueError)."""
+    if len(payload) > MAX_EVENT_BYTES:
+        raise ValueError(f"{len(payload)} bytes, more than a check-in can be ({MAX_EVENT_BYTES} bytes)")
+    return jsonbound.loads(payload, max_bytes=MAX_EVENT_BYTES, max_depth=MAX_NESTING)
 
 
 def reply_topic(checkin_topic: str, name: str) -> str:
@@ -195,7 +330,7 @@ def reply_topic(checkin_topic: str, name: str) -> str:
 def event_id(payload: bytes) -> str | None:
     """The id of a malformed event, when it has a plausible one."""
     try:
-        value = json.loads(payload.decode("utf-8")).get("id")
+        value = parse_bounded(payload).get("id")
     except (UnicodeDecodeError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) and len(value) == 36 else None

@@ -7,6 +7,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -43,8 +44,9 @@ class Postgres:
                     break
                 os.chmod(p, os.stat(p).st_mode | 0o011)   # let postgres walk into the test's folder
             shutil.chown(self.folder, user.pw_uid, user.pw_gid)
-        subprocess.run([_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                        "--no-sync"], check=True, capture_output=True, **self._as_postgres())
+        if not self.data.exists():
+            subprocess.run([_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                            "--no-sync"], check=True, capture_output=True, **self._as_postgres())
         self.proc = subprocess.Popen([_bin("postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
                                       "-k", str(self.folder), "-c", "fsync=off"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **self._as_postgres())
@@ -64,8 +66,14 @@ class Postgres:
     def dsn(self) -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
 
+    def restart(self) -> None:
+        """Stop (SIGTERM: every client connection is closed) and start again on the same data and port."""
+        self.stop()
+        self.start()
+
     def stop(self) -> None:
+        """A fast shutdown (SIGINT, as `pg_ctl stop` and systemd do): sessions are closed, not waited for."""
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(signal.SIGINT)
             self.proc.wait(20)
         self.proc = None
