@@ -63,6 +63,9 @@ class Station:
         self.counters = Counters()
         self.started_at = time.time()
         self.grabber: Grabber | None = None
+        self.source = None                    # the camera (a source may steer itself: steer())
+        self.camera_view = None               # crop and exposure of the newest frame
+        self._frame_t: float | None = None
         self.link = None
         if cfg.mqtt is not None:
             from agent.mqtt.link import MqttLink
@@ -82,15 +85,22 @@ class Station:
 
     def step(self, frame: Frame) -> list[Decision]:
         self.counters.frames += 1
-        self.last_view = (frame.gray, [])  # codes only from this very frame
+        self.last_view = (frame.gray, [], frame.view)  # codes only from this very frame
+        self.camera_view = frame.view
         decode, active = self.scene.admit(frame)
+        steer = getattr(self.source, "steer", None)
         if not decode:
+            if steer is not None and not active:
+                steer(frame, None, False)   # idle: the whole field (at idle_fps)
             return []  # idle: decode at idle_fps only, to keep the Pi cool
         self.counters.decoded += 1
-        result = self.reader.read(frame.gray, active=active)
-        self.last_view = (frame.gray, result.codes)
+        result = self.reader.read(frame.gray, active=active, view=frame.view)
+        self.last_view = (frame.gray, result.codes, frame.view)
         if result.codes or result.candidates:
             self.scene.hold(frame.t)
+        if steer is not None:
+            steer(frame, result, active or bool(result.codes or result.candidates))
+        self._frame_t = frame.t
         decisions = self.presenter.on_frame(frame.t, result)
         for d in decisions:
             self._act(d)
@@ -102,7 +112,9 @@ class Station:
 
     def _checkin(self, d: Decision) -> None:
         try:
-            row = self.outbox.put(checkin_body(d.read))
+            # read_at: when the camera took the frame, not when the decoder finished with it
+            at = time.time() - max(0.0, time.monotonic() - self._frame_t) if self._frame_t else None
+            row = self.outbox.put(checkin_body(d.read, at=at))
         except OutboxError as exc:  # full, disk full, locked, unwritable: said in one line
             self._refuse(d, str(exc))
             return
@@ -198,6 +210,7 @@ class Station:
     def run(self, source=None) -> None:
         """The daemon loop, until stop(). `source` overrides the configured camera (benchmarks)."""
         source = source or open_source(self.cfg.camera, demo_frames=str(DEMO_FRAMES))
+        self.source = source
         self.grabber = Grabber(source).start()
         for out in self.outputs:
             out.writer.start()
@@ -258,6 +271,10 @@ class Station:
     def status(self) -> runstate.DaemonStatus:
         """What `scanner-agent status` shows about the running daemon: each component says its own."""
         camera = self.grabber.camera_status() if self.grabber else {"fault": None, "frames": 0, "finished": False}
+        if self.camera_view is not None:
+            camera.update(self.camera_view.as_dict())
+        if hasattr(self.source, "control_status"):
+            camera.update(self.source.control_status())
         return runstate.DaemonStatus(
             pid=os.getpid(), version=__version__, station=self.cfg.station.id, started_at=self.started_at,
             updated_at=time.time(), camera={"source": self.cfg.camera.source, **camera},
@@ -280,7 +297,8 @@ class Station:
 
         if self.last_view is None:
             raise RuntimeError("no frame from the camera yet")
-        return encode(*self.last_view)
+        gray, codes, view = self.last_view
+        return encode(gray, codes, view)
 
     def shutdown(self) -> None:
         notify("STOPPING=1")

@@ -12,8 +12,9 @@ from agent.decode import Code
 SATURATED = 250
 
 
-def annotate(gray: np.ndarray, codes: list[Code]) -> np.ndarray:
-    """BGR image: glare in red, codes outlined in green, a line of figures at the top."""
+def annotate(gray: np.ndarray, codes: list[Code], view=None) -> np.ndarray:
+    """BGR image: glare in red, codes outlined in green, a line of figures at the top (with the
+    crop and exposure the frame was taken with, when the camera says)."""
     img = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     glare = gray >= SATURATED
     img[glare] = (0, 0, 255)
@@ -23,6 +24,9 @@ def annotate(gray: np.ndarray, codes: list[Code]) -> np.ndarray:
     sharp = cv2.Laplacian(gray, cv2.CV_64F).var()
     text = (f"{len(codes)} code(s)  mean level {gray.mean():.0f}  saturated {100 * glare.mean():.1f}%  "
             f"sharpness {sharp:.0f}")
+    if view is not None:
+        x, y, w, h = view.crop
+        text += f"  crop {w}x{h}+{x}+{y}  exposure {view.exposure_us} us gain {view.gain:.1f}"
     scale = max(0.4, img.shape[1] / 1800)
     (_, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     cv2.rectangle(img, (0, 0), (img.shape[1], th + 16), (0, 0, 0), -1)
@@ -30,8 +34,8 @@ def annotate(gray: np.ndarray, codes: list[Code]) -> np.ndarray:
     return img
 
 
-def encode(gray: np.ndarray, codes: list[Code]) -> bytes:
-    ok, buf = cv2.imencode(".jpg", annotate(gray, codes), [cv2.IMWRITE_JPEG_QUALITY, 90])
+def encode(gray: np.ndarray, codes: list[Code], view=None) -> bytes:
+    ok, buf = cv2.imencode(".jpg", annotate(gray, codes, view), [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise RuntimeError("JPEG encoding failed")
     return buf.tobytes()
