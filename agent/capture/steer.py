@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: the code's side as a share of the crop's height (the rest is margin for the hand's tremor)
-FILL = 0.45
+FILL = 0.6
 #: re-aim when the code's centre is this far (share of the crop) from the crop's centre
 RECENTRE = 0.12
 #: a located code lost this long: back to the whole field
@@ -45,6 +45,8 @@ GAIN_STEP = 4.0
 MAX_GAIN = 16.0
 LONG_US = 30000
 SATURATED = 250
+#: more of the code than this clipped: its white is (a reflection alone covers less)
+WHITE_SATURATED = 0.35
 GAMMA = 2.2      # the Y plane's tone curve, close to the Pi ISP's default
 
 
@@ -135,14 +137,18 @@ class CaptureLoop:
         if region.size < 64:
             return None, 0.0, False
         region = region[::2, ::2] if region.size > 40000 else region
-        hi, lo = np.percentile(region, [85, 10])
-        dark_mode = lo > 0 and np.median(region) < (hi + lo) / 2 * 0.8   # mostly dark: light modules few
-        white = float(np.percentile(region, 97 if dark_mode else 85))
         saturated = float((region >= SATURATED).mean())
         product = max(view.exposure_us * view.gain, 1.0)
-        if white >= SATURATED:
+        if saturated > WHITE_SATURATED:          # the screen's white itself is clipped
             return None, saturated, True
-        return linear(white) / product, saturated, False
+        # the light modules: the median of what is above the mid level, without the clipped
+        # pixels of a reflection (its rim is a minority of the light modules)
+        vals = region[region < SATURATED].astype(np.float32)
+        lo, hi = np.percentile(vals, [5, 95])
+        light = vals[vals > (lo + hi) / 2]
+        if light.size < 16 or hi - lo < 8:
+            return None, saturated, False
+        return linear(float(np.median(light))) / product, saturated, False
 
     def _controls_for(self, product: float) -> dict:
         t, g = split(product, self.frame_us)

@@ -328,23 +328,36 @@ class Optics:
         """Linear value (full scale = 1) with shot and read noise: electrons per native (possibly
         binned) pixel, then the stream's scaling averages or repeats them."""
         binned = mode.bin * mode.bin                     # a binned pixel sums 4 photosites
-        electrons = nits * (exp.exposure_us / 1e6) * E_PER_NIT_S * binned
+        electrons = nits * np.float32((exp.exposure_us / 1e6) * E_PER_NIT_S * binned)
         native_per_out = (crop_w / mode.bin) / nits.shape[1]    # native pixels per output pixel
-        var = electrons + READ_NOISE_E ** 2 * binned
-        noise = self.nrng.standard_normal(nits.shape, dtype=np.float32)
+        noise = self._noise(nits.shape)
         if native_per_out < 1:       # upscaled: neighbouring output pixels share a native pixel's noise
             s = 0.5 / native_per_out
-            noise = cv2.GaussianBlur(noise, (0, 0), s) * (2 * math.sqrt(math.pi) * s)
+            noise = cv2.GaussianBlur(noise, (0, 0), s) * np.float32(2 * math.sqrt(math.pi) * s)
             noise_scale = 1.0
         else:
             noise_scale = 1 / native_per_out             # averaged over native_per_out^2 pixels
-        e = electrons + np.sqrt(var) * noise * noise_scale
-        return np.clip(e * exp.gain / (FULL_WELL_E * binned), 0, 1)
+        sd = cv2.sqrt(electrons + np.float32(READ_NOISE_E ** 2 * binned))
+        e = electrons + sd * noise * np.float32(noise_scale)
+        return np.clip(e * np.float32(exp.gain / (FULL_WELL_E * binned)), 0, 1)
+
+    def _noise(self, shape: tuple[int, int]) -> np.ndarray:
+        """Standard normal noise: a window at a random offset into a larger precomputed field
+        (drawing a fresh 1280x720 field costs more than the rest of the frame)."""
+        h, w = shape
+        bank = getattr(self, "_bank", None)
+        if bank is None or bank.shape[0] < h + 64 or bank.shape[1] < w + 64:
+            bank = self._bank = self.nrng.standard_normal((h + 256, w + 256), dtype=np.float32)
+        y, x = int(self.nrng.integers(0, bank.shape[0] - h)), int(self.nrng.integers(0, bank.shape[1] - w))
+        return bank[y:y + h, x:x + w]
+
+
+_TONE = (np.power(np.linspace(0, 1, 4096), 1 / 2.2) * 255 + 0.5).astype(np.uint8)
 
 
 def tone(linear: np.ndarray) -> np.ndarray:
     """The ISP's Y plane: a 1/2.2 tone curve on the clipped linear value."""
-    return (np.power(linear, 1 / GAMMA, dtype=np.float32) * 255 + 0.5).astype(np.uint8)
+    return _TONE[(linear * 4095).astype(np.uint16)]
 
 
 def linear_of(y: np.ndarray | float) -> np.ndarray | float:

@@ -88,11 +88,11 @@ CONTROLS = {
 
 
 class _Request:
-    def __init__(self, arrays: dict[str, np.ndarray], metadata: dict):
+    def __init__(self, arrays: dict, metadata: dict):
         self._arrays, self._metadata = arrays, metadata
 
     def make_array(self, name: str) -> np.ndarray:
-        return self._arrays[name].copy()
+        return self._arrays[name]()
 
     def get_metadata(self) -> dict:
         return dict(self._metadata)
@@ -236,6 +236,7 @@ class Picamera2:
                              min(max(float(now["AnalogueGain"]), 1.0), phys.MAX_GAIN))
 
     def _render(self, seq: int, t: float, now: dict) -> _Request:
+        cpu0 = time.thread_time()
         crop = self._crop(now["ScalerCrop"])
         exp = self._exposure(now)
         scene_t = t - _EPOCH[0]
@@ -249,14 +250,14 @@ class Picamera2:
         if now.get("AeEnable", True):
             self._agc(linear, exp)
         y = phys.tone(linear)
-        arrays = {}
-        for name, (sw, sh) in streams.items():
-            plane = y if (sw, sh) == (w, h) else _resize(y, (sw, sh))
-            fmt = self._config[name].get("format", "")
-            if fmt == "YUV420":
-                arrays[name] = np.concatenate([plane, np.full((sh // 2, sw), 128, np.uint8)])
-            else:
-                arrays[name] = np.repeat(plane[..., None], 4, axis=2)
+        def array(name: str, sw: int, sh: int):
+            def make() -> np.ndarray:      # built when asked for: the product reads lores only
+                plane = y if (sw, sh) == (w, h) else _resize(y, (sw, sh))
+                if self._config[name].get("format", "") == "YUV420":
+                    return np.concatenate([plane, np.full((sh // 2, sw), 128, np.uint8)])
+                return np.repeat(plane[..., None], 4, axis=2)
+            return make
+        arrays = {name: array(name, sw, sh) for name, (sw, sh) in streams.items()}
         ts = int(t * 1e9) if CLOCK == "wall" else int(t * 1e9)
         meta = {"SensorTimestamp": ts, "FrameDuration": int(self._frame_s() * 1e6), "ScalerCrop": crop,
                 "ExposureTime": int(exp.exposure_us), "AnalogueGain": float(exp.gain), "DigitalGain": 1.0,
@@ -264,6 +265,8 @@ class Picamera2:
         if self._log:
             with open(self._log, "a", encoding="utf-8") as f:
                 f.write(json.dumps({"seq": seq, "t": t, "scene_t": scene_t, "crop": crop,
+                                    "wall": time.time() - (time.monotonic() - t),
+                                    "render_s": time.thread_time() - cpu0,
                                     "exposure_us": meta["ExposureTime"], "gain": round(exp.gain, 3)}) + "\n")
         return _Request(arrays, meta)
 
