@@ -147,12 +147,10 @@ class Picamera2Source:
         """After a decoded (or idle-skipped, result None) frame: the loop's next controls."""
         if self.loop is None or self.cam is None or frame.view is None:
             return
-        boxes = []
-        if result is not None:
-            boxes = [np.array(c.corners, np.float64) for c in result.codes] + \
-                [np.asarray(p, np.float64) for p in getattr(result, "located", [])]
-        controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view, boxes,
-                                    active and result is not None)
+        read = [np.array(c.corners, np.float64) for c in result.codes] if result is not None else []
+        located = [np.asarray(p, np.float64) for p in getattr(result, "located", [])] if result is not None else []
+        controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view, read,
+                                    located, active and result is not None)
         controls = {k: v for k, v in controls.items() if k in self._available}
         if controls:
             try:
