@@ -184,3 +184,39 @@ def test_virtual_camera_raises_on_calls_it_does_not_document(vcam):
         cam.capture_file("x.jpg")
     with pytest.raises(RuntimeError, match="not advertised"):
         cam.set_controls({"FrameRate": 30.0})
+
+
+def test_station_shows_crop_and_exposure_and_dates_the_checkin_at_capture(vcam, tmp_path):
+    from datetime import datetime
+    import time
+
+    from agent.config import Config
+    from agent.feedback import Feedback, NoOutput
+    from agent.station import Station
+
+    cfg = Config()
+    cfg.station.state_dir = str(tmp_path / "state")
+    cfg.feedback.backend = "none"
+    cfg.camera.source, cfg.camera.control = "picamera2", "auto"
+    station = Station(cfg, feedback=Feedback(NoOutput()))
+    ph = phone(4, centre_px=np.array([1500.0, 1000.0]), distance=0.25)
+    vcam.SCENE = vcam.Scene([ph])
+    src = Picamera2Source(cfg.camera, factory=vcam.Picamera2)
+    station.source = src
+    src.open()
+    try:
+        checked_in_from = None
+        for _ in range(45):
+            f = src.read()
+            if station.step(f) and station.counters.checkins and checked_in_from is None:
+                checked_in_from = time.time() - (time.monotonic() - f.t)   # the frame's wall time
+    finally:
+        src.close()
+    camera = station.status().camera
+    assert camera["control"] == "auto" and camera["crop"] != [0, 0, 4608, 2592]
+    assert camera["exposure_us"] > 0 and camera["gain"] >= 1.0 and camera["state"]
+    assert station.snapshot()[:2] == b"\xff\xd8"
+    row = station.outbox.recent(1)[0]
+    assert checked_in_from is not None
+    assert abs(datetime.fromisoformat(row.payload["read_at"]).timestamp() - checked_in_from) < 0.05
+    station.outbox.close()
