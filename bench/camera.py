@@ -17,9 +17,10 @@ seconds with tremor and a tilt after 1.5 s, then an empty counter for --gap seco
 - CPU of the daemon without the virtual camera's own rendering (it runs in the daemon's process),
   while presentations run and over the idle tail.
 
---pi-factor K: every decode is followed by a sleep of (K-1) x its own time, inside the daemon (a
-sitecustomize hook the benchmark puts on the path), so the decoder sees as few frames as a Pi
-K times slower would let it (the camera keeps its pace, newest frame wins).
+--pi-factor K: the daemon's work on every frame (decode, capture loop, check-in: Station.step)
+is followed by a sleep of (K-1) x its own time, inside the daemon (a sitecustomize hook the
+benchmark puts on the path), so the decoder sees as few frames as a Pi K times slower would let
+it (the camera keeps its pace, newest frame wins).
 """
 
 from __future__ import annotations
@@ -51,18 +52,24 @@ IDLE_AFTER_S = 4.0
 HOOK = '''
 import atexit, json, os, time
 from agent.decode import decoder
+from agent import station
 _factor = float(os.environ.get("BENCH_PI_FACTOR", "1"))
 _times = []
 _read = decoder.FrameReader.read
 def read(self, *a, **kw):
     t0 = time.perf_counter()
     out = _read(self, *a, **kw)
-    spent = time.perf_counter() - t0
-    _times.append((time.monotonic(), spent))
-    if _factor > 1:
-        time.sleep(spent * (_factor - 1))
+    _times.append((time.monotonic(), time.perf_counter() - t0))
     return out
 decoder.FrameReader.read = read
+_step = station.Station.step
+def step(self, frame):
+    t0 = time.perf_counter()
+    out = _step(self, frame)
+    if _factor > 1:     # all of the frame's work (decode, capture loop, check-in) counts K times
+        time.sleep((time.perf_counter() - t0) * (_factor - 1))
+    return out
+station.Station.step = step
 @atexit.register
 def _dump():
     with open(os.environ["BENCH_DECODE_LOG"], "w") as f:

@@ -108,6 +108,7 @@ class CaptureLoop:
         self.state = "full field"
         self.trial_until = -1.0
         self.search_after = -1.0
+        self._patch: np.ndarray | None = None
 
     # -- crop ----------------------------------------------------------------------------------
 
@@ -176,7 +177,7 @@ class CaptureLoop:
         boxes, fill = (read, FILL) if read else (located, FILL_LOCATED)
         if boxes:
             self.last_seen, self.trial_until = t, -1.0
-        elif self.crop == self.full and t >= self.search_after and (found := textured_box(gray)) is not None:
+        elif self.crop == self.full and t >= self.search_after and (found := self._still_patch(gray)) is not None:
             boxes, fill = [found], FILL          # the patch is the phone: already a margin
             self.trial_until, self.search_after = t + TRIAL_S, t + TRIAL_S + SEARCH_PAUSE_S
         elif t < self.trial_until or t - self.last_seen <= LOST_S:
@@ -224,6 +225,18 @@ class CaptureLoop:
         elif new is not None and new == self.normal:
             controls.update(self._controls_for(self.normal))
         return controls
+
+    def _still_patch(self, gray: np.ndarray) -> np.ndarray | None:
+        """A textured patch found in two successive frames at the same place: a phone that has
+        stopped moving (a crop on one still sliding into view would miss it)."""
+        found, previous = textured_box(gray), self._patch
+        self._patch = found
+        if found is None or previous is None:
+            return None
+        size = max(np.ptp(found[:, 0]), np.ptp(found[:, 1]))
+        if np.abs(found - previous).max() > 0.15 * size:
+            return None
+        return found
 
     def _reset(self, controls: dict) -> dict:
         self.trial_until = -1.0
