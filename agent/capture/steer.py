@@ -114,15 +114,19 @@ class CaptureLoop:
 
     def crop_for(self, box: np.ndarray, fill: float = FILL) -> tuple[int, int, int, int]:
         """A crop of the stream's aspect around a code (array corners), with a margin."""
-        side = max(np.ptp(box[:, 0]), np.ptp(box[:, 1]))
+        return self._place(box.mean(0), self._width_for(max(np.ptp(box[:, 0]), np.ptp(box[:, 1])), fill))
+
+    def _width_for(self, side: float, fill: float) -> float:
+        w = side / fill * self.size[0] / self.size[1]
+        return max(w, self.size[0] * self.bin)             # no finer than the sensor's own pixels
+
+    def _place(self, centre: np.ndarray, w: float) -> tuple[int, int, int, int]:
+        """A crop `w` wide (the stream's aspect, inside the array) centred on `centre`."""
         aspect = self.size[0] / self.size[1]
-        h = side / fill
-        w = h * aspect
-        w = max(w, self.size[0] * self.bin)             # no finer than the sensor's own pixels
         w = min(w, self.array[0])
         h = min(w / aspect, self.array[1])
         w = h * aspect
-        cx, cy = box.mean(0)
+        cx, cy = centre
         x = min(max(cx - w / 2, 0), self.array[0] - w)
         y = min(max(cy - h / 2, 0), self.array[1] - h)
         return (int(x) & ~1, int(y) & ~1, int(w) & ~1, int(h) & ~1)
@@ -195,7 +199,7 @@ class CaptureLoop:
         target = self.crop_for(box, fill)
         if not read and self.crop != self.full and target[2] < self.crop[2]:
             # an unread candidate never zooms further in: it may be a part of the code
-            target = self.crop_for(box, fill * target[2] / self.crop[2])
+            target = self._place(box.mean(0), self.crop[2])
         if self._needs_move(view, box, target):
             self.crop = target
             controls["ScalerCrop"] = target

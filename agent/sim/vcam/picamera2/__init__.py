@@ -185,11 +185,13 @@ class Picamera2:
         if self._config is None:
             raise RuntimeError("Camera has not been configured")
         self.scene = _scene()
-        if not _EPOCH or CLOCK != "wall":
-            _EPOCH[:] = [time.monotonic()]
         self.optics = phys.Optics(phys.Counter(self.scene.seed), self.scene.seed)
         if CLOCK != "wall" and not self._virtual_t:
-            self._virtual_t = time.monotonic()
+            # simulated time runs faster than real time: start it in the past, so that no frame is
+            # stamped later than the moment it is delivered (as on a real camera)
+            self._virtual_t = time.monotonic() - 30.0
+        if not _EPOCH or CLOCK != "wall":
+            _EPOCH[:] = [time.monotonic() if CLOCK == "wall" else self._virtual_t]
         self._t0 = time.monotonic() if CLOCK == "wall" else self._virtual_t
         self._started = True
 
