@@ -1,6 +1,7 @@
 """The closed capture loop (agent/capture/steer.py) on the virtual Raspberry Pi camera
 (agent/sim/vcam/picamera2): agent/capture/picam.py runs unchanged against it, frames on a simulated
-clock (one frame duration per capture, no sleeping)."""
+clock (one frame duration per capture, no sleeping). Rendering a frame costs about 40 ms, so the
+tests that run whole presentations are marked slow."""
 
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ def first_read(out, text: str) -> float | None:
     return next((t for t, _, res in out if any(c.text == text for c in res.codes)), None)
 
 
+@pytest.mark.slow
 def test_crop_converges_on_an_off_centre_code_and_follows_it(vcam):
     ph = phone(3, centre_px=np.array([3500.0, 1900.0]), distance=0.3,       # far, bottom right
                drift=[(0.4, 0.0, 1.0, 20.0)])                               # an arm swaying 2 cm
@@ -108,6 +110,7 @@ def test_exposure_lands_two_or_three_frames_later(vcam):
     assert set(lands) <= {2, 3} and len(lands) == 8
 
 
+@pytest.mark.slow
 def test_exposure_loop_settles_without_oscillating(vcam):
     ph = phone(5, glare=[], tilt_rate=0.0)
     src, out = run(vcam, [ph], "auto", 3.0)
@@ -134,6 +137,7 @@ def glare_phone() -> phys.Phone:
                  white_nits=200.0)
 
 
+@pytest.mark.slow
 def test_saturating_reflection_reads_through_bracketing_not_fixed(vcam):
     ph = glare_phone()
     _, fixed = run(vcam, [ph], "fixed", 2.5)
@@ -154,6 +158,7 @@ def test_dim_screen_reads_with_a_longer_exposure(vcam):
     assert f.view.exposure_us > 12000 or f.view.gain > 2
 
 
+@pytest.mark.slow
 def test_back_to_the_whole_field_after_the_phone_leaves_and_idle_stays_there(vcam):
     ph = phone(3, duration=1.2, centre_px=np.array([1200.0, 900.0]), distance=0.28)
     src, out = run(vcam, [ph], "auto", 3.0)
@@ -186,6 +191,7 @@ def test_virtual_camera_raises_on_calls_it_does_not_document(vcam):
         cam.set_controls({"FrameRate": 30.0})
 
 
+@pytest.mark.slow
 def test_station_shows_crop_and_exposure_and_dates_the_checkin_at_capture(vcam, tmp_path):
     from datetime import datetime
     import time
