@@ -10,7 +10,7 @@ decoder located in it, decide the next controls:
   not on the room; a dim screen gets a longer exposure and more gain; exposure time is held short
   first (hand motion blurs a long one), then gain, then exposure again.
 - **Bracketing**: when modules inside the code are saturated (a lamp's reflection) while its white
-  is well exposed, alternate the normal exposure with one `BRACKET`x shorter: the decoder's fusion
+  is well exposed, every third frame is `BRACKET`x shorter than the normal one: the decoder's fusion
   combines modules across frames of different crops and exposures (each frame carries its own,
   so modules map between frames).
 
@@ -43,8 +43,10 @@ LOST_S = 0.6
 WHITE_TARGET = 0.6
 #: the short exposure of a bracket, this many times shorter than the normal one
 BRACKET = 6.0
+#: every this many decoded frames, one is short
+BRACKET_EVERY = 3
 #: share of the code's pixels saturated (with its white not saturated) that starts bracketing
-GLARE_SHARE = 0.004
+GLARE_SHARE = 0.01
 #: stay bracketing this long after glare was last seen
 BRACKET_HOLD_S = 1.0
 #: exposure time first up to this (hand tremor blur), then gain up to GAIN_STEP, then time again
@@ -104,7 +106,7 @@ class CaptureLoop:
         self.normal: float | None = None       # exposure x gain product for the screen; None: AE
         self.bracket_until = -1.0
         self.last_seen = -1e9
-        self._short_next = False
+        self._bracket_i = 0
         self.state = "full field"
         self.trial_until = -1.0
         self.search_after = -1.0
@@ -223,8 +225,10 @@ class CaptureLoop:
             return controls
         bracketing = t < self.bracket_until
         if bracketing:
-            self._short_next = not self._short_next
-            controls.update(self._controls_for(self.normal / BRACKET if self._short_next else self.normal))
+            # one short frame in BRACKET_EVERY: the normal frames keep reading the rest of the code
+            self._bracket_i += 1
+            short_next = self._bracket_i % BRACKET_EVERY == 0
+            controls.update(self._controls_for(self.normal / BRACKET if short_next else self.normal))
             self.state += ", bracketing"
         elif new is not None and new == self.normal:
             controls.update(self._controls_for(self.normal))
