@@ -226,3 +226,11 @@ def test_station_shows_crop_and_exposure_and_dates_the_checkin_at_capture(vcam, 
     assert checked_in_from is not None
     assert abs(datetime.fromisoformat(row.payload["read_at"]).timestamp() - checked_in_from) < 0.05
     station.outbox.close()
+
+
+def test_status_line_shows_the_crop_and_exposure():
+    from agent.admin.status import _view
+    cam = {"source": "picamera2", "crop": [10, 20, 1280, 720], "exposure_us": 8000, "gain": 1.5,
+           "control": "auto", "state": "following code"}
+    assert _view(cam) == "; crop 1280x720+10+20, exposure 8000 us, gain 1.5 (auto: following code)"
+    assert _view({"source": "v4l2"}) == ""
