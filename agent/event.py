@@ -14,10 +14,11 @@ from agent.clock import clock_synced, now_iso
 SCHEMA_VERSION = "1.1"
 
 
-def checkin_body(read: CardRead, *, synced: bool | None = None, flags: list[str] | None = None) -> dict[str, Any]:
-    """What is known when the card is read: read_at, clock_synced, the card read and the counter
-    facts (agent.cards.flags)."""
-    return {"read_at": now_iso(), "clock_synced": clock_synced() if synced is None else synced,
+def checkin_body(read: CardRead, *, synced: bool | None = None, flags: list[str] | None = None,
+                 at: float | None = None) -> dict[str, Any]:
+    """What is known when the card is read: read_at (`at`, the frame's capture time, default now),
+    clock_synced, the card read and the counter facts (agent.cards.flags)."""
+    return {"read_at": now_iso(at), "clock_synced": clock_synced() if synced is None else synced,
             **read.to_dict(), "flags": list(flags or [])}
 
 

@@ -76,6 +76,8 @@ class Station:
         self.counters = Counters()
         self.started_at = time.time()
         self.grabber: Grabber | None = None
+        self.source = None                    # the camera (a source may steer itself: steer())
+        self.camera_view = None               # crop and exposure of the newest frame
         self.link = None
         if cfg.mqtt is not None:
             from agent.mqtt.link import MqttLink
@@ -84,7 +86,7 @@ class Station:
                                 faults=self.fault_items)
         self.status_path = paths.status_file(cfg.station.state_dir)
         self.outputs = make_outputs(cfg)
-        self.last_view: tuple | None = None   # (newest frame, codes last decoded, guidance) for snapshots
+        self.last_view: tuple | None = None   # (newest frame, codes last decoded, guidance, camera view) for snapshots
         self.control: ControlServer | None = None
         self._stop = threading.Event()
         self.scene = SceneGate(cfg.checkin.idle_after_s, cfg.checkin.idle_fps)
@@ -96,15 +98,21 @@ class Station:
     def step(self, frame: Frame) -> list[Decision]:
         self.counters.frames += 1
         self._frame_t = frame.t
-        self.last_view = (frame.gray, [], None)  # codes only from this very frame
+        self.last_view = (frame.gray, [], None, frame.view)  # codes only from this very frame
+        self.camera_view = frame.view
         decode, active = self.scene.admit(frame)
+        steer = getattr(self.source, "steer", None)
         if not decode:
+            if steer is not None and not active:
+                steer(frame, None, False)   # idle: the whole field (at idle_fps)
             return []  # idle: decode at idle_fps only, to keep the Pi cool
         self.counters.decoded += 1
-        result = self.reader.read(frame.gray, active=active)
-        self.last_view = (frame.gray, result.codes, result.guidance)
+        result = self.reader.read(frame.gray, active=active, view=frame.view)
+        self.last_view = (frame.gray, result.codes, result.guidance, frame.view)
         if result.codes or result.candidates:
             self.scene.hold(frame.t)
+        if steer is not None:
+            steer(frame, result, active or bool(result.codes or result.candidates))
         decisions = self.presenter.on_frame(frame.t, result)
         for d in decisions:
             self._act(d)
@@ -131,7 +139,11 @@ class Station:
     def _checkin(self, d: Decision) -> None:
         flags = self.flags(d)
         try:
-            row = self.outbox.put(checkin_body(d.read, flags=flags))
+            # read_at: when the camera took the frame (monotonic seconds), not when the decoder
+            # finished with it; a frame time off the monotonic clock (a test's) is read as now
+            age = time.monotonic() - self._frame_t
+            at = time.time() - age if 0.0 <= age <= 10.0 else None
+            row = self.outbox.put(checkin_body(d.read, flags=flags, at=at))
         except OutboxError as exc:  # full, disk full, locked, unwritable: said in one line
             self._refuse(d, str(exc))
             return
@@ -261,6 +273,7 @@ class Station:
     def run(self, source=None) -> None:
         """The daemon loop, until stop(). `source` overrides the configured camera (benchmarks)."""
         source = source or open_source(self.cfg.camera, demo_frames=str(DEMO_FRAMES))
+        self.source = source
         self.grabber = Grabber(source).start()
         for out in self.outputs:
             out.writer.start()
@@ -321,6 +334,10 @@ class Station:
     def status(self) -> runstate.DaemonStatus:
         """What `scanner-agent status` shows about the running daemon: each component says its own."""
         camera = self.grabber.camera_status() if self.grabber else {"fault": None, "frames": 0, "finished": False}
+        if self.camera_view is not None:
+            camera.update(self.camera_view.as_dict())
+        if hasattr(self.source, "control_status"):
+            camera.update(self.source.control_status())
         return runstate.DaemonStatus(
             pid=os.getpid(), version=__version__, station=self.cfg.station.id, started_at=self.started_at,
             updated_at=time.time(), camera={"source": self.cfg.camera.source, **camera},
@@ -350,7 +367,8 @@ class Station:
 
         if self.last_view is None:
             raise RuntimeError("no frame from the camera yet")
-        return encode(*self.last_view)
+        gray, codes, reason, view = self.last_view
+        return encode(gray, codes, reason, view)
 
     def shutdown(self) -> None:
         notify("STOPPING=1")

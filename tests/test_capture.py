@@ -128,7 +128,7 @@ def test_camera_failing_mid_stream_is_reopened():
 class FakePicamera2:
     """Records what we ask of picamera2; returns YUV420 'lores' arrays like the real one."""
 
-    def __init__(self, controls=("FrameRate", "AeMeteringMode", "AeFlickerMode", "AeFlickerPeriod",
+    def __init__(self, controls=("FrameDurationLimits", "AeMeteringMode", "AeFlickerMode", "AeFlickerPeriod",
                                  "AfMode", "AfRange", "ScalerCrop", "ExposureTime", "AnalogueGain", "AeEnable")):
         self.camera_controls = {c: (0, 1, 0) for c in controls}
         self.calls = []
@@ -146,13 +146,25 @@ class FakePicamera2:
     def start(self):
         self.calls.append(("start",))
 
-    def capture_array(self, name):
-        self.calls.append(("capture_array", name))
+    def capture_request(self):
+        calls = self.calls
+        calls.append(("capture_request",))
         w, h = self.calls[0][1]["lores"]["size"]
-        yuv = np.zeros((h * 3 // 2, w), np.uint8)
-        yuv[:h] = 100   # Y plane
-        yuv[h:] = 7     # U and V planes must not leak into the frame
-        return yuv
+
+        class Request:
+            def make_array(self, name):
+                calls.append(("make_array", name))
+                yuv = np.zeros((h * 3 // 2, w), np.uint8)
+                yuv[:h] = 100   # Y plane
+                yuv[h:] = 7     # U and V planes must not leak into the frame
+                return yuv
+
+            def get_metadata(self):
+                return {}
+
+            def release(self):
+                calls.append(("release",))
+        return Request()
 
     def stop(self):
         self.calls.append(("stop",))
@@ -168,8 +180,8 @@ def test_picamera2_lores_y_plane_and_screen_controls():
     frame = src.read()
     src.close()
     names = [c[0] for c in fake.calls]
-    assert names == ["create_video_configuration", "configure", "set_controls", "start", "capture_array",
-                     "stop", "close"]
+    assert names == ["create_video_configuration", "configure", "set_controls", "start", "capture_request",
+                     "make_array", "release", "stop", "close"]
     config = fake.calls[0][1]
     assert config["lores"] == {"size": (1280, 720), "format": "YUV420"}
     assert frame.gray.shape == (720, 1280) and (frame.gray == 100).all()
@@ -177,14 +189,14 @@ def test_picamera2_lores_y_plane_and_screen_controls():
     assert controls["AeMeteringMode"] == 0                 # centre-weighted: the phone, not the room
     assert controls["AeFlickerMode"] == 1 and controls["AeFlickerPeriod"] == 10000  # 50 Hz mains
     assert controls["AfMode"] == 2 and controls["AfRange"] == 1  # continuous AF, macro
-    assert fake.calls[4] == ("capture_array", "lores")
+    assert fake.calls[5] == ("make_array", "lores")
 
 
 def test_picamera2_manual_exposure_crop_and_unsupported_controls():
     cfg = CameraConfig(source="picamera2", exposure_us=8000, analogue_gain=2.0, scaler_crop="100,50,800,600")
-    c = camera_controls(cfg, {k: None for k in ("FrameRate", "AeEnable", "ExposureTime", "AnalogueGain",
+    c = camera_controls(cfg, {k: None for k in ("FrameDurationLimits", "AeEnable", "ExposureTime", "AnalogueGain",
                                                  "ScalerCrop")})
-    assert c == {"FrameRate": 30.0, "AeEnable": False, "ExposureTime": 8000, "AnalogueGain": 2.0,
+    assert c == {"FrameDurationLimits": (33333, 33333), "AeEnable": False, "ExposureTime": 8000, "AnalogueGain": 2.0,
                  "ScalerCrop": (100, 50, 800, 600)}  # no AF controls on a fixed-focus module
 
 

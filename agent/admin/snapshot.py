@@ -28,7 +28,7 @@ def from_camera(cfg: Config) -> bytes:
     if frame is None:
         raise RuntimeError("the camera gave no frame")
     result = decode(frame.gray)
-    return encode(frame.gray, result.codes, result.guidance)
+    return encode(frame.gray, result.codes, result.guidance, frame.view)
 
 
 def take(cfg: Config, out: Path) -> str:

@@ -114,6 +114,16 @@ def level(s: dict[str, Any]) -> tuple[int, list[str]]:
     if not s.get("clock_synced"):
         warnings.append("clock not synchronised")
     return (WARNING, warnings) if warnings else (OK, [])
+def _view(cam: dict) -> str:
+    """The crop and exposure the camera is using (picamera2), as IT reads them."""
+    crop = cam.get("crop")
+    if not (isinstance(crop, list) and len(crop) == 4):
+        return ""
+    x, y, w, h = crop
+    text = f"; crop {w}x{h}+{x}+{y}, exposure {cam.get('exposure_us')} us, gain {cam.get('gain')}"
+    if cam.get("control") == "auto":
+        text += f" (auto: {cam.get('state')})"
+    return text
 
 
 def _age(seconds: float | None) -> str:
@@ -144,7 +154,7 @@ def render(s: dict[str, Any]) -> str:
         f"station      {s['station']} (scanner-agent {s['version']})",
         f"service      {s['service']}; daemon {daemon}",
         f"camera       {cam.get('source')}" + (f" FAULT: {cam['fault']}" if cam.get("fault") else
-                                              (" ok" if s["daemon"] == "running" else "")),
+                                              (" ok" if s["daemon"] == "running" else "")) + _view(cam),
         f"broker       {broker}",
         f"queue        {ob.get('queue_depth')} undelivered; oldest {_age(ob.get('oldest_undelivered_age_s'))}"
         + (f" ({ob['error']})" if ob.get("error") else ""),

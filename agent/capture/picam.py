@@ -3,15 +3,33 @@
 Configured for an emissive phone screen a hand's length away: the decoder reads the Y plane of
 a `lores` YUV420 stream; exposure is metered on the centre (where the phone is) or set by hand,
 not on the bright room; anti-flicker for 50 Hz mains lighting; continuous autofocus in the
-macro range on Camera Module 3.
+macro range on Camera Module 3. The frame rate is set the documented way, FrameDurationLimits
+(picamera2's `FrameRate` is not among `camera_controls`).
+
+With `[camera] control = "auto"` the camera runs in its full-resolution sensor mode (the most
+pixels at a frame rate the decoder can use) and the closed loop of agent/capture/steer.py sets
+ScalerCrop, ExposureTime and AnalogueGain from what the decoder located; every frame carries the
+crop and exposure of its own metadata. Only documented picamera2 calls are used (the virtual
+camera in agent/sim/vcam raises on any other).
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import logging
+
+import numpy as np
+
 from agent.capture.source import Frame, SourceError, now
+from agent.capture.steer import CaptureLoop, View
 from agent.config import CameraConfig
+
+log = logging.getLogger(__name__)
+
+#: "auto" takes the sensor mode with the most pixels that still gives this many frames a second
+#: (the decoder reads 10-15 frames a second on a Pi 4)
+MIN_AUTO_FPS = 10.0
 
 # libcamera control enum values (libcamera.controls), as plain ints so this module imports
 # without libcamera.
@@ -35,7 +53,8 @@ def _default_factory() -> Any:
 
 def camera_controls(cfg: CameraConfig, available: dict[str, Any]) -> dict[str, Any]:
     """The controls to set, limited to what this camera supports (`camera_controls`)."""
-    controls: dict[str, Any] = {"FrameRate": float(cfg.fps)}
+    frame_us = int(1_000_000 / cfg.fps)
+    controls: dict[str, Any] = {"FrameDurationLimits": (frame_us, frame_us)}
     if cfg.exposure_us > 0:
         controls.update(AeEnable=False, ExposureTime=int(cfg.exposure_us),
                         AnalogueGain=float(cfg.analogue_gain or 1.0))
@@ -51,22 +70,39 @@ def camera_controls(cfg: CameraConfig, available: dict[str, Any]) -> dict[str, A
     return {k: v for k, v in controls.items() if k in available}
 
 
+def auto_mode(sensor_modes: list[dict]) -> dict | None:
+    """The sensor mode with the most pixels at MIN_AUTO_FPS or more (None: let picamera2 choose)."""
+    usable = [m for m in sensor_modes if float(m.get("fps", 0)) >= MIN_AUTO_FPS and "size" in m]
+    return max(usable, key=lambda m: m["size"][0] * m["size"][1], default=None)
+
+
 class Picamera2Source:
     def __init__(self, cfg: CameraConfig, factory: Callable[[], Any] = _default_factory):
         self.cfg, self.factory = cfg, factory
         self.cam: Any = None
         self._i = 0
         self._size = (cfg.width, cfg.height)
+        self.loop: CaptureLoop | None = None
+        self._available: dict[str, Any] = {}
+        self.mode: str = ""
 
     def open(self) -> None:
         cam = self.factory()
         try:
             size = (self.cfg.width - self.cfg.width % 2, self.cfg.height - self.cfg.height % 2)
+            sensor, fps = None, self.cfg.fps
+            mode = auto_mode(list(getattr(cam, "sensor_modes", []) or [])) if self.cfg.control == "auto" else None
+            if mode is not None:
+                sensor = {"output_size": tuple(mode["size"]), "bit_depth": mode.get("bit_depth", 10)}
+                fps = min(fps, float(mode["fps"]))
             config = cam.create_video_configuration(main={"size": size},
                                                     lores={"size": size, "format": "YUV420"},
-                                                    buffer_count=4, queue=False)
+                                                    buffer_count=4, queue=False,
+                                                    **({"sensor": sensor} if sensor else {}))
             cam.configure(config)
-            cam.set_controls(camera_controls(self.cfg, dict(getattr(cam, "camera_controls", {}) or {})))
+            self._available = dict(getattr(cam, "camera_controls", {}) or {})
+            cfg = self.cfg if fps == self.cfg.fps else _with_fps(self.cfg, fps)
+            cam.set_controls(camera_controls(cfg, self._available))
             cam.start()
         except Exception as exc:  # noqa: BLE001 - libcamera raises many kinds
             try:
@@ -74,17 +110,57 @@ class Picamera2Source:
             finally:
                 raise SourceError(f"camera start failed: {exc}") from exc
         self.cam, self._size = cam, size
+        self.loop = None
+        if mode is not None and "ScalerCrop" in self._available:
+            array = tuple(cam.camera_properties.get("PixelArraySize", mode["size"]))
+            self.loop = CaptureLoop(array, size, native_bin=max(1, array[0] // mode["size"][0]),
+                                    frame_us=1e6 / fps)
+            self.mode = f"{mode['size'][0]}x{mode['size'][1]} at {fps:g} fps"
+            log.info("camera control auto: sensor mode %s, crop and exposure follow the code", self.mode)
 
     def read(self) -> Frame | None:
         if self.cam is None:
             raise SourceError("camera not open")
         try:
-            yuv = self.cam.capture_array("lores")
+            request = self.cam.capture_request()
+            try:
+                yuv = request.make_array("lores")
+                meta = request.get_metadata()
+            finally:
+                request.release()
         except Exception as exc:  # noqa: BLE001
             raise SourceError(f"capture failed: {exc}") from exc
         w, h = self._size
         self._i += 1
-        return Frame(yuv[:h, :w], now(), self._i)  # Y plane of YUV420: the top h rows
+        t = now()
+        stamp = meta.get("SensorTimestamp")
+        if isinstance(stamp, int) and abs(stamp / 1e9 - t) < 60.0:   # ns, CLOCK_BOOTTIME = MONOTONIC on a Pi
+            t = stamp / 1e9
+        view = None
+        crop = meta.get("ScalerCrop")
+        if crop is not None and len(crop) == 4:
+            view = View(tuple(int(v) for v in crop), (w, h), int(meta.get("ExposureTime", 0)),
+                        float(meta.get("AnalogueGain", 1.0)))
+        return Frame(yuv[:h, :w], t, self._i, view)  # Y plane of YUV420: the top h rows
+
+    def steer(self, frame: Frame, result: Any, active: bool) -> None:
+        """After a decoded (or idle-skipped, result None) frame: the loop's next controls."""
+        if self.loop is None or self.cam is None or frame.view is None:
+            return
+        read = [np.array(c.corners, np.float64) for c in result.codes] if result is not None else []
+        located = [np.asarray(p, np.float64) for p in getattr(result, "unread", [])] if result is not None else []
+        controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view, read,
+                                    located, active and result is not None)
+        controls = {k: v for k, v in controls.items() if k in self._available}
+        if controls:
+            try:
+                self.cam.set_controls(controls)
+            except Exception as exc:  # noqa: BLE001 - a refused control must not stop reading
+                log.warning("camera refused controls %s: %s", sorted(controls), exc)
+
+    def control_status(self) -> dict:
+        return {"control": self.cfg.control, "mode": self.mode,
+                "state": self.loop.state if self.loop else "fixed"}
 
     def close(self) -> None:
         if self.cam is not None:
@@ -93,3 +169,8 @@ class Picamera2Source:
                 self.cam.close()
             finally:
                 self.cam = None
+
+
+def _with_fps(cfg: CameraConfig, fps: float) -> CameraConfig:
+    from dataclasses import replace
+    return replace(cfg, fps=fps)

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from agent.capture.steer import View
 from agent.config import CameraConfig
 
 
@@ -23,6 +24,9 @@ class Frame:
     gray: np.ndarray      # uint8, H x W
     t: float              # capture time, time.monotonic() seconds
     index: int = 0
+    #: the crop and exposure it was taken with (picamera2 metadata); None when the source
+    #: cannot say
+    view: View | None = None
 
 
 class FrameSource(Protocol):
@@ -30,6 +34,8 @@ class FrameSource(Protocol):
     def read(self) -> Frame | None:
         """The next frame; None when a finished replay has nothing more (not an error)."""
     def close(self) -> None: ...
+    # optional: `steer(frame, result, active)`, a source that controls its camera from what the
+    # decoder located (agent/capture/steer.py); `control_status()` for status and snapshots
 
 
 def open_source(cfg: CameraConfig, *, demo_frames: str | None = None) -> FrameSource:

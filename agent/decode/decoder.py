@@ -65,6 +65,9 @@ class DecodeResult:
     #: why they were not read (agent.decode.guidance: closer, glare, dim, still, unknown)
     located: list[tuple[Corners, int | None]] = field(default_factory=list)
     guidance: str | None = None
+    #: corners of everything located but not read, fusion tracks included (the capture loop crops
+    #: onto them; agent/capture/steer.py)
+    unread: list[np.ndarray] = field(default_factory=list)
 
 
 def _corners(barcode, inverse: np.ndarray | None = None, scale: float = 1.0) -> np.ndarray:
@@ -454,9 +457,10 @@ class FrameReader:
         self._next = 0
         self._frame = 0
 
-    def read(self, frame: np.ndarray, active: bool = True) -> DecodeResult:
+    def read(self, frame: np.ndarray, active: bool = True, view=None) -> DecodeResult:
         """Decode one frame. `active=False` (a still, empty scene) skips the rotation unless
-        zxing-cpp located something code-like."""
+        zxing-cpp located something code-like. `view` (agent.capture.steer.View): the crop the
+        frame was taken with, so a code is followed across frames of different crops."""
         result = DecodeResult()
         t0 = time.perf_counter()
         gray = as_gray(frame)
@@ -469,7 +473,7 @@ class FrameReader:
         if not result.codes and self.infer_finders and active and self._unread % self.FINDER_EVERY == 1:
             self._infer(cascade)
         if not result.codes and self.fuse:
-            self._fuse(cascade)
+            self._fuse(cascade, view)
         if not result.codes and self.order and (active or cascade.candidates):
             for _ in range(self.per_frame):
                 cascade.run(STRATEGIES[self.order[self._next % len(self.order)]])
@@ -478,6 +482,7 @@ class FrameReader:
                     break
         cascade.explain()
         self._unread = 0 if result.codes else self._unread + 1
+        result.unread = cascade.unread() + [pts for pts, _, _ in cascade.grids if not result.codes]
         if result.codes:
             self.reset()
         self.tracks = [t for t in self.tracks if self._frame - t.last <= self.TRACK_FRAMES]
@@ -498,9 +503,10 @@ class FrameReader:
                 return
             cascade.grids.append((pts, sampled, {}))
 
-    def _fuse(self, cascade: "Cascade") -> None:
+    def _fuse(self, cascade: "Cascade", view=None) -> None:
         for pts, sampled, extra in cascade.grids:
-            centre, size = pts.mean(0), _size(pts)
+            common = view.to_array(pts) if view is not None else pts   # where the sensor saw it
+            centre, size = common.mean(0), _size(common)
             track = next((t for t in self.tracks if t.fused.version == sampled.version
                           and np.linalg.norm(t.centre - centre) < max(size, t.size) / 2), None)
             if track is None:

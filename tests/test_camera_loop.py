@@ -1,0 +1,236 @@
+"""The closed capture loop (agent/capture/steer.py) on the virtual Raspberry Pi camera
+(agent/sim/vcam/picamera2): agent/capture/picam.py runs unchanged against it, frames on a simulated
+clock (one frame duration per capture, no sleeping). Rendering a frame costs about 40 ms, so the
+tests that run whole presentations are marked slow."""
+
+from __future__ import annotations
+
+import importlib
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.capture.picam import Picamera2Source
+from agent.config import CameraConfig
+from agent.decode import FrameReader
+from agent.sim import camera as phys
+from agent.sim.payloads import bhyt
+
+VCAM = str(Path(__file__).resolve().parents[1] / "agent" / "sim" / "vcam")
+
+
+@pytest.fixture
+def vcam(monkeypatch):
+    monkeypatch.syspath_prepend(VCAM)
+    sys.modules.pop("picamera2", None)
+    mod = importlib.import_module("picamera2")
+    assert mod.__file__.startswith(VCAM)
+    monkeypatch.setattr(mod, "CLOCK", "virtual")
+    yield mod
+    sys.modules.pop("picamera2", None)
+
+
+def phone(seed: int = 1, level: str = "medium", start: float = 0.1, duration: float = 4.0, **fixed) -> phys.Phone:
+    ph = phys.Phone(bhyt(random.Random(seed)), start, duration, level, seed)
+    for k, v in fixed.items():
+        setattr(ph, k, v)
+    if "white_nits" in fixed or "dark" in fixed:   # the screen's luminance follows
+        ph._pyramid = [(np.where(ph.content < 0, phys.BEZEL_NITS, ph.content * ph.white_nits
+                                 + phys.AMBIENT_GLASS_NITS)).astype(np.float32)]
+    return ph
+
+
+def run(vcam, phones, control: str, seconds: float, fps: float = 30, stop_on_read: bool = False):
+    """Frames of the virtual camera through the product's source, decoder and loop."""
+    vcam.SCENE = vcam.Scene(phones)
+    src = Picamera2Source(CameraConfig(source="picamera2", control=control, fps=fps), factory=vcam.Picamera2)
+    src.open()
+    reader = FrameReader()
+    out = []
+    try:
+        while True:
+            f = src.read()
+            t = f.t - vcam._EPOCH[0]
+            if t > seconds:
+                break
+            res = reader.read(f.gray, view=f.view)
+            src.steer(f, res, True)
+            out.append((t, f, res))
+            if stop_on_read and res.codes:
+                break
+    finally:
+        src.close()
+    return src, out
+
+
+def first_read(out, text: str) -> float | None:
+    return next((t for t, _, res in out if any(c.text == text for c in res.codes)), None)
+
+
+@pytest.mark.slow
+def test_crop_converges_on_an_off_centre_code_and_follows_it(vcam):
+    ph = phone(3, centre_px=np.array([3500.0, 1900.0]), distance=0.3,       # far, bottom right
+               drift=[(0.4, 0.0, 1.0, 20.0)])                               # an arm swaying 2 cm
+    src, out = run(vcam, [ph], "auto", 2.5)
+    assert src.mode.startswith("4608x2592")          # the mode with the most pixels
+    crops = [(t, f.view.crop) for t, f, _ in out]
+    assert crops[0][1] == (0, 0, 4608, 2592)
+    late = [(t, c) for t, c in crops if t > 0.8]
+    assert late and all(c[2] < 4608 / 2 for _, c in late)        # zoomed at least 2x
+    inside = 0
+    for t, (x, y, w, h) in late:
+        box = ph.code_box(t)                                      # the code's true corners
+        inside += bool(box[:, 0].min() >= x and box[:, 0].max() <= x + w and
+                       box[:, 1].min() >= y and box[:, 1].max() <= y + h)
+    assert inside >= 0.9 * len(late)                              # the crop follows the hand
+    assert len({c for _, c in late}) > 1                          # re-aimed as it moved
+    assert first_read(out, ph.text) is not None
+
+
+def test_exposure_lands_two_or_three_frames_later(vcam):
+    vcam.SCENE = vcam.Scene([])
+    cam = vcam.Picamera2()
+    cam.configure(cam.create_video_configuration(lores={"size": (640, 360), "format": "YUV420"}))
+    cam.set_controls({"AeEnable": False, "ExposureTime": 5000, "AnalogueGain": 1.0})
+    cam.start()
+    lands = []
+    for _ in range(8):
+        before = cam.capture_request().get_metadata()
+        assert before["ExposureTime"] in (5000, 9000, 13000)
+        new = 9000 if before["ExposureTime"] != 9000 else 13000
+        cam.set_controls({"ExposureTime": new})
+        for k in range(1, 6):
+            meta = cam.capture_request().get_metadata()
+            if meta["ExposureTime"] == new:
+                lands.append(k)
+                break
+    assert set(lands) <= {2, 3} and len(lands) == 8
+
+
+@pytest.mark.slow
+def test_exposure_loop_settles_without_oscillating(vcam):
+    ph = phone(5, glare=[], tilt_rate=0.0)
+    src, out = run(vcam, [ph], "auto", 3.0)
+    products = [f.view.exposure_us * f.view.gain for t, f, _ in out if t > 0.6]
+    changes = sum(abs(np.log(b / a)) > 0.05 for a, b in zip(products, products[1:]))
+    assert changes <= 3
+    # the screen's white ends near the target, not clipped, not dim
+    t, f, res = out[-1]
+    box = ph.code_box(t)
+    view = f.view
+    frame_box = (box - view.crop[:2]) / view.scale
+    x0, y0 = frame_box.min(0).astype(int)
+    x1, y1 = frame_box.max(0).astype(int)
+    white = np.percentile(f.gray[y0:y1, x0:x1], 85)
+    assert 170 < white < 245
+
+
+GLARE_MM, GLARE_X = (16.0, 12.0), 12.0
+
+
+def glare_phone() -> phys.Phone:
+    # a lamp's reflection 8x the screen's white over the middle of the code, held still
+    return phone(11, distance=0.22, glare=[(0.0, 0.0, GLARE_MM[0], GLARE_MM[1], GLARE_X)], tilt_rate=0.0, tilt=[0.1, 0.1],
+                 white_nits=200.0)
+
+
+@pytest.mark.slow
+def test_saturating_reflection_reads_through_bracketing_not_fixed(vcam):
+    ph = glare_phone()
+    _, fixed = run(vcam, [ph], "fixed", 2.5)
+    assert first_read(fixed, ph.text) is None
+    ph = glare_phone()
+    src, auto = run(vcam, [ph], "auto", 2.5)
+    assert first_read(auto, ph.text) is not None
+    exposures = {f.view.exposure_us for t, f, _ in auto if t > 0.8}
+    assert max(exposures) / min(exposures) > 3          # short and normal frames alternate
+
+
+def test_dim_screen_reads_with_a_longer_exposure(vcam):
+    ph = phone(7, white_nits=phys.screen_nits(0.1), glare=[], distance=0.2)   # 10% brightness
+    src, out = run(vcam, [ph], "auto", 2.0)
+    read = first_read(out, ph.text)
+    assert read is not None and read < 1.1
+    t, f, _ = next((t, f, r) for t, f, r in out if t >= read)
+    assert f.view.exposure_us > 12000 or f.view.gain > 2
+
+
+@pytest.mark.slow
+def test_back_to_the_whole_field_after_the_phone_leaves_and_idle_stays_there(vcam):
+    ph = phone(3, duration=1.2, centre_px=np.array([1200.0, 900.0]), distance=0.28)
+    src, out = run(vcam, [ph], "auto", 3.0)
+    assert any(f.view.crop != (0, 0, 4608, 2592) for t, f, _ in out if t < 1.3)
+    after = [f.view for t, f, _ in out if t > 1.3 + 0.6 + 0.2]
+    assert after and all(v.crop == (0, 0, 4608, 2592) for v in after)
+    # an idle counter: whole field, auto exposure, nothing commanded
+    src, out = run(vcam, [], "auto", 1.0)
+    assert all(f.view.crop == (0, 0, 4608, 2592) for _, f, _ in out)
+    assert src.loop.crop == (0, 0, 4608, 2592) and src.loop.normal is None
+
+
+def test_fps_is_set_through_frame_duration_limits(vcam):
+    vcam.SCENE = vcam.Scene([])
+    src = Picamera2Source(CameraConfig(source="picamera2", fps=20), factory=vcam.Picamera2)
+    src.open()
+    try:
+        meta = src.cam.capture_request().get_metadata()
+        assert meta["FrameDuration"] == 50_000                 # not the default 30 fps
+        assert src.cam.mode.size == (2304, 1296)              # "fixed": picamera2's choice for 1280x720
+    finally:
+        src.close()
+
+
+def test_virtual_camera_raises_on_calls_it_does_not_document(vcam):
+    cam = vcam.Picamera2()
+    with pytest.raises(NotImplementedError):
+        cam.capture_file("x.jpg")
+    with pytest.raises(RuntimeError, match="not advertised"):
+        cam.set_controls({"FrameRate": 30.0})
+
+
+@pytest.mark.slow
+def test_station_shows_crop_and_exposure_and_dates_the_checkin_at_capture(vcam, tmp_path):
+    from datetime import datetime
+    import time
+
+    from agent.config import Config
+    from agent.feedback import Feedback, NoOutput
+    from agent.station import Station
+
+    cfg = Config()
+    cfg.station.state_dir = str(tmp_path / "state")
+    cfg.feedback.backend = "none"
+    cfg.camera.source, cfg.camera.control = "picamera2", "auto"
+    station = Station(cfg, feedback=Feedback(NoOutput()))
+    ph = phone(4, centre_px=np.array([1500.0, 1000.0]), distance=0.25)
+    vcam.SCENE = vcam.Scene([ph])
+    src = Picamera2Source(cfg.camera, factory=vcam.Picamera2)
+    station.source = src
+    src.open()
+    try:
+        checked_in_from = None
+        for _ in range(45):
+            f = src.read()
+            if station.step(f) and station.counters.checkins and checked_in_from is None:
+                checked_in_from = time.time() - (time.monotonic() - f.t)   # the frame's wall time
+    finally:
+        src.close()
+    camera = station.status().camera
+    assert camera["control"] == "auto" and camera["crop"] != [0, 0, 4608, 2592]
+    assert camera["exposure_us"] > 0 and camera["gain"] >= 1.0 and camera["state"]
+    assert station.snapshot()[:2] == b"\xff\xd8"
+    row = station.outbox.recent(1)[0]
+    assert checked_in_from is not None
+    assert abs(datetime.fromisoformat(row.payload["read_at"]).timestamp() - checked_in_from) < 0.05
+    station.outbox.close()
+
+
+def test_status_line_shows_the_crop_and_exposure():
+    from agent.admin.status import _view
+    cam = {"source": "picamera2", "crop": [10, 20, 1280, 720], "exposure_us": 8000, "gain": 1.5,
+           "control": "auto", "state": "following code"}
+    assert _view(cam) == "; crop 1280x720+10+20, exposure 8000 us, gain 1.5 (auto: following code)"
+    assert _view({"source": "v4l2"}) == ""
