@@ -162,6 +162,38 @@ def delete_files(path: Path | str) -> None:
             pass
 
 
+def _on_regular_file(path: Path, act: Callable[[int, os.stat_result], None]) -> None:
+    """Run `act(fd, stat)` on `path` opened without following a link, when it is a regular file
+    with one name (no link, FIFO, device or hard link to a file elsewhere); otherwise nothing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            act(fd, st)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _refuse_links(path: Path) -> None:
+    """The outbox and its -wal/-shm must be regular files: a link there may point anywhere (the
+    service account could have planted it), and SQLite or a root command would act on its target."""
+    for suffix in SIDE_FILES:
+        p = Path(f"{path}{suffix}")
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+            raise OutboxError(f"{p} is {kind}: refusing to open the outbox through it (nothing was "
+                              f"changed); remove it if you did not put it there ('sudo rm {p}')")
+
+
 def unreadable(exc: BaseException) -> dict[str, Any]:
     """What stats() gives when the outbox cannot be read: the figures unknown, and why."""
     return {"queue_depth": None, "oldest_undelivered_age_s": None, "last_checkin_at": None, "error": str(exc)}
@@ -197,6 +229,7 @@ class Outbox:
             except OSError as exc:
                 raise OutboxError(f"cannot create the state directory {self.path.parent}: "
                                   f"{exc.strerror or exc}") from None
+        _refuse_links(self.path)
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -242,32 +275,32 @@ class Outbox:
             self.db = sqlite_utils.Database(conn)
             if not self.admin:
                 self._create()
-                os.chmod(self.path, 0o600)
         except BaseException:
             conn.close()
             raise
-        for suffix in ("-wal", "-shm"):
-            side = Path(f"{self.path}{suffix}")
-            if side.exists() and not self.admin:
-                os.chmod(side, 0o600)
+        if not self.admin:
+            for suffix in SIDE_FILES:
+                _on_regular_file(Path(f"{self.path}{suffix}"), lambda fd, st: os.fchmod(fd, 0o600))
 
     def _match_owner(self) -> None:
         """Run by root (sudo), SQLite may create -wal/-shm owned by root, which the service user then
-        cannot open: give them the outbox's owner."""
-        if os.geteuid() != 0:
+        cannot open: give them the outbox's owner. Read-only commands change nothing; a link or
+        anything but a regular file is never touched (the service account may have planted it),
+        and the owner is changed on a descriptor opened without following links."""
+        if os.geteuid() != 0 or self.readonly:
             return
         try:
-            owner = self.path.stat()
+            owner = os.lstat(self.path)
         except OSError:
             return
+        if not stat.S_ISREG(owner.st_mode):
+            return
+
+        def give(fd: int, st: os.stat_result) -> None:
+            if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
+                os.fchown(fd, owner.st_uid, owner.st_gid)
         for suffix in ("-wal", "-shm"):
-            side = Path(f"{self.path}{suffix}")
-            try:
-                st = side.stat()
-                if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
-                    os.chown(side, owner.st_uid, owner.st_gid)
-            except OSError:
-                pass
+            _on_regular_file(Path(f"{self.path}{suffix}"), give)
 
     def _create(self) -> None:
         events = self.db["events"]
