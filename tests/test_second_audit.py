@@ -89,3 +89,55 @@ def test_card_data_with_control_characters_is_typed_and_sent_with_them_removed(e
     card = {**read.card, "card_number": "AB\t12\n3\r"}
     from agent.outputs.template import render
     assert render("{card_number}{tab}{birth_date}{enter}", card, bhyt) == f"AB123\t{read.card['birth_date']}\n"
+
+
+# --- 7: a damaged outbox is salvaged by content, not by its header --------------------------------
+
+def _damaged_outbox(folder: Path, n: int = 28, delivered: int = 0) -> tuple[Path, list]:
+    """An outbox of `n` green check-ins (the first `delivered` of them delivered), checkpointed,
+    then kept aside as damaged."""
+    from agent.checkin import checkin_body
+    from agent.cards import read_card
+    from agent.sim.demo import BHYT15, CCCD
+
+    src = folder / "src" / "outbox.db"
+    box = Outbox(src, station="counter-old")
+    rows = [box.put(checkin_body(read_card(BHYT15 if i % 2 else CCCD))) for i in range(n)]
+    box.mark_delivered([r.id for r in rows[:delivered]])
+    box.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    box.close()
+    kept = folder / "state" / "outbox.db.corrupt-20261124T080000"
+    kept.parent.mkdir(exist_ok=True)
+    os.replace(src, kept)
+    return kept, rows
+
+
+@pytest.mark.parametrize("how", ["header", "header and page size", "first page"])
+def test_queue_import_salvages_a_damaged_outbox_by_content(tmp_path, how):
+    kept, rows = _damaged_outbox(tmp_path)
+    with open(kept, "r+b") as f:
+        f.write(os.urandom(16) if how == "header" else
+                os.urandom(24) if how == "header and page size" else bytes(4096))
+    conf = config(tmp_path, tmp_path / "state")
+    Outbox(tmp_path / "state" / "outbox.db", station="counter-new").close()   # the fresh live outbox
+    done = cli("queue", "-c", str(conf), "import", str(kept))
+    assert "Traceback" not in done.stderr and "not a JSON object" not in done.stderr, done.stderr
+    assert "28 check-in(s) queued" in done.stdout, done.stdout + done.stderr
+    box = Outbox(tmp_path / "state" / "outbox.db", station="x", admin=True, readonly=True)
+    pending = box.pending(100)
+    box.close()
+    assert [r.id for r in pending] == [r.id for r in rows]
+    assert [r.payload for r in pending] == [r.payload for r in rows]
+
+
+def test_the_daemon_salvages_a_live_outbox_whose_header_is_damaged(tmp_path):
+    kept, rows = _damaged_outbox(tmp_path)
+    live = tmp_path / "state" / "outbox.db"
+    os.replace(kept, live)
+    with open(live, "r+b") as f:
+        f.write(bytes(16))
+    box = Outbox(live, station="counter-old")
+    rec = box.stats()["recovery"]
+    assert rec["saved"] == 28 and rec["lost"] == 0 and rec["kept"] is False, rec
+    assert [r.id for r in box.pending(100)] == [r.id for r in rows]
+    box.close()

@@ -17,9 +17,7 @@ from agent.cards import mask_name
 from agent.cards.sanitize import one_line
 from agent.mqtt.schemas import errors as schema_errors
 from agent.outbox import Outbox
-from agent.outbox.salvage import salvage
-
-SQLITE_HEADER = b"SQLite format 3\0"
+from agent.outbox.salvage import is_database, salvage
 
 PRIVATE = ("name", "address", "guardian", "birth_date", "card_number", "bhxh_number", "id_number",
            "old_id_number", "management_code", "check_string", "extra")
@@ -82,6 +80,7 @@ class ImportReport:
     rejected: list[str] = field(default_factory=list)   # one line per record not imported, with why
     lost: int | None = 0                  # damaged SQLite file: undelivered rows that could not be read
     source: str = "export"                # "export" (JSON lines) or "damaged outbox" (SQLite)
+    method: str = "read"                  # damaged outbox: "read", "header repaired" or "page scan"
 
 
 def _read_export(path: Path, report: ImportReport) -> list[tuple[str, dict[str, Any], float, int]]:
@@ -107,15 +106,14 @@ def import_file(box: Outbox, path: Path) -> ImportReport:
     """Queue the undelivered check-ins of a `queue export` file, or of an outbox file kept aside as
     damaged, for sending with their original ids and payloads (the hospital deduplicates by id)."""
     report = ImportReport()
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head == SQLITE_HEADER:
+    if is_database(path):        # by content: a damaged header is still an outbox, never JSON lines
         report.source = "damaged outbox"
         found = salvage(path)
         if found.error and not found.rows:
             raise OSError(f"nothing readable in {path}: {found.error}")
         rows = found.for_import()
         report.lost = found.lost
+        report.method = found.method
     else:
         rows = _read_export(path, report)
     report.added, report.already = box.import_rows(rows)
