@@ -141,3 +141,38 @@ def test_the_daemon_salvages_a_live_outbox_whose_header_is_damaged(tmp_path):
     assert rec["saved"] == 28 and rec["lost"] == 0 and rec["kept"] is False, rec
     assert [r.id for r in box.pending(100)] == [r.id for r in rows]
     box.close()
+
+
+# --- 9: queue import of hostile files -----------------------------------------------------------
+
+def test_queue_import_bounds_nesting_and_cleans_names_as_the_card_reader_does(tmp_path):
+    import json
+    from agent.cards import read_card
+    from agent.cards.sanitize import clean_text
+    from agent.checkin import checkin_body
+    from agent.sim.demo import CCCD
+
+    conf, state, _ = _station_of_nobody(tmp_path)
+    other = Outbox(tmp_path / "other" / "outbox.db", station="counter-old")
+    row = other.put(checkin_body(read_card(CCCD)))
+    other.close()
+    hostile = "Nguyễn\x1b[2J\x1b]0;pwned\x07 Văn\x07 \u202eAn\x00\x9b31m"
+    payload = {**row.payload, "card": {**row.payload["card"], "name": hostile, "address": "1\x1b[31m Lê Lợi"}}
+    export = tmp_path / "hostile.jsonl"
+    export.write_text("[" * 5000 + "\n" + '{"a": ' * 5000 + "\n" + '"' + "[" * 200000 + '"\n'
+                      + json.dumps(payload) + "\n")
+    done = cli("queue", "-c", str(conf), "import", str(export))
+    assert "Traceback" not in done.stderr and done.returncode == 1, done.stderr
+    assert "line 1: nested deeper than" in done.stderr and "line 2: nested deeper than" in done.stderr
+    assert "line 3: longer than" in done.stderr
+    assert "1 check-in(s) queued" in done.stdout, done.stdout
+    listed = cli("queue", "-c", str(conf), "list", "--reveal")
+    shown = cli("queue", "-c", str(conf), "show", "--reveal", row.id)
+    for out in (listed.stdout, shown.stdout):
+        assert not any(c in out for c in "\x1b\x07\u202e\x00\x9b"), repr(out)
+    box = Outbox(state / "outbox.db", station="x", admin=True, readonly=True)
+    forwarded = box.get(row.id).payload
+    box.close()
+    assert forwarded["card"]["name"] == clean_text(hostile) == "Nguyễn Văn An"
+    assert forwarded["card"]["address"] == "1 Lê Lợi"
+    assert {k: v for k, v in forwarded.items() if k != "card"} == {k: v for k, v in payload.items() if k != "card"}
