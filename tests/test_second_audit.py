@@ -176,3 +176,39 @@ def test_queue_import_bounds_nesting_and_cleans_names_as_the_card_reader_does(tm
     assert forwarded["card"]["name"] == clean_text(hostile) == "Nguyễn Văn An"
     assert forwarded["card"]["address"] == "1 Lê Lợi"
     assert {k: v for k, v in forwarded.items() if k != "card"} == {k: v for k, v in payload.items() if k != "card"}
+
+
+# --- 10: a damaged file with nothing undelivered left in it is said once, not blinked forever ------
+
+def test_a_kept_damaged_file_with_nothing_undelivered_is_said_once_and_not_a_fault(tmp_path, caplog):
+    import logging
+    from agent.config import Config
+    from agent.feedback import Feedback
+    from agent.feedback.player import NoOutput
+    from agent.station import Station
+
+    kept, rows = _damaged_outbox(tmp_path, n=6, delivered=6)        # every row already delivered
+    pending_kept, pending = _damaged_outbox(tmp_path / "b", n=3)       # three never delivered
+    pending_kept = os.replace(pending_kept, tmp_path / "state" / "outbox.db.corrupt-20261124T090000") or \
+        tmp_path / "state" / "outbox.db.corrupt-20261124T090000"
+    for f in (kept, pending_kept):
+        with open(f, "r+b") as fh:
+            fh.write(bytes(16))                                       # unreadable when it was kept
+    cfg = Config()
+    cfg.station.state_dir = str(tmp_path / "state")
+    cfg.feedback.backend = "none"
+    station = Station(cfg, feedback=Feedback(NoOutput()))
+    try:
+        with caplog.at_level(logging.INFO):
+            for _ in range(3):
+                faults = station.faults(leds=True)
+        assert [f for f in faults if "damaged file" in f] == [
+            f"outbox: damaged file {pending_kept} kept with check-ins that could not all be read; "
+            f"see 'scanner-agent queue import {pending_kept}'"]
+        said = [r.getMessage() for r in caplog.records if str(kept) in r.getMessage()]
+        assert len(said) == 1 and "no undelivered check-in" in said[0], said
+        # once its check-ins are imported, the other one is settled too
+        station.outbox.import_rows([(r.id, r.payload, r.created_at, 0) for r in pending])
+        assert not [f for f in station.faults(leds=True) if "damaged file" in f]
+    finally:
+        station.outbox.close()

@@ -534,8 +534,43 @@ class Outbox:
         return self._guarded(lambda: self.db["events"].count_where("delivered_at IS NULL"))
 
     def damaged_files(self) -> list[Path]:
-        """Outbox files moved aside as damaged and kept because not every row could be salvaged."""
-        return paths.damaged_outboxes(self.path)
+        """Outbox files moved aside as damaged and kept because not every row could be salvaged,
+        less those proven to hold no undelivered check-in that is not already in this outbox
+        (said once in the log, then no longer a fault: an alarm with nothing to do never ends)."""
+        kept = paths.damaged_outboxes(self.path)
+        if self.admin:
+            return kept
+        return [p for p in kept if not self._settled(p)]
+
+    def _settled(self, path: Path) -> bool:
+        """Whether every undelivered check-in the damaged file at `path` can hold is in this outbox
+        (its salvage complete, each id here). The file is read once per version of it."""
+        from agent.outbox.salvage import salvage
+
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        seen = self.__dict__.setdefault("_damaged_seen", {})
+        if key not in seen:
+            found = salvage(path)
+            seen[key] = [found.complete and not found.error, [r.id for r in found.rows], False]
+        entry = seen[key]
+        complete, ids, said = entry
+        if not complete:
+            return False
+        if not said:
+            here = sum(self._guarded(lambda chunk=ids[i:i + 500]: self.db.execute(
+                f"SELECT COUNT(*) FROM events WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchone()[0])
+                for i in range(0, len(ids), 500))
+            if here < len(ids):
+                return False
+            entry[2] = True
+            log.warning("outbox: damaged file %s holds no undelivered check-in that is not already in the "
+                        "outbox (%d read from it, all here): nothing to import; it may be deleted "
+                        "('sudo rm %s*')", path, len(ids), path)
+        return True
 
     def recovery(self) -> dict[str, Any] | None:
         """The last salvage from a damaged file (kept in the outbox, so it survives restarts)."""
