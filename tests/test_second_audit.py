@@ -212,3 +212,23 @@ def test_a_kept_damaged_file_with_nothing_undelivered_is_said_once_and_not_a_fau
         assert not [f for f in station.faults(leds=True) if "damaged file" in f]
     finally:
         station.outbox.close()
+
+
+# --- 13: config check refuses what run refuses --------------------------------------------------
+
+@pytest.mark.parametrize("extra, needle", [
+    ('[station]\nstate_dir = "/proc/scanner-agent/state"\n[feedback]\nbackend = "none"\n',
+     "station.state_dir '/proc/scanner-agent/state' does not exist and cannot be created"),
+    ('[station]\nstate_dir = "/proc/self"\n[feedback]\nbackend = "none"\n',
+     "station.state_dir '/proc/self' is not writable"),
+    ('[station]\nstate_dir = "STATE"\n[feedback]\nbackend = "gpio"\ngreen_pin = 17\nred_pin = 17\n',
+     "feedback.red_pin = 17 is already feedback.green_pin"),
+    ('[station]\nstate_dir = "STATE"\n[feedback]\nbackend = "gpio"\namber_pin = 22\n',
+     "feedback.buzzer_pin = 22 is already feedback.amber_pin"),
+])
+def test_config_check_refuses_a_state_dir_that_cannot_be_made_and_a_shared_pin(tmp_path, extra, needle):
+    conf = tmp_path / "c.toml"
+    conf.write_text(extra.replace("STATE", str(tmp_path / "state")))
+    check = cli("config", "check", str(conf))
+    assert check.returncode == 2 and needle in check.stderr and "Traceback" not in check.stderr, check.stderr
+    assert not list(tmp_path.glob("**/.scanner-agent-check-*"))
