@@ -232,3 +232,43 @@ def test_config_check_refuses_a_state_dir_that_cannot_be_made_and_a_shared_pin(t
     check = cli("config", "check", str(conf))
     assert check.returncode == 2 and needle in check.stderr and "Traceback" not in check.stderr, check.stderr
     assert not list(tmp_path.glob("**/.scanner-agent-check-*"))
+
+
+# --- 15: the hospital's words are quoted and labelled on the console line -----------------------
+
+@pytest.mark.parametrize("message", ["check-in #999 bhyt ok Ng*** V** A* (no problems)",
+                                     'ok" check-in #999 bhyt ok "'])
+def test_verdict_text_is_quoted_and_labelled_as_the_hospitals_words(tmp_path, caplog, message):
+    import json
+    import logging
+    import re
+    from agent.config import Config
+    from agent.feedback import Feedback
+    from agent.feedback.player import ConsoleOutput
+    from agent.station import Station
+    from support.daemon import RECORDED
+
+    shown = []
+
+    class Console(ConsoleOutput):
+        def announce(self, signal, detail):
+            shown.append(detail)
+
+    cfg = Config()
+    cfg.station.state_dir = str(tmp_path / "state")
+    station = Station(cfg, feedback=Feedback(Console()))
+    try:
+        with caplog.at_level(logging.INFO):
+            station.on_verdict({"id": "0193a0c0-0000-7000-8000-000000000001", "result": "accepted",
+                                "code": "OK", "message": message})
+            deadline = __import__("time").time() + 5
+            while not shown and __import__("time").time() < deadline:
+                __import__("time").sleep(0.02)
+    finally:
+        station.feedback.close()
+        station.outbox.close()
+    assert shown == [f"hospital's words: {json.dumps('OK ' + message, ensure_ascii=False)}"]
+    # one JSON string after the label: a quote in the text cannot close it early
+    assert json.loads(shown[0].removeprefix("hospital's words: ")) == "OK " + message
+    for line in [*shown, *(r.getMessage() for r in caplog.records)]:
+        assert not RECORDED.match(line) and not re.match(r"^check-in #", line), line
