@@ -162,17 +162,20 @@ def delete_files(path: Path | str) -> None:
             pass
 
 
-def _on_regular_file(path: Path, act: Callable[[int, os.stat_result], None]) -> None:
-    """Run `act(fd, stat)` on `path` opened without following a link, when it is a regular file
-    with one name (no link, FIFO, device or hard link to a file elsewhere); otherwise nothing."""
+def _on_regular_file(path: Path, act: Callable[[str, os.stat_result], None]) -> None:
+    """Run `act(fd_path, stat)` on `path` when it is a regular file with one name (no link, FIFO,
+    device or hard link to a file elsewhere); otherwise nothing. The file is pinned with an O_PATH
+    descriptor opened without following links, and acted on through /proc/self/fd (which names
+    that very file): an O_PATH descriptor, unlike a normal one, does not drop SQLite's POSIX locks
+    on the file when it is closed."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return
     try:
         st = os.fstat(fd)
         if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
-            act(fd, st)
+            act(f"/proc/self/fd/{fd}", st)
     except OSError:
         pass
     finally:
@@ -280,13 +283,13 @@ class Outbox:
             raise
         if not self.admin:
             for suffix in SIDE_FILES:
-                _on_regular_file(Path(f"{self.path}{suffix}"), lambda fd, st: os.fchmod(fd, 0o600))
+                _on_regular_file(Path(f"{self.path}{suffix}"), lambda at, st: os.chmod(at, 0o600))
 
     def _match_owner(self) -> None:
         """Run by root (sudo), SQLite may create -wal/-shm owned by root, which the service user then
         cannot open: give them the outbox's owner. Read-only commands change nothing; a link or
         anything but a regular file is never touched (the service account may have planted it),
-        and the owner is changed on a descriptor opened without following links."""
+        and the owner is changed on the file pinned by a descriptor opened without following links."""
         if os.geteuid() != 0 or self.readonly:
             return
         try:
@@ -296,9 +299,9 @@ class Outbox:
         if not stat.S_ISREG(owner.st_mode):
             return
 
-        def give(fd: int, st: os.stat_result) -> None:
+        def give(at: str, st: os.stat_result) -> None:
             if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
-                os.fchown(fd, owner.st_uid, owner.st_gid)
+                os.chown(at, owner.st_uid, owner.st_gid)
         for suffix in ("-wal", "-shm"):
             _on_regular_file(Path(f"{self.path}{suffix}"), give)
 
