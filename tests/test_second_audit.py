@@ -330,3 +330,15 @@ def test_the_gadget_script_needs_no_capability(tmp_path):
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
     assert "removed" in done.stdout
+
+
+def test_a_binary_file_with_check_in_lookalikes_queues_only_real_check_ins(tmp_path):
+    import json
+    conf, state, _ = _station_of_nobody(tmp_path)
+    fake = {"schema": "1.0", "id": "0193a0c0-0000-7000-8000-0000000000aa", "seq": 1, "station": "x",
+            "kind": "cccd", "verdict": "ok", "card": {"name": "no read_at, no problems"}}
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\0" * 100 + json.dumps(fake).encode() + b"\0" * 3000 + b'{"schema":' + b"[" * 5000)
+    done = cli("queue", "-c", str(conf), "import", str(junk))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "0 check-in(s) queued" in done.stdout and "not a check-in" in done.stderr, done.stdout + done.stderr

@@ -162,7 +162,12 @@ def import_file(box: Outbox, path: Path) -> ImportReport:
         found = salvage(path)
         if found.error and not found.rows:
             raise OSError(f"nothing readable in {path}: {found.error}")
-        rows = found.for_import()
+        rows = []
+        for row in found.for_import():      # a damaged file, or anyone's file with a NUL in it
+            if problems := schema_errors("checkin", row[1]):
+                report.rejected.append(f"record {one_line(row[0], 40)}: not a check-in: {one_line(problems[0], 160)}")
+            else:
+                rows.append(row)
         report.lost = found.lost
         report.method = found.method
     else:

@@ -28,7 +28,7 @@ from typing import Any
 HEADER = b"SQLite format 3\0"
 #: the most of a damaged file read into memory to repair it (an outbox at its 50 000-event limit is
 #: well under this); a larger file is only read by SQLite directly
-MAX_REPAIR_BYTES = 1 << 30
+MAX_REPAIR_BYTES = 256 << 20
 _BTREE_FLAGS = {2, 5, 10, 13}      # the first byte of every b-tree page
 _PAGE_SIZES = [1 << n for n in range(9, 17)]
 CHUNK = 256
