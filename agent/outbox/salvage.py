@@ -2,7 +2,7 @@
 
 Used when SQLite has proven a live outbox damaged (it is moved aside, a fresh one started and the
 rows read here go into it with their original ids and payloads: the hospital deduplicates by id),
-and by `scanner-agent queue import` on a file kept aside. It only reads the file.
+and by `scanner-agent queue import` on a file kept aside. It only reads the file (read-only).
 
 How much is missing is counted, not guessed: the `(delivered_at, seq)` index lists every
 undelivered row on pages of its own, so a row whose table page is gone is still counted as lost.
@@ -190,7 +190,7 @@ def scan_pages(data: bytes | bytearray) -> list[SalvagedRow]:
 def salvage(path: Path | str) -> Salvage:
     """Read what can be read of the outbox at `path` (a copy kept aside): directly; else with its
     header rebuilt in memory; else by a page scan for check-ins."""
-    out = _salvage(lambda: sqlite3.connect(path, timeout=5))
+    out = _salvage(lambda: sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, timeout=5))
     if out.rows or out.expected is not None or not out.error:
         return out
     try:
