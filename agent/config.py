@@ -109,7 +109,7 @@ class MqttConfig:
 class KeyboardOutputConfig:
     enabled: bool = _f(False, doc="type each check-in on the counter PC as a USB keyboard (USB gadget)")
     device: str = _f("/dev/hidg0")
-    template_bhyt: str = _f("{raw}{enter}", doc="what is typed for a BHYT card; {raw} is the exact QR text")
+    template_bhyt: str = _f("{raw}{enter}", doc="what is typed for a BHYT card; {raw} is the QR text, control characters removed")
     template_cccd: str = _f("{id_number}{enter}", doc="what is typed for a CCCD")
     prefix: str = _f("")
     suffix: str = _f("")
