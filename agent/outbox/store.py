@@ -224,6 +224,7 @@ class Outbox:
         self.admin, self.readonly = admin or readonly, readonly
         self._lock = threading.RLock()
         self.recovered_from: Path | None = None
+        self._damaged_seen: dict[tuple, list] = {}   # kept damaged file version -> [complete, ids, said]
         if self.admin and not self.path.exists():
             raise OutboxError(f"no outbox at {self.path} (is state_dir right, and has the station run?)")
         if not self.admin:
@@ -555,7 +556,7 @@ class Outbox:
         except OSError:
             return False
         key = (str(path), st.st_size, st.st_mtime_ns)
-        seen = self.__dict__.setdefault("_damaged_seen", {})
+        seen = self._damaged_seen
         if key not in seen:
             found = salvage(path)
             seen[key] = [found.complete and not found.error, [r.id for r in found.rows], False]
