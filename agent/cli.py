@@ -294,7 +294,10 @@ def _queue_import(args: argparse.Namespace, box) -> int:
         print(f"{path}: ... and {len(report.rejected) - 20} more not imported", file=sys.stderr)
     lost = "" if report.lost == 0 else (f"; {'an unknown number' if report.lost is None else report.lost} "
                                         "undelivered check-in(s) in it could not be read")
-    print(f"{report.added} check-in(s) queued for sending from {path} ({report.source}), "
+    how = {"read": "", "header repaired": ", its damaged header rebuilt in memory",
+           "page scan": ", found by a page scan: delivered or not cannot be told, the hospital "
+                        "deduplicates by id"}[report.method]
+    print(f"{report.added} check-in(s) queued for sending from {path} ({report.source}{how}), "
           f"{report.already} already queued here, {len(report.rejected)} not imported{lost}; "
           f"{box.depth()} undelivered in all")
     if args.delete_after and not report.rejected:

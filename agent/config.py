@@ -11,6 +11,7 @@ import functools
 import math
 import os
 import re
+import tempfile
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -123,7 +124,7 @@ class MqttConfig:
 class KeyboardOutputConfig:
     enabled: bool = _f(False, doc="type each check-in on the counter PC as a USB keyboard (USB gadget)")
     device: str = _f("/dev/hidg0")
-    template_bhyt: str = _f("{raw}{enter}", doc="what is typed for a BHYT card; {raw} is the exact QR text")
+    template_bhyt: str = _f("{raw}{enter}", doc="what is typed for a BHYT card; {raw} is the QR text, control characters removed")
     template_cccd: str = _f("{id_number}{enter}", doc="what is typed for a CCCD")
     prefix: str = _f("")
     suffix: str = _f("")
@@ -316,6 +317,13 @@ def parse_config(text: str, path: Path | str = "<config>", *, station: bool = Tr
         errors.append(f"{where.get('camera.source', where.get('camera', 0))}: {problem}")
     errors += [f"{where.get(key, 0)}: {message}" for key, message in _output_problems(cfg)]
     errors += [f"{where.get(key, 0)}: {message}" for key, message in _counter_fact_problems(cfg)]
+    pins: dict[int, str] = {}
+    for key in ("green_pin", "red_pin", "amber_pin", "buzzer_pin"):
+        pin = getattr(cfg.feedback, key)
+        if pin >= 0 and pin in pins:
+            errors.append(f"{where.get(f'feedback.{key}', 0)}: feedback.{key} = {pin} is already "
+                          f"feedback.{pins[pin]}: each LED and the buzzer needs a pin of its own")
+        pins.setdefault(pin, key)
     if station and (problem := dir_problem(cfg.station.state_dir)):
         errors.append(f"{where.get('station.state_dir', 0)}: station.state_dir {problem}")
     if errors:
@@ -411,22 +419,33 @@ def _file_problem(name: str) -> str | None:
 
 
 def dir_problem(name: str) -> str | None:
-    """Why the directory `name` cannot be used or created by this user, or None."""
+    """Why the directory `name` cannot be used or created by this user, or None. Tried, not
+    guessed from mode bits (root passes every access() check, yet nothing can be made under /proc
+    or on a read-only mount): a temporary folder is made in it, or in its nearest existing
+    ancestor, and removed at once."""
     if not name:
         return "must not be empty"
     p = Path(name)
     if p.exists():
         if not p.is_dir():
             return f"{name!r} exists and is not a directory"
-        if not os.access(p, os.W_OK | os.X_OK):
+        if not os.access(p, os.W_OK | os.X_OK) or not _can_make_in(p):
             return f"{name!r} is not writable by this user"
         return None
     parent = p.absolute().parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        return f"{name!r} does not exist and cannot be created ({parent} is not writable by this user)"
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK) or not _can_make_in(parent):
+        return f"{name!r} does not exist and cannot be created (nothing can be made in {parent} by this user)"
     return None
+
+
+def _can_make_in(folder: Path) -> bool:
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".scanner-agent-check-", dir=folder))
+        return True
+    except OSError:
+        return False
 
 
 def load_config(path: Path | str, *, station: bool = True) -> Config:

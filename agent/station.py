@@ -6,6 +6,7 @@ drive it directly); `Station.run()` is the daemon loop around it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -229,11 +230,15 @@ class Station:
         """The hospital answered a check-in (called on the MQTT thread, once per check-in id, with
         every text field already cleaned)."""
         accepted = verdict["result"] == "accepted"
+        words = f"{verdict.get('code', '')} {verdict.get('message', '')}".strip()
+        # the hospital's text is quoted and labelled (one JSON string, so a quote inside cannot end
+        # it): "check-in #999 ..." in a verdict must not read as the station's own check-in line
         self.feedback.signal(Signal.VERDICT_ACCEPTED if accepted else Signal.VERDICT_REJECTED,
-                             f"{verdict.get('code', '')} {verdict.get('message', '')}".strip())
+                             f"hospital's words: {json.dumps(words, ensure_ascii=False)}" if words else "")
         if not accepted:
             self._say(Signal.VERDICT_REJECTED)
-        log.info("hospital verdict for %s: %s %s", verdict["id"], verdict["result"], verdict.get("code", ""))
+        log.info("hospital verdict for %s: %s, code %s", verdict["id"], verdict["result"],
+                 json.dumps(verdict.get("code", ""), ensure_ascii=False))
 
     def workers(self) -> list:
         """Every background worker of the running station (each supervised, see agent.worker)."""

@@ -14,12 +14,15 @@ from typing import Any
 
 from agent.admin.files import write_private
 from agent.cards import mask_name
-from agent.cards.sanitize import one_line
+from agent.cards.sanitize import clean_text, one_line
 from agent.mqtt.schemas import errors as schema_errors
 from agent.outbox import Outbox
-from agent.outbox.salvage import salvage
+from agent.outbox.salvage import is_database, salvage
 
-SQLITE_HEADER = b"SQLite format 3\0"
+#: a check-in is a few kilobytes, three levels deep: an import line beyond these is not one, and
+#: is refused before it is parsed (a deeply nested line would exhaust the parser's recursion)
+MAX_LINE_BYTES = 1 << 16
+MAX_DEPTH = 16
 
 PRIVATE = ("name", "address", "guardian", "birth_date", "card_number", "bhxh_number", "id_number",
            "old_id_number", "management_code", "check_string", "extra")
@@ -55,10 +58,11 @@ def list_rows(box: Outbox, *, limit: int, undelivered_only: bool, reveal: bool, 
     rows = box.pending(limit) if undelivered_only else box.recent(limit)
     lines = [f"{'seq':>6}  {'stored':19}  {'state':22}  {'kind':4}  {'verdict':13}  name"]
     for r in rows:
-        name = r.payload.get("card", {}).get("name")
+        card = r.payload.get("card")
+        name = clean_text(str(card.get("name") or "")) if isinstance(card, dict) else None
         lines.append(f"{r.seq:>6}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.created_at))}  "
-                     f"{row_state(r, receipts):22}  {r.payload.get('kind', '?'):4}  "
-                     f"{r.payload.get('verdict', '?'):13}  {name if reveal else mask_name(name)}  {r.id}")
+                     f"{row_state(r, receipts):22}  {one_line(r.payload.get('kind', '?'), 20):4}  "
+                     f"{one_line(r.payload.get('verdict', '?'), 20):13}  {name if reveal else mask_name(name)}  {r.id}")
     return lines
 
 
@@ -67,7 +71,7 @@ def show(box: Outbox, event_id: str, reveal: bool) -> dict[str, Any] | None:
     if row is None:
         return None
     return {"id": row.id, "seq": row.seq, "stored_at": row.created_at, "delivered_at": row.delivered_at,
-            "attempts": row.attempts, "payload": row.payload if reveal else masked(row.payload)}
+            "attempts": row.attempts, "payload": cleaned(row.payload) if reveal else masked(row.payload)}
 
 
 def export(box: Outbox, path: Path, state_dir: Path | None = None) -> int:
@@ -91,13 +95,59 @@ class ImportReport:
     rejected: list[str] = field(default_factory=list)   # one line per record not imported, with why
     lost: int | None = 0                  # damaged SQLite file: undelivered rows that could not be read
     source: str = "export"                # "export" (JSON lines) or "damaged outbox" (SQLite)
+    method: str = "read"                  # damaged outbox: "read", "header repaired" or "page scan"
+
+
+def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether JSON text nests arrays/objects deeper than `limit` (brackets inside strings do not count)."""
+    depth, in_string, escaped = 0, False, False
+    for b in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:           # backslash
+                escaped = True
+            elif b == 0x22:
+                in_string = False
+        elif b == 0x22:
+            in_string = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def cleaned(value: Any) -> Any:
+    """Every string of a check-in cleaned as the card reader cleans card fields (no escape sequence,
+    control, bidi or invisible character): a no-op on what a station stored, but an imported file
+    is anyone's, and its text is listed on IT's terminal and forwarded to the hospital."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)): cleaned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [cleaned(v) for v in value]
+    return value
 
 
 def _read_export(path: Path, report: ImportReport) -> list[tuple[str, dict[str, Any], float, int]]:
     rows = []
     with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
+        n = 0
+        while raw := f.readline(MAX_LINE_BYTES + 1):
+            n += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while (rest := f.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                    pass
+                report.rejected.append(f"line {n}: longer than {MAX_LINE_BYTES} bytes, not a check-in")
+                continue
             if not raw.strip():
+                continue
+            if too_deep(raw):
+                report.rejected.append(f"line {n}: nested deeper than {MAX_DEPTH} levels, not a check-in")
                 continue
             try:
                 payload = json.loads(raw.decode("utf-8"))
@@ -116,17 +166,22 @@ def import_file(box: Outbox, path: Path) -> ImportReport:
     """Queue the undelivered check-ins of a `queue export` file, or of an outbox file kept aside as
     damaged, for sending with their original ids and payloads (the hospital deduplicates by id)."""
     report = ImportReport()
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head == SQLITE_HEADER:
+    if is_database(path):        # by content: a damaged header is still an outbox, never JSON lines
         report.source = "damaged outbox"
         found = salvage(path)
         if found.error and not found.rows:
             raise OSError(f"nothing readable in {path}: {found.error}")
-        rows = found.for_import()
+        rows = []
+        for row in found.for_import():      # a damaged file, or anyone's file with a NUL in it
+            if problems := schema_errors("checkin", row[1]):
+                report.rejected.append(f"record {one_line(row[0], 40)}: not a check-in: {one_line(problems[0], 160)}")
+            else:
+                rows.append(row)
         report.lost = found.lost
+        report.method = found.method
     else:
         rows = _read_export(path, report)
+    rows = [(event_id, cleaned(payload), created, attempts) for event_id, payload, created, attempts in rows]
     report.added, report.already = box.import_rows(rows)
     return report
 

@@ -162,6 +162,41 @@ def delete_files(path: Path | str) -> None:
             pass
 
 
+def _on_regular_file(path: Path, act: Callable[[str, os.stat_result], None]) -> None:
+    """Run `act(fd_path, stat)` on `path` when it is a regular file with one name (no link, FIFO,
+    device or hard link to a file elsewhere); otherwise nothing. The file is pinned with an O_PATH
+    descriptor opened without following links, and acted on through /proc/self/fd (which names
+    that very file): an O_PATH descriptor, unlike a normal one, does not drop SQLite's POSIX locks
+    on the file when it is closed."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            act(f"/proc/self/fd/{fd}", st)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _refuse_links(path: Path) -> None:
+    """The outbox and its -wal/-shm must be regular files: a link there may point anywhere (the
+    service account could have planted it), and SQLite or a root command would act on its target."""
+    for suffix in SIDE_FILES:
+        p = Path(f"{path}{suffix}")
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+            raise OutboxError(f"{p} is {kind}: refusing to open the outbox through it (nothing was "
+                              f"changed); remove it if you did not put it there ('sudo rm {p}')")
+
+
 def unreadable(exc: BaseException) -> dict[str, Any]:
     """What stats() gives when the outbox cannot be read: the figures unknown, and why."""
     return {"queue_depth": None, "oldest_undelivered_age_s": None, "last_checkin_at": None, "error": str(exc)}
@@ -189,6 +224,7 @@ class Outbox:
         self.admin, self.readonly = admin or readonly, readonly
         self._lock = threading.RLock()
         self.recovered_from: Path | None = None
+        self._damaged_seen: dict[tuple, list] = {}   # kept damaged file version -> [complete, ids, said]
         if self.admin and not self.path.exists():
             raise OutboxError(f"no outbox at {self.path} (is state_dir right, and has the station run?)")
         if not self.admin:
@@ -197,6 +233,7 @@ class Outbox:
             except OSError as exc:
                 raise OutboxError(f"cannot create the state directory {self.path.parent}: "
                                   f"{exc.strerror or exc}") from None
+        _refuse_links(self.path)
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -242,32 +279,32 @@ class Outbox:
             self.db = sqlite_utils.Database(conn)
             if not self.admin:
                 self._create()
-                os.chmod(self.path, 0o600)
         except BaseException:
             conn.close()
             raise
-        for suffix in ("-wal", "-shm"):
-            side = Path(f"{self.path}{suffix}")
-            if side.exists() and not self.admin:
-                os.chmod(side, 0o600)
+        if not self.admin:
+            for suffix in SIDE_FILES:
+                _on_regular_file(Path(f"{self.path}{suffix}"), lambda at, st: os.chmod(at, 0o600))
 
     def _match_owner(self) -> None:
         """Run by root (sudo), SQLite may create -wal/-shm owned by root, which the service user then
-        cannot open: give them the outbox's owner."""
-        if os.geteuid() != 0:
+        cannot open: give them the outbox's owner. Read-only commands change nothing; a link or
+        anything but a regular file is never touched (the service account may have planted it),
+        and the owner is changed on the file pinned by a descriptor opened without following links."""
+        if os.geteuid() != 0 or self.readonly:
             return
         try:
-            owner = self.path.stat()
+            owner = os.lstat(self.path)
         except OSError:
             return
+        if not stat.S_ISREG(owner.st_mode):
+            return
+
+        def give(at: str, st: os.stat_result) -> None:
+            if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
+                os.chown(at, owner.st_uid, owner.st_gid)
         for suffix in ("-wal", "-shm"):
-            side = Path(f"{self.path}{suffix}")
-            try:
-                st = side.stat()
-                if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
-                    os.chown(side, owner.st_uid, owner.st_gid)
-            except OSError:
-                pass
+            _on_regular_file(Path(f"{self.path}{suffix}"), give)
 
     def _create(self) -> None:
         events = self.db["events"]
@@ -511,8 +548,43 @@ class Outbox:
         return self._guarded(lambda: self.db["events"].count_where("delivered_at IS NULL"))
 
     def damaged_files(self) -> list[Path]:
-        """Outbox files moved aside as damaged and kept because not every row could be salvaged."""
-        return paths.damaged_outboxes(self.path)
+        """Outbox files moved aside as damaged and kept because not every row could be salvaged,
+        less those proven to hold no undelivered check-in that is not already in this outbox
+        (said once in the log, then no longer a fault: an alarm with nothing to do never ends)."""
+        kept = paths.damaged_outboxes(self.path)
+        if self.admin:
+            return kept
+        return [p for p in kept if not self._settled(p)]
+
+    def _settled(self, path: Path) -> bool:
+        """Whether every undelivered check-in the damaged file at `path` can hold is in this outbox
+        (its salvage complete, each id here). The file is read once per version of it."""
+        from agent.outbox.salvage import salvage
+
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        seen = self._damaged_seen
+        if key not in seen:
+            found = salvage(path)
+            seen[key] = [found.complete and not found.error, [r.id for r in found.rows], False]
+        entry = seen[key]
+        complete, ids, said = entry
+        if not complete:
+            return False
+        if not said:
+            here = sum(self._guarded(lambda chunk=ids[i:i + 500]: self.db.execute(
+                f"SELECT COUNT(*) FROM events WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchone()[0])
+                for i in range(0, len(ids), 500))
+            if here < len(ids):
+                return False
+            entry[2] = True
+            log.warning("outbox: damaged file %s holds no undelivered check-in that is not already in the "
+                        "outbox (%d read from it, all here): nothing to import; it may be deleted "
+                        "('sudo rm %s*')", path, len(ids), path)
+        return True
 
     def recovery(self) -> dict[str, Any] | None:
         """The last salvage from a damaged file (kept in the outbox, so it survives restarts)."""

@@ -4,11 +4,17 @@
     {card_number} {id_number} {name} ...   any field of the card read
     {flags}        the check-in's flags, comma-separated (priority_elderly,other_facility)
     {enter} {tab}  the keys
+
+Card data never becomes a key: a QR is the patient's (or an attacker's) text, and an Enter, Tab,
+CR or escape inside it would submit or move through the reception form. Every field and {raw} is
+typed with its control, format and line-separator characters removed (see `card_text`); only the
+template's own {enter}/{tab} (and the configured prefix/suffix) are keys.
 """
 
 from __future__ import annotations
 
 import string
+import unicodedata
 from typing import Any
 
 KEYS = {"enter": "\n", "tab": "\t"}
@@ -19,6 +25,17 @@ ASCII_FIELDS = {
              "residence_code", "five_year_date", "check_string", "flags"},
     "cccd": {"id_number", "old_id_number", "birth_date", "sex", "issued", "flags"},
 }
+
+
+#: control (C0, DEL, C1), format (bidi overrides, zero-width), surrogate, private-use, unassigned,
+#: line and paragraph separators: none is typed or sent from card data
+_NOT_TYPED = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def card_text(value: str) -> str:
+    """Card data as it may be typed or sent: without any character that could act as a key or
+    a control (removed, not replaced: a space would still shift the reception form's fields)."""
+    return "".join(ch for ch in value if unicodedata.category(ch) not in _NOT_TYPED)
 
 
 class TemplateError(ValueError):
@@ -44,6 +61,7 @@ def literal_text(template: str) -> str:
 
 def render(template: str, card: dict[str, Any], raw: str) -> str:
     """The text for one check-in (a missing field is empty)."""
-    values = {**{k: "" if v is None else str(v) for k, v in card.items()}, "raw": raw, **KEYS}
+    values = {**{k: "" if v is None else card_text(str(v)) for k, v in card.items()}, "raw": card_text(raw),
+              **KEYS}
     return "".join(lit + (values.get(f, "") if f is not None else "")
                    for lit, f, _, _ in string.Formatter().parse(template))
