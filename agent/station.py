@@ -141,9 +141,10 @@ class Station:
         flags = self.flags(d)
         try:
             # read_at: when the camera took the frame (monotonic seconds), not when the decoder
-            # finished with it; a frame time off the monotonic clock (a test's) is read as now
+            # finished with it; a frame "older" than a minute is not on that clock (a test's frame
+            # numbers): read as now
             age = time.monotonic() - self._frame_t
-            at = time.time() - age if 0.0 <= age <= 10.0 else None
+            at = time.time() - age if 0.0 <= age <= 60.0 else None
             row = self.outbox.put(checkin_body(d.read, flags=flags, at=at))
         except OutboxError as exc:  # full, disk full, locked, unwritable: said in one line
             self._refuse(d, str(exc))
