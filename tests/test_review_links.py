@@ -1,0 +1,87 @@
+"""The state directory belongs to the service account: `status` and `snapshot` (run as root) read
+its status file and talk to its control socket without following a link, and bound what they read
+before parsing it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent import runstate
+from agent.control import request
+
+
+@pytest.fixture
+def daemon_like():
+    """A live process whose command line says 'agent', as runstate.read checks."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "agent"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def status_of(pid: int) -> runstate.DaemonStatus:
+    return runstate.DaemonStatus(pid=pid, version="t", station="s", started_at=time.time(), updated_at=time.time())
+
+
+def test_status_file_is_read_only_as_a_regular_file_never_through_a_link(tmp_path, daemon_like):
+    state = tmp_path / "state"
+    state.mkdir()
+    elsewhere = tmp_path / "elsewhere.json"
+    runstate.write(elsewhere, status_of(daemon_like))
+    assert runstate.read(elsewhere) is not None          # a valid status where it lies
+    (state / "status.json").symlink_to(elsewhere)
+    assert runstate.read(state / "status.json") is None  # through a link: not read
+    fifo = state / "fifo.json"
+    os.mkfifo(fifo)                                      # a FIFO nobody writes: never a hang
+    assert runstate.read(fifo) is None
+
+
+def test_status_file_nested_or_huge_is_none_not_a_traceback(tmp_path, daemon_like):
+    path = tmp_path / "status.json"
+    path.write_text('{"pid": %d, "updated_at": %f, "camera": %s}'
+                    % (daemon_like, time.time(), "[" * 100_000 + "]" * 100_000))
+    assert runstate.read(path) is None
+    path.write_text('{"pid": %d, "updated_at": %f, "version": "%s"}'
+                    % (daemon_like, time.time(), "x" * (runstate.MAX_STATUS_BYTES + 10)))
+    assert runstate.read(path) is None
+
+
+def test_control_request_never_connects_through_a_link(tmp_path):
+    real = tmp_path / "other-program.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(real))
+    srv.listen()
+    srv.settimeout(0.5)
+    got: list[bytes] = []
+
+    def serve():
+        try:
+            conn, _ = srv.accept()
+            got.append(conn.recv(64))
+            conn.sendall(b"OK 2\n{}")
+            conn.close()
+        except OSError:
+            pass
+
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "control.sock").symlink_to(real)
+    t = threading.Thread(target=serve)
+    t.start()
+    with pytest.raises(OSError):
+        request(state / "control.sock", "status", timeout=1)
+    t.join()
+    assert got == []                                     # the other program heard nothing
+    t = threading.Thread(target=serve)
+    t.start()
+    assert request(real, "status", timeout=1) == b"{}"   # the socket itself still answers
+    t.join()
+    srv.close()
