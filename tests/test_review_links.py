@@ -85,3 +85,28 @@ def test_control_request_never_connects_through_a_link(tmp_path):
     assert request(real, "status", timeout=1) == b"{}"   # the socket itself still answers
     t.join()
     srv.close()
+
+
+def test_fleet_summary_row_of_the_cut_stations_is_not_a_version(monkeypatch):
+    """Beyond MAX_STATIONS the rest is one row (issue 21 B) whose version is '-': the version note
+    (issue 26) must not count it as a second version of a fleet that runs one."""
+    from datetime import datetime, timezone
+
+    from agent.admin import fleet
+
+    monkeypatch.setattr(fleet, "MAX_STATIONS", 2)
+    at = datetime.now(timezone.utc).isoformat()
+    stations = {}
+    for i in range(3):
+        sid = f"st-{i}"
+        stations[sid] = fleet.Station(sid, cut=i >= fleet.MAX_STATIONS)
+        stations[sid].status = {"state": "online", "at": at, "version": "0.4.0"}
+        if i < fleet.MAX_STATIONS:
+            stations[sid].health = {"at": at, "version": "0.4.0", "queue_depth": 0, "clock_synced": True}
+        else:
+            stations[sid].status = {"state": "online"}
+    rows = fleet.assess(stations)
+    assert len(rows) == 3 and rows[-1].station.startswith("(+1")
+    assert fleet.versions(rows) is None
+    stations["st-1"].status["version"] = "0.3.9"
+    assert fleet.versions(fleet.assess(stations)).startswith("2 versions in the fleet: 0.3.9 on 1, 0.4.0 on 1")

@@ -266,6 +266,8 @@ def versions(rows: list[Row]) -> str | None:
     station it missed), most stations first; None when they all run the same one."""
     counts: dict[str, int] = {}
     for r in rows:
+        if not r.numbers:   # the summary row of the stations beyond MAX_STATIONS: no version of its own
+            continue
         counts[r.version] = counts.get(r.version, 0) + 1
     if len(counts) < 2:
         return None
