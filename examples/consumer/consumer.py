@@ -10,7 +10,8 @@ exactly once, and the hospital's verdict back to the station. Not part of the st
   lost (within the broker's queue limits).
 - Every event is validated against the published schema (agent/schemas/checkin.json).
 - One table keyed by the event id, `INSERT ... ON CONFLICT DO NOTHING`: the stations' at-least-once
-  delivery becomes exactly-once storage. The message is acknowledged only after the commit
+  delivery becomes exactly-once storage. Schema 1.1's `flags` go in a `text[]` column of their own
+  (empty for a 1.0 event; added to a table made before). The message is acknowledged only after the commit
   (paho's manual acks): a consumer killed before its commit gets the message again.
 - Malformed events go to a dead-letter table with the reason, never lost, never a crash: those
   that fail the schema (formats included: `pip install 'scanner-agent[consumer]'` brings the
