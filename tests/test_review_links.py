@@ -4,6 +4,7 @@ before parsing it."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -108,5 +109,8 @@ def test_fleet_summary_row_of_the_cut_stations_is_not_a_version(monkeypatch):
     rows = fleet.assess(stations)
     assert len(rows) == 3 and rows[-1].station.startswith("(+1")
     assert fleet.versions(rows) is None
+    # --json: the figures are numbers or null in every row, the summary row's too
+    cut = json.loads(fleet.as_json(rows))[-1]
+    assert cut["queue"] is None and cut["since_s"] is None and cut["check"] == "UNKNOWN", cut
     stations["st-1"].status["version"] = "0.3.9"
     assert fleet.versions(fleet.assess(stations)).startswith("2 versions in the fleet: 0.3.9 on 1, 0.4.0 on 1")
