@@ -114,3 +114,24 @@ def test_fleet_summary_row_of_the_cut_stations_is_not_a_version(monkeypatch):
     assert cut["queue"] is None and cut["since_s"] is None and cut["check"] == "UNKNOWN", cut
     stations["st-1"].status["version"] = "0.3.9"
     assert fleet.versions(fleet.assess(stations)).startswith("2 versions in the fleet: 0.3.9 on 1, 0.4.0 on 1")
+
+
+def test_a_deeply_nested_verdict_is_refused_before_parsing(tmp_path):
+    """Replies from the broker are bounded in nesting before json parses them (the rule the fleet
+    view and the consumer follow since issue 21), not left to Python's recursion limit."""
+    from types import SimpleNamespace
+
+    from agent.config import MqttConfig
+    from agent.mqtt.link import MqttLink
+    from agent.outbox import Outbox
+
+    box = Outbox(tmp_path / "outbox.db", station="s", max_events=100, min_free_mb=0)
+    link = MqttLink(MqttConfig(host="127.0.0.1", port=9, tls=False, allow_insecure=True), "s", box)
+    said: list[tuple] = []
+    link._ignore = lambda *a: said.append(a)
+    try:
+        link._on_message(None, None, SimpleNamespace(topic=link.topics["verdict"], payload=b"[" * 2000,
+                                                     retain=False))
+    finally:
+        box.close()
+    assert len(said) == 1 and said[0][2] == "malformed" and "nested" in said[0][3], said
