@@ -135,3 +135,24 @@ def test_a_deeply_nested_verdict_is_refused_before_parsing(tmp_path):
     finally:
         box.close()
     assert len(said) == 1 and said[0][2] == "malformed" and "nested" in said[0][3], said
+
+
+def test_status_from_memory_bounds_the_sockets_answer_before_parsing(tmp_path, monkeypatch):
+    """`status` asks the daemon's control socket (issue 21); the answer is the service account's
+    and is bounded in nesting before parsing: a deep one falls back to the status file's view."""
+    from agent.admin import status as status_mod
+
+    deep = b"[" * 500 + b"]" * 500
+    seen: list[bytes] = []
+
+    def fake_loads(payload, **kw):
+        seen.append(payload)
+        return real(payload, **kw)
+
+    from agent import jsonbound
+    real = jsonbound.loads
+    monkeypatch.setattr(jsonbound, "loads", fake_loads)
+    monkeypatch.setattr("agent.control.request", lambda *a, **k: deep)
+    stale = status_of(os.getpid())
+    assert status_mod.from_memory(tmp_path, stale) is stale
+    assert seen == [deep]          # refused by the bound (ValueError), not by Python's recursion limit
