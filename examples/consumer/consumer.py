@@ -71,8 +71,15 @@ CREATE TABLE IF NOT EXISTS checkins (
     payload     jsonb NOT NULL,
     stored_at   timestamptz NOT NULL DEFAULT now()
 );
--- schema 1.1: the counter facts (a 1.0 event stores none); added to tables made before
-ALTER TABLE checkins ADD COLUMN IF NOT EXISTS flags text[] NOT NULL DEFAULT '{}';
+-- schema 1.1: the counter facts (a 1.0 event stores none); added to tables made before. Only
+-- when missing: ALTER TABLE takes its exclusive lock even when the column is there, and behind a
+-- long report on checkins it would hold up every query of the table, at each (re)connection.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'checkins' AND column_name = 'flags') THEN
+        ALTER TABLE checkins ADD COLUMN flags text[] NOT NULL DEFAULT '{}';
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS dead_letters (
     n           bigserial PRIMARY KEY,
     topic       text NOT NULL,
