@@ -7,6 +7,7 @@ keys are errors so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import math
 import os
@@ -444,8 +445,11 @@ def _can_make_in(folder: Path) -> bool:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".scanner-agent-check-", dir=folder))
         return True
-    except OSError:
-        return False
+    except OSError as exc:
+        # a full disk is a runtime fault, not a config error: the station must start (and say
+        # "disk full" on its LEDs and in status) and work again once space is freed; exit 2 here
+        # would keep systemd from ever restarting it (RestartPreventExitStatus=2)
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def load_config(path: Path | str, *, station: bool = True) -> Config:

@@ -156,3 +156,33 @@ def test_status_from_memory_bounds_the_sockets_answer_before_parsing(tmp_path, m
     stale = status_of(os.getpid())
     assert status_mod.from_memory(tmp_path, stale) is stale
     assert seen == [deep]          # refused by the bound (ValueError), not by Python's recursion limit
+
+
+def test_a_full_disk_is_not_a_config_error(tmp_path):
+    """`config check`, `run` and `status` try to make a folder in state_dir (issue 21). On a full
+    disk that fails with ENOSPC: a runtime fault the station reports and recovers from, not a
+    config error (exit 2, which systemd never restarts: RestartPreventExitStatus=2)."""
+    from agent.config import dir_problem, parse_config
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=16,mode=0700", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"this test mounts a small tmpfs and needs root: {proc.stderr.strip()}")
+    try:
+        state = mount / "state"
+        state.mkdir()
+        n = 0
+        while True:                                   # every inode used: nothing more can be made
+            try:
+                (state / f"f{n}").touch()
+            except OSError:
+                break
+            n += 1
+        with pytest.raises(OSError):
+            (state / "one-more").mkdir()
+        assert dir_problem(str(state)) is None
+        parse_config(f'[station]\nstate_dir = "{state}"\n')   # no ConfigError
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
