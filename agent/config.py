@@ -446,9 +446,8 @@ def _can_make_in(folder: Path) -> bool:
         os.rmdir(tempfile.mkdtemp(prefix=".scanner-agent-check-", dir=folder))
         return True
     except OSError as exc:
-        # a full disk is a runtime fault, not a config error: the station must start (and say
-        # "disk full" on its LEDs and in status) and work again once space is freed; exit 2 here
-        # would keep systemd from ever restarting it (RestartPreventExitStatus=2)
+        # a full disk is a runtime fault, not a config error: `status` and `doctor` must say
+        # "disk full", not "fix the config" (and exit 2 from `run` is never restarted by systemd)
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
