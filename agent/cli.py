@@ -64,7 +64,8 @@ def cmd_parse(args: argparse.Namespace) -> int:
         data = args.text
     from agent.cards.flags import LAW_PRIORITY_GROUPS, card_flags
 
-    cfg = load_config(args.config) if args.config else None
+    # only the facility codes and priority groups are read: parse never touches the state directory
+    cfg = load_config(args.config, station=False) if args.config else None
     today = args.today or date.today()
     read = read_card(data, today)
     flags = card_flags(read, today, cfg.station.facility_codes if cfg else (),

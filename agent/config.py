@@ -7,6 +7,7 @@ keys are errors so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import math
 import os
@@ -444,8 +445,10 @@ def _can_make_in(folder: Path) -> bool:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".scanner-agent-check-", dir=folder))
         return True
-    except OSError:
-        return False
+    except OSError as exc:
+        # a full disk is a runtime fault, not a config error: `status` and `doctor` must say
+        # "disk full", not "fix the config" (and exit 2 from `run` is never restarted by systemd)
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def load_config(path: Path | str, *, station: bool = True) -> Config:

@@ -11,6 +11,7 @@ import logging
 import os
 import selectors
 import socket
+import stat
 import threading
 import time
 from pathlib import Path
@@ -179,12 +180,27 @@ def _answer(conn: socket.socket, data: bytes, timeout: float = DEADLINE_S) -> No
         pass
 
 
+def _connect_own(s: socket.socket, path: Path) -> None:
+    """Connect to the socket at `path` without following a link: `status` and `snapshot` run as
+    root, and the state directory is the service account's, which could put a link to another
+    program's socket there. The socket is pinned with O_PATH | O_NOFOLLOW and reached through its
+    /proc/self/fd entry, so it cannot be swapped between the check and the connect."""
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)   # a link: ELOOP
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a socket")
+        pinned = f"/proc/self/fd/{fd}"
+        s.connect(pinned if os.path.exists(pinned) else str(path))
+    finally:
+        os.close(fd)
+
+
 def request(path: Path, command: str, timeout: float = 10.0, max_bytes: int = 64 << 20) -> bytes:
     """Send a command to the daemon; returns the payload or raises OSError / RuntimeError (an
     answer larger than `max_bytes` too: the socket's peer is not trusted blindly)."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
-        s.connect(str(path))
+        _connect_own(s, Path(path))
         s.sendall(command.encode() + b"\n")
         buf = b""
         while b"\n" not in buf:

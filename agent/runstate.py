@@ -6,13 +6,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent import jsonbound
+
 STALE_S = 10.0
+#: a status file is a few kB; the state dir is the service account's: bounded before parsing
+MAX_STATUS_BYTES = 1 << 20
+MAX_STATUS_NESTING = 16
 
 
 @dataclass
@@ -63,6 +69,23 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
+def _read_own(path: Path) -> bytes:
+    """The status file's bytes, read as root would read a file of the service account's: never
+    through a link (O_NOFOLLOW), only a regular file (not a FIFO or a device), at most
+    MAX_STATUS_BYTES + 1 (more is refused by the caller)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        chunks, size = [], 0
+        while size <= MAX_STATUS_BYTES and (chunk := os.read(fd, 65536)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def write(path: Path, status: DaemonStatus) -> None:
     """Atomically replace the status file (readers never see half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -86,7 +109,8 @@ def read(path: Path) -> DaemonStatus | None:
     A file the daemon could not refresh (a full disk) still says the daemon runs, with
     `stale_s`: how old the figures are. A damaged file is as good as none, never a traceback."""
     try:
-        state = DaemonStatus.from_dict(json.loads(path.read_text()))
+        state = DaemonStatus.from_dict(jsonbound.loads(_read_own(path), max_bytes=MAX_STATUS_BYTES,
+                                                       max_depth=MAX_STATUS_NESTING))
     except (OSError, ValueError):
         return None
     if state is None:

@@ -441,3 +441,16 @@ def test_state_dir_step_never_follows_a_link(tmp_path):
     (tmp_path / "linked/var/lib/scanner-agent").symlink_to("/etc")
     linked = step(tmp_path / "linked")
     assert "system:" not in linked.stdout and "symbolic link: not touched" in linked.stderr
+
+
+def test_a_prompt_espeak_cannot_make_never_fails_the_installation(tmp_path):
+    """postinst and install.sh run under `set -e`: the voice (off by default) must not stop dpkg."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "espeak-ng").write_text("#!/bin/sh\nexit 1\n")
+    (bin_ / "espeak-ng").chmod(0o755)
+    script = (f'set -euo pipefail; PATH={bin_}:$PATH; run() {{ "$@"; }}; system() {{ "$@"; }}; '
+              f'. {ROOT / "systemd/steps.sh"}; sa_prompts false {tmp_path / "prompts"}; echo installed')
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and "installed" in proc.stdout, proc.stdout + proc.stderr
+    assert "voice prompts not all made" in proc.stdout

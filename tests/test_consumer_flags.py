@@ -46,3 +46,30 @@ def test_flags_stored_and_old_events_still_accepted(tmp_path, broker):
         pub.close()
         consumer.stop()
         pg.stop()
+
+
+def test_reconnecting_never_waits_for_a_lock_on_checkins_when_the_column_is_there(tmp_path):
+    """The consumer runs its DDL at every database (re)connection: with the flags column already
+    there it must not take ALTER TABLE's exclusive lock, which waits behind any open transaction
+    on checkins (a HIS report) and holds up every other query of the table meanwhile."""
+    import threading
+
+    pg = Postgres(tmp_path / "pg").start()
+    holder = None
+    try:
+        Consumer("127.0.0.1", 9, pg.dsn, name="ddl-1").db.close()        # the tables, flags included
+        holder = psycopg.connect(pg.dsn)
+        holder.execute("SELECT count(*) FROM checkins").fetchone()      # a report's open transaction
+        made = []
+        t = threading.Thread(target=lambda: made.append(Consumer("127.0.0.1", 9, pg.dsn, name="ddl-2")), daemon=True)
+        t.start()
+        t.join(5)
+        waited = t.is_alive()
+        holder.rollback()
+        t.join(10)
+        assert not waited, "the consumer's DDL waited for a lock on checkins"
+        made[0].db.close()
+    finally:
+        if holder is not None:
+            holder.close()
+        pg.stop()

@@ -149,6 +149,17 @@ def test_parse_json_shows_flags_with_config_and_today(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["flags"] == ["priority_merit"]   # 74; no facility codes
 
 
+
+def test_parse_with_the_stations_config_needs_no_state_dir(tmp_path, capsys):
+    """`parse -c /etc/scanner-agent/config.toml` reads only facility codes and priority groups:
+    run by a user who cannot make the station's state directory (the default is
+    /var/lib/scanner-agent since issue 22), it still shows the flags instead of a config error."""
+    conf = tmp_path / "c.toml"
+    conf.write_text('[station]\nstate_dir = "/proc/no-state-here"\nfacility_codes = ["79-024"]\n')
+    card = bhyt("29/11/1951", group="CC1")
+    assert cli.main(["parse", "--json", "--today", "2026-11-29", "--config", str(conf), card]) == 0
+    assert json.loads(capsys.readouterr().out)["flags"] == ["priority_elderly", "priority_merit", "other_facility"]
+
 def test_keyboard_template_types_flags(tmp_path):
     cfg = parse_config(f'[station]\nstate_dir = "{tmp_path}"\n[output.keyboard]\nenabled = true\n'
                        'template_bhyt = "{raw}{tab}{flags}{enter}"\n')

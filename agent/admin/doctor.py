@@ -312,7 +312,9 @@ def check_voice(cfg: Config) -> Check:
     missing = [n for n in PROMPTS if not (folder / f"{n}.wav").is_file()]
     if missing:
         return Check("voice", True, f"{len(missing)} prompt file(s) missing in {folder} ({', '.join(missing[:3])}"
-                     f"{', ...' if len(missing) > 3 else ''}): sudo systemd/install.sh makes them", warning=True)
+                     f"{', ...' if len(missing) > 3 else ''}): make them with 'sudo apt install espeak-ng && sudo "
+                     f"/opt/scanner-agent/venv/bin/python -m agent.feedback.prompts {folder}' (existing files "
+                     "are kept), or put recordings there", warning=True)
     if problem := probe(fb.voice_device):
         return Check("voice", True, f"no sound: {problem} (set [feedback] voice_device; 'aplay -L' lists "
                                     "them)", warning=True)

@@ -162,6 +162,8 @@ class Row:
     why: list[str]
     #: the figures behind the texts above, for --json: since_s, oldest_s, health_age_s, queue
     numbers: dict[str, float | int | None] = field(default_factory=dict)
+    #: the one row that sums up the stations beyond MAX_STATIONS (no version or figures of its own)
+    summary: bool = False
 
 
 #: fault codes that are only a warning: the station checks patients in as well without them
@@ -238,7 +240,8 @@ def _cut_row(cut: list[str], stations: dict[str, Station]) -> Row:
     if down:
         why.append(f"{len(down)} not online: " + ", ".join(down[:10]) + (", ..." if len(down) > 10 else ""))
     return Row(f"(+{len(cut)} more, not shown)", f"{len(down)} not online", "-", "-", "-", "-", "-", "-", "-",
-               CRITICAL if down else UNKNOWN, why)
+               CRITICAL if down else UNKNOWN, why,
+               {"since_s": None, "oldest_s": None, "health_age_s": None, "queue": None}, summary=True)
 
 
 def _duration(seconds: float | None) -> str:
@@ -266,6 +269,8 @@ def versions(rows: list[Row]) -> str | None:
     station it missed), most stations first; None when they all run the same one."""
     counts: dict[str, int] = {}
     for r in rows:
+        if r.summary:   # the stations beyond MAX_STATIONS: no version of their own here
+            continue
         counts[r.version] = counts.get(r.version, 0) + 1
     if len(counts) < 2:
         return None
@@ -300,6 +305,6 @@ def as_json(rows: list[Row]) -> str:
     """One object per station; durations in seconds and the queue as numbers (null when unknown)."""
     out = []
     for r in rows:
-        item = {k: v for k, v in vars(r).items() if k not in ("since", "oldest", "health_age", "numbers")}
+        item = {k: v for k, v in vars(r).items() if k not in ("since", "oldest", "health_age", "numbers", "summary")}
         out.append({**item, **r.numbers, "check": LEVELS[r.level]})
     return json.dumps(out, ensure_ascii=False)

@@ -47,13 +47,13 @@ def outbox_summary(db: Path) -> dict[str, Any]:
 def from_memory(state_dir: Path, stale: runstate.DaemonStatus) -> runstate.DaemonStatus:
     """The running daemon's state from its memory through the control socket (its status file may
     be behind: a full disk stops its refresh); the file's when the socket does not answer."""
-    import json
-
+    from agent import jsonbound
     from agent.control import request
 
     try:
-        live = runstate.DaemonStatus.from_dict(json.loads(request(paths.control_socket(state_dir), "status",
-                                                                  timeout=3, max_bytes=1 << 20)))
+        live = runstate.DaemonStatus.from_dict(jsonbound.loads(request(paths.control_socket(state_dir), "status",
+                                                                       timeout=3, max_bytes=1 << 20),
+                                                               max_bytes=1 << 20, max_depth=runstate.MAX_STATUS_NESTING))
     except (OSError, RuntimeError, ValueError, IndexError):
         return stale
     if live is None or live.pid != stale.pid:

@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from agent import __version__, failpoints
+from agent import __version__, failpoints, jsonbound
 from agent.cards.sanitize import one_line
 from agent.clock import clock_synced, now_iso
 from agent.config import MqttConfig
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # the broker keeps our subscription and queued verdicts for a week
 MAX_VERDICT_BYTES = 4096
+MAX_REPLY_NESTING = 8       # a verdict nests 1 deep, a receipt 2: bounded before parsing
 # MQTT 5 Maximum Packet Size, advertised in CONNECT: the broker must not send the station a larger
 # packet (it drops it), so no message on the verdict or receipt topic can fill a Pi's memory. A
 # receipt of 100 ids is about 4 kB, a verdict at most MAX_VERDICT_BYTES.
@@ -365,7 +366,7 @@ class MqttLink(Worker):
         try:
             if len(msg.payload) > MAX_VERDICT_BYTES:
                 raise ValueError(f"{len(msg.payload)} bytes is too large")
-            data = json.loads(msg.payload.decode("utf-8"))
+            data = jsonbound.loads(msg.payload, max_bytes=MAX_VERDICT_BYTES, max_depth=MAX_REPLY_NESTING)
             problems = schema_errors(kind, data)
             if problems:
                 raise ValueError(problems[0])

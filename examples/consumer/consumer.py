@@ -10,7 +10,8 @@ exactly once, and the hospital's verdict back to the station. Not part of the st
   lost (within the broker's queue limits).
 - Every event is validated against the published schema (agent/schemas/checkin.json).
 - One table keyed by the event id, `INSERT ... ON CONFLICT DO NOTHING`: the stations' at-least-once
-  delivery becomes exactly-once storage. The message is acknowledged only after the commit
+  delivery becomes exactly-once storage. Schema 1.1's `flags` go in a `text[]` column of their own
+  (empty for a 1.0 event; added to a table made before). The message is acknowledged only after the commit
   (paho's manual acks): a consumer killed before its commit gets the message again.
 - Malformed events go to a dead-letter table with the reason, never lost, never a crash: those
   that fail the schema (formats included: `pip install 'scanner-agent[consumer]'` brings the
@@ -70,8 +71,15 @@ CREATE TABLE IF NOT EXISTS checkins (
     payload     jsonb NOT NULL,
     stored_at   timestamptz NOT NULL DEFAULT now()
 );
--- schema 1.1: the counter facts (a 1.0 event stores none); added to tables made before
-ALTER TABLE checkins ADD COLUMN IF NOT EXISTS flags text[] NOT NULL DEFAULT '{}';
+-- schema 1.1: the counter facts (a 1.0 event stores none); added to tables made before. Only
+-- when missing: ALTER TABLE takes its exclusive lock even when the column is there, and behind a
+-- long report on checkins it would hold up every query of the table, at each (re)connection.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'checkins' AND column_name = 'flags') THEN
+        ALTER TABLE checkins ADD COLUMN flags text[] NOT NULL DEFAULT '{}';
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS dead_letters (
     n           bigserial PRIMARY KEY,
     topic       text NOT NULL,
