@@ -36,4 +36,7 @@ arm64_root() {
         mv "$ROOTFS.tmp" "$ROOTFS"
         echo "$PACKAGES" > "$ROOTFS/.scanner-agent-ready"
     fi
+    # debootstrap's minbase makes no /etc/hosts: 'localhost' (the test brokers' TLS name) must resolve
+    grep -qs '^127\.0\.0\.1[[:space:]].*localhost' "$ROOTFS/etc/hosts" \
+        || printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >> "$ROOTFS/etc/hosts"
 }

@@ -180,8 +180,12 @@ def make_station(tmp_path, prompts, device="null"):
     cfg.station.state_dir = str(tmp_path / "state")
     cfg.feedback.backend = "none"
     player = FakePlayer()
-    st = Station(cfg, feedback=Feedback(NoOutput()), voice=Voice(player, prompts))
-    return st, player
+    # the voice's clock is the frames' (the tests' frame times), not the wall's: under emulation
+    # 40 frames take longer than voice_repeat_s
+    stations: list[Station] = []
+    voice = Voice(player, prompts, clock=lambda: stations[0]._frame_t if stations else 0.0)
+    stations.append(Station(cfg, feedback=Feedback(NoOutput()), voice=voice))
+    return stations[0], player
 
 
 def test_try_again_speaks_its_reason_only_while_somebody_is_there(tmp_path, prompts):
