@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import json
 import logging
@@ -161,16 +162,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     except OutboxBusy as exc:  # another process holds the outbox: systemd tries again shortly
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (InsecureBroker, OutboxError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, ssl.SSLError, ValueError) as exc:  # e.g. a CA or key file that is not PEM
-        print(f"error: cannot start the station: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except (InsecureBroker, OutboxError, OSError, ssl.SSLError, ValueError) as exc:
+        # OSError, SSLError, ValueError: e.g. a CA or key file that is not PEM
+        print(f"error: {exc}" if isinstance(exc, (InsecureBroker, OutboxError))
+              else f"error: cannot start the station: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if isinstance(exc, (OutboxError, OSError)) and _disk_full(cfg.station.state_dir, exc):
+            # not the config's fault: systemd tries again (exit 2 it never restarts), and the
+            # station comes back by itself once space is freed
+            print(f"error: the disk of {cfg.station.state_dir} is full: free space there", file=sys.stderr)
+            return 1
         return 2
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: station.stop())
     station.run()
     return 0
+
+
+def _disk_full(state_dir: str, exc: BaseException) -> bool:
+    """The error says the disk is full, or there is no free block or inode where the outbox lives
+    (what SQLite needs to open it)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        st = os.statvfs(state_dir)
+    except OSError:
+        return False
+    return st.f_bavail == 0 or (st.f_files > 0 and st.f_favail == 0)
 
 
 def admin_config(args: argparse.Namespace, *, station: bool = True):
