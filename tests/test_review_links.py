@@ -158,63 +158,52 @@ def test_status_from_memory_bounds_the_sockets_answer_before_parsing(tmp_path, m
     assert seen == [deep]          # refused by the bound (ValueError), not by Python's recursion limit
 
 
-def test_a_full_disk_is_not_a_config_error(tmp_path):
+@pytest.fixture
+def full_state_dir(tmp_path):
+    """A state dir on a small tmpfs with every inode used: nothing more can be made in it."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=16,mode=0700", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"this test mounts a small tmpfs and needs root: {proc.stderr.strip()}")
+    try:
+        state = mount / "state"
+        state.mkdir()
+        n = 0
+        while True:
+            try:
+                (state / f"f{n}").touch()
+            except OSError:
+                break
+            n += 1
+        yield state
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_not_a_config_error(full_state_dir):
     """`config check`, `run` and `status` try to make a folder in state_dir (issue 21). On a full
     disk that fails with ENOSPC: a runtime fault the station reports and recovers from, not a
     config error (exit 2, which systemd never restarts: RestartPreventExitStatus=2)."""
     from agent.config import dir_problem, parse_config
 
-    mount = tmp_path / "full"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=16,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"this test mounts a small tmpfs and needs root: {proc.stderr.strip()}")
-    try:
-        state = mount / "state"
-        state.mkdir()
-        n = 0
-        while True:                                   # every inode used: nothing more can be made
-            try:
-                (state / f"f{n}").touch()
-            except OSError:
-                break
-            n += 1
-        with pytest.raises(OSError):
-            (state / "one-more").mkdir()
-        assert dir_problem(str(state)) is None
-        parse_config(f'[station]\nstate_dir = "{state}"\n')   # no ConfigError
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    state = full_state_dir
+    with pytest.raises(OSError):
+        (state / "one-more").mkdir()
+    assert dir_problem(str(state)) is None
+    parse_config(f'[station]\nstate_dir = "{state}"\n')   # no ConfigError
 
 
-def test_run_on_a_full_disk_exits_1_so_systemd_tries_again(tmp_path):
+def test_run_on_a_full_disk_exits_1_so_systemd_tries_again(tmp_path, full_state_dir):
     """`run` whose outbox cannot be opened because the disk is full (no inode left for it) exits 1,
     a runtime failure systemd restarts (Restart=always), not 2 (RestartPreventExitStatus=2): the
     station comes back by itself once space is freed, instead of staying down."""
     from support.daemon import cli
 
-    mount = tmp_path / "full"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=16,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"this test mounts a small tmpfs and needs root: {proc.stderr.strip()}")
-    try:
-        state = mount / "state"
-        state.mkdir()
-        n = 0
-        while True:                                   # every inode used: no outbox can be made
-            try:
-                (state / f"f{n}").touch()
-            except OSError:
-                break
-            n += 1
-        conf = tmp_path / "config.toml"
-        conf.write_text(f'[station]\nstate_dir = "{state}"\n[camera]\nsource = "replay"\n'
-                        '[feedback]\nbackend = "none"\n')
-        run = cli("run", "-c", str(conf), timeout=60)
-        assert run.returncode == 1, run.stdout + run.stderr
-        assert "full" in run.stderr and "Traceback" not in run.stderr, run.stderr
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'[station]\nstate_dir = "{full_state_dir}"\n[camera]\nsource = "replay"\n'
+                    '[feedback]\nbackend = "none"\n')
+    run = cli("run", "-c", str(conf), timeout=60)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "full" in run.stderr and "Traceback" not in run.stderr, run.stderr
