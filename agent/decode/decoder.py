@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -68,6 +69,16 @@ class DecodeResult:
     #: corners of everything located but not read, fusion tracks included (the capture loop crops
     #: onto them; agent/capture/steer.py)
     unread: list[np.ndarray] = field(default_factory=list)
+
+
+def _at(pts: np.ndarray, found: list[tuple[np.ndarray, Any]]) -> Any:
+    """What zxing-cpp said of the located symbol at these corners (centres within a quarter of
+    its size), or None."""
+    size = _size(pts)
+    for other, value in found:
+        if np.linalg.norm(other.mean(0) - pts.mean(0)) < size / 4:
+            return value
+    return None
 
 
 def _corners(barcode, inverse: np.ndarray | None = None, scale: float = 1.0) -> np.ndarray:
@@ -290,11 +301,7 @@ class Cascade:
         self.sizes: list[tuple[np.ndarray, int]] = [(_corners(b), m) for b in errors if (m := _modules(b))]
 
     def extra_for(self, pts: np.ndarray) -> dict | None:
-        size = _size(pts)
-        for other, extra in self.located:
-            if np.linalg.norm(other.mean(0) - pts.mean(0)) < size / 4:
-                return extra
-        return None
+        return _at(pts, self.located)
 
     def elapsed_x(self) -> float:
         return (time.perf_counter() - self.t0) / self.base_s
@@ -317,11 +324,7 @@ class Cascade:
         return bool(self.result.codes) and not self.unread()
 
     def modules_for(self, pts: np.ndarray) -> int | None:
-        size = _size(pts)
-        for other, modules in self.sizes:
-            if np.linalg.norm(other.mean(0) - pts.mean(0)) < size / 4:
-                return modules
-        return None
+        return _at(pts, self.sizes)
 
     def explain(self) -> None:
         """Nothing read but something located: say why (what the patient should change)."""
