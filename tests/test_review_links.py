@@ -23,6 +23,12 @@ from agent.control import request
 def daemon_like():
     """A live process whose command line says 'agent', as runstate.read checks."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "agent"])
+    # Popen returns once exec has begun; the kernel fills /proc/PID/cmdline a moment later (an
+    # empty one was seen on a loaded machine), so wait for it as a daemon's would long be filled
+    deadline = time.monotonic() + 10
+    while b"agent" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the stand-in process never showed its command line"
+        time.sleep(0.01)
     yield proc.pid
     proc.kill()
     proc.wait()
