@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agent import __version__, paths
 from agent.cards import read_card
-from agent.config import DEFAULT_PATH, ConfigError, load_config
+from agent.config import ConfigError, load_config
 
 
 MAX_LIMIT = 100_000
@@ -76,7 +76,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    path = Path(args.path or args.config or DEFAULT_PATH)
+    path = Path(args.path or args.config or paths.CONFIG)
     try:
         load_config(path)
     except ConfigError as exc:
@@ -193,7 +193,7 @@ def _disk_full(state_dir: str, exc: BaseException) -> bool:
 def admin_config(args: argparse.Namespace, *, station: bool = True):
     """-c CONFIG, else the installed config, else the demo's defaults (a development machine).
     `station` False: a config that only names a broker (fleet.toml): its state_dir is not checked."""
-    path = args.config or (DEFAULT_PATH if DEFAULT_PATH.exists() else None)
+    path = args.config or (paths.CONFIG if paths.CONFIG.exists() else None)
     if path is None:
         return demo_config()
     return load_config(path, station=station)
@@ -215,14 +215,14 @@ def _create_outbox(cfg, path: Path) -> None:
 
     from agent.outbox import Outbox, OutboxError
 
-    leftovers = [p for p in (path, *(Path(f"{path}{s}") for s in ("-wal", "-shm", "-journal"))) if os.path.lexists(p)]
+    leftovers = [p for p in (path, *paths.sidecars(path), Path(f"{path}-journal")) if os.path.lexists(p)]
     if leftovers:   # a link or a stray file where the new outbox would go: never followed or reused
         raise OutboxError(f"no outbox at {path}, but {leftovers[0]} is there: move it away first")
     Outbox(path, station=cfg.station.id, max_events=cfg.outbox.max_events, min_free_mb=0).close()
     print(f"created {path} (this station had not run yet)", file=sys.stderr)
     owner = path.parent.stat()
     if os.geteuid() == 0 and owner.st_uid != 0:
-        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        for p in (path, *paths.sidecars(path)):
             try:
                 if stat.S_ISREG(p.lstat().st_mode):
                     os.chown(p, owner.st_uid, owner.st_gid, follow_symlinks=False)
@@ -464,7 +464,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from agent.admin import doctor
 
-    path = Path(args.config) if args.config else DEFAULT_PATH
+    path = Path(args.config) if args.config else paths.CONFIG
     checks = doctor.run(path)
     for c in checks:
         print(c.line())
@@ -511,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", metavar="CONFIG", help="station config file (TOML)")
     p.set_defaults(func=cmd_run)
 
-    cfg_help = f"station config (default {DEFAULT_PATH}, else the demo's)"
+    cfg_help = f"station config (default {paths.CONFIG}, else the demo's)"
     p = sub.add_parser("status", help="service, camera, broker, queue, clock and disk at a glance")
     p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
     p.add_argument("--json", action="store_true")
@@ -571,13 +571,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_snapshot)
 
     p = sub.add_parser("doctor", help="check config, camera, GPIO, broker, TLS, clock, disk, permissions")
-    p.add_argument("-c", "--config", metavar="CONFIG", help=f"default {DEFAULT_PATH}")
+    p.add_argument("-c", "--config", metavar="CONFIG", help=f"default {paths.CONFIG}")
     p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("config", help="configuration tools")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     c = csub.add_parser("check", help="load and validate a config file")
-    c.add_argument("path", nargs="?", metavar="PATH", help=f"default {DEFAULT_PATH}")
+    c.add_argument("path", nargs="?", metavar="PATH", help=f"default {paths.CONFIG}")
     c.add_argument("-c", "--config", metavar="CONFIG", help="the same as PATH")
     c.set_defaults(func=cmd_config_check)
     return parser

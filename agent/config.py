@@ -21,8 +21,6 @@ from typing import Any
 
 from agent import clock
 
-DEFAULT_PATH = Path("/etc/scanner-agent/config.toml")
-
 
 def _f(default: Any, *, choices: tuple | None = None, min: float | None = None,
        max: float | None = None, doc: str = "") -> Any:
