@@ -343,3 +343,17 @@ def run(path: Path) -> list[Check]:
     checks.append(check_voice(cfg))
     checks.append(check_unit())
     return checks
+
+
+def report(path: Path) -> int:
+    """Print every check, one line each; 2 when the config cannot be read (nothing else is
+    checked), 1 when something is to fix, else 0."""
+    checks = run(path)
+    for c in checks:
+        print(c.line())
+    if checks[0].name == "config" and not checks[0].ok:
+        print("the config cannot be read: nothing else checked")
+        return 2
+    failed = [c for c in checks if not c.ok]
+    print(f"{len(failed)} problem(s) to fix" if failed else "all checks passed")
+    return 1 if failed else 0
