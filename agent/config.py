@@ -21,8 +21,6 @@ from typing import Any
 
 from agent import clock
 
-DEFAULT_PATH = Path("/etc/scanner-agent/config.toml")
-
 
 def _f(default: Any, *, choices: tuple | None = None, min: float | None = None,
        max: float | None = None, doc: str = "") -> Any:
@@ -374,10 +372,19 @@ def demo_feed_problem(cfg: Config) -> str | None:
             "\"v4l2\"), or name the frames to replay on purpose in camera.path")
 
 
+_FACILITY = re.compile(r"^\s*([0-9]{2})\s*[-\u2010-\u2015\u2212]?\s*([0-9]{3})\s*$")
+
+
+def facility_code(text: str) -> str | None:
+    """A facility code in the `79-024`, `79 - 024` or `79024` form as `79024`; None when it is not one.
+    Here, not in agent.cards, because the config checks the form IT writes them in (and config
+    imports no stage); agent.cards.flags compares cards with them."""
+    m = _FACILITY.match(text) if isinstance(text, str) else None
+    return m.group(1) + m.group(2) if m else None
+
+
 def _counter_fact_problems(cfg: Config) -> list[tuple[str, str]]:
     """Facility codes and group codes that could never match a card, as (config key, message)."""
-    from agent.cards.flags import facility_code
-
     out = []
     for code in cfg.station.facility_codes:
         if facility_code(code) is None:

@@ -1,6 +1,9 @@
 """Where the station keeps its files: the one place every path is built.
 
+    /etc/scanner-agent/config.toml   the installed config (read when no -c CONFIG is given)
+    /etc/systemd/system/scanner-agent.service   the installed unit (systemd/install.sh)
     {state_dir}/outbox.db            the check-in outbox (agent.outbox), 0600
+    {state_dir}/outbox.db-wal, -shm  SQLite's companions of the outbox in WAL mode
     {state_dir}/outbox.db.corrupt-*  an outbox proven damaged, kept until IT imports it
     {runtime}/status.json            the running daemon's state, for `scanner-agent status`
     {runtime}/control.sock           the running daemon's control socket (snapshots)
@@ -13,6 +16,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+#: the installed config: what every command reads when no -c CONFIG is given
+CONFIG = Path("/etc/scanner-agent/config.toml")
+#: the installed service unit (systemd/install.sh copies it here)
+UNIT = Path("/etc/systemd/system/scanner-agent.service")
 #: The demo's bundled camera frames (replayed when no camera path is configured).
 DEMO_FRAMES = Path(__file__).parent / "samples" / "frames"
 OUTBOX = "outbox.db"
@@ -22,6 +29,17 @@ ASIDE = ".corrupt-"
 
 def outbox(state_dir: str | Path) -> Path:
     return Path(state_dir) / OUTBOX
+
+
+def sidecars(db: Path) -> tuple[Path, Path]:
+    """(-wal, -shm): the files SQLite keeps beside a database in WAL mode, which move, change owner
+    and get deleted with it."""
+    return Path(f"{db}-wal"), Path(f"{db}-shm")
+
+
+def moved_aside(db: Path, stamp: str) -> Path:
+    """The name a proven-damaged database `db` is renamed to: {db}{ASIDE}{stamp}."""
+    return db.with_name(f"{db.name}{ASIDE}{stamp}")
 
 
 def damaged_outboxes(outbox_path: str | Path) -> list[Path]:

@@ -369,7 +369,7 @@ class Station:
             self._status_failing = False
 
     def snapshot(self) -> bytes:
-        from agent.capture.annotate import encode
+        from agent.decode.annotate import encode
 
         if self.last_view is None:
             raise RuntimeError("no frame from the camera yet")

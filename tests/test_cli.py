@@ -99,3 +99,20 @@ def test_config_option_is_accepted_at_every_level():
         args = parse(argv)
         assert (args.config if argv[0] != "config" else args.config or args.path) == "a.toml", argv
     assert parse(["queue", "-c", "b.toml", "list"]).config == "b.toml"
+
+
+@pytest.mark.parametrize("args", [("parse", "--json", BHYT15), ("parse", CCCD),
+                                  ("decode", "--json", "agent/samples/frames/000.jpg"), ("--help",)])
+def test_a_reader_that_goes_away_ends_the_command_quietly(args):
+    """`scanner-agent parse ... | head -0`: standard output's reader has gone before a line is
+    written. Exit 0 with nothing on standard error (no 'Broken pipe', no 'Exception ignored')."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "agent", *args], stdout=write, stderr=subprocess.PIPE,
+                              cwd=ROOT, timeout=60)
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (0, b"")

@@ -130,7 +130,7 @@ def test_modules_from_what_zxing_read_of_the_symbol():
 
 def test_status_and_snapshot_show_the_last_reasons():
     from agent.admin.status import render
-    from agent.capture.annotate import annotate
+    from agent.decode.annotate import annotate
 
     s = {"station": "s", "version": "x", "service": "active", "daemon": "running", "status_stale_s": None,
          "camera": {"source": "replay"}, "mqtt": {"configured": False}, "outbox": {"queue_depth": 0},

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent import cli
+from agent.admin import hardware
 from agent.capture import Frame
 from agent.checkin import Action, Decision
 from agent.config import Config
@@ -238,7 +238,7 @@ def test_doctor_and_feedback_test_with_the_null_device(tmp_path, capsys):
     cfg.feedback.voice_device = "no_such_device"
     check = check_voice(cfg)
     assert check.ok and check.warning and "no_such_device" in check.detail and check.line().startswith("warn")
-    assert cli._voice_test(load_config(conf).feedback) == 0
+    assert hardware.voice_test(load_config(conf).feedback) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in PROMPTS) and PROMPTS["try_again-dim"] in out
 

@@ -13,11 +13,9 @@ from pathlib import Path
 
 from agent import paths, runstate
 from agent.clock import clock_synced
-from agent.config import DEFAULT_PATH, Config, ConfigError, load_config
+from agent.config import Config, ConfigError, load_config
 from agent.outbox import OutboxError
 from agent.outbox.store import integrity
-
-UNIT = Path("/etc/systemd/system/scanner-agent.service")
 
 
 @dataclass
@@ -92,8 +90,7 @@ def check_outbox(db: Path) -> Check:
     if stat.S_IMODE(st.st_mode) != 0o600:
         problems.append(f"mode {stat.S_IMODE(st.st_mode):o}")
         fixes.append(f"chmod 600 {db}")
-    for suffix in ("-wal", "-shm"):
-        side = Path(f"{db}{suffix}")
+    for side in paths.sidecars(db):
         try:
             sst = side.stat()
         except OSError:
@@ -115,7 +112,7 @@ def check_clock() -> Check:
 def check_replay(cfg: Config, path: Path) -> Check | None:
     """A real station (one that sends to a broker, or the installed config) replaying images
     instead of reading its camera: every check-in it sends would be a recording, not a patient."""
-    if cfg.camera.source != "replay" or (cfg.mqtt is None and path != DEFAULT_PATH):
+    if cfg.camera.source != "replay" or (cfg.mqtt is None and path != paths.CONFIG):
         return None
     return Check("camera", False, f"source = \"replay\" ({cfg.camera.path or 'the bundled demo frames'}) on a "
                                   "station that sends check-ins to the hospital",
@@ -322,9 +319,9 @@ def check_voice(cfg: Config) -> Check:
 
 
 def check_unit() -> Check:
-    if not UNIT.exists():
-        return Check("service", False, f"{UNIT} not installed", "run sudo systemd/install.sh")
-    return Check("service", True, str(UNIT))
+    if not paths.UNIT.exists():
+        return Check("service", False, f"{paths.UNIT} not installed", "run sudo systemd/install.sh")
+    return Check("service", True, str(paths.UNIT))
 
 
 def run(path: Path) -> list[Check]:
@@ -346,3 +343,17 @@ def run(path: Path) -> list[Check]:
     checks.append(check_voice(cfg))
     checks.append(check_unit())
     return checks
+
+
+def report(path: Path) -> int:
+    """Print every check, one line each; 2 when the config cannot be read (nothing else is
+    checked), 1 when something is to fix, else 0."""
+    checks = run(path)
+    for c in checks:
+        print(c.line())
+    if checks[0].name == "config" and not checks[0].ok:
+        print("the config cannot be read: nothing else checked")
+        return 2
+    failed = [c for c in checks if not c.ok]
+    print(f"{len(failed)} problem(s) to fix" if failed else "all checks passed")
+    return 1 if failed else 0

@@ -16,6 +16,7 @@ import json
 import math
 import secrets
 import ssl
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from agent import jsonbound
 from agent.cards.sanitize import one_line
-from agent.config import MqttConfig
+from agent.config import Config, MqttConfig
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 SEVERITY = (OK, WARNING, UNKNOWN, CRITICAL)   # overall: a CRITICAL station outranks an UNKNOWN
@@ -308,3 +309,43 @@ def as_json(rows: list[Row]) -> str:
         item = {k: v for k, v in vars(r).items() if k not in ("since", "oldest", "health_age", "numbers", "summary")}
         out.append({**item, **r.numbers, "check": LEVELS[r.level]})
     return json.dumps(out, ensure_ascii=False)
+
+
+class BrokerUnreachable(Exception):
+    """The fleet cannot be read: the broker does not answer or refuses us (exit UNKNOWN)."""
+
+
+def watch(cfg: Config, *, json_out: bool, refresh: bool, every: float, wait_s: float, warn_s: float,
+          crit_s: float, expect_version: str | None) -> int:
+    """Read and show the fleet once (or every `every` seconds while `refresh`); its overall level.
+    BrokerUnreachable when the broker cannot be read."""
+    if cfg.mqtt is None:
+        print("fleet: the config has no [mqtt] section (the broker to read the fleet from)", file=sys.stderr)
+        return UNKNOWN
+    while True:
+        subacks: list[str] = []
+        try:
+            stations = collect(cfg.mqtt, wait_s=wait_s, subacks=subacks)
+        except (OSError, ssl.SSLError, ConnectionError, ValueError) as exc:
+            from agent.mqtt.link import describe
+
+            raise BrokerUnreachable(f"UNKNOWN: broker {cfg.mqtt.host}:{cfg.mqtt.port}: "
+                                    f"{describe(exc, cfg.mqtt.tls, f'{cfg.mqtt.host}:{cfg.mqtt.port}')}") from None
+        rows = assess(stations, health_interval_s=cfg.mqtt.health_interval_s, warn_s=warn_s, crit_s=crit_s,
+                      expect_version=expect_version)
+        status = overall(rows)
+        if json_out:
+            print(as_json(rows), flush=True)
+        else:
+            if refresh:
+                print("\033[2J\033[H", end="")
+            print(render(rows) if rows else no_reports(cfg.mqtt, cfg.station.id, subacks))
+            mixed = versions(rows)
+            if mixed:
+                print(f"note: {mixed}")
+            counts = {name: sum(r.level == lvl for r in rows) for lvl, name in LEVELS.items() if lvl != UNKNOWN}
+            print(f"{LEVELS[status]}: {len(rows)} station(s); " + ", ".join(f"{n} {k.lower()}" for k, n in counts.items()),
+                  flush=True)
+        if not refresh:
+            return status
+        time.sleep(max(1.0, every))

@@ -6,17 +6,23 @@ an undelivered check-in.
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import stat
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent import paths
 from agent.admin.files import write_private
 from agent.cards import mask_name
 from agent.cards.sanitize import clean_text, one_line
+from agent.config import Config, ConfigError
 from agent.mqtt.schemas import errors as schema_errors
-from agent.outbox import Outbox
+from agent.outbox import Outbox, OutboxError
 from agent.outbox.salvage import is_database, salvage
 
 #: a check-in is a few kilobytes, three levels deep: an import line beyond these is not one, and
@@ -189,3 +195,97 @@ def import_file(box: Outbox, path: Path) -> ImportReport:
 def retry(box: Outbox, ids: list[str]) -> list[str]:
     """Mark delivered check-ins undelivered again so the daemon resends them; returns unknown ids."""
     return [i for i in ids if not box.requeue(i)]
+
+
+def create_outbox(cfg: Config, path: Path) -> None:
+    """`queue import` on a replacement station that has never run: a fresh outbox, as the station
+    makes it; as root, handed to the state directory's owner (the service user) so the station
+    can open it (never through a link)."""
+    leftovers = [p for p in (path, *paths.sidecars(path), Path(f"{path}-journal")) if os.path.lexists(p)]
+    if leftovers:   # a link or a stray file where the new outbox would go: never followed or reused
+        raise OutboxError(f"no outbox at {path}, but {leftovers[0]} is there: move it away first")
+    Outbox(path, station=cfg.station.id, max_events=cfg.outbox.max_events, min_free_mb=0).close()
+    print(f"created {path} (this station had not run yet)", file=sys.stderr)
+    owner = path.parent.stat()
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        for p in (path, *paths.sidecars(path)):
+            try:
+                if stat.S_ISREG(p.lstat().st_mode):
+                    os.chown(p, owner.st_uid, owner.st_gid, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+
+
+def open_outbox(cfg: Config, *, write: bool, create: bool = False) -> Outbox:
+    """The outbox for an IT command: never moved or repaired, created only for `create` (import);
+    read-only unless `write`."""
+    path = paths.outbox(cfg.station.state_dir)
+    if not path.exists() and create:
+        create_outbox(cfg, path)
+    if not path.exists():
+        raise ConfigError(path, ["0: no outbox here (is state_dir right, and has the station run?)"])
+    return Outbox(path, station=cfg.station.id, max_events=cfg.outbox.max_events, admin=True,
+                  readonly=not write)
+
+
+def command(args: argparse.Namespace, cfg: Config) -> int:
+    """`scanner-agent queue ACTION`, on the outbox of `cfg`'s station."""
+    box = open_outbox(cfg, write=args.action in ("retry", "import"), create=args.action == "import")
+    try:
+        return _action(args, box, cfg)
+    finally:
+        box.close()
+
+
+def _action(args: argparse.Namespace, box: Outbox, cfg: Config) -> int:
+    state_dir = Path(cfg.station.state_dir)
+    if args.action == "list":
+        receipts = cfg.mqtt is not None and cfg.mqtt.delivered_on == "receipt"
+        print("\n".join(list_rows(box, limit=args.limit, undelivered_only=not args.all, reveal=args.reveal,
+                                  receipts=receipts)))
+    elif args.action == "show":
+        shown = show(box, args.id, args.reveal)
+        if shown is None:
+            print(f"no check-in {args.id}", file=sys.stderr)
+            return 1
+        print(json.dumps(shown, ensure_ascii=False, indent=2))
+    elif args.action == "retry":
+        unknown = retry(box, args.ids)
+        for i in unknown:
+            print(f"no check-in {i}", file=sys.stderr)
+        print(f"{len(args.ids) - len(unknown)} check-in(s) queued for resending; "
+              f"{box.depth()} undelivered in all (a running station sends them within a few seconds, once the broker is reachable)")
+        return 1 if unknown else 0
+    elif args.action == "export":
+        if not args.force and os.path.isfile(args.file) and not os.path.islink(args.file):
+            print(f"queue export: {args.file} exists: give a new file name, or --force to replace it",
+                  file=sys.stderr)
+            return 2
+        n = export(box, Path(args.file), state_dir)
+        print(f"{n} undelivered check-in(s) written to {args.file} (JSON lines, mode 600; "
+              "they contain personal data: delete the file after use)")
+    elif args.action == "import":
+        return _import(Path(args.file), box, delete_after=args.delete_after)
+    return 0
+
+
+def _import(path: Path, box: Outbox, *, delete_after: bool) -> int:
+    report = import_file(box, path)
+    for line in report.rejected[:20]:
+        print(f"{path}: {line}", file=sys.stderr)
+    if len(report.rejected) > 20:
+        print(f"{path}: ... and {len(report.rejected) - 20} more not imported", file=sys.stderr)
+    lost = "" if report.lost == 0 else (f"; {'an unknown number' if report.lost is None else report.lost} "
+                                        "undelivered check-in(s) in it could not be read")
+    how = {"read": "", "header repaired": ", its damaged header rebuilt in memory",
+           "page scan": ", found by a page scan: delivered or not cannot be told, the hospital "
+                        "deduplicates by id"}[report.method]
+    print(f"{report.added} check-in(s) queued for sending from {path} ({report.source}{how}), "
+          f"{report.already} already queued here, {len(report.rejected)} not imported{lost}; "
+          f"{box.depth()} undelivered in all")
+    if delete_after and not report.rejected:
+        from agent.outbox.store import delete_files
+
+        delete_files(path)
+        print(f"{path} deleted: its readable check-ins are safe in the outbox")
+    return 1 if report.rejected else 0

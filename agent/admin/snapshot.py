@@ -9,7 +9,7 @@ from agent import paths, runstate
 from agent.admin.files import check_target, write_private
 from agent.config import Config
 from agent.control import request
-from agent.capture.annotate import encode
+from agent.decode.annotate import encode
 from agent.decode import decode
 
 

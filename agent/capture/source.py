@@ -1,6 +1,7 @@
 """The frame-source interface: a grayscale frame and the time it was captured.
 
 Every camera hides behind this, so the station (and its tests) never touch a camera API.
+The sources import this module; the one that chooses among them is agent/capture/factory.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Protocol
 import numpy as np
 
 from agent.capture.steer import View
-from agent.config import CameraConfig
 
 
 class SourceError(Exception):
@@ -36,18 +36,6 @@ class FrameSource(Protocol):
     def close(self) -> None: ...
     # optional: `steer(frame, result, active)`, a source that controls its camera from what the
     # decoder located (agent/capture/steer.py); `control_status()` for status and snapshots
-
-
-def open_source(cfg: CameraConfig, *, demo_frames: str | None = None) -> FrameSource:
-    """The source the config names (not yet opened)."""
-    if cfg.source == "replay":
-        from agent.capture.replay import ReplaySource
-        return ReplaySource(cfg.path or demo_frames or "", fps=cfg.fps, loop=cfg.loop)
-    if cfg.source == "v4l2":
-        from agent.capture.v4l2 import V4l2Source
-        return V4l2Source(cfg)
-    from agent.capture.picam import Picamera2Source
-    return Picamera2Source(cfg)
 
 
 def now() -> float:

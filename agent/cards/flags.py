@@ -9,11 +9,11 @@ same flags the station sends, except `repeat_today`, which needs the station's h
 from __future__ import annotations
 
 import calendar
-import re
 from collections.abc import Iterable
 from datetime import date
 
 from agent.cards.model import CardRead
+from agent.config import facility_code
 
 #: Every flag, in the order they are listed in a check-in (agent/schemas/checkin.json).
 FLAGS = ("priority_child", "priority_elderly", "priority_merit", "other_facility", "repeat_today")
@@ -26,15 +26,6 @@ ELDERLY_FROM = 75
 #: `priority_child`, every other configured group `priority_merit`.
 LAW_PRIORITY_GROUPS = ("CC", "CK", "TE")
 CHILD_GROUP = "TE"
-
-_FACILITY = re.compile(r"^\s*([0-9]{2})\s*[-\u2010-\u2015\u2212]?\s*([0-9]{3})\s*$")
-
-
-def facility_code(text: str) -> str | None:
-    """A facility code in the `79-024`, `79 - 024` or `79024` form as `79024`; None when it is not one."""
-    m = _FACILITY.match(text) if isinstance(text, str) else None
-    return m.group(1) + m.group(2) if m else None
-
 
 def _age(born: date, today: date) -> int:
     """Whole years; a 29 February birthday comes on 1 March in other years."""

@@ -1,0 +1,85 @@
+"""`scanner-agent feedback test` and `output test`: the hardware checks IT runs by hand, at the
+station, watching the LEDs, listening to the buzzer and the voice, reading the counter PC."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from agent.config import Config, FeedbackConfig
+
+#: What `output test` types: an input method that rewrites keys (Telex: aa -> â, dd -> đ, af -> à;
+#: VNI: a1 -> á) shows at a glance on the counter PC.
+PROBE = "scanner-agent test: aa dd ee af a1 0123456789"
+
+
+def feedback_test(cfg: Config) -> int:
+    """Every LED/buzzer pattern once, named as it plays, then every voice prompt; 1 when a prompt
+    could not be played."""
+    from agent.feedback import DESCRIPTIONS, Feedback, Signal, duration, make_output
+
+    fb = Feedback(make_output(cfg.feedback))
+    try:
+        for sig in Signal:
+            print(f"{sig.value:22s} {DESCRIPTIONS[sig]}", flush=True)
+            fb.signal(sig)
+            time.sleep(duration(sig) + 0.6)
+    finally:
+        fb.close()
+    return voice_test(cfg.feedback)
+
+
+def voice_test(fcfg: FeedbackConfig) -> int:
+    """Play every voice prompt once, to the end; 1 when one could not be played."""
+    from agent.feedback.audio import AplayPlayer
+    from agent.feedback.voice import PROMPTS
+
+    if not fcfg.voice:
+        print("voice: off ([feedback] voice = false)")
+        return 0
+    player, failed = AplayPlayer(fcfg.voice_device), 0
+    for name, text in PROMPTS.items():
+        path = Path(fcfg.voice_dir) / f"{name}.wav"
+        if not path.is_file():
+            print(f"{name:30s} MISSING {path}", flush=True)
+            failed += 1
+            continue
+        print(f"{name:30s} {text}", flush=True)
+        player.warning = None
+        player.play(path, fcfg.voice_volume)
+        player.wait(timeout=30)
+        if player.warning:
+            print(f"{'':30s} {player.warning}", flush=True)
+            failed += 1
+    player.close()
+    return 1 if failed else 0
+
+
+def output_test(cfg: Config) -> int:
+    """Type or send PROBE on every enabled output; 1 when one could not be sent, 2 when none is
+    enabled."""
+    from agent.outputs.devices import make_outputs
+
+    outputs = make_outputs(cfg)
+    if not outputs:
+        print("no output enabled: set [output.keyboard] or [output.serial] enabled = true", file=sys.stderr)
+        return 2
+    status = 0
+    for out in outputs:
+        out.writer.dropped_note = "it was the probe line of 'output test' (no check-in involved)"
+        w = out.writer.start()
+        out.writer.send(out.cfg.prefix + PROBE + "\n" + out.cfg.suffix)
+        deadline = time.monotonic() + out.cfg.timeout_s + 2
+        while out.writer.sent + out.writer.dropped == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        w.stop()
+        if out.writer.sent:
+            print(f"{out.writer.kind:8s} sent to {out.writer.device}: {PROBE!r}. On the PC it must read "
+                  "exactly so; 'â đ ê à á' instead means an input method rewrites keys (see README)")
+        else:
+            print(f"{out.writer.kind:8s} the probe line was NOT sent to {out.writer.device}: {out.writer.device_fault}; "
+                  "check the cable and that the PC reads it (README 'Using the station as a USB scanner')",
+                  file=sys.stderr)
+            status = 1
+    return status
