@@ -139,7 +139,7 @@ def demo_config():
 def cmd_run(args: argparse.Namespace) -> int:
     import ssl
 
-    from agent.mqtt.link import InsecureBroker
+    from agent.mqtt.session import InsecureBroker
     from agent.outbox import OutboxError
     from agent.outbox.store import OutboxBusy
     from agent.station import Station
@@ -384,7 +384,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         try:
             stations = fleet.collect(cfg.mqtt, wait_s=args.wait, subacks=subacks)
         except (OSError, ssl.SSLError, ConnectionError, ValueError) as exc:
-            from agent.mqtt.link import describe
+            from agent.mqtt.session import describe
 
             print(f"UNKNOWN: broker {cfg.mqtt.host}:{cfg.mqtt.port}: {describe(exc, cfg.mqtt.tls, f'{cfg.mqtt.host}:{cfg.mqtt.port}')}",
                   file=sys.stderr)

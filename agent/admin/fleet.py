@@ -15,19 +15,16 @@ from __future__ import annotations
 import json
 import math
 import secrets
-import ssl
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
 from agent import jsonbound
 from agent.cards.sanitize import one_line
 from agent.config import MqttConfig
+from agent.mqtt.session import make_client
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 SEVERITY = (OK, WARNING, UNKNOWN, CRITICAL)   # overall: a CRITICAL station outranks an UNKNOWN
@@ -80,13 +77,7 @@ def collect(cfg: MqttConfig, *, wait_s: float = 2.0, connect_timeout_s: float = 
     done = threading.Event()
     refused: list[str] = []
     # a client id of our own: a consumer or tool using a station's id would kick that station off
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"scanner-agent-fleet-{secrets.token_hex(4)}",
-                         protocol=MQTTProtocolVersion.MQTTv5)
-    if cfg.tls:
-        client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None, keyfile=cfg.key_file or None,
-                       cert_reqs=ssl.CERT_REQUIRED)
-    if cfg.username:
-        client.username_pw_set(cfg.username, cfg.password or None)
+    client = make_client(cfg, f"scanner-agent-fleet-{secrets.token_hex(4)}")
 
     def on_connect(c, userdata, flags, rc, props):
         if rc.is_failure:
