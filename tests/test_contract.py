@@ -183,7 +183,8 @@ def test_queue_retry_resends_on_a_running_station(tmp_path, broker, outbox):
     sub = Subscriber(broker.port, f"{PREFIX}/+/checkin", client_id="hospital-retry")
     rng = random.Random(9)
     rows = [outbox.put(body(rng)) for _ in range(3)]
-    link = MqttLink(cfg(broker.port), STATION, outbox, backoff=(0.05, 0.5))
+    # the rescan's default interval (5 s) is tests/test_delivery.py's: here it is shortened
+    link = MqttLink(cfg(broker.port), STATION, outbox, backoff=(0.05, 0.5), rescan_every_s=0.5)
     link.start()
     try:
         assert wait_for(lambda: outbox.depth() == 0 and len(sub.json_on("/checkin")) == 3, 10)

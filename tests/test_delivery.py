@@ -204,6 +204,20 @@ def test_a_row_queued_again_behind_the_cursor_is_found_by_the_rescan():
     assert broker.seqs() == [1, 2, 3, 1, 4]
 
 
+def test_a_running_station_rescans_every_5_s_by_default():
+    """`queue retry` on a running station is sent again within seconds (tests/test_contract.py
+    runs it through a broker with a shorter interval)."""
+    d, box, broker, clock = make(1)
+    d.send(broker)
+    d.puback(broker.mid(1))
+    d.flush()
+    box.requeue(broker.published[0][1].id)
+    clock.t += 4.9
+    assert d.send(broker) == []
+    clock.t += 0.1
+    assert len(d.send(broker)) == 1
+
+
 def test_the_rescan_leaves_rows_in_flight_alone():
     d, box, broker, clock = make(2, rescan_every_s=5.0)
     d.send(broker)
