@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 
 from agent.capture import Frame, Grabber, open_source
@@ -31,6 +32,9 @@ from agent import __version__, clock, paths, runstate
 from agent.clock import clock_synced
 from agent.schedule import Scheduler
 from agent.sdnotify import notify, watchdog_interval
+
+if TYPE_CHECKING:
+    from agent.mqtt.messages import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -227,19 +231,19 @@ class Station:
     def _describe(self, d: Decision) -> str:
         return f"{d.read.kind.upper()} {self._who(d)} ({d.read.verdict})"
 
-    def on_verdict(self, verdict: dict) -> None:
+    def on_verdict(self, verdict: Verdict) -> None:
         """The hospital answered a check-in (called on the MQTT thread, once per check-in id, with
         every text field already cleaned)."""
-        accepted = verdict["result"] == "accepted"
-        words = f"{verdict.get('code', '')} {verdict.get('message', '')}".strip()
+        accepted = verdict.accepted
+        words = f"{verdict.code or ''} {verdict.message or ''}".strip()
         # the hospital's text is quoted and labelled (one JSON string, so a quote inside cannot end
         # it): "check-in #999 ..." in a verdict must not read as the station's own check-in line
         self.feedback.signal(Signal.VERDICT_ACCEPTED if accepted else Signal.VERDICT_REJECTED,
                              f"hospital's words: {json.dumps(words, ensure_ascii=False)}" if words else "")
         if not accepted:
             self._say(Signal.VERDICT_REJECTED)
-        log.info("hospital verdict for %s: %s, code %s", verdict["id"], verdict["result"],
-                 json.dumps(verdict.get("code", ""), ensure_ascii=False))
+        log.info("hospital verdict for %s: %s, code %s", verdict.id, verdict.result,
+                 json.dumps(verdict.code or "", ensure_ascii=False))
 
     def workers(self) -> list:
         """Every background worker of the running station (each supervised, see agent.worker)."""

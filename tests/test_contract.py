@@ -141,7 +141,7 @@ def test_verdict_rules(tmp_path, broker, outbox):
 
     def start() -> MqttLink:
         link = MqttLink(cfg(broker.port, verdict_max_age_s=120), STATION, outbox,
-                        on_verdict=lambda v: shown.append(v["id"]), backoff=(0.05, 0.5))
+                        on_verdict=lambda v: shown.append(v.id), backoff=(0.05, 0.5))
         link.start()
         assert wait_for(lambda: link.state.connected, 5)
         time.sleep(0.3)
@@ -183,7 +183,8 @@ def test_queue_retry_resends_on_a_running_station(tmp_path, broker, outbox):
     sub = Subscriber(broker.port, f"{PREFIX}/+/checkin", client_id="hospital-retry")
     rng = random.Random(9)
     rows = [outbox.put(body(rng)) for _ in range(3)]
-    link = MqttLink(cfg(broker.port), STATION, outbox, backoff=(0.05, 0.5))
+    # the rescan's default interval (5 s) is tests/test_delivery.py's: here it is shortened
+    link = MqttLink(cfg(broker.port), STATION, outbox, backoff=(0.05, 0.5), rescan_every_s=0.5)
     link.start()
     try:
         assert wait_for(lambda: outbox.depth() == 0 and len(sub.json_on("/checkin")) == 3, 10)
@@ -383,11 +384,8 @@ def test_a_flood_of_ignored_messages_is_summed_up_on_a_timer(tmp_path, broker, o
     flood that stopped left no trace beyond its first message. Now it is written on a timer."""
     import logging
 
-    from agent.mqtt import link as link_module
-
-    monkeypatch.setattr(link_module, "NOTICE_EVERY_S", 1.0)
     caplog.set_level(logging.WARNING, logger="agent.mqtt.link")
-    link = MqttLink(cfg(broker.port), STATION, outbox, backoff=(0.05, 0.5))
+    link = MqttLink(cfg(broker.port), STATION, outbox, backoff=(0.05, 0.5), notice_every_s=1.0)
     hospital = client(broker.port, "hospital-flood")
     try:
         link.start()

@@ -171,7 +171,7 @@ def test_status_and_health_carry_the_program_version():
     import jsonschema
 
     from agent import __version__
-    from agent.mqtt.link import health_payload
+    from agent.mqtt.messages import health_payload
 
     report = health_payload("counter-01", {}, uptime_s=1.0, delivered_on="broker")
     assert report["version"] == __version__

@@ -277,7 +277,7 @@ def test_verdict_text_is_cleaned_and_logged_once_per_checkin(tmp_path, broker, c
         hospital.close()
         box.close()
     assert len(seen) == 1                                   # one signal per check-in id
-    message = seen[0]["message"]
+    message = seen[0].message
     assert "\x1b" not in message and "\x07" not in message and "\u202e" not in message and "\n" not in message
     mqtt_lines = [r for r in caplog.records if r.name == "agent.mqtt.link" and "ignored" in r.getMessage()]
     assert len(mqtt_lines) <= 2, len(mqtt_lines)            # not 5 000 lines

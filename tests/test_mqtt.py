@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from agent.config import MqttConfig
-from agent.mqtt.link import InsecureBroker, MqttLink
+from agent.mqtt.link import MqttLink
+from agent.mqtt.messages import Verdict
 from agent.mqtt.schemas import errors as schema_errors
+from agent.mqtt.session import InsecureBroker
 from agent.outbox import Outbox
 from support.broker import Broker, Subscriber, make_ca
 from support.broker import link_config as cfg
@@ -217,7 +219,7 @@ def test_verdicts_garbage_ignored_valid_delivered(broker, outbox):
         pub.client.publish(topic, json.dumps(good, ensure_ascii=False).encode(), qos=1)
         assert wait_for(lambda: got, 5)
         time.sleep(0.3)
-        assert got == [good]
+        assert got == [Verdict(**good)]
         assert link.state.connected and link._thread.is_alive()
     finally:
         link.stop()

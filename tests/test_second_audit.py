@@ -245,6 +245,7 @@ def test_verdict_text_is_quoted_and_labelled_as_the_hospitals_words(tmp_path, ca
     from agent.config import Config
     from agent.feedback import Feedback
     from agent.feedback.player import ConsoleOutput
+    from agent.mqtt.messages import Verdict
     from agent.station import Station
     from support.daemon import RECORDED
 
@@ -259,8 +260,8 @@ def test_verdict_text_is_quoted_and_labelled_as_the_hospitals_words(tmp_path, ca
     station = Station(cfg, feedback=Feedback(Console()))
     try:
         with caplog.at_level(logging.INFO):
-            station.on_verdict({"id": "0193a0c0-0000-7000-8000-000000000001", "result": "accepted",
-                                "code": "OK", "message": message})
+            station.on_verdict(Verdict("0193a0c0-0000-7000-8000-000000000001", "accepted", code="OK",
+                                       message=message))
             deadline = __import__("time").time() + 5
             while not shown and __import__("time").time() < deadline:
                 __import__("time").sleep(0.02)

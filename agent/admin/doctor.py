@@ -177,7 +177,7 @@ def check_broker(cfg: Config) -> list[Check]:
         with ctx.wrap_socket(sock, server_hostname=m.host) as tls:
             out.append(Check("tls", True, f"{tls.version()}, certificate verified"))
     except (ssl.SSLError, OSError) as exc:
-        from agent.mqtt.link import describe
+        from agent.mqtt.session import describe
 
         sock.close()
         out.append(Check("tls", False, describe(exc, True, f"{m.host}:{m.port}"),
@@ -197,7 +197,8 @@ def check_session(cfg: Config, timeout: float = 10.0) -> list[Check]:
     import threading
 
     from agent import clock
-    from agent.mqtt.link import describe, make_client, topics
+    from agent.mqtt.messages import topics
+    from agent.mqtt.session import describe, make_client
 
     m, station = cfg.mqtt, cfg.station.id
     clock.use_zone(cfg.station.timezone)
@@ -259,7 +260,7 @@ def check_session(cfg: Config, timeout: float = 10.0) -> list[Check]:
 def _probe_health(cfg: Config) -> dict:
     """What doctor publishes: a health report (valid against health.json) from the outbox and the
     running daemon's status file, so a consumer reading it learns nothing false."""
-    from agent.mqtt.link import health_payload
+    from agent.mqtt.messages import health_payload
     from agent.outbox import Outbox
 
     stats: dict = {}

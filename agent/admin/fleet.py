@@ -23,12 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
 from agent import jsonbound
 from agent.cards.sanitize import one_line
 from agent.config import Config, MqttConfig
+from agent.mqtt.session import describe, make_client
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 SEVERITY = (OK, WARNING, UNKNOWN, CRITICAL)   # overall: a CRITICAL station outranks an UNKNOWN
@@ -81,13 +79,7 @@ def collect(cfg: MqttConfig, *, wait_s: float = 2.0, connect_timeout_s: float = 
     done = threading.Event()
     refused: list[str] = []
     # a client id of our own: a consumer or tool using a station's id would kick that station off
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"scanner-agent-fleet-{secrets.token_hex(4)}",
-                         protocol=MQTTProtocolVersion.MQTTv5)
-    if cfg.tls:
-        client.tls_set(ca_certs=cfg.ca_file or None, certfile=cfg.cert_file or None, keyfile=cfg.key_file or None,
-                       cert_reqs=ssl.CERT_REQUIRED)
-    if cfg.username:
-        client.username_pw_set(cfg.username, cfg.password or None)
+    client = make_client(cfg, f"scanner-agent-fleet-{secrets.token_hex(4)}")
 
     def on_connect(c, userdata, flags, rc, props):
         if rc.is_failure:
@@ -327,7 +319,6 @@ def watch(cfg: Config, *, json_out: bool, refresh: bool, every: float, wait_s: f
         try:
             stations = collect(cfg.mqtt, wait_s=wait_s, subacks=subacks)
         except (OSError, ssl.SSLError, ConnectionError, ValueError) as exc:
-            from agent.mqtt.link import describe
 
             raise BrokerUnreachable(f"UNKNOWN: broker {cfg.mqtt.host}:{cfg.mqtt.port}: "
                                     f"{describe(exc, cfg.mqtt.tls, f'{cfg.mqtt.host}:{cfg.mqtt.port}')}") from None

@@ -56,7 +56,7 @@ def disk_full(state_dir: str, exc: BaseException) -> bool:
 
 def start(cfg: Config):
     """The station, built (outbox opened, broker link made); CannotStart when it cannot be."""
-    from agent.mqtt.link import InsecureBroker
+    from agent.mqtt.session import InsecureBroker
     from agent.outbox import OutboxError
     from agent.outbox.store import OutboxBusy
     from agent.station import Station
