@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import jsonbound
+from agent.outbox.report import OutboxStats
 
 STALE_S = 10.0
 #: a status file is a few kB; the state dir is the service account's: bounded before parsing
@@ -25,7 +26,10 @@ MAX_STATUS_NESTING = 16
 class DaemonStatus:
     """The contract between the daemon (writer) and `status`, `doctor`, `snapshot` (readers).
     Each section is the owning component's own status(): camera (grabber), mqtt (link), workers,
-    outbox (stats), counters (the station's)."""
+    outbox (stats: typed, OutboxStats), counters (the station's). `faults` are the texts of the
+    station's Faults (agent.faults): the file has always held only those.
+
+    to_dict() gives the file's JSON, key for key as it always was; from_dict() reads older files."""
     pid: int
     version: str
     station: str
@@ -37,12 +41,14 @@ class DaemonStatus:
     faults: list[str] = field(default_factory=list)
     workers: dict[str, Any] = field(default_factory=dict)
     counters: dict[str, Any] = field(default_factory=dict)
-    outbox: dict[str, Any] = field(default_factory=dict)
+    outbox: OutboxStats | None = None
     #: set by read(): how old the figures are when the daemon could not refresh them (disk full)
     stale_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {f.name: (getattr(self, f.name) if f.name != "outbox" else
+                         self.outbox.to_dict() if self.outbox is not None else {})
+                for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, data: Any) -> "DaemonStatus | None":
@@ -55,13 +61,14 @@ class DaemonStatus:
         except (KeyError, TypeError, ValueError, OverflowError):
             return None
         sections = {f.name: data.get(f.name) for f in dataclasses.fields(cls)
-                    if f.name in ("camera", "workers", "counters", "outbox")}
+                    if f.name in ("camera", "workers", "counters")}
         faults = data.get("faults")
         mqtt = data.get("mqtt")
         return cls(pid=pid, version=str(data.get("version", "?")), station=str(data.get("station", "?")),
                    started_at=_number(data.get("started_at")), updated_at=updated,
                    mqtt=mqtt if isinstance(mqtt, dict) else None, clock_synced=data.get("clock_synced") is True,
                    faults=[str(f) for f in faults] if isinstance(faults, list) else [],
+                   outbox=OutboxStats.from_dict(data.get("outbox")),
                    **{k: v if isinstance(v, dict) else {} for k, v in sections.items()})
 
 
