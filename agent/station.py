@@ -20,6 +20,7 @@ from agent.capture import Frame, Grabber, open_source
 from agent.capture.scene import SceneGate
 from agent.cards import mask_name
 from agent.cards.flags import PRIORITY, card_flags
+from agent.cards.model import NUMBER_FIELD
 from agent.checkin import Action, Decision, Presenter, checkin_body
 from agent.config import Config
 from agent.control import ControlServer
@@ -133,7 +134,7 @@ class Station:
         now = time.time()
         flags = card_flags(d.read, clock.today(now), self.cfg.station.facility_codes,
                            self.cfg.checkin.priority_groups)
-        number = d.read.card.get("card_number" if d.read.kind == "bhyt" else "id_number")
+        number = d.read.card.get(NUMBER_FIELD.get(d.read.kind, ""))
         try:
             if number and self.outbox.checked_in_since(d.read.kind, number, clock.day_start(now)):
                 flags.append("repeat_today")

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import sqlite_utils
 
 from agent import paths
+from agent.cards.model import NUMBER_FIELD
 from agent.event import envelope   # the one event builder (no decoder import: admin commands stay light)
 from agent.outbox import files
 from agent.outbox.errors import BUSY_TIMEOUT_S, Damaged, OutboxError, OutboxFull, damage_proof, error, is_busy
@@ -354,12 +355,13 @@ class Outbox:
     def checked_in_since(self, kind: str, number: str, since: float) -> bool:
         """Is a check-in of this card (`kind` bhyt by card_number, cccd by id_number) stored since
         `since` (epoch seconds), delivered or not? Sees what retention has kept (repeat_today)."""
-        field = {"bhyt": "$.card.card_number", "cccd": "$.card.id_number"}.get(kind)
+        field = NUMBER_FIELD.get(kind)
         if field is None or not number:
             return False
+        field = f"$.card.{field}"
         return self._guarded(lambda: self.db.execute(
             "SELECT 1 FROM events WHERE created_at >= ? AND json_extract(payload, '$.kind') = ? "
-            "AND json_extract(payload, ?) = ? LIMIT 1", [since, kind, field, number]).fetchone() is not None)
+            "AND json_extract(payload, ?) = ? LIMIT 1", [since, str(kind), field, number]).fetchone() is not None)
 
     def recent(self, limit: int = 50) -> list[Row]:
         return self._rows("ORDER BY seq DESC LIMIT ?", [limit])
