@@ -13,7 +13,8 @@ from pathlib import Path
 
 from agent import paths, runstate
 from agent.clock import clock_synced
-from agent.config import Config, ConfigError, load_config
+from agent.config import Config, ConfigError
+from agent.outputs.checks import load_config   # config with the outputs' checks (templates)
 from agent.outbox import OutboxError, integrity
 
 
