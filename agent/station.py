@@ -21,6 +21,7 @@ from agent.capture.scene import SceneGate
 from agent.cards import mask_name
 from agent.cards.flags import PRIORITY, card_flags
 from agent.cards.model import NUMBER_FIELD
+from agent.faults import Fault
 from agent.checkin import Action, Decision, Presenter, checkin_body
 from agent.config import Config
 from agent.control import ControlServer
@@ -255,25 +256,25 @@ class Station:
     def faults(self, leds: bool = False) -> list[str]:
         """Everything wrong, for status and the health topic; `leds`: only what the counter staff
         should see blinking (a PC not reading the keyboard output is IT's business)."""
-        return [text for _, text in self.fault_items(leds)]
+        return [f.text for f in self.fault_items(leds)]
 
-    def fault_items(self, leds: bool = False) -> list[tuple[str, str]]:
-        """faults() as (code, text): the code from a fixed list (health.json `fault_codes`) for
+    def fault_items(self, leds: bool = False) -> list[Fault]:
+        """faults() as Faults: the code from a fixed list (health.json `fault_codes`) for
         monitoring, the text for people."""
         out = []
         if self.grabber is not None and self.grabber.fault:
-            out.append(("camera", f"camera: {self.grabber.fault}"))
+            out.append(Fault("camera", f"camera: {self.grabber.fault}"))
         out += [item for w in self.workers() if w is not self.grabber and (item := w.fault_item)
-                and not (leds and item[0] == "mqtt_login_refused")]   # IT's to fix; the broker signal shows it
+                and not (leds and item.code == "mqtt_login_refused")]   # IT's to fix; the broker signal shows it
         if self.outbox_fault:
-            out.append(("outbox_refusing", f"outbox: {self.outbox_fault}"))
+            out.append(Fault("outbox_refusing", f"outbox: {self.outbox_fault}"))
         if not leds:
-            out += [(f"output_{o.writer.kind}", o.writer.warning) for o in self.outputs if o.writer.warning]
+            out += [Fault(f"output_{o.writer.kind}", o.writer.warning) for o in self.outputs if o.writer.warning]
             if self.voice is not None and (warning := self.voice.warning):
-                out.append(("voice", warning if warning.startswith("voice") else f"voice: {warning}"))
+                out.append(Fault("voice", warning if warning.startswith("voice") else f"voice: {warning}"))
         for damaged in self.outbox.damaged_files():
-            out.append(("outbox_damaged_file", f"outbox: damaged file {damaged} kept with check-ins that could "
-                        f"not all be read; see 'scanner-agent queue import {damaged}'"))
+            out.append(Fault("outbox_damaged_file", f"outbox: damaged file {damaged} kept with check-ins that "
+                             f"could not all be read; see 'scanner-agent queue import {damaged}'"))
         return out
 
     # -- daemon loop -------------------------------------------------------------------------
