@@ -27,7 +27,7 @@ import sqlite_utils
 from agent import paths
 from agent.cards.model import NUMBER_FIELD
 from agent.event import envelope   # the one event builder (no decoder import: admin commands stay light)
-from agent.outbox import files
+from agent.outbox.files import create_private, delete_files, make_private, match_owner, move_aside, refuse_links
 from agent.outbox.errors import BUSY_TIMEOUT_S, Damaged, OutboxError, OutboxFull, damage_proof, error, is_busy
 from agent.outbox.report import OutboxStats
 
@@ -83,7 +83,7 @@ class Outbox:
             except OSError as exc:
                 raise OutboxError(f"cannot create the state directory {self.path.parent}: "
                                   f"{exc.strerror or exc}") from None
-        files.refuse_links(self.path)
+        refuse_links(self.path)
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -113,7 +113,7 @@ class Outbox:
             self.db = sqlite_utils.Database(conn)
             return
         if not self.path.exists() and not self.admin:
-            files.create_private(self.path)
+            create_private(self.path)
         uri = f"file:{self.path}?mode={'rw' if self.admin else 'rwc'}"
         conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None,
                                timeout=BUSY_TIMEOUT_S)
@@ -132,13 +132,13 @@ class Outbox:
             conn.close()
             raise
         if not self.admin:
-            files.make_private(self.path)
+            make_private(self.path)
 
     def _match_owner(self) -> None:
-        """-wal/-shm a root command made get the outbox's owner (files.match_owner); read-only
+        """-wal/-shm a root command made get the outbox's owner (agent.outbox.files); read-only
         commands change nothing."""
         if not self.readonly:
-            files.match_owner(self.path)
+            match_owner(self.path)
 
     def _create(self) -> None:
         events = self.db["events"]
@@ -164,7 +164,7 @@ class Outbox:
         into the new file (original ids and payloads), and delete it only if every one was saved."""
         from agent.outbox.salvage import salvage
 
-        aside = files.move_aside(self.path)
+        aside = move_aside(self.path)
         self.recovered_from = aside
         self._open()
         found = salvage(aside)
@@ -174,7 +174,7 @@ class Outbox:
                   "lost": lost, "kept": not found.complete}
         self._set_meta("last_recovery", json.dumps(record))
         if found.complete:
-            files.delete_files(aside)
+            delete_files(aside)
         log.error("outbox %s was damaged (%s): moved aside, %d undelivered check-in(s) salvaged into a new "
                   "outbox, %s lost; %s", self.path, proof, added,
                   "none" if lost == 0 else "an unknown number" if lost is None else lost,
