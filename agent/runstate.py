@@ -35,11 +35,15 @@ class DaemonStatus:
     station: str
     started_at: float
     updated_at: float
+    #: the grabber's camera_status() with the source's own (crop, exposure: each source says its own)
     camera: dict[str, Any] = field(default_factory=dict)
+    #: the link's status() (None: no broker configured)
     mqtt: dict[str, Any] | None = None
     clock_synced: bool = False
     faults: list[str] = field(default_factory=list)
-    workers: dict[str, Any] = field(default_factory=dict)
+    #: each worker's status() by its name (alive, crashes, last_crash, fault; the link adds its own)
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the station's Counters, as a dict (what `status` shows of them is read by key, tolerantly)
     counters: dict[str, Any] = field(default_factory=dict)
     outbox: OutboxStats | None = None
     #: set by read(): how old the figures are when the daemon could not refresh them (disk full)
