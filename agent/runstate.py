@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from agent import jsonbound
-from agent.outbox.report import OutboxStats
 
 STALE_S = 10.0
 #: a status file is a few kB; the state dir is the service account's: bounded before parsing
@@ -25,11 +24,9 @@ MAX_STATUS_NESTING = 16
 @dataclass
 class DaemonStatus:
     """The contract between the daemon (writer) and `status`, `doctor`, `snapshot` (readers).
-    Each section is the owning component's own status(): camera (grabber), mqtt (link), workers,
-    outbox (stats: typed, OutboxStats), counters (the station's). `faults` are the texts of the
-    station's Faults (agent.faults): the file has always held only those.
-
-    to_dict() gives the file's JSON, key for key as it always was; from_dict() reads older files."""
+    Each section is the owning component's own status(), as a dict: this module is the base, it
+    imports none of the components (the outbox's section is its OutboxStats.to_dict()). `faults`
+    are the texts of the station's Faults (agent.faults): the file has always held only those."""
     pid: int
     version: str
     station: str
@@ -45,14 +42,13 @@ class DaemonStatus:
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: the station's Counters, as a dict (what `status` shows of them is read by key, tolerantly)
     counters: dict[str, Any] = field(default_factory=dict)
-    outbox: OutboxStats | None = None
+    #: the outbox's summary(): OutboxStats.to_dict() (agent.outbox.report)
+    outbox: dict[str, Any] = field(default_factory=dict)
     #: set by read(): how old the figures are when the daemon could not refresh them (disk full)
     stale_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (getattr(self, f.name) if f.name != "outbox" else
-                         self.outbox.to_dict() if self.outbox is not None else {})
-                for f in dataclasses.fields(self)}
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: Any) -> "DaemonStatus | None":
@@ -65,14 +61,13 @@ class DaemonStatus:
         except (KeyError, TypeError, ValueError, OverflowError):
             return None
         sections = {f.name: data.get(f.name) for f in dataclasses.fields(cls)
-                    if f.name in ("camera", "workers", "counters")}
+                    if f.name in ("camera", "workers", "counters", "outbox")}
         faults = data.get("faults")
         mqtt = data.get("mqtt")
         return cls(pid=pid, version=str(data.get("version", "?")), station=str(data.get("station", "?")),
                    started_at=_number(data.get("started_at")), updated_at=updated,
                    mqtt=mqtt if isinstance(mqtt, dict) else None, clock_synced=data.get("clock_synced") is True,
                    faults=[str(f) for f in faults] if isinstance(faults, list) else [],
-                   outbox=OutboxStats.from_dict(data.get("outbox")),
                    **{k: v if isinstance(v, dict) else {} for k, v in sections.items()})
 
 

@@ -355,7 +355,7 @@ class Station:
             updated_at=time.time(), camera={"source": self.cfg.camera.source, **camera},
             mqtt=self.link.status() if self.link is not None else None, clock_synced=clock_synced(),
             faults=self.faults(), workers={w.name: w.status() for w in self.workers()},
-            counters=dict(vars(self.counters)), outbox=self.outbox.summary())
+            counters=dict(vars(self.counters)), outbox=self.outbox.summary().to_dict())
 
     def status_json(self) -> bytes:
         """status() from memory, for `scanner-agent status` when the status file cannot be written

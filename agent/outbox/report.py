@@ -30,26 +30,6 @@ class OutboxStats:
         """The figures unknown, and why (the outbox cannot be read, or there is none yet)."""
         return cls(queue_depth=queue_depth, oldest_undelivered_age_s=None, last_checkin_at=None, error=str(why))
 
-    @classmethod
-    def from_dict(cls, data: Any) -> "OutboxStats | None":
-        """A stats section read back (a status file, the control socket): None when it is not one;
-        a figure of the wrong type reads as unknown, never a traceback."""
-        if not isinstance(data, dict) or not data:
-            return None
-
-        def number(key: str) -> Any:
-            v = data.get(key)
-            return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-        error, recovered, recovery, damaged = (data.get(k) for k in ("error", "recovered_from", "recovery",
-                                                                       "damaged_files"))
-        return cls(queue_depth=number("queue_depth"), oldest_undelivered_age_s=number("oldest_undelivered_age_s"),
-                   last_checkin_at=number("last_checkin_at"), delivered_total=number("delivered_total") or 0,
-                   failed_total=number("failed_total") or 0,
-                   recovered_from=recovered if isinstance(recovered, str) else None,
-                   recovery=recovery if isinstance(recovery, dict) else None,
-                   damaged_files=[str(f) for f in damaged] if isinstance(damaged, list) else [],
-                   error=None if error is None else str(error))
-
     def to_dict(self) -> dict[str, Any]:
         if self.error is not None:
             return {"queue_depth": self.queue_depth, "oldest_undelivered_age_s": self.oldest_undelivered_age_s,
