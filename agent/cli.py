@@ -14,7 +14,8 @@ from pathlib import Path
 
 from agent import __version__, paths
 from agent.admin.run import demo_config
-from agent.config import Config, ConfigError, load_config
+from agent.config import Config, ConfigError
+from agent.outputs.checks import load_config   # config with the outputs' checks (templates)
 
 
 MAX_LIMIT = 100_000

@@ -17,7 +17,7 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from agent import clock
 
@@ -247,9 +247,17 @@ def _check_value(value: Any, f: dataclasses.Field, want: type) -> tuple[Any, str
     return value, None
 
 
-def parse_config(text: str, path: Path | str = "<config>", *, station: bool = True) -> Config:
+#: a check of a parsed Config by a module that uses it: its problems as (config key, message)
+Check = Callable[["Config"], "list[tuple[str, str]]"]
+
+
+def parse_config(text: str, path: Path | str = "<config>", *, station: bool = True,
+                 checks: Sequence[Check] = ()) -> Config:
     """Validate TOML text into a Config; raises ConfigError listing every problem. `station`
-    False: a config for a tool that only reads the broker (fleet): state_dir is not checked."""
+    False: a config for a tool that only reads the broker (fleet): state_dir is not checked.
+    `checks`: what the modules using the config check of it (the outputs' templates: see
+    agent.outputs.checks), run here so their problems are listed with the rest, with line numbers;
+    config itself imports none of them (they stand later in the data flow)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -314,8 +322,8 @@ def parse_config(text: str, path: Path | str = "<config>", *, station: bool = Tr
         errors.append(f"{where.get('camera.path', 0)}: camera.path {cfg.camera.path!r} does not exist")
     if problem := demo_feed_problem(cfg):
         errors.append(f"{where.get('camera.source', where.get('camera', 0))}: {problem}")
-    errors += [f"{where.get(key, 0)}: {message}" for key, message in _output_problems(cfg)]
-    errors += [f"{where.get(key, 0)}: {message}" for key, message in _counter_fact_problems(cfg)]
+    for check in (*checks, _counter_fact_problems):
+        errors += [f"{where.get(key, 0)}: {message}" for key, message in check(cfg)]
     pins: dict[int, str] = {}
     for key in ("green_pin", "red_pin", "amber_pin", "buzzer_pin"):
         pin = getattr(cfg.feedback, key)
@@ -328,38 +336,6 @@ def parse_config(text: str, path: Path | str = "<config>", *, station: bool = Tr
     if errors:
         raise ConfigError(path, errors)
     return cfg
-
-
-def _output_problems(cfg: Config) -> list[tuple[str, str]]:
-    """What the keyboard or serial output could not do, as (config key, message)."""
-    from agent.outputs import hid
-    from agent.outputs.template import ASCII_FIELDS, KEYS, TemplateError, literal_text, typed_fields
-
-    out = []
-    for section, oc in (("output.keyboard", cfg.keyboard), ("output.serial", cfg.serial)):
-        if not oc.enabled:
-            continue
-        for kind in ("bhyt", "cccd"):
-            key = f"{section}.template_{kind}"
-            template = getattr(oc, f"template_{kind}")
-            try:
-                fields = typed_fields(template)
-            except TemplateError as exc:
-                out.append((key, f"{key}: {exc}"))
-                continue
-            if section == "output.keyboard":
-                bad = [f for f in fields if f not in ASCII_FIELDS[kind] and f not in KEYS]
-                if bad:
-                    out.append((key, f"{key}: a keyboard can only type ASCII fields; {{{bad[0]}}} may hold "
-                                     f"Vietnamese letters (use [output.serial] for those)"))
-        if section == "output.keyboard":
-            for name in ("prefix", "suffix", "template_bhyt", "template_cccd"):
-                value = getattr(oc, name)
-                literal = literal_text(value) if name.startswith("template") else value
-                if missing := hid.typeable(literal, oc.layout):
-                    out.append((f"{section}.{name}", f"{section}.{name}: a {oc.layout.upper()} keyboard cannot "
-                                                    f"type {missing!r}"))
-    return out
 
 
 def demo_feed_problem(cfg: Config) -> str | None:
@@ -458,7 +434,7 @@ def _can_make_in(folder: Path) -> bool:
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def load_config(path: Path | str, *, station: bool = True) -> Config:
+def load_config(path: Path | str, *, station: bool = True, checks: Sequence[Check] = ()) -> Config:
     """Read and validate a config file; unreadable files are a ConfigError too, never a traceback."""
     path = Path(path)
     try:
@@ -472,4 +448,4 @@ def load_config(path: Path | str, *, station: bool = True) -> Config:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(path, [f"{line}: not UTF-8 text"]) from None
-    return parse_config(text, path, station=station)
+    return parse_config(text, path, station=station, checks=checks)

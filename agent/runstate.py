@@ -24,19 +24,25 @@ MAX_STATUS_NESTING = 16
 @dataclass
 class DaemonStatus:
     """The contract between the daemon (writer) and `status`, `doctor`, `snapshot` (readers).
-    Each section is the owning component's own status(): camera (grabber), mqtt (link), workers,
-    outbox (stats), counters (the station's)."""
+    Each section is the owning component's own status(), as a dict: this module is the base, it
+    imports none of the components (the outbox's section is its OutboxStats.to_dict()). `faults`
+    are the texts of the station's Faults (agent.faults): the file has always held only those."""
     pid: int
     version: str
     station: str
     started_at: float
     updated_at: float
+    #: the grabber's camera_status() with the source's own (crop, exposure: each source says its own)
     camera: dict[str, Any] = field(default_factory=dict)
+    #: the link's status() (None: no broker configured)
     mqtt: dict[str, Any] | None = None
     clock_synced: bool = False
     faults: list[str] = field(default_factory=list)
-    workers: dict[str, Any] = field(default_factory=dict)
+    #: each worker's status() by its name (alive, crashes, last_crash, fault; the link adds its own)
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the station's Counters, as a dict (what `status` shows of them is read by key, tolerantly)
     counters: dict[str, Any] = field(default_factory=dict)
+    #: the outbox's summary(): OutboxStats.to_dict() (agent.outbox.report)
     outbox: dict[str, Any] = field(default_factory=dict)
     #: set by read(): how old the figures are when the daemon could not refresh them (disk full)
     stale_s: float | None = None

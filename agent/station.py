@@ -20,6 +20,8 @@ from agent.capture import Frame, Grabber, open_source
 from agent.capture.scene import SceneGate
 from agent.cards import mask_name
 from agent.cards.flags import PRIORITY, card_flags
+from agent.cards.model import NUMBER_FIELD
+from agent.faults import Fault
 from agent.checkin import Action, Decision, Presenter, checkin_body
 from agent.config import Config
 from agent.control import ControlServer
@@ -133,7 +135,7 @@ class Station:
         now = time.time()
         flags = card_flags(d.read, clock.today(now), self.cfg.station.facility_codes,
                            self.cfg.checkin.priority_groups)
-        number = d.read.card.get("card_number" if d.read.kind == "bhyt" else "id_number")
+        number = d.read.card.get(NUMBER_FIELD.get(d.read.kind, ""))
         try:
             if number and self.outbox.checked_in_since(d.read.kind, number, clock.day_start(now)):
                 flags.append("repeat_today")
@@ -254,25 +256,25 @@ class Station:
     def faults(self, leds: bool = False) -> list[str]:
         """Everything wrong, for status and the health topic; `leds`: only what the counter staff
         should see blinking (a PC not reading the keyboard output is IT's business)."""
-        return [text for _, text in self.fault_items(leds)]
+        return [f.text for f in self.fault_items(leds)]
 
-    def fault_items(self, leds: bool = False) -> list[tuple[str, str]]:
-        """faults() as (code, text): the code from a fixed list (health.json `fault_codes`) for
+    def fault_items(self, leds: bool = False) -> list[Fault]:
+        """faults() as Faults: the code from a fixed list (health.json `fault_codes`) for
         monitoring, the text for people."""
         out = []
         if self.grabber is not None and self.grabber.fault:
-            out.append(("camera", f"camera: {self.grabber.fault}"))
+            out.append(Fault("camera", f"camera: {self.grabber.fault}"))
         out += [item for w in self.workers() if w is not self.grabber and (item := w.fault_item)
-                and not (leds and item[0] == "mqtt_login_refused")]   # IT's to fix; the broker signal shows it
+                and not (leds and item.code == "mqtt_login_refused")]   # IT's to fix; the broker signal shows it
         if self.outbox_fault:
-            out.append(("outbox_refusing", f"outbox: {self.outbox_fault}"))
+            out.append(Fault("outbox_refusing", f"outbox: {self.outbox_fault}"))
         if not leds:
-            out += [(f"output_{o.writer.kind}", o.writer.warning) for o in self.outputs if o.writer.warning]
+            out += [Fault(f"output_{o.writer.kind}", o.writer.warning) for o in self.outputs if o.writer.warning]
             if self.voice is not None and (warning := self.voice.warning):
-                out.append(("voice", warning if warning.startswith("voice") else f"voice: {warning}"))
+                out.append(Fault("voice", warning if warning.startswith("voice") else f"voice: {warning}"))
         for damaged in self.outbox.damaged_files():
-            out.append(("outbox_damaged_file", f"outbox: damaged file {damaged} kept with check-ins that could "
-                        f"not all be read; see 'scanner-agent queue import {damaged}'"))
+            out.append(Fault("outbox_damaged_file", f"outbox: damaged file {damaged} kept with check-ins that "
+                             f"could not all be read; see 'scanner-agent queue import {damaged}'"))
         return out
 
     # -- daemon loop -------------------------------------------------------------------------
@@ -353,7 +355,7 @@ class Station:
             updated_at=time.time(), camera={"source": self.cfg.camera.source, **camera},
             mqtt=self.link.status() if self.link is not None else None, clock_synced=clock_synced(),
             faults=self.faults(), workers={w.name: w.status() for w in self.workers()},
-            counters=dict(vars(self.counters)), outbox=self.outbox.summary())
+            counters=dict(vars(self.counters)), outbox=self.outbox.summary().to_dict())
 
     def status_json(self) -> bytes:
         """status() from memory, for `scanner-agent status` when the status file cannot be written

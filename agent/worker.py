@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from agent.cards.sanitize import one_line
+from agent.faults import Fault
 
 log = logging.getLogger(__name__)
 
@@ -103,20 +104,20 @@ class Worker:
     @property
     def fault(self) -> str | None:
         item = self.fault_item
-        return item[1] if item else None
+        return item.text if item else None
 
     @property
-    def fault_item(self) -> tuple[str, str] | None:
-        """(code, text) of the current fault, or None: the code (worker_stopped, worker_stuck,
-        worker_crashed) for monitoring, the text for people."""
+    def fault_item(self) -> Fault | None:
+        """The current fault, or None: the code (worker_stopped, worker_stuck, worker_crashed) for
+        monitoring, the text for people."""
         if not self.started or self.stopping.is_set():
             return None
         if not self.alive:
-            return "worker_stopped", f"{self.name} worker is not running"
+            return Fault("worker_stopped", f"{self.name} worker is not running")
         if (stuck := self._stuck_for()) is not None:
-            return "worker_stuck", f"{self.name} worker stuck for {stuck:.0f} s"
+            return Fault("worker_stuck", f"{self.name} worker stuck for {stuck:.0f} s")
         if time.monotonic() - self._crashed_at < FAULT_HOLD_S:
-            return "worker_crashed", f"{self.name} worker crashed ({self.last_crash}), restarted {self.crashes}x"
+            return Fault("worker_crashed", f"{self.name} worker crashed ({self.last_crash}), restarted {self.crashes}x")
         return None
 
     def healthy(self) -> bool:

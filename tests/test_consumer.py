@@ -160,7 +160,7 @@ def test_receipts_from_the_reference_consumer_mark_check_ins_delivered(tmp_path,
     consumer = None
     try:
         time.sleep(2)                                   # the broker took them; no consumer stored any
-        assert box.depth() == 20 and box.stats()["delivered_total"] == 0
+        assert box.depth() == 20 and box.stats().delivered_total == 0
         consumer = Consumer("127.0.0.1", broker.port, postgres.dsn, name="rc").start()
         assert Subscriber.wait_for(lambda: box.depth() == 0, 30), box.depth()
         with psycopg.connect(postgres.dsn) as conn:
@@ -193,8 +193,8 @@ def test_a_station_and_the_reference_consumer_through_the_guides_sample_broker(t
         try:
             recorded = len(d.recorded())
             stats = box.stats()
-            assert stats["delivered_total"] >= 3, "no receipt reached the station through the sample ACL"
-            assert stats["delivered_total"] + stats["queue_depth"] == recorded
+            assert stats.delivered_total >= 3, "no receipt reached the station through the sample ACL"
+            assert stats.delivered_total + stats.queue_depth == recorded
         finally:
             box.close()
         assert "hospital verdict for" in d.log, "no verdict reached the station through the sample ACL"

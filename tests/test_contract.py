@@ -369,10 +369,10 @@ def test_a_forged_receipt_counts_only_check_ins_this_station_published_and_await
         assert wait_for(lambda: {n["id"] for n in watcher.json_on("/ignored") if n["reason"] == "unknown"} >= set(never),
                         5), watcher.json_on("/ignored")
         stats = outbox.stats()
-        assert stats["delivered_total"] == 2 and stats["queue_depth"] == 4, stats   # the two it had published
+        assert stats.delivered_total == 2 and stats.queue_depth == 4, stats   # the two it had published
         forger.publish(f"{PREFIX}/{STATION}/receipt", json.dumps({"ids": sorted(published)}), qos=1).wait_for_publish(5)
         time.sleep(0.5)
-        assert outbox.stats()["delivered_total"] == 2   # confirmed already: a repeat counts nothing more
+        assert outbox.stats().delivered_total == 2   # confirmed already: a repeat counts nothing more
     finally:
         link.stop()
         forger.disconnect()

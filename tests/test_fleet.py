@@ -172,8 +172,10 @@ def test_status_and_health_carry_the_program_version():
 
     from agent import __version__
     from agent.mqtt.messages import health_payload
+    from agent.outbox import OutboxStats
 
-    report = health_payload("counter-01", {}, uptime_s=1.0, delivered_on="broker")
+    report = health_payload("counter-01", OutboxStats.unreadable("no outbox yet"), uptime_s=1.0,
+                            delivered_on="broker")
     assert report["version"] == __version__
     schema = json.loads((Path(__file__).resolve().parents[1] / "agent/schemas/health.json").read_text())
     jsonschema.validate(report, schema)

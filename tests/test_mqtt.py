@@ -261,7 +261,8 @@ def test_a_refused_login_is_a_fault_in_status_and_health(tmp_path):
     station.link.start()
     try:
         assert Subscriber.wait_for(lambda: station.link.fault_item is not None, 10)
-        code, text = station.link.fault_item
+        fault = station.link.fault_item
+        code, text = fault.code, fault.text
         assert code == "mqtt_login_refused" and "refused this station's login" in text and "password" in text
         assert any("refused this station's login" in f for f in station.status().faults)
         assert not any("login" in f for f in station.faults(leds=True))

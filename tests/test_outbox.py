@@ -81,7 +81,7 @@ def test_pending_in_order_and_delivery(box):
     assert [r.seq for r in box.pending(limit=3, after_seq=5)] == [6, 7, 8]
     assert [r.seq for r in box.iter_pending(batch=3)] == [2, 4, 5, 6, 7, 8, 9, 10]
     s = box.stats()
-    assert s["queue_depth"] == 8 and s["delivered_total"] == 2 and s["oldest_undelivered_age_s"] >= 0
+    assert s.queue_depth == 8 and s.delivered_total == 2 and s.oldest_undelivered_age_s >= 0
 
 
 def test_capacity_refuses_loudly_and_drops_nothing(tmp_path):
@@ -125,7 +125,7 @@ def test_corrupt_file_moved_aside_and_station_keeps_working(tmp_path, caplog):
     assert "moved aside" in caplog.text
     row = ob.put(body())
     assert row.seq > 1_000_000_000  # a replaced outbox continues the sequence from the clock
-    assert ob.stats()["recovered_from"] == str(aside[0])
+    assert ob.stats().recovered_from == str(aside[0])
     ob.close()
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ConfigError, parse_config
+from agent.config import ConfigError
+from agent.outputs.checks import parse_config   # with the outputs' checks of templates
 from agent.outputs import hid
 from agent.outputs.template import render
 from support.daemon import ROOT, Daemon, cli, config

@@ -135,7 +135,7 @@ def test_damaged_file_fully_salvaged_is_deleted_and_counted(tmp_path):
     conn.close()
     damage(path, pages[-1:])
     box = Outbox(path, station="s")
-    rec = box.stats()["recovery"]
+    rec = box.stats().recovery
     assert rec["saved"] == 50 and rec["lost"] == 0 and rec["kept"] is False
     assert not aside_files(tmp_path)                      # nothing of it left on the card
     assert [r.id for r in box.pending(100)] == [r.id for r in rows[10:]]

@@ -137,7 +137,7 @@ def test_the_daemon_salvages_a_live_outbox_whose_header_is_damaged(tmp_path):
     with open(live, "r+b") as f:
         f.write(bytes(16))
     box = Outbox(live, station="counter-old")
-    rec = box.stats()["recovery"]
+    rec = box.stats().recovery
     assert rec["saved"] == 28 and rec["lost"] == 0 and rec["kept"] is False, rec
     assert [r.id for r in box.pending(100)] == [r.id for r in rows]
     box.close()

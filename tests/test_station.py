@@ -201,7 +201,7 @@ def test_outbox_full_gives_fault_not_green(tmp_path):
     assert [s for _, s in station.feedback.history] == [Signal.FAULT]
     assert station.counters.refused == 1 and station.outbox.depth() == 0
     assert "outbox full" in station.faults()[0]
-    assert [code for code, _ in station.fault_items()] == ["outbox_refusing"]
+    assert [f.code for f in station.fault_items()] == ["outbox_refusing"]
     station.outbox.max_events = 10
     station.step(Frame(frame, 0.05))                          # still in view: recorded once there is room
     assert [s for _, s in station.feedback.history][-1] == Signal.CHECKIN

@@ -216,7 +216,7 @@ def test_missing_audio_device_warns_in_status_never_on_the_leds(tmp_path, prompt
     try:
         st._say(Signal.CHECKIN, present=True)
         player.wait(timeout=10)
-        assert any(code == "voice" for code, _ in st.fault_items())
+        assert any(f.code == "voice" for f in st.fault_items())
         assert st.fault_items(leds=True) == []
     finally:
         st.shutdown()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from agent import paths, runstate
 from agent.clock import clock_synced
-from agent.config import Config, ConfigError, load_config
-from agent.outbox import OutboxError
-from agent.outbox.store import integrity
+from agent.config import Config, ConfigError
+from agent.outputs.checks import load_config   # config with the outputs' checks (templates)
+from agent.outbox import OutboxError, integrity
 
 
 @dataclass
@@ -261,9 +261,9 @@ def _probe_health(cfg: Config) -> dict:
     """What doctor publishes: a health report (valid against health.json) from the outbox and the
     running daemon's status file, so a consumer reading it learns nothing false."""
     from agent.mqtt.messages import health_payload
-    from agent.outbox import Outbox
+    from agent.outbox import Outbox, OutboxStats
 
-    stats: dict = {}
+    stats = OutboxStats.unreadable("no outbox yet")
     db = paths.outbox(cfg.station.state_dir)
     if db.exists():
         try:
@@ -272,8 +272,8 @@ def _probe_health(cfg: Config) -> dict:
                 stats = box.stats()
             finally:
                 box.close()
-        except OutboxError:
-            stats = {}
+        except OutboxError as exc:
+            stats = OutboxStats.unreadable(exc)
     running = runstate.read(paths.status_file(cfg.station.state_dir))
     return health_payload(cfg.station.id, stats, uptime_s=time.time() - running.started_at if running else 0.0,
                           delivered_on=cfg.mqtt.delivered_on, faults=list(running.faults) if running else [])

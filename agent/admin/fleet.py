@@ -26,6 +26,7 @@ from typing import Any
 from agent import jsonbound
 from agent.cards.sanitize import one_line
 from agent.config import Config, MqttConfig
+from agent.faults import WARNING_CODES   # codes only a warning: the station checks in as well without them
 from agent.mqtt.session import describe, make_client
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -157,10 +158,6 @@ class Row:
     numbers: dict[str, float | int | None] = field(default_factory=dict)
     #: the one row that sums up the stations beyond MAX_STATIONS (no version or figures of its own)
     summary: bool = False
-
-
-#: fault codes that are only a warning: the station checks patients in as well without them
-WARNING_CODES = frozenset({"voice"})
 
 
 def assess(stations: dict[str, Station], *, health_interval_s: float = 60.0, warn_s: float = 300.0,

@@ -284,7 +284,7 @@ def _import(path: Path, box: Outbox, *, delete_after: bool) -> int:
           f"{report.already} already queued here, {len(report.rejected)} not imported{lost}; "
           f"{box.depth()} undelivered in all")
     if delete_after and not report.rejected:
-        from agent.outbox.store import delete_files
+        from agent.outbox import delete_files
 
         delete_files(path)
         print(f"{path} deleted: its readable check-ins are safe in the outbox")

@@ -58,7 +58,7 @@ def start(cfg: Config):
     """The station, built (outbox opened, broker link made); CannotStart when it cannot be."""
     from agent.mqtt.session import InsecureBroker
     from agent.outbox import OutboxError
-    from agent.outbox.store import OutboxBusy
+    from agent.outbox import OutboxBusy
     from agent.station import Station
 
     try:

@@ -12,8 +12,8 @@ from agent import __version__, paths, runstate
 from agent.cards.sanitize import one_line
 from agent.clock import clock_synced
 from agent.config import Config
-from agent.outbox import Outbox, OutboxError
-from agent.outbox.store import unreadable
+from agent.outbox import Outbox, OutboxError, OutboxStats
+from agent.outbox.report import NO_OUTBOX_YET
 
 SERVICE = "scanner-agent"
 
@@ -29,14 +29,14 @@ def service_state() -> str:
         return "unknown"
 
 
-def outbox_summary(db: Path) -> dict[str, Any]:
+def outbox_summary(db: Path) -> OutboxStats:
     """Queue figures from the outbox opened read-only (safe beside the running daemon)."""
     if not db.exists():
-        return {"queue_depth": 0, "oldest_undelivered_age_s": None, "last_checkin_at": None, "error": "no outbox yet"}
+        return NO_OUTBOX_YET
     try:
         box = Outbox(db, station="-", readonly=True)
     except OutboxError as exc:
-        return unreadable(exc)
+        return OutboxStats.unreadable(exc)
     try:
         return box.summary()
     finally:
@@ -72,14 +72,14 @@ def collect(cfg: Config) -> dict[str, Any]:
     faults = [one_line(f) for f in daemon.faults] if daemon else []
     if not daemon:  # the daemon is not there to say it: damaged outbox files kept aside are a fault
         faults += [f"outbox: damaged file {p} kept; see 'scanner-agent queue import {p}'"
-                   for p in outbox.get("damaged_files", [])]
+                   for p in outbox.damaged_files]
     return {
         "station": cfg.station.id, "version": __version__, "service": service_state(),
         "daemon": "running" if daemon else "stopped",
         "status_stale_s": daemon.stale_s if daemon else None,
         "camera": (daemon.camera if daemon and daemon.camera else {"source": cfg.camera.source, "fault": None}),
         "mqtt": (daemon.mqtt if daemon else None) if cfg.mqtt else {"configured": False},
-        "outbox": outbox,
+        "outbox": outbox.to_dict(),
         "clock_synced": clock_synced(),
         "disk_free_mb": round(usage.free / 1e6),
         "faults": faults,

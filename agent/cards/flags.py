@@ -12,7 +12,7 @@ import calendar
 from collections.abc import Iterable
 from datetime import date
 
-from agent.cards.model import CardRead
+from agent.cards.model import CardKind, CardRead
 from agent.config import facility_code
 
 #: Every flag, in the order they are listed in a check-in (agent/schemas/checkin.json).
@@ -71,11 +71,11 @@ def card_flags(read: CardRead, today: date, facility_codes: Iterable[str] = (),
         if youngest >= ELDERLY_FROM:
             out.add("priority_elderly")
     groups = {g.upper() for g in priority_groups}
-    group = card.get("group_code") if read.kind == "bhyt" else None
+    group = card.get("group_code") if read.kind == CardKind.BHYT else None
     if isinstance(group, str) and group.upper() in groups:
         out.add("priority_child" if group.upper() == CHILD_GROUP else "priority_merit")
     ours = {c for c in (facility_code(f) for f in facility_codes) if c}
-    facility = facility_code(card.get("facility_code") or "") if read.kind == "bhyt" else None
+    facility = facility_code(card.get("facility_code") or "") if read.kind == CardKind.BHYT else None
     if ours and facility and facility not in ours:
         out.add("other_facility")
     return [f for f in FLAGS if f in out]

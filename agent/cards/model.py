@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-KINDS = ("bhyt", "cccd", "other")
+
+class CardKind(StrEnum):
+    """The cards a check-in is made of. A str: the values are what JSON, the outbox and MQTT carry."""
+    BHYT = "bhyt"     # health insurance card
+    CCCD = "cccd"     # citizen identity card
+
+
+#: the field that names one card of a kind (the same card read twice has the same number)
+NUMBER_FIELD = {CardKind.BHYT: "card_number", CardKind.CCCD: "id_number"}
+KINDS = (*(k.value for k in CardKind), "other")
 VERDICTS = ("ok", "expired", "not_yet_valid", "invalid", "unsupported")
 
 
@@ -24,14 +34,14 @@ class Problem:
 
 @dataclass
 class CardRead:
-    kind: str
+    kind: str                 # a CardKind, or "other"
     verdict: str
     problems: list[Problem] = field(default_factory=list)
     card: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_card(self) -> bool:
-        return self.kind in ("bhyt", "cccd")
+        return self.kind in NUMBER_FIELD
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of `scanner-agent parse --json` and of a check-in's card part."""

@@ -7,7 +7,7 @@ import re
 from datetime import date
 
 from agent.cards import bhyt, cccd
-from agent.cards.model import CardRead, Problem
+from agent.cards.model import CardKind, CardRead, Problem
 from agent.cards.sanitize import MAX_PAYLOAD_CHARS, clean_payload, to_text
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,9 @@ def _read(data: str | bytes, today: date) -> CardRead:
     # CCCD first: its compact birth date in field 3 cannot be a BHYT sex field, while its
     # all-digit old-ID field would pass BHYT's loose "field 1 looks like hex" test.
     if cccd.looks_like(tokens):
-        kind, (card, problems) = "cccd", cccd.parse(tokens, today)
+        kind, (card, problems) = CardKind.CCCD, cccd.parse(tokens, today)
     elif bhyt.looks_like(tokens):
-        kind, (card, problems) = "bhyt", bhyt.parse(tokens, today)
+        kind, (card, problems) = CardKind.BHYT, bhyt.parse(tokens, today)
     else:
         return _other(text)
 
@@ -66,5 +66,5 @@ def _read(data: str | bytes, today: date) -> CardRead:
     if problems.fatal:
         verdict = "invalid"
     else:
-        verdict = (bhyt.validity(card, today) if kind == "bhyt" else None) or "ok"
+        verdict = (bhyt.validity(card, today) if kind == CardKind.BHYT else None) or "ok"
     return CardRead(kind, verdict, problems.items, card)

@@ -14,6 +14,7 @@ from datetime import date
 from enum import Enum
 
 from agent.cards import CardRead, read_card
+from agent.cards.model import NUMBER_FIELD
 from agent.decode import DecodeResult
 
 CHECKIN_VERDICTS = ("ok", "expired", "not_yet_valid")
@@ -41,10 +42,9 @@ class Decision:
 
 def card_key(read: CardRead, payload: bytes | str) -> str:
     """The same card, however it was re-rendered: BHYT card number, CCCD id, else the payload hash."""
-    if read.kind == "bhyt" and read.card.get("card_number"):
-        return f"bhyt:{read.card['card_number']}"
-    if read.kind == "cccd" and read.card.get("id_number"):
-        return f"cccd:{read.card['id_number']}"
+    field = NUMBER_FIELD.get(read.kind)
+    if field and read.card.get(field):
+        return f"{read.kind}:{read.card[field]}"
     data = payload.encode("utf-8", "replace") if isinstance(payload, str) else payload
     return "code:" + hashlib.sha256(data).hexdigest()[:16]
 

@@ -23,6 +23,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from agent import failpoints
 from agent.cards.sanitize import one_line
 from agent.config import MqttConfig
+from agent.faults import Fault
 from agent.mqtt.delivery import NOBODY, RESCAN_EVERY_S, Delivery
 from agent.mqtt.messages import (NOTICE_EVERY_S, IgnoredNotices, Verdict, health_payload, ignored_notice,
                                  read_reply, status_payload, topics)
@@ -61,7 +62,7 @@ class MqttLink(Worker):
 
     def __init__(self, cfg: MqttConfig, station: str, outbox: Outbox, *,
                  on_verdict: Callable[[Verdict], None] | None = None,
-                 faults: Callable[[], list[tuple[str, str]]] = lambda: [],
+                 faults: Callable[[], list[Fault]] = lambda: [],
                  backoff: tuple[float, float] = (1.0, 120.0), window: int = 32,
                  started_at: float | None = None, clock: Callable[[], float] = time.monotonic,
                  notice_every_s: float = NOTICE_EVERY_S, rescan_every_s: float = RESCAN_EVERY_S):
@@ -306,13 +307,13 @@ class MqttLink(Worker):
         self.state.delivered_session += self.delivery.flush()
 
     @property
-    def fault_item(self) -> tuple[str, str] | None:
+    def fault_item(self) -> Fault | None:
         """The worker's own fault, else a refused login: nothing is sent until it is fixed."""
         item = super().fault_item
         if item is None and self.state.login_refused and not self.stopping.is_set():
-            return ("mqtt_login_refused", f"mqtt: the broker {self.cfg.host}:{self.cfg.port} refused this station's "
-                    f"login ({self.state.login_refused}): check [mqtt] username and password (or the client "
-                    "certificate) and the broker's password file; check-ins stay queued")
+            return Fault("mqtt_login_refused", f"mqtt: the broker {self.cfg.host}:{self.cfg.port} refused this "
+                         f"station's login ({self.state.login_refused}): check [mqtt] username and password (or "
+                         "the client certificate) and the broker's password file; check-ins stay queued")
         return item
 
     def status(self) -> dict[str, Any]:  # type: ignore[override]  - the link's view for `status`
@@ -326,4 +327,4 @@ class MqttLink(Worker):
         faults = list(self.faults())
         return health_payload(self.station, self.outbox.stats(), uptime_s=time.time() - self.started_at,
                               **vars(self.delivery.progress()),
-                              faults=[text for _, text in faults], fault_codes=[code for code, _ in faults])
+                              faults=[f.text for f in faults], fault_codes=[f.code for f in faults])

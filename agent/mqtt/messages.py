@@ -23,6 +23,7 @@ from agent import __version__, jsonbound
 from agent.cards.sanitize import one_line
 from agent.clock import clock_synced, now_iso
 from agent.mqtt.schemas import errors as schema_errors
+from agent.outbox.report import OutboxStats
 
 MAX_VERDICT_BYTES = 4096
 MAX_REPLY_NESTING = 8       # a verdict nests 1 deep, a receipt 2: bounded before parsing
@@ -44,15 +45,14 @@ def status_payload(state: str, station: str, reason: str | None = None,
     return status
 
 
-def health_payload(station: str, stats: dict[str, Any], *, uptime_s: float, delivered_on: str,
+def health_payload(station: str, stats: OutboxStats, *, uptime_s: float, delivered_on: str,
                    awaiting: int = 0, oldest_awaiting_s: float | None = None, faults: list[str] = (),
                    fault_codes: list[str] | None = None) -> dict[str, Any]:
     """The health message (agent/schemas/health.json), from the outbox's stats(): built here for
     the link and for doctor's probe. `fault_codes` None: unknown, left out."""
     report = {"station": station, "at": now_iso(), "version": __version__, "uptime_s": round(max(0.0, uptime_s), 1),
-              "queue_depth": stats.get("queue_depth") or 0,
-              "oldest_undelivered_age_s": stats.get("oldest_undelivered_age_s"),
-              "delivered_total": stats.get("delivered_total") or 0, "failed_total": stats.get("failed_total") or 0,
+              "queue_depth": stats.queue_depth or 0, "oldest_undelivered_age_s": stats.oldest_undelivered_age_s,
+              "delivered_total": stats.delivered_total, "failed_total": stats.failed_total,
               "delivered_on": delivered_on, "awaiting_receipt": awaiting,
               "oldest_awaiting_receipt_s": None if oldest_awaiting_s is None else round(oldest_awaiting_s, 1),
               "clock_synced": clock_synced(), "faults": list(faults)}

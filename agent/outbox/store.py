@@ -14,38 +14,25 @@ import os
 import secrets
 import shutil
 import sqlite3
-import stat
 import threading
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import sqlite_utils
 
 from agent import paths
+from agent.cards.model import NUMBER_FIELD
 from agent.event import envelope   # the one event builder (no decoder import: admin commands stay light)
+from agent.outbox.files import create_private, delete_files, make_private, match_owner, move_aside, refuse_links
+from agent.outbox.errors import BUSY_TIMEOUT_S, Damaged, OutboxError, OutboxFull, damage_proof, error, is_busy
+from agent.outbox.report import OutboxStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class OutboxError(Exception):
-    """The outbox cannot do what was asked; the message names the path, the cause and the fix.
-
-    Raised for conditions that are not proven damage (busy, permissions, disk full, I/O errors):
-    nothing was moved, repaired or deleted."""
-
-
-class OutboxBusy(OutboxError):
-    """Another process held the outbox's lock for longer than the busy timeout. Nothing changed."""
-
-
-class OutboxFull(OutboxError):
-    """The outbox refuses a check-in (too many undelivered, or too little disk). Nothing was dropped."""
 
 
 def uuid7() -> str:
@@ -68,143 +55,6 @@ class Row:
     payload: dict[str, Any]
     delivered_at: float | None
     attempts: int
-
-
-# SQLite primary result codes (sqlite3.Error.sqlite_errorcode & 0xFF).
-_PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 3, 5, 6, 8, 10, 11, 13, 14, 26
-BUSY_TIMEOUT_S = 10.0
-SIDE_FILES = ("", "-wal", "-shm")    # an SQLite database in WAL mode is these three files
-
-
-class _Damaged(Exception):
-    def __init__(self, proof: str):
-        super().__init__(proof)
-        self.proof = proof
-
-
-def _code(exc: BaseException) -> int:
-    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-
-
-def damage_proof(path: Path, exc: BaseException) -> str | None:
-    """SQLite's own proof that the file at `path` is damaged, or None when it is not proven.
-
-    Only a corruption error confirmed by `PRAGMA quick_check` on a fresh connection (or a file
-    SQLite cannot even recognise) counts: locked, busy, unopenable or full is never damage.
-    """
-    if _code(exc) not in (_CORRUPT, _NOTADB):
-        return None
-    try:
-        verdict = _quick_check(path)
-    except sqlite3.DatabaseError as again:
-        return f"{again}" if _code(again) in (_CORRUPT, _NOTADB) else None
-    return None if verdict == "ok" else f"quick_check: {verdict}"
-
-
-def _owner_hint(path: Path) -> str:
-    """For 'cannot open': name files of the outbox this user cannot write (root-owned leftovers)."""
-    wrong = []
-    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), path.parent):
-        try:
-            st = p.stat()
-        except OSError:
-            continue
-        if not os.access(p, os.R_OK | os.W_OK):
-            wrong.append(f"{p} (owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})")
-    if not wrong:
-        return ""
-    user = os.environ.get("USER") or str(os.geteuid())
-    return (f"; not writable by this user ({user}): {', '.join(wrong)}; fix with "
-            f"'sudo chown {user}: {' '.join(w.split(' (')[0] for w in wrong)}'")
-
-
-def explain(path: Path, exc: BaseException) -> str:
-    """One line for IT: what went wrong with the outbox at `path`, and what to do."""
-    code = _code(exc)
-    if code in (_BUSY, _LOCKED):
-        return (f"outbox {path} is locked by another process (waited {BUSY_TIMEOUT_S:.0f} s); "
-                "nothing was changed: try again, or find the process holding it (fuser)")
-    if code == _FULL:
-        return f"disk full: cannot write the outbox {path} (SQLite: {exc}); free space on the card"
-    if code in (_READONLY, _CANTOPEN, _PERM):
-        return f"cannot open the outbox {path} for writing (SQLite: {exc}){_owner_hint(path)}"
-    if code == _IOERR:
-        return f"I/O error on the outbox {path} (SQLite: {exc}): the SD card may be failing"
-    if code in (_CORRUPT, _NOTADB):
-        return f"SQLite reported damage in {path} that quick_check does not confirm ({exc}); nothing moved"
-    return f"outbox {path}: {exc}"
-
-
-def _quick_check(path: Path) -> str:
-    """`PRAGMA quick_check` on a fresh read-only connection ("ok" when sound); raises sqlite3 errors."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
-    try:
-        return str(conn.execute("PRAGMA quick_check").fetchone()[0])
-    finally:
-        conn.close()
-
-
-def integrity(path: Path) -> str:
-    """SQLite's quick_check of an outbox file, read-only ("ok" when sound); never moves or repairs.
-    Raises OutboxError when the file cannot be read at all."""
-    try:
-        return _quick_check(path)
-    except sqlite3.Error as exc:
-        raise _error(path, exc) from None
-
-
-def delete_files(path: Path | str) -> None:
-    """Remove a database and its -wal/-shm files (those that exist)."""
-    for suffix in SIDE_FILES:
-        try:
-            os.unlink(f"{path}{suffix}")
-        except FileNotFoundError:
-            pass
-
-
-def _on_regular_file(path: Path, act: Callable[[str, os.stat_result], None]) -> None:
-    """Run `act(fd_path, stat)` on `path` when it is a regular file with one name (no link, FIFO,
-    device or hard link to a file elsewhere); otherwise nothing. The file is pinned with an O_PATH
-    descriptor opened without following links, and acted on through /proc/self/fd (which names
-    that very file): an O_PATH descriptor, unlike a normal one, does not drop SQLite's POSIX locks
-    on the file when it is closed."""
-    try:
-        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
-            act(f"/proc/self/fd/{fd}", st)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _refuse_links(path: Path) -> None:
-    """The outbox and its -wal/-shm must be regular files: a link there may point anywhere (the
-    service account could have planted it), and SQLite or a root command would act on its target."""
-    for suffix in SIDE_FILES:
-        p = Path(f"{path}{suffix}")
-        try:
-            st = os.lstat(p)
-        except OSError:
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
-            raise OutboxError(f"{p} is {kind}: refusing to open the outbox through it (nothing was "
-                              f"changed); remove it if you did not put it there ('sudo rm {p}')")
-
-
-def unreadable(exc: BaseException) -> dict[str, Any]:
-    """What stats() gives when the outbox cannot be read: the figures unknown, and why."""
-    return {"queue_depth": None, "oldest_undelivered_age_s": None, "last_checkin_at": None, "error": str(exc)}
-
-
-def _error(path: Path, exc: BaseException) -> OutboxError:
-    cls = OutboxBusy if _code(exc) in (_BUSY, _LOCKED) else OutboxError
-    return cls(explain(path, exc))
 
 
 class Outbox:
@@ -233,23 +83,23 @@ class Outbox:
             except OSError as exc:
                 raise OutboxError(f"cannot create the state directory {self.path.parent}: "
                                   f"{exc.strerror or exc}") from None
-        _refuse_links(self.path)
+        refuse_links(self.path)
         deadline = time.monotonic() + wait_s
         while True:
             try:
                 self._open()
                 break
-            except _Damaged as exc:  # SQLite's own quick_check failed: proven
+            except Damaged as exc:  # SQLite's own quick_check failed: proven
                 self._recover(exc.proof)
                 break
             except sqlite3.DatabaseError as exc:
-                if _code(exc) in (_BUSY, _LOCKED) and time.monotonic() < deadline:
+                if is_busy(exc) and time.monotonic() < deadline:
                     log.warning("outbox %s is locked by another process; waiting", self.path)
                     time.sleep(1.0)
                     continue
                 proof = None if self.admin else damage_proof(self.path, exc)
                 if proof is None:
-                    raise _error(self.path, exc) from None
+                    raise error(self.path, exc) from None
                 self._recover(proof)
                 break
         self._match_owner()
@@ -263,8 +113,7 @@ class Outbox:
             self.db = sqlite_utils.Database(conn)
             return
         if not self.path.exists() and not self.admin:
-            # create it 0600 ourselves: sqlite would honour the umask (often 0644)
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+            create_private(self.path)
         uri = f"file:{self.path}?mode={'rw' if self.admin else 'rwc'}"
         conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None,
                                timeout=BUSY_TIMEOUT_S)
@@ -275,7 +124,7 @@ class Outbox:
             if not self.admin:
                 check = conn.execute("PRAGMA quick_check").fetchone()[0]
                 if check != "ok":
-                    raise _Damaged(f"quick_check: {check}")
+                    raise Damaged(f"quick_check: {check}")
             self.db = sqlite_utils.Database(conn)
             if not self.admin:
                 self._create()
@@ -283,28 +132,13 @@ class Outbox:
             conn.close()
             raise
         if not self.admin:
-            for suffix in SIDE_FILES:
-                _on_regular_file(Path(f"{self.path}{suffix}"), lambda at, st: os.chmod(at, 0o600))
+            make_private(self.path)
 
     def _match_owner(self) -> None:
-        """Run by root (sudo), SQLite may create -wal/-shm owned by root, which the service user then
-        cannot open: give them the outbox's owner. Read-only commands change nothing; a link or
-        anything but a regular file is never touched (the service account may have planted it),
-        and the owner is changed on the file pinned by a descriptor opened without following links."""
-        if os.geteuid() != 0 or self.readonly:
-            return
-        try:
-            owner = os.lstat(self.path)
-        except OSError:
-            return
-        if not stat.S_ISREG(owner.st_mode):
-            return
-
-        def give(at: str, st: os.stat_result) -> None:
-            if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
-                os.chown(at, owner.st_uid, owner.st_gid)
-        for suffix in ("-wal", "-shm"):
-            _on_regular_file(Path(f"{self.path}{suffix}"), give)
+        """-wal/-shm a root command made get the outbox's owner (agent.outbox.files); read-only
+        commands change nothing."""
+        if not self.readonly:
+            match_owner(self.path)
 
     def _create(self) -> None:
         events = self.db["events"]
@@ -330,16 +164,7 @@ class Outbox:
         into the new file (original ids and payloads), and delete it only if every one was saved."""
         from agent.outbox.salvage import salvage
 
-        stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
-        aside = self.path.with_name(f"{self.path.name}{paths.ASIDE}{stamp}")
-        n = 1
-        while aside.exists():
-            n += 1
-            aside = self.path.with_name(f"{self.path.name}{paths.ASIDE}{stamp}-{n}")
-        for suffix in SIDE_FILES:
-            src = Path(f"{self.path}{suffix}")
-            if src.exists():
-                os.replace(src, f"{aside}{suffix}")
+        aside = move_aside(self.path)
         self.recovered_from = aside
         self._open()
         found = salvage(aside)
@@ -364,7 +189,7 @@ class Outbox:
             except sqlite3.DatabaseError as exc:
                 proof = None if self.admin else damage_proof(self.path, exc)
                 if proof is None:
-                    raise _error(self.path, exc) from exc
+                    raise error(self.path, exc) from exc
                 try:
                     self.db.conn.close()
                 except sqlite3.Error:
@@ -373,7 +198,7 @@ class Outbox:
             try:
                 return op()
             except sqlite3.DatabaseError as exc:
-                raise _error(self.path, exc) from exc
+                raise error(self.path, exc) from exc
 
     def close(self) -> None:
         with self._lock:
@@ -530,12 +355,13 @@ class Outbox:
     def checked_in_since(self, kind: str, number: str, since: float) -> bool:
         """Is a check-in of this card (`kind` bhyt by card_number, cccd by id_number) stored since
         `since` (epoch seconds), delivered or not? Sees what retention has kept (repeat_today)."""
-        field = {"bhyt": "$.card.card_number", "cccd": "$.card.id_number"}.get(kind)
+        field = NUMBER_FIELD.get(kind)
         if field is None or not number:
             return False
+        field = f"$.card.{field}"
         return self._guarded(lambda: self.db.execute(
             "SELECT 1 FROM events WHERE created_at >= ? AND json_extract(payload, '$.kind') = ? "
-            "AND json_extract(payload, ?) = ? LIMIT 1", [since, kind, field, number]).fetchone() is not None)
+            "AND json_extract(payload, ?) = ? LIMIT 1", [since, str(kind), field, number]).fetchone() is not None)
 
     def recent(self, limit: int = 50) -> list[Row]:
         return self._rows("ORDER BY seq DESC LIMIT ?", [limit])
@@ -594,27 +420,24 @@ class Outbox:
         except (OutboxError, ValueError):
             return None
 
-    def stats(self, now: float | None = None) -> dict[str, Any]:
+    def stats(self, now: float | None = None) -> OutboxStats:
         now = now or time.time()
 
-        def run() -> dict[str, Any]:
+        def run() -> tuple[Any, ...]:
             depth, oldest = self.db.execute(
                 "SELECT COUNT(*), MIN(created_at) FROM events WHERE delivered_at IS NULL").fetchone()
             last = self.db.execute("SELECT MAX(created_at) FROM events").fetchone()[0]
-            return {"queue_depth": depth,
-                    "oldest_undelivered_age_s": round(now - oldest, 1) if oldest else None,
-                    "delivered_total": int(self._meta("delivered_total") or 0),
-                    "failed_total": int(self._meta("failed_total") or 0),
-                    "last_checkin_at": last,
-                    "recovered_from": str(self.recovered_from) if self.recovered_from else None}
-        out = self._guarded(run)
-        out["recovery"] = self.recovery()
-        out["damaged_files"] = [str(p) for p in self.damaged_files()]
-        return out
+            return (depth, oldest, last, int(self._meta("delivered_total") or 0),
+                    int(self._meta("failed_total") or 0))
+        depth, oldest, last, delivered, failed = self._guarded(run)
+        return OutboxStats(queue_depth=depth, oldest_undelivered_age_s=round(now - oldest, 1) if oldest else None,
+                           last_checkin_at=last, delivered_total=delivered, failed_total=failed,
+                           recovered_from=str(self.recovered_from) if self.recovered_from else None,
+                           recovery=self.recovery(), damaged_files=[str(p) for p in self.damaged_files()])
 
-    def summary(self) -> dict[str, Any]:
-        """stats(), or `unreadable()` when the outbox cannot be read (for status and health)."""
+    def summary(self) -> OutboxStats:
+        """stats(), or OutboxStats.unreadable when the outbox cannot be read (for status and health)."""
         try:
             return self.stats()
         except OutboxError as exc:
-            return unreadable(exc)
+            return OutboxStats.unreadable(exc)

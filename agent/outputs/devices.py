@@ -8,7 +8,7 @@ from typing import Any
 
 from agent.config import Config
 from agent.outputs import hid
-from agent.outputs.template import render
+from agent.outputs.template import render, templates
 from agent.outputs.writer import DeviceWriter
 
 
@@ -19,7 +19,7 @@ class Output:
         self.cfg, self.writer = cfg, writer
 
     def text(self, kind: str, card: dict[str, Any], raw: str) -> str | None:
-        template = getattr(self.cfg, f"template_{kind}", None)
+        template = templates(self.cfg).get(kind)
         if template is None:
             return None            # only BHYT and CCCD check-ins are typed
         return self.cfg.prefix + render(template, card, raw) + self.cfg.suffix

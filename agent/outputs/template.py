@@ -17,13 +17,15 @@ import string
 import unicodedata
 from typing import Any
 
+from agent.cards.model import CardKind
+
 KEYS = {"enter": "\n", "tab": "\t"}
 #: fields that are ASCII in every valid card: the only ones a keyboard template may use
 ASCII_FIELDS = {
-    "bhyt": {"raw", "card_number", "generation", "bhxh_number", "birth_date", "sex", "facility_code", "valid_from",
+    CardKind.BHYT: {"raw", "card_number", "generation", "bhxh_number", "birth_date", "sex", "facility_code", "valid_from",
              "valid_to", "issued", "management_code", "benefit_level", "group_code", "province_code",
              "residence_code", "five_year_date", "check_string", "flags"},
-    "cccd": {"id_number", "old_id_number", "birth_date", "sex", "issued", "flags"},
+    CardKind.CCCD: {"id_number", "old_id_number", "birth_date", "sex", "issued", "flags"},
 }
 
 
@@ -40,6 +42,12 @@ def card_text(value: str) -> str:
 
 class TemplateError(ValueError):
     pass
+
+
+def templates(output_cfg: Any) -> dict[CardKind, str]:
+    """An output's templates by card kind ([output.*] template_bhyt, template_cccd): a kind not
+    here is not typed or sent."""
+    return {CardKind.BHYT: output_cfg.template_bhyt, CardKind.CCCD: output_cfg.template_cccd}
 
 
 def typed_fields(template: str) -> list[str]:
