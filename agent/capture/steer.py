@@ -111,6 +111,13 @@ class CaptureLoop:
         self.trial_until = -1.0
         self.search_after = -1.0
         self._patch: np.ndarray | None = None
+        #: False: crop only, the camera keeps its own auto exposure (a webcam that refuses manual
+        #: exposure: agent/capture/v4l2.py)
+        self.exposure = True
+
+    def crop_only(self) -> None:
+        """The camera refused exposure control: keep to the crop, stop metering and bracketing."""
+        self.exposure, self.normal, self.bracket_until = False, None, -1.0
 
     # -- crop ----------------------------------------------------------------------------------
 
@@ -207,6 +214,8 @@ class CaptureLoop:
             controls["ScalerCrop"] = target
         self.state = ("following code" if read or located else "trying a textured patch") \
             if self.crop != self.full else "code in whole field"
+        if not self.exposure:
+            return controls
 
         white, glare, white_saturated = self._meter(gray, view, frame_box)
         product = view.exposure_us * view.gain
