@@ -1,28 +1,174 @@
-"""A USB webcam through OpenCV's V4L2 backend."""
+"""A USB webcam through OpenCV's V4L2 backend.
+
+`[camera] control = "fixed"`: the webcam at `width` x `height` and `fps`, under its own automatic
+exposure, the whole frame to the decoder (as before).
+
+`control = "auto"`: what of the closed loop (agent/capture/steer.py) a UVC webcam allows:
+
+- **Mode**: the largest of the common UVC resolutions the webcam accepts at 15 fps or more
+  (MJPG asked for first: uncompressed YUYV holds 15 fps over USB 2 only at small sizes). OpenCV
+  cannot list a camera's modes, so each is asked for and what the webcam accepted is read back.
+- **Crop**: a webcam has no ScalerCrop, so the crop is cut in software from the full-resolution
+  frame: the decoder gets the region around the located code at up to the webcam's native pixels
+  (the whole field is scaled down to `width` x `height`, as the fixed view is), and each Frame
+  carries its crop, so the decoder's fusion maps modules between frames of different crops.
+- **Exposure**: manual exposure (V4L2 `exposure_auto` = manual, `exposure_time_absolute` in 100 us
+  units) metered on the located screen, longer for a dim one, short/normal bracketing under a
+  reflection: steer.py's decisions. The exposure x gain it asks for becomes exposure time alone
+  (up to the frame time): UVC gain is in each webcam's own units, so gain stays the webcam's.
+  A webcam has no per-frame metadata: a new exposure is taken to show SETTLE_FRAMES frames after
+  it was set. A webcam that refuses manual exposure (the set fails, or the read-back does not
+  follow) keeps its own auto exposure, with the crop still working; this is logged once and shown
+  in `control_status()`.
+
+The capture object comes from a factory (cv2.VideoCapture by default), so tests drive this module
+with a stand-in that honours or refuses properties as a real webcam does.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import cv2
+import numpy as np
 
 from agent.capture.source import Frame, SourceError, now
+from agent.capture.steer import CaptureLoop, View
 from agent.config import CameraConfig
+
+log = logging.getLogger(__name__)
+
+#: "auto" takes the largest mode that holds this many frames a second
+MIN_AUTO_FPS = 15.0
+#: resolutions UVC webcams commonly offer, largest first (a webcam may also snap a request to a
+#: size of its own: what it read back counts)
+CANDIDATES = ((4096, 2160), (3840, 2160), (2592, 1944), (2560, 1440), (2048, 1536), (1920, 1080),
+              (1600, 1200), (1280, 960), (1280, 720), (1024, 768), (800, 600), (640, 480))
+MJPG = cv2.VideoWriter_fourcc(*"MJPG")
+# V4L2_CID_EXPOSURE_AUTO values (OpenCV's V4L2 backend passes them through unchanged)
+AE_MANUAL = 1
+AE_APERTURE_PRIORITY = 3          # UVC webcams' usual automatic mode
+EXPOSURE_UNIT_US = 100            # V4L2_CID_EXPOSURE_ABSOLUTE
+#: a new exposure shows in the frame this many reads after it was set (UVC webcams take 1-3
+#: frames; no metadata says which frame got it)
+SETTLE_FRAMES = 2
+
+
+def _default_factory(device: int) -> Any:
+    return cv2.VideoCapture(device, cv2.CAP_V4L2)
+
+
+@dataclass(frozen=True)
+class Mode:
+    width: int
+    height: int
+    fps: float
+    fourcc: str
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height} {self.fourcc or '?'} at {self.fps:g} fps"
+
+
+def _fourcc(value: float) -> str:
+    v = int(value)
+    text = "".join(chr((v >> 8 * i) & 0xFF) for i in range(4))
+    return text if text.isprintable() else ""
+
+
+def _accepted(cap: Any) -> Mode:
+    return Mode(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                float(cap.get(cv2.CAP_PROP_FPS)), _fourcc(cap.get(cv2.CAP_PROP_FOURCC)))
+
+
+def _ask(cap: Any, width: int, height: int, fps: float, mjpg: bool = True) -> Mode:
+    """Ask for a mode; what the webcam accepted (read back)."""
+    if mjpg:
+        cap.set(cv2.CAP_PROP_FOURCC, MJPG)       # refused by a YUYV-only webcam: it stays YUYV
+    cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+    cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+    cap.set(cv2.CAP_PROP_FPS, fps)
+    return _accepted(cap)
+
+
+def probe_modes(cap: Any, fps: float) -> list[Mode]:
+    """Modes the webcam accepted, asking for each candidate at `fps` (it answers with the nearest
+    rate it has); candidates no larger than a usable mode already found are not asked for."""
+    seen: list[Mode] = []
+    best = 0
+    for w, h in CANDIDATES:
+        if w * h <= best:
+            continue
+        mode = _ask(cap, w, h, max(fps, MIN_AUTO_FPS))
+        if mode.width > 0 and mode.height > 0 and mode not in seen:
+            seen.append(mode)
+            if mode.fps >= MIN_AUTO_FPS:
+                best = max(best, mode.width * mode.height)
+    return seen
+
+
+def choose_mode(modes: list[Mode]) -> Mode | None:
+    """The largest mode at MIN_AUTO_FPS or more (None: none holds it)."""
+    usable = [m for m in modes if m.fps >= MIN_AUTO_FPS]
+    return max(usable, key=lambda m: (m.width * m.height, m.fps), default=None)
+
+
+def output_size(crop: tuple[int, int, int, int], stream: tuple[int, int]) -> tuple[int, int]:
+    """The decoder's frame for a crop: its native pixels, or scaled down to the stream's pixel
+    count (a code read in the whole field costs what the fixed view costs)."""
+    w, h = crop[2], crop[3]
+    s = max(1.0, math.sqrt(w * h / (stream[0] * stream[1])))
+    return max(1, round(w / s)), max(1, round(h / s))
 
 
 class V4l2Source:
-    def __init__(self, cfg: CameraConfig):
-        self.cfg = cfg
-        self._cap: cv2.VideoCapture | None = None
+    def __init__(self, cfg: CameraConfig, factory: Callable[[int], Any] = _default_factory):
+        self.cfg, self.factory = cfg, factory
+        self._cap: Any = None
         self._i = 0
+        self.loop: CaptureLoop | None = None
+        self.mode = ""
+        self.crop: tuple[int, int, int, int] | None = None
+        self._stream = (cfg.width, cfg.height)
+        self._exposure = ExposureControl(None, 1e6 / max(cfg.fps, 0.1))
 
     def open(self) -> None:
-        cap = cv2.VideoCapture(self.cfg.device, cv2.CAP_V4L2)
+        cap = self.factory(self.cfg.device)
         if not cap.isOpened():
             raise SourceError(f"cannot open /dev/video{self.cfg.device}")
-        cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width)
-        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height)
-        cap.set(cv2.CAP_PROP_FPS, self.cfg.fps)
-        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of stale ones
-        self._cap = cap
+        mode = None
+        try:
+            if self.cfg.control == "auto":
+                mode = choose_mode(probe_modes(cap, self.cfg.fps))
+                if mode is None:
+                    log.warning("camera control auto: no mode of /dev/video%d holds %g fps; using %dx%d",
+                                self.cfg.device, MIN_AUTO_FPS, self.cfg.width, self.cfg.height)
+                else:
+                    mode = _ask(cap, mode.width, mode.height, max(self.cfg.fps, MIN_AUTO_FPS),
+                                mjpg=mode.fourcc == "MJPG")
+            if mode is None:   # "fixed" (as before): the configured size and rate
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width)
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height)
+                cap.set(cv2.CAP_PROP_FPS, self.cfg.fps)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of stale ones
+            accepted = _accepted(cap)
+        except cv2.error as exc:
+            cap.release()
+            raise SourceError(f"/dev/video{self.cfg.device}: {exc}") from exc
+        self._cap, self.mode, self.loop, self.crop = cap, str(accepted), None, None
+        if mode is not None and accepted.width > 0 and accepted.height > 0:
+            array = (accepted.width, accepted.height)
+            self._stream = (min(self.cfg.width, array[0]), min(self.cfg.height, array[1]))
+            frame_us = 1e6 / max(accepted.fps, 1.0)
+            self.loop = CaptureLoop(array, self._stream, native_bin=1, frame_us=frame_us)
+            self.crop = self.loop.full
+            self._exposure = ExposureControl(cap, frame_us)
+            log.info("camera control auto: /dev/video%d in %s (the largest mode at %g fps or more); "
+                     "the decoder gets a crop around the located code, exposure metered on it",
+                     self.cfg.device, self.mode, MIN_AUTO_FPS)
 
     def read(self) -> Frame | None:
         if self._cap is None:
@@ -30,11 +176,142 @@ class V4l2Source:
         ok, img = self._cap.read()
         if not ok or img is None:
             raise SourceError(f"/dev/video{self.cfg.device} returned no frame (unplugged?)")
+        t = now()
+        stamp = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000   # the buffer's CLOCK_MONOTONIC time
+        if stamp > 0 and abs(stamp - t) < 60.0:
+            t = stamp
         self._i += 1
-        gray = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-        return Frame(gray, now(), self._i)
+        if self.loop is None or self.crop is None:
+            gray = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            return Frame(gray, t, self._i)
+        x, y, w, h = self.crop
+        ih, iw = img.shape[:2]
+        x, y = min(max(x, 0), max(iw - 1, 0)), min(max(y, 0), max(ih - 1, 0))
+        w, h = min(w, iw - x), min(h, ih - y)       # a webcam that changed its size under us
+        region = img[y:y + h, x:x + w]
+        gray = region if region.ndim == 2 else cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)
+        size = output_size((x, y, w, h), self._stream)
+        if size != (w, h):
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+        view = View((x, y, w, h), size, self._exposure.label(self._i), 1.0)
+        return Frame(gray, t, self._i, view)
+
+    def steer(self, frame: Frame, result: Any, active: bool) -> None:
+        """After a decoded (or idle-skipped, result None) frame: the next crop and exposure."""
+        if self.loop is None or self._cap is None or frame.view is None:
+            return
+        read = [np.array(c.corners, np.float64) for c in result.codes] if result is not None else []
+        located = [np.asarray(p, np.float64) for p in getattr(result, "unread", [])] if result is not None else []
+        controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view, read,
+                                    located, active and result is not None)
+        if "ScalerCrop" in controls:
+            self.crop = tuple(int(v) for v in controls["ScalerCrop"])   # software: the next frame
+        if not self._exposure.apply(controls, self._i):
+            self.loop.crop_only()
+
+    def control_status(self) -> dict:
+        state = self.loop.state if self.loop else "fixed"
+        out = {"control": self.cfg.control, "mode": self.mode, "state": state}
+        if self.loop is not None:
+            out["exposure_control"] = self._exposure.status
+            if self._exposure.refused:
+                out["state"] = f"{state}; exposure: the webcam's own ({self._exposure.refused})"
+        return out
 
     def close(self) -> None:
         if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+            try:
+                self._exposure.restore()
+            finally:
+                self._cap.release()
+                self._cap = None
+
+
+class ExposureControl:
+    """V4L2 manual exposure for the loop's ExposureTime x AnalogueGain, with what each frame got."""
+
+    def __init__(self, cap: Any, frame_us: float):
+        self.cap, self.frame_us = cap, frame_us
+        self.manual = False
+        self.units: int | None = None           # last set, V4L2 units
+        self.refused = ""                       # why the webcam keeps its own exposure
+        self._auto_value = AE_APERTURE_PRIORITY
+        self._pending: deque[tuple[int, int]] = deque()   # (from frame index, exposure us)
+        self._current = 0
+
+    @property
+    def status(self) -> str:
+        if self.refused:
+            return f"refused: {self.refused}"
+        return "manual" if self.manual else "webcam's auto until a code is located"
+
+    def label(self, index: int) -> int:
+        """The exposure (us) frame `index` was taken with: the webcam's own when automatic."""
+        if not self.manual:
+            try:
+                return max(0, int(round(float(self.cap.get(cv2.CAP_PROP_EXPOSURE)) * EXPOSURE_UNIT_US)))
+            except (cv2.error, TypeError, ValueError):
+                return 0
+        while self._pending and self._pending[0][0] <= index:
+            self._current = self._pending.popleft()[1]
+        return self._current
+
+    def apply(self, controls: dict, index: int) -> bool:
+        """Carry out the loop's exposure controls; False: the webcam refused (it is back on its
+        own auto exposure, and stays there)."""
+        if self.refused or self.cap is None:
+            return not self.refused
+        if controls.get("AeEnable") is True:
+            self._automatic()
+            return True
+        if "ExposureTime" not in controls:
+            return True
+        product = float(controls["ExposureTime"]) * float(controls.get("AnalogueGain", 1.0))
+        units = max(1, round(min(product, self.frame_us) / EXPOSURE_UNIT_US))
+        if self.manual and units == self.units:
+            return True
+        try:
+            if not self.manual:
+                # until the first exposure set lands, frames keep what the auto exposure had
+                self._current = self.label(index)
+                before = float(self.cap.get(cv2.CAP_PROP_AUTO_EXPOSURE))
+                if before != AE_MANUAL:
+                    self._auto_value = before
+                if not self.cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, AE_MANUAL) \
+                        or float(self.cap.get(cv2.CAP_PROP_AUTO_EXPOSURE)) != AE_MANUAL:
+                    return self._refuse("no manual exposure (exposure_auto stays automatic)")
+                self.manual = True
+            previous = float(self.cap.get(cv2.CAP_PROP_EXPOSURE))
+            if not self.cap.set(cv2.CAP_PROP_EXPOSURE, units):
+                return self._refuse(f"exposure_time_absolute {units} not accepted")
+            got = float(self.cap.get(cv2.CAP_PROP_EXPOSURE))
+        except cv2.error as exc:
+            return self._refuse(str(exc))
+        if abs(got - units) > max(1.0, 0.05 * units) and abs(got - units) >= abs(previous - units):
+            return self._refuse(f"exposure_time_absolute {units} asked, {got:g} read back")
+        # a webcam may clamp to its range: frames get what it read back
+        self.units = units
+        self._pending.append((index + SETTLE_FRAMES, int(round(got * EXPOSURE_UNIT_US))))
+        return True
+
+    def _automatic(self) -> None:
+        if self.manual:
+            try:
+                self.cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, self._auto_value)
+            except cv2.error as exc:
+                log.warning("webcam: back to auto exposure failed: %s", exc)
+        self.manual, self.units = False, None
+        self._pending.clear()
+
+    def _refuse(self, why: str) -> bool:
+        self.refused = why
+        log.warning("camera control auto: the webcam refused manual exposure (%s); it keeps its own "
+                    "auto exposure, the crop still follows the code", why)
+        self.manual = True               # whatever half-changed: ask for automatic again
+        self._automatic()
+        return False
+
+    def restore(self) -> None:
+        """Leave the webcam on auto exposure (V4L2 controls outlive the process)."""
+        if self.cap is not None and not self.refused:
+            self._automatic()
