@@ -26,12 +26,14 @@ RATES = (60, 30, 25, 20, 15, 10, 7.5, 5, 2)
 
 class Webcam:
     """A UVC webcam as cv2.VideoCapture(CAP_V4L2) shows it. `modes`: {(fourcc, (w, h)): max fps}.
-    `manual`: "yes", "absent" (no exposure_auto control: set returns False) or "ignored" (set says
-    yes, nothing changes). A new exposure shows `latency` frames after it was set; frames are on a
+    `manual`: "yes", "absent" (no exposure_auto control: set returns False), "ignored" (set says
+    yes, nothing changes) or "time ignored" (manual mode, but exposure_time_absolute never moves). A new exposure shows `latency` frames after it was set; frames are on a
     virtual clock (n / fps), stamped like V4L2 buffers (CLOCK_MONOTONIC, CAP_PROP_POS_MSEC)."""
 
-    def __init__(self, modes: dict, phones=(), manual: str = "yes", latency: int = 2, seed: int = 0):
+    def __init__(self, modes: dict, phones=(), manual: str = "yes", latency: int = 2, seed: int = 0,
+                 max_units: int = 2047):
         self.modes, self.phones, self.manual, self.latency = modes, list(phones), manual, latency
+        self.max_units = max_units
         self.fourcc = "YUYV" if any(f == "YUYV" for f, _ in modes) else next(iter(modes))[0]
         self.size = min((s for f, s in modes if f == self.fourcc), key=lambda s: s[0] * s[1])
         self.fps = 30.0
@@ -77,15 +79,17 @@ class Webcam:
         if prop == cv2.CAP_PROP_AUTO_EXPOSURE:
             if self.manual == "absent" or value not in (1, 3):
                 return False
-            if self.manual == "yes":
+            if self.manual in ("yes", "time ignored"):
                 if value == 1 and self.ae != 1:
                     self._manual_us = self._ae_us
                 self.ae = int(value)
             return True
         if prop == cv2.CAP_PROP_EXPOSURE:
-            if self.manual != "yes" or self.ae != 1:
+            if self.manual not in ("yes", "time ignored") or self.ae != 1:
                 return False             # EBUSY while automatic
-            self.units = int(min(max(round(value), 3), 2047))
+            if self.manual == "time ignored":
+                return True
+            self.units = int(min(max(round(value), 3), self.max_units))   # the driver clamps
             self._queue.append((self.n + self.latency, self.units * 100))
             return True
         return False
@@ -185,6 +189,33 @@ def test_auto_on_a_yuyv_only_webcam_and_one_too_slow_for_15_fps():
     src.open()
     assert src.loop is None and slow.size == (1280, 720)     # the configured size, as "fixed"
     assert src.read().view is None
+
+
+def test_auto_keeps_uncompressed_yuyv_where_it_holds_15_fps():
+    cam = Webcam({("MJPG", (1280, 720)): 30, ("YUYV", (1280, 720)): 15, ("YUYV", (640, 480)): 30})
+    src = V4l2Source(CameraConfig(source="v4l2", control="auto"), factory=lambda device: cam)
+    src.open()
+    assert (cam.size, cam.fourcc, cam.fps) == ((1280, 720), "YUYV", 15) and src.mode == "1280x720 YUYV at 15 fps"
+
+
+def test_exposure_clamped_by_the_webcam_is_what_frames_get_and_an_ignored_one_is_refused(caplog):
+    cam = Webcam(UVC_1080, max_units=333)                      # exposure_time_absolute 3..333
+    cam.set(cv2.CAP_PROP_FPS, 5)
+    ctl = v4l2.ExposureControl(cam, 200_000)
+    assert ctl.label(1) == 10000                               # automatic: the webcam's own
+    assert ctl.apply({"AeEnable": False, "ExposureTime": 50000, "AnalogueGain": 1.0}, 1)
+    assert [ctl.label(i) for i in (2, 3)] == [10000, 33300]     # lands 2 frames later, as clamped
+    for i, us in enumerate((60000, 70000, 80000, 5000, 90000, 100000), start=4):   # at the clamp, then short
+        assert ctl.apply({"AeEnable": False, "ExposureTime": us, "AnalogueGain": 1.0}, i)
+    assert not ctl.refused and cam.ae == v4l2.AE_MANUAL
+    assert ctl.apply({"AeEnable": True}, 10) and cam.ae == v4l2.AE_APERTURE_PRIORITY
+    stuck = Webcam(UVC_1080, manual="time ignored")
+    ctl = v4l2.ExposureControl(stuck, 66_000)
+    results = [ctl.apply({"AeEnable": False, "ExposureTime": us, "AnalogueGain": 1.0}, i)
+               for i, us in enumerate((5000, 9000, 13000, 17000))]
+    assert results == [True, True, False, False]               # refused on the third (both sides), and stays so
+    assert ctl.refused.startswith("exposure_time_absolute stays") and stuck.ae == v4l2.AE_APERTURE_PRIORITY
+    assert caplog.text.count("refused manual exposure") == 1
 
 
 def test_fixed_mode_is_unchanged():

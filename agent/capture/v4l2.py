@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -48,7 +49,6 @@ MIN_AUTO_FPS = 15.0
 #: size of its own: what it read back counts)
 CANDIDATES = ((4096, 2160), (3840, 2160), (2592, 1944), (2560, 1440), (2048, 1536), (1920, 1080),
               (1600, 1200), (1280, 960), (1280, 720), (1024, 768), (800, 600), (640, 480))
-MJPG = cv2.VideoWriter_fourcc(*"MJPG")
 # V4L2_CID_EXPOSURE_AUTO values (OpenCV's V4L2 backend passes them through unchanged)
 AE_MANUAL = 1
 AE_APERTURE_PRIORITY = 3          # UVC webcams' usual automatic mode
@@ -84,10 +84,10 @@ def _accepted(cap: Any) -> Mode:
                 float(cap.get(cv2.CAP_PROP_FPS)), _fourcc(cap.get(cv2.CAP_PROP_FOURCC)))
 
 
-def _ask(cap: Any, width: int, height: int, fps: float, mjpg: bool = True) -> Mode:
-    """Ask for a mode; what the webcam accepted (read back)."""
-    if mjpg:
-        cap.set(cv2.CAP_PROP_FOURCC, MJPG)       # refused by a YUYV-only webcam: it stays YUYV
+def _ask(cap: Any, width: int, height: int, fps: float, fourcc: str = "MJPG") -> Mode:
+    """Ask for a mode; what the webcam accepted (read back). A format the webcam does not have
+    is refused (set returns False) and the webcam keeps the one it had."""
+    cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc))
     cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
     cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
     cap.set(cv2.CAP_PROP_FPS, fps)
@@ -95,25 +95,33 @@ def _ask(cap: Any, width: int, height: int, fps: float, mjpg: bool = True) -> Mo
 
 
 def probe_modes(cap: Any, fps: float) -> list[Mode]:
-    """Modes the webcam accepted, asking for each candidate at `fps` (it answers with the nearest
-    rate it has); candidates no larger than a usable mode already found are not asked for."""
+    """Modes the webcam accepted, asking for each candidate in MJPG at `fps` (it answers with
+    the nearest rate it has); candidates no larger than a usable mode already found are not asked
+    for. The largest usable size is asked for once more in YUYV: uncompressed is kept where it
+    holds the rate (no JPEG artefacts on the modules' edges, no JPEG decoding on the CPU)."""
     seen: list[Mode] = []
     best = 0
     for w, h in CANDIDATES:
         if w * h <= best:
             continue
-        mode = _ask(cap, w, h, max(fps, MIN_AUTO_FPS))
+        mode = _ask(cap, w, h, fps)
         if mode.width > 0 and mode.height > 0 and mode not in seen:
             seen.append(mode)
             if mode.fps >= MIN_AUTO_FPS:
                 best = max(best, mode.width * mode.height)
+    top = choose_mode(seen)
+    if top is not None and top.fourcc != "YUYV":
+        raw = _ask(cap, top.width, top.height, fps, "YUYV")
+        if raw.fourcc == "YUYV" and raw not in seen:
+            seen.append(raw)
     return seen
 
 
 def choose_mode(modes: list[Mode]) -> Mode | None:
-    """The largest mode at MIN_AUTO_FPS or more (None: none holds it)."""
+    """The largest mode at MIN_AUTO_FPS or more, uncompressed YUYV before MJPG at the same size
+    (None: none holds the rate)."""
     usable = [m for m in modes if m.fps >= MIN_AUTO_FPS]
-    return max(usable, key=lambda m: (m.width * m.height, m.fps), default=None)
+    return max(usable, key=lambda m: (m.width * m.height, m.fourcc == "YUYV", m.fps), default=None)
 
 
 def output_size(crop: tuple[int, int, int, int], stream: tuple[int, int]) -> tuple[int, int]:
@@ -142,13 +150,13 @@ class V4l2Source:
         mode = None
         try:
             if self.cfg.control == "auto":
-                mode = choose_mode(probe_modes(cap, self.cfg.fps))
+                mode = choose_mode(probe_modes(cap, max(self.cfg.fps, MIN_AUTO_FPS)))
                 if mode is None:
                     log.warning("camera control auto: no mode of /dev/video%d holds %g fps; using %dx%d",
                                 self.cfg.device, MIN_AUTO_FPS, self.cfg.width, self.cfg.height)
                 else:
                     mode = _ask(cap, mode.width, mode.height, max(self.cfg.fps, MIN_AUTO_FPS),
-                                mjpg=mode.fourcc == "MJPG")
+                                mode.fourcc if len(mode.fourcc) == 4 else "MJPG")
             if mode is None:   # "fixed" (as before): the configured size and rate
                 cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width)
                 cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height)
@@ -228,7 +236,8 @@ class V4l2Source:
 
 
 class ExposureControl:
-    """V4L2 manual exposure for the loop's ExposureTime x AnalogueGain, with what each frame got."""
+    """V4L2 manual exposure for the loop's ExposureTime x AnalogueGain, with what each frame got.
+    The grabber's thread labels frames while the decoder's thread sets exposures: one lock."""
 
     def __init__(self, cap: Any, frame_us: float):
         self.cap, self.frame_us = cap, frame_us
@@ -238,6 +247,8 @@ class ExposureControl:
         self._auto_value = AE_APERTURE_PRIORITY
         self._pending: deque[tuple[int, int]] = deque()   # (from frame index, exposure us)
         self._current = 0
+        self._stuck: set[bool] = set()        # sides asked while the read-back did not move
+        self._lock = threading.RLock()
 
     @property
     def status(self) -> str:
@@ -247,6 +258,10 @@ class ExposureControl:
 
     def label(self, index: int) -> int:
         """The exposure (us) frame `index` was taken with: the webcam's own when automatic."""
+        with self._lock:
+            return self._label(index)
+
+    def _label(self, index: int) -> int:
         if not self.manual:
             try:
                 return max(0, int(round(float(self.cap.get(cv2.CAP_PROP_EXPOSURE)) * EXPOSURE_UNIT_US)))
@@ -259,6 +274,10 @@ class ExposureControl:
     def apply(self, controls: dict, index: int) -> bool:
         """Carry out the loop's exposure controls; False: the webcam refused (it is back on its
         own auto exposure, and stays there)."""
+        with self._lock:
+            return self._apply(controls, index)
+
+    def _apply(self, controls: dict, index: int) -> bool:
         if self.refused or self.cap is None:
             return not self.refused
         if controls.get("AeEnable") is True:
@@ -273,9 +292,9 @@ class ExposureControl:
         try:
             if not self.manual:
                 # until the first exposure set lands, frames keep what the auto exposure had
-                self._current = self.label(index)
-                before = float(self.cap.get(cv2.CAP_PROP_AUTO_EXPOSURE))
-                if before != AE_MANUAL:
+                self._current = self._label(index)
+                before = float(self.cap.get(cv2.CAP_PROP_AUTO_EXPOSURE))   # -1: no such control
+                if before >= 0 and before != AE_MANUAL:
                     self._auto_value = before
                 if not self.cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, AE_MANUAL) \
                         or float(self.cap.get(cv2.CAP_PROP_AUTO_EXPOSURE)) != AE_MANUAL:
@@ -287,9 +306,15 @@ class ExposureControl:
             got = float(self.cap.get(cv2.CAP_PROP_EXPOSURE))
         except cv2.error as exc:
             return self._refuse(str(exc))
-        if abs(got - units) > max(1.0, 0.05 * units) and abs(got - units) >= abs(previous - units):
-            return self._refuse(f"exposure_time_absolute {units} asked, {got:g} read back")
-        # a webcam may clamp to its range: frames get what it read back
+        # a webcam clamps to its own range: frames get what it read back. One that ignores the
+        # control reads back the same value whatever is asked: asks on both sides of it (a clamp
+        # at an end of the range only ever sees asks beyond that end)
+        if got == previous != units:
+            self._stuck.add(units > got)
+            if len(self._stuck) == 2:
+                return self._refuse(f"exposure_time_absolute stays {got:g} whatever is asked")
+        else:
+            self._stuck.clear()
         self.units = units
         self._pending.append((index + SETTLE_FRAMES, int(round(got * EXPOSURE_UNIT_US))))
         return True
@@ -313,5 +338,6 @@ class ExposureControl:
 
     def restore(self) -> None:
         """Leave the webcam on auto exposure (V4L2 controls outlive the process)."""
-        if self.cap is not None and not self.refused:
-            self._automatic()
+        with self._lock:
+            if self.cap is not None and not self.refused:
+                self._automatic()
