@@ -299,3 +299,49 @@ def test_a_webcam_without_manual_exposure_keeps_its_own_and_says_so_once(manual,
     assert any(f.view.crop != (0, 0, 1920, 1080) for t, f, _ in out if t > 0.8)
     assert any(c.text == ph.text for _, _, res in out for c in res.codes)
     assert src.loop.normal is None                           # no metering on a refused control
+
+
+@pytest.mark.slow
+def test_a_dim_screen_gets_a_longer_exposure_than_the_room_and_reads():
+    ph = phone(7, glare=[], distance=0.2)
+    ph.white_nits = phys.screen_nits(0.1)                       # 10% brightness: 7 cd/m^2
+    ph._pyramid = [(np.where(ph.content < 0, phys.BEZEL_NITS, ph.content * ph.white_nits
+                             + phys.AMBIENT_GLASS_NITS)).astype(np.float32)]
+    cam = Webcam(UVC_1080, [ph])
+    src, out = run(cam, "auto", 1.5)
+    room = max(f.view.exposure_us for t, f, _ in out if t < 0.1)  # the webcam's AE on the counter
+    assert any(c.text == ph.text for _, _, res in out for c in res.codes)
+    late = [f.view.exposure_us for t, f, _ in out if t > 1.0]
+    assert min(late) > 1.5 * room
+    assert cam.ae == v4l2.AE_APERTURE_PRIORITY                 # close() leaves the webcam on its own AE
+
+
+@pytest.mark.slow
+def test_status_and_snapshot_show_the_webcams_crop_and_exposure(tmp_path):
+    from agent.admin.status import _view
+    from agent.config import Config
+    from agent.feedback import Feedback, NoOutput
+    from agent.station import Station
+
+    cfg = Config()
+    cfg.station.state_dir = str(tmp_path / "state")
+    cfg.feedback.backend = "none"
+    cfg.camera.source, cfg.camera.control = "v4l2", "auto"
+    station = Station(cfg, feedback=Feedback(NoOutput()))
+    cam = Webcam(UVC_1080, [phone(4, centre_px=np.array([1300.0, 900.0]), distance=0.24, glare=[])])
+    src = V4l2Source(cfg.camera, factory=lambda device: cam)
+    station.source = src
+    src.open()
+    try:
+        for _ in range(30):
+            station.step(src.read())
+        camera = station.status().camera
+    finally:
+        src.close()
+    assert camera["source"] == "v4l2" and camera["mode"] == "1920x1080 MJPG at 30 fps"
+    assert camera["crop"] != [0, 0, 1920, 1080] and camera["exposure_us"] > 0
+    assert camera["exposure_control"] == "manual" and camera["state"].startswith("following code")
+    assert _view(camera).startswith("; crop 1280x720+")
+    assert station.counters.checkins == 1
+    assert station.snapshot()[:2] == b"\xff\xd8"
+    station.outbox.close()
