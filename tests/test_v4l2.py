@@ -26,7 +26,7 @@ RATES = (60, 30, 25, 20, 15, 10, 7.5, 5, 2)
 
 class Webcam:
     """A UVC webcam as cv2.VideoCapture(CAP_V4L2) shows it. `modes`: {(fourcc, (w, h)): max fps}.
-    `manual`: "yes", "absent" (no exposure_auto control: set returns False), "ignored" (set says
+    `manual`: "yes", "absent" (no exposure controls: sets return False, gets -1), "ignored" (set says
     yes, nothing changes) or "time ignored" (manual mode, but exposure_time_absolute never moves). A new exposure shows `latency` frames after it was set; frames are on a
     virtual clock (n / fps), stamped like V4L2 buffers (CLOCK_MONOTONIC, CAP_PROP_POS_MSEC)."""
 
@@ -104,7 +104,8 @@ class Webcam:
         return float({cv2.CAP_PROP_FRAME_WIDTH: self.size[0], cv2.CAP_PROP_FRAME_HEIGHT: self.size[1],
                       cv2.CAP_PROP_FPS: self.fps, cv2.CAP_PROP_FOURCC: cv2.VideoWriter_fourcc(*self.fourcc),
                       cv2.CAP_PROP_AUTO_EXPOSURE: self.ae,
-                      cv2.CAP_PROP_EXPOSURE: self.units if self.ae == 1 else round(self._ae_us / 100),
+                      cv2.CAP_PROP_EXPOSURE: -1 if self.manual == "absent"      # OpenCV: no such control
+                      else self.units if self.ae == 1 else round(self._ae_us / 100),
                       cv2.CAP_PROP_POS_MSEC: (self.epoch + self.n / self.fps) * 1000}.get(prop, -1))
 
     def read(self):
@@ -299,6 +300,8 @@ def test_a_webcam_without_manual_exposure_keeps_its_own_and_says_so_once(manual,
     assert any(f.view.crop != (0, 0, 1920, 1080) for t, f, _ in out if t > 0.8)
     assert any(c.text == ph.text for _, _, res in out for c in res.codes)
     assert src.loop.normal is None                           # no metering on a refused control
+    if manual == "absent":                                   # no exposure time to show, none asked for
+        assert all(f.view.exposure_us == 0 for _, f, _ in out)
 
 
 @pytest.mark.slow

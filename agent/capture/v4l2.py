@@ -247,6 +247,7 @@ class ExposureControl:
         self._auto_value = AE_APERTURE_PRIORITY
         self._pending: deque[tuple[int, int]] = deque()   # (from frame index, exposure us)
         self._current = 0
+        self._readback = True                   # the webcam reports its exposure time
         self._stuck: set[bool] = set()        # sides asked while the read-back did not move
         self._lock = threading.RLock()
 
@@ -263,10 +264,16 @@ class ExposureControl:
 
     def _label(self, index: int) -> int:
         if not self.manual:
-            try:
-                return max(0, int(round(float(self.cap.get(cv2.CAP_PROP_EXPOSURE)) * EXPOSURE_UNIT_US)))
-            except (cv2.error, TypeError, ValueError):
+            if not self._readback:
                 return 0
+            try:
+                value = float(self.cap.get(cv2.CAP_PROP_EXPOSURE))
+            except (cv2.error, TypeError, ValueError):
+                value = -1.0
+            if value < 0:      # no such control: OpenCV would complain on stderr for every frame
+                self._readback = False
+                return 0
+            return int(round(value * EXPOSURE_UNIT_US))
         while self._pending and self._pending[0][0] <= index:
             self._current = self._pending.popleft()[1]
         return self._current
