@@ -305,7 +305,7 @@ class ExposureControl:
                     self._auto_value = before
                 if not self.cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, AE_MANUAL) \
                         or float(self.cap.get(cv2.CAP_PROP_AUTO_EXPOSURE)) != AE_MANUAL:
-                    return self._refuse("no manual exposure (exposure_auto stays automatic)")
+                    return self._refuse("no manual exposure: exposure_auto stays automatic")
                 self.manual = True
             previous = float(self.cap.get(cv2.CAP_PROP_EXPOSURE))
             if not self.cap.set(cv2.CAP_PROP_EXPOSURE, units):
