@@ -53,9 +53,11 @@ CANDIDATES = ((4096, 2160), (3840, 2160), (2592, 1944), (2560, 1440), (2048, 153
 AE_MANUAL = 1
 AE_APERTURE_PRIORITY = 3          # UVC webcams' usual automatic mode
 EXPOSURE_UNIT_US = 100            # V4L2_CID_EXPOSURE_ABSOLUTE
-#: a new exposure shows in the frame this many reads after it was set (UVC webcams take 1-3
-#: frames; no metadata says which frame got it)
+#: a new exposure shows in the frame this many reads after it was set, as far as known: UVC
+#: webcams take 1-3 frames (LATENCIES) and no metadata says which frame got it. Frames that any
+#: latency in that range would give a different exposure are not metered.
 SETTLE_FRAMES = 2
+LATENCIES = (1, 2, 3)
 
 
 def _default_factory(device: int) -> Any:
@@ -142,6 +144,7 @@ class V4l2Source:
         self.crop: tuple[int, int, int, int] | None = None
         self._stream = (cfg.width, cfg.height)
         self._exposure = ExposureControl(None, 1e6 / max(cfg.fps, 0.1))
+        self._unmetered: deque[int] = deque(maxlen=32)   # frames whose exposure is not certain
 
     def open(self) -> None:
         cap = self.factory(self.cfg.device)
@@ -201,8 +204,10 @@ class V4l2Source:
         size = output_size((x, y, w, h), self._stream)
         if size != (w, h):
             gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
-        view = View((x, y, w, h), size, self._exposure.label(self._i), 1.0)
-        return Frame(gray, t, self._i, view)
+        exposure_us, certain = self._exposure.label(self._i)
+        if not certain:
+            self._unmetered.append(self._i)
+        return Frame(gray, t, self._i, View((x, y, w, h), size, exposure_us, 1.0))
 
     def steer(self, frame: Frame, result: Any, active: bool) -> None:
         """After a decoded (or idle-skipped, result None) frame: the next crop and exposure."""
@@ -211,7 +216,8 @@ class V4l2Source:
         read = [np.array(c.corners, np.float64) for c in result.codes] if result is not None else []
         located = [np.asarray(p, np.float64) for p in getattr(result, "unread", [])] if result is not None else []
         controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view, read,
-                                    located, active and result is not None)
+                                    located, active and result is not None,
+                                    meter=frame.index not in self._unmetered)
         if "ScalerCrop" in controls:
             self.crop = tuple(int(v) for v in controls["ScalerCrop"])   # software: the next frame
         if not self._exposure.apply(controls, self._i):
@@ -245,8 +251,9 @@ class ExposureControl:
         self.units: int | None = None           # last set, V4L2 units
         self.refused = ""                       # why the webcam keeps its own exposure
         self._auto_value = AE_APERTURE_PRIORITY
-        self._pending: deque[tuple[int, int]] = deque()   # (from frame index, exposure us)
-        self._current = 0
+        #: (frame index it was set after, exposure us read back), newest last; _base before them
+        self._sets: deque[tuple[int, int]] = deque(maxlen=8)
+        self._base = 0
         self._readback = True                   # the webcam reports its exposure time
         self._stuck: set[bool] = set()        # sides asked while the read-back did not move
         self._lock = threading.RLock()
@@ -257,26 +264,30 @@ class ExposureControl:
             return f"refused: {self.refused}"
         return "manual" if self.manual else "webcam's auto until a code is located"
 
-    def label(self, index: int) -> int:
-        """The exposure (us) frame `index` was taken with: the webcam's own when automatic."""
+    def label(self, index: int) -> tuple[int, bool]:
+        """(the exposure us frame `index` was taken with, whether that is certain): the webcam's
+        own when automatic (as it reports it); when manual, what was set SETTLE_FRAMES before,
+        uncertain when a latency of LATENCIES would give another value."""
         with self._lock:
             return self._label(index)
 
-    def _label(self, index: int) -> int:
+    def _label(self, index: int) -> tuple[int, bool]:
         if not self.manual:
             if not self._readback:
-                return 0
+                return 0, True
             try:
                 value = float(self.cap.get(cv2.CAP_PROP_EXPOSURE))
             except (cv2.error, TypeError, ValueError):
                 value = -1.0
             if value < 0:      # no such control: OpenCV would complain on stderr for every frame
                 self._readback = False
-                return 0
-            return int(round(value * EXPOSURE_UNIT_US))
-        while self._pending and self._pending[0][0] <= index:
-            self._current = self._pending.popleft()[1]
-        return self._current
+                return 0, True
+            return int(round(value * EXPOSURE_UNIT_US)), True
+        return self._at(index - SETTLE_FRAMES), len({self._at(index - n) for n in LATENCIES}) == 1
+
+    def _at(self, index: int) -> int:
+        """The exposure in effect for a frame after the sets made up to frame `index`."""
+        return next((us for i, us in reversed(self._sets) if i <= index), self._base)
 
     def apply(self, controls: dict, index: int) -> bool:
         """Carry out the loop's exposure controls; False: the webcam refused (it is back on its
@@ -299,7 +310,8 @@ class ExposureControl:
         try:
             if not self.manual:
                 # until the first exposure set lands, frames keep what the auto exposure had
-                self._current = self._label(index)
+                self._base, _ = self._label(index)
+                self._sets.clear()
                 before = float(self.cap.get(cv2.CAP_PROP_AUTO_EXPOSURE))   # -1: no such control
                 if before >= 0 and before != AE_MANUAL:
                     self._auto_value = before
@@ -323,7 +335,7 @@ class ExposureControl:
         else:
             self._stuck.clear()
         self.units = units
-        self._pending.append((index + SETTLE_FRAMES, int(round(got * EXPOSURE_UNIT_US))))
+        self._sets.append((index, int(round(got * EXPOSURE_UNIT_US))))
         return True
 
     def _automatic(self) -> None:
@@ -333,7 +345,7 @@ class ExposureControl:
             except cv2.error as exc:
                 log.warning("webcam: back to auto exposure failed: %s", exc)
         self.manual, self.units = False, None
-        self._pending.clear()
+        self._sets.clear()
 
     def _refuse(self, why: str) -> bool:
         self.refused = why
