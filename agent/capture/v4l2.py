@@ -17,7 +17,8 @@ exposure, the whole frame to the decoder (as before).
   reflection: steer.py's decisions. The exposure x gain it asks for becomes exposure time alone
   (up to the frame time): UVC gain is in each webcam's own units, so gain stays the webcam's.
   A webcam has no per-frame metadata: a new exposure is taken to show SETTLE_FRAMES frames after
-  it was set. A webcam that refuses manual exposure (the set fails, or the read-back does not
+  it was set, and a frame that another latency of LATENCIES would expose differently is not
+  metered (else a slower webcam makes the exposure swing). A webcam that refuses manual exposure (the set fails, or the read-back does not
   follow) keeps its own auto exposure, with the crop still working; this is logged once and shown
   in `control_status()`.
 
