@@ -249,7 +249,7 @@ def test_crop_converges_on_an_off_centre_code_exposure_lands_and_all_returns_whe
     ph = phone(3, duration=1.9, centre_px=np.array([3500.0, 1900.0]), distance=0.3,     # far, bottom right
                drift=[(0.4, 0.0, 1.0, 20.0)])                                        # an arm swaying 2 cm
     cam = Webcam(UVC_1080, [ph])
-    src, out = run(cam, "auto", 3.0)
+    _, out = run(cam, "auto", 3.0)
     during = [(t, f) for t, f, _ in out if 0.8 < t < 2.0]
     assert during and all(f.view.crop != (0, 0, 1920, 1080) for _, f in during)
     inside = 0
@@ -312,7 +312,7 @@ def test_a_dim_screen_gets_a_longer_exposure_than_the_room_and_reads():
     ph._pyramid = [(np.where(ph.content < 0, phys.BEZEL_NITS, ph.content * ph.white_nits
                              + phys.AMBIENT_GLASS_NITS)).astype(np.float32)]
     cam = Webcam(UVC_1080, [ph])
-    src, out = run(cam, "auto", 1.5)
+    _, out = run(cam, "auto", 1.5)
     room = max(f.view.exposure_us for t, f, _ in out if t < 0.1)  # the webcam's AE on the counter
     assert any(c.text == ph.text for _, _, res in out for c in res.codes)
     late = [f.view.exposure_us for t, f, _ in out if t > 1.0]
@@ -358,7 +358,7 @@ def test_exposure_holds_still_when_the_webcam_is_faster_or_slower_than_assumed(l
     # (before frames of uncertain exposure were left unmetered, a 3-frame webcam swung 3.7-33 ms)
     ph = phone(5, glare=[], tilt_rate=0.0)
     cam = Webcam(UVC_1080, [ph], latency=latency)
-    src, out = run(cam, "auto", 2.0)
+    _, out = run(cam, "auto", 2.0)
     used = [us for (us, manual), (t, _, _) in zip(cam.used, out) if manual and t > 0.8]
     assert len(used) > 20 and sum(abs(np.log(b / a)) > 0.05 for a, b in zip(used, used[1:])) <= 1
     assert any(c.text == ph.text for _, _, res in out for c in res.codes)

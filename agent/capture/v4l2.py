@@ -6,8 +6,9 @@ exposure, the whole frame to the decoder (as before).
 `control = "auto"`: what of the closed loop (agent/capture/steer.py) a UVC webcam allows:
 
 - **Mode**: the largest of the common UVC resolutions the webcam accepts at 15 fps or more
-  (MJPG asked for first: uncompressed YUYV holds 15 fps over USB 2 only at small sizes). OpenCV
-  cannot list a camera's modes, so each is asked for and what the webcam accepted is read back.
+  (MJPG asked for first: uncompressed YUYV holds 15 fps over USB 2 only at small sizes; YUYV is
+  kept where it does). OpenCV cannot list a camera's modes, so each is asked for and what the
+  webcam accepted is read back.
 - **Crop**: a webcam has no ScalerCrop, so the crop is cut in software from the full-resolution
   frame: the decoder gets the region around the located code at up to the webcam's native pixels
   (the whole field is scaled down to `width` x `height`, as the fixed view is), and each Frame
@@ -18,9 +19,10 @@ exposure, the whole frame to the decoder (as before).
   (up to the frame time): UVC gain is in each webcam's own units, so gain stays the webcam's.
   A webcam has no per-frame metadata: a new exposure is taken to show SETTLE_FRAMES frames after
   it was set, and a frame that another latency of LATENCIES would expose differently is not
-  metered (else a slower webcam makes the exposure swing). A webcam that refuses manual exposure (the set fails, or the read-back does not
-  follow) keeps its own auto exposure, with the crop still working; this is logged once and shown
-  in `control_status()`.
+  metered (else a slower webcam makes the exposure swing).
+- **Refused controls**: a webcam that refuses manual exposure (the set fails, the mode does not
+  read back as manual, or the exposure time stays put whatever is asked) keeps its own auto
+  exposure, with the crop still working; this is logged once and shown in `control_status()`.
 
 The capture object comes from a factory (cv2.VideoCapture by default), so tests drive this module
 with a stand-in that honours or refuses properties as a real webcam does.
@@ -283,7 +285,7 @@ class ExposureControl:
             if value < 0:      # no such control: OpenCV would complain on stderr for every frame
                 self._readback = False
                 return 0, True
-            return int(round(value * EXPOSURE_UNIT_US)), True
+            return round(value * EXPOSURE_UNIT_US), True
         return self._at(index - SETTLE_FRAMES), len({self._at(index - n) for n in LATENCIES}) == 1
 
     def _at(self, index: int) -> int:
@@ -336,7 +338,7 @@ class ExposureControl:
         else:
             self._stuck.clear()
         self.units = units
-        self._sets.append((index, int(round(got * EXPOSURE_UNIT_US))))
+        self._sets.append((index, round(got * EXPOSURE_UNIT_US)))
         return True
 
     def _automatic(self) -> None:
