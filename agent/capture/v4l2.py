@@ -277,7 +277,7 @@ class ExposureControl:
 
     def _label(self, index: int) -> tuple[int, bool]:
         if not self.manual:
-            if not self._readback:
+            if not self._readback or self.cap is None:
                 return 0, True
             try:
                 value = float(self.cap.get(cv2.CAP_PROP_EXPOSURE))
@@ -360,7 +360,9 @@ class ExposureControl:
         return False
 
     def restore(self) -> None:
-        """Leave the webcam on auto exposure (V4L2 controls outlive the process)."""
+        """Leave the webcam on auto exposure (V4L2 controls outlive the process); nothing more is
+        set on this capture (the decoder's thread may still steer from a frame of it)."""
         with self._lock:
             if self.cap is not None and not self.refused:
                 self._automatic()
+            self.cap = None
