@@ -367,3 +367,18 @@ def test_exposure_holds_still_when_the_webcam_is_faster_or_slower_than_assumed(l
     bx = to_webcam(ph.code_box(t), cam) - (x, y)
     (x0, y0), (x1, y1) = bx.min(0).astype(int), bx.max(0).astype(int)
     assert 150 < np.percentile(f.gray[y0:y1, x0:x1], 85) < 245      # the screen's white near target
+
+
+def test_nothing_is_set_on_a_closed_webcam():
+    # the grabber closes and reopens a failing webcam while the decoder's thread still steers
+    cam = Webcam(UVC_1080)
+    src = V4l2Source(CameraConfig(source="v4l2", control="auto"), factory=lambda device: cam)
+    src.open()
+    src.read()
+    src.close()
+    before = len(cam.sets)
+    assert src._exposure.apply({"AeEnable": False, "ExposureTime": 8000, "AnalogueGain": 2.0}, 5)
+    assert len(cam.sets) == before and not src._exposure.refused
+    assert src.control_status()["exposure_control"] != "" and "refused" not in src.control_status()["state"]
+    with pytest.raises(v4l2.SourceError):
+        src.read()
