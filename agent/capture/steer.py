@@ -114,9 +114,6 @@ class CaptureLoop:
         #: False: crop only, the camera keeps its own auto exposure (a webcam that refuses manual
         #: exposure: agent/capture/v4l2.py)
         self.exposure = True
-        #: the most exposure x gain the camera can give (a webcam: its frame time, no gain): the
-        #: normal exposure of a dim screen is held there, so a bracket's short frame stays shorter
-        self.max_product = math.inf
 
     def crop_only(self) -> None:
         """The camera refused exposure control: keep to the crop, stop metering and bracketing."""
@@ -232,8 +229,6 @@ class CaptureLoop:
             new = self.normal
         if not short and not white_saturated and glare > GLARE_SHARE:
             self.bracket_until = t + BRACKET_HOLD_S
-        if new is not None:
-            new = min(new, self.max_product)
         if new is not None and (self.normal is None or abs(math.log(new / self.normal)) > 0.18):
             self.normal = new
         if self.normal is None:

@@ -178,7 +178,6 @@ class V4l2Source:
             self._stream = (min(self.cfg.width, array[0]), min(self.cfg.height, array[1]))
             frame_us = 1e6 / max(accepted.fps, 1.0)
             self.loop = CaptureLoop(array, self._stream, native_bin=1, frame_us=frame_us)
-            self.loop.max_product = frame_us     # exposure time only, gain stays the webcam's
             self.crop = self.loop.full
             self._exposure = ExposureControl(cap, frame_us)
             log.info("camera control auto: /dev/video%d in %s (the largest mode at %g fps or more); "
