@@ -185,10 +185,10 @@ def test_auto_on_a_yuyv_only_webcam_and_one_too_slow_for_15_fps():
     src.open()
     assert (cam.size, cam.fourcc) == ((640, 480), "YUYV") and src.loop is not None
     assert src.read().gray.shape == (480, 640)
-    slow = Webcam({("YUYV", (1280, 720)): 10})
+    slow = Webcam({("YUYV", (1280, 720)): 10, ("MJPG", (1280, 720)): 10})
     src = V4l2Source(CameraConfig(source="v4l2", control="auto"), factory=lambda device: slow)
     src.open()
-    assert src.loop is None and slow.size == (1280, 720)     # the configured size, as "fixed"
+    assert src.loop is None and (slow.size, slow.fourcc) == ((1280, 720), "YUYV")   # as "fixed"
     assert src.read().view is None
 
 

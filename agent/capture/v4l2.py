@@ -156,8 +156,10 @@ class V4l2Source:
         mode = None
         try:
             if self.cfg.control == "auto":
+                initial = cap.get(cv2.CAP_PROP_FOURCC)
                 mode = choose_mode(probe_modes(cap, max(self.cfg.fps, MIN_AUTO_FPS)))
                 if mode is None:
+                    cap.set(cv2.CAP_PROP_FOURCC, initial)     # as "fixed" would have it
                     log.warning("camera control auto: no mode of /dev/video%d holds %g fps; using %dx%d",
                                 self.cfg.device, MIN_AUTO_FPS, self.cfg.width, self.cfg.height)
                 else:
