@@ -111,6 +111,13 @@ class CaptureLoop:
         self.trial_until = -1.0
         self.search_after = -1.0
         self._patch: np.ndarray | None = None
+        #: False: crop only, the camera keeps its own auto exposure (a webcam that refuses manual
+        #: exposure: agent/capture/v4l2.py)
+        self.exposure = True
+
+    def crop_only(self) -> None:
+        """The camera refused exposure control: keep to the crop, stop metering and bracketing."""
+        self.exposure, self.normal, self.bracket_until = False, None, -1.0
 
     # -- crop ----------------------------------------------------------------------------------
 
@@ -174,9 +181,10 @@ class CaptureLoop:
     # -- the loop ------------------------------------------------------------------------------
 
     def update(self, t: float, gray: np.ndarray | None, view: View, read: list[np.ndarray],
-               located: list[np.ndarray], active: bool) -> dict:
+               located: list[np.ndarray], active: bool, meter: bool = True) -> dict:
         """The controls to set after this frame ({} for none). `read`: corners of the codes read in
-        it, `located`: of those located but not read (stream pixels)."""
+        it, `located`: of those located but not read (stream pixels). `meter=False`: the camera
+        cannot say which exposure this frame got (a webcam just after a change): not metered."""
         controls: dict = {}
         if not active or gray is None:
             return self._reset(controls)
@@ -207,8 +215,10 @@ class CaptureLoop:
             controls["ScalerCrop"] = target
         self.state = ("following code" if read or located else "trying a textured patch") \
             if self.crop != self.full else "code in whole field"
+        if not self.exposure:
+            return controls
 
-        white, glare, white_saturated = self._meter(gray, view, frame_box)
+        white, glare, white_saturated = self._meter(gray, view, frame_box) if meter else (None, 0.0, False)
         product = view.exposure_us * view.gain
         short = self.normal is not None and product < self.normal / (BRACKET / 2)
         if white_saturated and not short:
