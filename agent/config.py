@@ -55,7 +55,8 @@ class CameraConfig:
     autofocus: str = _f("macro", choices=("macro", "off"), doc="Camera Module 3 continuous AF, macro range")
     scaler_crop: str = _f("", doc="picamera2 ScalerCrop 'x,y,w,h' in sensor pixels; empty = full")
     control: str = _f("fixed", choices=("auto", "fixed"),
-                      doc="picamera2: 'auto' crops onto and exposes for the located code; 'fixed': one view")
+                      doc="'auto': crops onto and exposes for the located code (picamera2: ScalerCrop and "
+                          "exposure; v4l2: a software crop and V4L2 exposure); 'fixed': one view")
 
 
 @dataclass
