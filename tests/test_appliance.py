@@ -62,6 +62,12 @@ def snapshot(root):
             for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
 
 
+# pip builds the package in the source tree (build/, *.egg-info): two builds at once on parallel
+# workers would trip over each other, so the tests that install run on one worker, one at a time
+# (which also makes `installed` once, not once per worker).
+installer = pytest.mark.xdist_group("installer")
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     root = tmp_path_factory.mktemp("root")
@@ -70,6 +76,7 @@ def installed(tmp_path_factory):
 
 
 @pytest.mark.slow
+@installer
 def test_install_into_a_root(installed):
     root, first = installed
     assert "done" in first.stdout
@@ -90,6 +97,7 @@ def test_install_into_a_root(installed):
 
 
 @pytest.mark.slow
+@installer
 def test_install_twice_changes_nothing(installed):
     root, _ = installed
     before = snapshot(root)
@@ -99,6 +107,7 @@ def test_install_twice_changes_nothing(installed):
 
 
 @pytest.mark.slow
+@installer
 def test_existing_config_is_never_overwritten(installed):
     root, _ = installed
     conf = root / "etc/scanner-agent/config.toml"
@@ -114,6 +123,7 @@ def test_dry_run_changes_nothing(tmp_path):
 
 
 @pytest.mark.slow
+@installer
 def test_uninstall_keeps_state_and_config_unless_purged(tmp_path):
     root = tmp_path / "root"
     install(root)
