@@ -1,12 +1,15 @@
 """Running it like an appliance: the systemd unit, the installer (in a temporary root), and the
 IT commands against a real daemon in replay mode."""
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,10 +51,17 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
 
 # --- installer ------------------------------------------------------------------------------
 
+#: pip builds the package in the source tree (build/, *.egg-info): two installs at once (tests on
+#: parallel workers) broke each other's wheel, so they take turns on this lock
+BUILD_LOCK = Path(tempfile.gettempdir()) / f"scanner-agent-build-{hashlib.sha1(bytes(ROOT)).hexdigest()[:12]}.lock"
+
+
 def install(root, *args, check=True):
     env = {**os.environ, "SCANNER_AGENT_PIP_ARGS": "--no-deps"}  # dependencies are pip's business
-    proc = subprocess.run(["bash", str(INSTALL), "--root", str(root), *args], capture_output=True, text=True,
-                          env=env, timeout=300, stdin=subprocess.DEVNULL)
+    with open(BUILD_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.run(["bash", str(INSTALL), "--root", str(root), *args], capture_output=True, text=True,
+                              env=env, timeout=300, stdin=subprocess.DEVNULL)
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -62,12 +72,6 @@ def snapshot(root):
             for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
 
 
-# pip builds the package in the source tree (build/, *.egg-info): two builds at once on parallel
-# workers would trip over each other, so the tests that install run on one worker, one at a time
-# (which also makes `installed` once, not once per worker).
-installer = pytest.mark.xdist_group("installer")
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     root = tmp_path_factory.mktemp("root")
@@ -76,7 +80,6 @@ def installed(tmp_path_factory):
 
 
 @pytest.mark.slow
-@installer
 def test_install_into_a_root(installed):
     root, first = installed
     assert "done" in first.stdout
@@ -97,7 +100,6 @@ def test_install_into_a_root(installed):
 
 
 @pytest.mark.slow
-@installer
 def test_install_twice_changes_nothing(installed):
     root, _ = installed
     before = snapshot(root)
@@ -107,7 +109,6 @@ def test_install_twice_changes_nothing(installed):
 
 
 @pytest.mark.slow
-@installer
 def test_existing_config_is_never_overwritten(installed):
     root, _ = installed
     conf = root / "etc/scanner-agent/config.toml"
@@ -123,7 +124,6 @@ def test_dry_run_changes_nothing(tmp_path):
 
 
 @pytest.mark.slow
-@installer
 def test_uninstall_keeps_state_and_config_unless_purged(tmp_path):
     root = tmp_path / "root"
     install(root)
