@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+
 import pytest
 
 from agent.outbox import Outbox
 from support.broker import Broker
+
+
+@pytest.fixture(autouse=True)
+def _alone(request, tmp_path_factory):
+    """On parallel workers (scripts/test), a test marked `alone` runs while no other test does:
+    its outcome depends on wall time that a CPU busy with other tests takes from it (the decoder's
+    budget is a multiple of the plain read's time). Every other test holds a shared lock; an
+    `alone` one takes it exclusively, first closing a turnstile so that no new test slips in."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        yield
+        return
+    run = tmp_path_factory.getbasetemp().parent      # one folder for all the workers of this run
+    alone = request.node.get_closest_marker("alone") is not None
+    with open(run / "alone.turnstile", "a") as turnstile, open(run / "alone.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        fcntl.flock(turnstile, fcntl.LOCK_UN)
+        yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """On parallel workers, `alone` tests go last: by then most workers have run out of tests, so
+    few stand idle while one runs."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is not None:
+        items.sort(key=lambda item: item.get_closest_marker("alone") is not None)
 
 
 @pytest.fixture

@@ -1,12 +1,15 @@
 """Running it like an appliance: the systemd unit, the installer (in a temporary root), and the
 IT commands against a real daemon in replay mode."""
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,10 +51,17 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
 
 # --- installer ------------------------------------------------------------------------------
 
+#: pip builds the package in the source tree (build/, *.egg-info): two installs at once (tests on
+#: parallel workers) broke each other's wheel, so they take turns on this lock
+BUILD_LOCK = Path(tempfile.gettempdir()) / f"scanner-agent-build-{hashlib.sha1(bytes(ROOT)).hexdigest()[:12]}.lock"
+
+
 def install(root, *args, check=True):
     env = {**os.environ, "SCANNER_AGENT_PIP_ARGS": "--no-deps"}  # dependencies are pip's business
-    proc = subprocess.run(["bash", str(INSTALL), "--root", str(root), *args], capture_output=True, text=True,
-                          env=env, timeout=300, stdin=subprocess.DEVNULL)
+    with open(BUILD_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.run(["bash", str(INSTALL), "--root", str(root), *args], capture_output=True, text=True,
+                              env=env, timeout=300, stdin=subprocess.DEVNULL)
     if check:
         assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc

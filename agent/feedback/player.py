@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 from agent.config import FeedbackConfig
 from agent.feedback.patterns import DESCRIPTIONS, PATTERNS, Signal, Step
@@ -88,6 +88,25 @@ class GpioOutput:
                 dev.close()
 
 
+class Clock(Protocol):
+    """The player's time: when it is, and a wait on its condition that ends when `predicate` holds
+    or `timeout` seconds (None: no limit) have passed. Injectable so that tests play patterns on a
+    fake clock instead of sleeping through them."""
+
+    def now(self) -> float: ...
+    def wait_for(self, cond: threading.Condition, predicate: Callable[[], bool], timeout: float | None) -> bool: ...
+
+
+class MonotonicClock:
+    """Real time: time.monotonic and the condition's own wait."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wait_for(self, cond: threading.Condition, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        return cond.wait_for(predicate, timeout)
+
+
 def make_output(cfg: FeedbackConfig) -> Output:
     if cfg.backend == "gpio":
         return GpioOutput(cfg)
@@ -102,10 +121,11 @@ class Feedback(Worker):
 
     stall_s = None  # it idles on a condition between signals
 
-    def __init__(self, output: Output):
+    def __init__(self, output: Output, *, clock: Clock | None = None):
         super().__init__("feedback")
         self.output = output
-        self.history: list[tuple[float, Signal]] = []   # (monotonic time, signal), for tests and status
+        self.clock = clock or MonotonicClock()
+        self.history: list[tuple[float, Signal]] = []   # (clock time, signal), for tests and status
         self._pending: tuple[Signal, str] | None = None
         self._cond = threading.Condition()
         self.start()
@@ -114,7 +134,7 @@ class Feedback(Worker):
         """Show `signal` now (interrupting what is playing); returns at once."""
         with self._cond:
             self._pending = (signal, detail)
-            self.history.append((time.monotonic(), signal))
+            self.history.append((self.clock.now(), signal))
             del self.history[:-1000]
             self._cond.notify_all()
 
@@ -132,8 +152,7 @@ class Feedback(Worker):
     def work(self) -> None:
         while True:
             with self._cond:
-                while self._pending is None and not self.stopping.is_set():
-                    self._cond.wait()
+                self.clock.wait_for(self._cond, lambda: self._pending is not None or self.stopping.is_set(), None)
                 if self.stopping.is_set():
                     return
                 signal, detail = self._pending
@@ -145,6 +164,7 @@ class Feedback(Worker):
         for step in steps:
             self.output.show(step)
             with self._cond:
-                if self._cond.wait_for(lambda: self._pending is not None or self.stopping.is_set(), step.seconds):
+                if self.clock.wait_for(self._cond, lambda: self._pending is not None or self.stopping.is_set(),
+                                       step.seconds):
                     return  # interrupted by a newer signal
         self.output.show(Step(0))

@@ -60,6 +60,7 @@ class Broker:
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
+        self.started = False
         # As root, mosquitto would drop to the 'mosquitto' user, which cannot write to the test's
         # private folder (no persistence, no log): tell it to stay the user running the tests.
         lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "persistence true", f"persistence_location {folder}/",
@@ -86,9 +87,20 @@ class Broker:
         deadline = time.time() + 10
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.proc.stderr.read().decode()[-500:]}")
+                err = self.proc.stderr.read().decode()
+                log = self.folder / "mosquitto.log"
+                err += log.read_text(errors="replace")[-500:] if log.exists() else ""
+                if "Address already in use" in err and not self.started:
+                    # the free port was taken meanwhile (tests run on parallel workers): another one,
+                    # only on the first start (a restart keeps the port its clients know)
+                    log.unlink()
+                    old, self.port = self.port, free_port()
+                    self.conf.write_text(self.conf.read_text().replace(f"listener {old} ", f"listener {self.port} "))
+                    return self.start()
+                raise RuntimeError(f"mosquitto exited: {err[-500:]}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                self.started = True
                 return self
             except OSError:
                 time.sleep(0.05)
