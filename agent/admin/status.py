@@ -77,14 +77,14 @@ def collect(cfg: Config) -> dict[str, Any]:
         "station": cfg.station.id, "version": __version__, "service": service_state(),
         "daemon": "running" if daemon else "stopped",
         "status_stale_s": daemon.stale_s if daemon else None,
-        "camera": (daemon.camera if daemon and daemon.camera else {"source": cfg.camera.source, "fault": None}),
-        "mqtt": (daemon.mqtt if daemon else None) if cfg.mqtt else {"configured": False},
+        "camera": (daemon.camera.to_dict() if daemon and daemon.camera else {"source": cfg.camera.source, "fault": None}),
+        "mqtt": (daemon.mqtt.to_dict() if daemon and daemon.mqtt else None) if cfg.mqtt else {"configured": False},
         "outbox": outbox.to_dict(),
         "clock_synced": clock_synced(),
         "disk_free_mb": round(usage.free / 1e6),
         "faults": faults,
-        "counters": (daemon.counters or None) if daemon else None,
-        "workers": (daemon.workers or None) if daemon else None,
+        "counters": daemon.counters.to_dict() if daemon and daemon.counters else None,
+        "workers": ({name: w.to_dict() for name, w in daemon.workers.items()} or None) if daemon else None,
     }
 
 
