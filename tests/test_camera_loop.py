@@ -219,8 +219,8 @@ def test_station_shows_crop_and_exposure_and_dates_the_checkin_at_capture(vcam, 
     finally:
         src.close()
     camera = station.status().camera
-    assert camera["control"] == "auto" and camera["crop"] != [0, 0, 4608, 2592]
-    assert camera["exposure_us"] > 0 and camera["gain"] >= 1.0 and camera["state"]
+    assert camera.controls.control == "auto" and camera.view.crop != [0, 0, 4608, 2592]
+    assert camera.view.exposure_us > 0 and camera.view.gain >= 1.0 and camera.controls.state
     assert station.snapshot()[:2] == b"\xff\xd8"
     row = station.outbox.recent(1)[0]
     assert checked_in_from is not None
