@@ -59,7 +59,7 @@ class DaemonStatus:
                 "outbox": self.outbox.to_dict() if self.outbox else {}, "stale_s": self.stale_s}
 
     @classmethod
-    def from_dict(cls, data: Any) -> "DaemonStatus | None":
+    def from_dict(cls, data: Any) -> DaemonStatus | None:
         """A status file's contents, or None when they are not one; a damaged section reads as
         empty rather than failing (the file is the daemon's, but never trusted blindly)."""
         if not isinstance(data, dict):

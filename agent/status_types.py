@@ -51,7 +51,7 @@ class WorkerStatus:
         return dataclasses.asdict(self)   # a subclass's fields follow the worker's, as they always have
 
     @classmethod
-    def from_dict(cls, data: Any) -> "WorkerStatus":
+    def from_dict(cls, data: Any) -> WorkerStatus:
         """A worker's section; read as WorkerStatus, the kind of worker it is from is told by the
         fields only that kind has."""
         d = _dict(data)
@@ -115,7 +115,7 @@ class ViewStatus:
         return {"crop": list(self.crop), "exposure_us": self.exposure_us, "gain": self.gain}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ViewStatus | None":
+    def from_dict(cls, d: dict[str, Any]) -> ViewStatus | None:
         crop = d.get("crop")
         if not (isinstance(crop, list) and len(crop) == 4 and all(_number(v) is not None for v in crop)):
             return None
@@ -139,7 +139,7 @@ class ControlStatus:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ControlStatus | None":
+    def from_dict(cls, d: dict[str, Any]) -> ControlStatus | None:
         if (control := _text(d.get("control"))) is None:
             return None
         return cls(control, _text(d.get("mode")) or "", _text(d.get("state")) or "",
@@ -162,7 +162,7 @@ class CameraStatus:
                 **(self.view.to_dict() if self.view else {}), **(self.controls.to_dict() if self.controls else {})}
 
     @classmethod
-    def from_dict(cls, data: Any) -> "CameraStatus | None":
+    def from_dict(cls, data: Any) -> CameraStatus | None:
         if not isinstance(data, dict) or (source := _text(data.get("source"))) is None:
             return None
         return cls(source, _text(data.get("fault")), _int(data.get("frames")), data.get("finished") is True,
@@ -192,7 +192,7 @@ class Counters:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Counters | None":
+    def from_dict(cls, data: Any) -> Counters | None:
         if not isinstance(data, dict):
             return None
         last = data.get("last_guidance")
@@ -225,7 +225,7 @@ class OutboxStats:
     error: str | None = None
 
     @classmethod
-    def unreadable(cls, why: BaseException | str, *, queue_depth: int | None = None) -> "OutboxStats":
+    def unreadable(cls, why: BaseException | str, *, queue_depth: int | None = None) -> OutboxStats:
         """The figures unknown, and why (the outbox cannot be read, or there is none yet)."""
         return cls(queue_depth=queue_depth, oldest_undelivered_age_s=None, last_checkin_at=None, error=str(why))
 
@@ -239,7 +239,7 @@ class OutboxStats:
                 "recovery": self.recovery, "damaged_files": list(self.damaged_files)}
 
     @classmethod
-    def from_dict(cls, data: Any) -> "OutboxStats | None":
+    def from_dict(cls, data: Any) -> OutboxStats | None:
         """The status file's `outbox` section (either shape of to_dict()); None when damaged."""
         if not isinstance(data, dict):
             return None

@@ -14,6 +14,7 @@ import logging
 import random
 import threading
 import time
+
 from agent.cards.sanitize import one_line
 from agent.faults import Fault
 from agent.status_types import WorkerStatus

@@ -88,7 +88,7 @@ class Heard:
     bad: list[str]
 
     @classmethod
-    def read(cls, status: dict[str, Any], health: dict[str, Any]) -> "Heard":
+    def read(cls, status: dict[str, Any], health: dict[str, Any]) -> Heard:
         bad: list[str] = []   # named in the order `fleet` has always named them
         state = _typed(status, "state", (str,), bad)
         reason = _typed(status, "reason", (str,), bad)
