@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 
 def _int(value: Any) -> int:
@@ -51,7 +51,7 @@ class WorkerStatus:
         return dataclasses.asdict(self)   # a subclass's fields follow the worker's, as they always have
 
     @classmethod
-    def from_dict(cls, data: Any) -> WorkerStatus:
+    def from_dict(cls, data: Any) -> Self:
         """A worker's section; read as WorkerStatus, the kind of worker it is from is told by the
         fields only that kind has."""
         d = _dict(data)

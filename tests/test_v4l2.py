@@ -345,7 +345,7 @@ def test_status_and_snapshot_show_the_webcams_crop_and_exposure(tmp_path):
     assert camera.source == "v4l2" and camera.controls.mode == "1920x1080 MJPG at 30 fps"
     assert camera.view.crop != [0, 0, 1920, 1080] and camera.view.exposure_us > 0
     assert camera.controls.exposure_control == "manual" and camera.controls.state.startswith("following code")
-    assert _view(camera.to_dict()).startswith("; crop 1280x720+")
+    assert _view(camera).startswith("; crop 1280x720+")
     assert station.counters.checkins == 1
     assert station.snapshot()[:2] == b"\xff\xd8"
     station.outbox.close()
