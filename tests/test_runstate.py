@@ -172,3 +172,26 @@ def test_the_station_writes_every_section_in_the_file_s_order(tmp_path):
         assert isinstance(station.counters, Counters)
     finally:
         station.shutdown()
+
+
+def test_status_text_reads_every_section():
+    """`scanner-agent status` for people: each section read back into its dataclass (the lines
+    as the code before the typed sections wrote them)."""
+    from agent.admin.status import render
+
+    report = {"station": "counter-02", "version": "0.1.0", "service": "active", "daemon": "running",
+              "status_stale_s": None, "clock_synced": True, "disk_free_mb": 100, "faults": [],
+              "camera": V4L2_CAMERA, "mqtt": RECEIPT_LINK, "outbox": OUTBOX_SALVAGED, "counters": COUNTERS}
+    lines = render(report).splitlines()
+    assert lines[2] == ("camera       v4l2 ok; crop 1280x720+320+180, exposure 8000 us, gain 2.0 (auto: following code;"
+                        " exposure: the webcam's own (no manual exposure))")
+    assert lines[3] == "broker       broker.example:8883 DISCONNECTED: connection refused; 4 awaiting the hospital's receipt"
+    assert lines[4] == "queue        12 undelivered; oldest 1.0 h"
+    assert lines[8].startswith("recovered    damaged outbox at ") and lines[8].endswith(": 12 salvaged, unknown lost")
+    assert lines[9] == "try again    last reasons (newest last): glare, closer"
+    assert lines[-1] == "check        WARNING: broker disconnected"
+    stopped = {**report, "daemon": "stopped", "camera": {"source": "replay", "fault": None}, "mqtt": None,
+               "outbox": OUTBOX_UNREADABLE, "counters": None}
+    lines = render(stopped).splitlines()
+    assert lines[2:5] == ["camera       replay", "broker       unknown (daemon stopped)",
+                          "queue        None undelivered; oldest - (outbox: database disk image is malformed)"]
