@@ -3,7 +3,6 @@ the runtime directory (no second camera open, no socket needed for reading)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import stat
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import jsonbound
+from agent.status_types import CameraStatus, Counters, MqttStatus, OutboxStats, WorkerStatus
 
 STALE_S = 10.0
 #: a status file is a few kB; the state dir is the service account's: bounded before parsing
@@ -24,34 +24,42 @@ MAX_STATUS_NESTING = 16
 @dataclass
 class DaemonStatus:
     """The contract between the daemon (writer) and `status`, `doctor`, `snapshot` (readers).
-    Each section is the owning component's own status(), as a dict: this module is the base, it
-    imports none of the components (the outbox's section is its OutboxStats.to_dict()). `faults`
-    are the texts of the station's Faults (agent.faults): the file has always held only those."""
+    Each section is the owning component's own status, typed in agent.status_types (the base:
+    this module imports none of the components). `faults` are the texts of the station's Faults
+    (agent.faults): the file has always held only those. A section the file lacks or has damaged
+    is None (workers: empty) and is written back as it was read, {} (mqtt: null)."""
     pid: int
     version: str
     station: str
     started_at: float
     updated_at: float
-    #: the grabber's camera_status() with the source's own (crop, exposure: each source says its own)
-    camera: dict[str, Any] = field(default_factory=dict)
+    #: the grabber's figures with the source's own (crop, exposure: each source says its own)
+    camera: CameraStatus | None = None
     #: the link's status() (None: no broker configured)
-    mqtt: dict[str, Any] | None = None
+    mqtt: MqttStatus | None = None
     clock_synced: bool = False
     faults: list[str] = field(default_factory=list)
-    #: each worker's status() by its name (alive, crashes, last_crash, fault; the link adds its own)
-    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: the station's Counters, as a dict (what `status` shows of them is read by key, tolerantly)
-    counters: dict[str, Any] = field(default_factory=dict)
-    #: the outbox's summary(): OutboxStats.to_dict() (agent.outbox.report)
-    outbox: dict[str, Any] = field(default_factory=dict)
+    #: each worker's status() by its name (alive, crashes, last_crash, fault; the link and the
+    #: outputs' writers add their own)
+    workers: dict[str, WorkerStatus] = field(default_factory=dict)
+    #: the station's Counters
+    counters: Counters | None = None
+    #: the outbox's summary()
+    outbox: OutboxStats | None = None
     #: set by read(): how old the figures are when the daemon could not refresh them (disk full)
     stale_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The status file's JSON, keys in the order it has always had."""
+        return {"pid": self.pid, "version": self.version, "station": self.station, "started_at": self.started_at,
+                "updated_at": self.updated_at, "camera": self.camera.to_dict() if self.camera else {},
+                "mqtt": self.mqtt.to_dict() if self.mqtt else None, "clock_synced": self.clock_synced,
+                "faults": list(self.faults), "workers": {name: w.to_dict() for name, w in self.workers.items()},
+                "counters": self.counters.to_dict() if self.counters else {},
+                "outbox": self.outbox.to_dict() if self.outbox else {}, "stale_s": self.stale_s}
 
     @classmethod
-    def from_dict(cls, data: Any) -> "DaemonStatus | None":
+    def from_dict(cls, data: Any) -> DaemonStatus | None:
         """A status file's contents, or None when they are not one; a damaged section reads as
         empty rather than failing (the file is the daemon's, but never trusted blindly)."""
         if not isinstance(data, dict):
@@ -60,15 +68,16 @@ class DaemonStatus:
             pid, updated = int(data["pid"]), float(data["updated_at"])
         except (KeyError, TypeError, ValueError, OverflowError):
             return None
-        sections = {f.name: data.get(f.name) for f in dataclasses.fields(cls)
-                    if f.name in ("camera", "workers", "counters", "outbox")}
-        faults = data.get("faults")
-        mqtt = data.get("mqtt")
+        faults, mqtt, workers = data.get("faults"), data.get("mqtt"), data.get("workers")
         return cls(pid=pid, version=str(data.get("version", "?")), station=str(data.get("station", "?")),
                    started_at=_number(data.get("started_at")), updated_at=updated,
-                   mqtt=mqtt if isinstance(mqtt, dict) else None, clock_synced=data.get("clock_synced") is True,
+                   camera=CameraStatus.from_dict(data.get("camera")),
+                   mqtt=MqttStatus.from_dict(mqtt) if isinstance(mqtt, dict) else None,
+                   clock_synced=data.get("clock_synced") is True,
                    faults=[str(f) for f in faults] if isinstance(faults, list) else [],
-                   **{k: v if isinstance(v, dict) else {} for k, v in sections.items()})
+                   workers={str(name): WorkerStatus.from_dict(w) for name, w in workers.items()
+                            if isinstance(w, dict)} if isinstance(workers, dict) else {},
+                   counters=Counters.from_dict(data.get("counters")), outbox=OutboxStats.from_dict(data.get("outbox")))
 
 
 def _number(value: Any) -> float:

@@ -6,12 +6,12 @@ drive it directly); `Station.run()` is the daemon loop around it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,7 @@ from agent.outputs.devices import make_outputs
 from agent import __version__, clock, paths, runstate
 from agent.clock import clock_synced
 from agent.schedule import Scheduler
+from agent.status_types import CameraStatus, Counters
 from agent.sdnotify import notify, watchdog_interval
 
 if TYPE_CHECKING:
@@ -47,23 +48,6 @@ OUTBOX_LOCK_WAIT_S = 60.0       # at start, wait this long for another process's
 PRESENT_S = 15.0
 #: guidance reasons kept for status and snapshots
 LAST_REASONS = 5
-
-
-@dataclass
-class Counters:
-    frames: int = 0
-    decoded: int = 0
-    checkins: int = 0
-    already_read: int = 0
-    rejected: int = 0
-    try_again: int = 0
-    refused: int = 0             # check-ins the outbox could not store
-    last_checkin_at: float | None = None
-    by_verdict: dict[str, int] = field(default_factory=dict)
-    #: why codes were not read: TRY_AGAIN reasons counted, and the last few (newest last)
-    guidance: dict[str, int] = field(default_factory=dict)
-    last_guidance: list[dict] = field(default_factory=list)
-    by_flag: dict[str, int] = field(default_factory=dict)
 
 
 class Station:
@@ -345,17 +329,17 @@ class Station:
 
     def status(self) -> runstate.DaemonStatus:
         """What `scanner-agent status` shows about the running daemon: each component says its own."""
-        camera = self.grabber.camera_status() if self.grabber else {"fault": None, "frames": 0, "finished": False}
+        source = self.cfg.camera.source
+        camera = self.grabber.camera_status(source) if self.grabber else CameraStatus(source)
         if self.camera_view is not None:
-            camera.update(self.camera_view.as_dict())
+            camera.view = self.camera_view.status()
         if hasattr(self.source, "control_status"):
-            camera.update(self.source.control_status())
+            camera.controls = self.source.control_status()
         return runstate.DaemonStatus(
             pid=os.getpid(), version=__version__, station=self.cfg.station.id, started_at=self.started_at,
-            updated_at=time.time(), camera={"source": self.cfg.camera.source, **camera},
-            mqtt=self.link.status() if self.link is not None else None, clock_synced=clock_synced(),
-            faults=self.faults(), workers={w.name: w.status() for w in self.workers()},
-            counters=dict(vars(self.counters)), outbox=self.outbox.summary().to_dict())
+            updated_at=time.time(), camera=camera, mqtt=self.link.status() if self.link is not None else None,
+            clock_synced=clock_synced(), faults=self.faults(), workers={w.name: w.status() for w in self.workers()},
+            counters=dataclasses.replace(self.counters), outbox=self.outbox.summary())
 
     def status_json(self) -> bytes:
         """status() from memory, for `scanner-agent status` when the status file cannot be written

@@ -14,10 +14,10 @@ import logging
 import random
 import threading
 import time
-from typing import Any
 
 from agent.cards.sanitize import one_line
 from agent.faults import Fault
+from agent.status_types import WorkerStatus
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,8 @@ class Worker:
             return True
         return self.alive and self._stuck_for() is None
 
-    def status(self) -> dict[str, Any]:
-        return {"alive": self.alive, "crashes": self.crashes, "last_crash": self.last_crash,
-                "fault": self.fault}
+    def status(self) -> WorkerStatus:
+        return WorkerStatus(alive=self.alive, crashes=self.crashes, last_crash=self.last_crash, fault=self.fault)
 
     # -- supervision -----------------------------------------------------------------------
 

@@ -219,8 +219,8 @@ def test_station_shows_crop_and_exposure_and_dates_the_checkin_at_capture(vcam, 
     finally:
         src.close()
     camera = station.status().camera
-    assert camera["control"] == "auto" and camera["crop"] != [0, 0, 4608, 2592]
-    assert camera["exposure_us"] > 0 and camera["gain"] >= 1.0 and camera["state"]
+    assert camera.controls.control == "auto" and camera.view.crop != [0, 0, 4608, 2592]
+    assert camera.view.exposure_us > 0 and camera.view.gain >= 1.0 and camera.controls.state
     assert station.snapshot()[:2] == b"\xff\xd8"
     row = station.outbox.recent(1)[0]
     assert checked_in_from is not None
@@ -230,7 +230,8 @@ def test_station_shows_crop_and_exposure_and_dates_the_checkin_at_capture(vcam, 
 
 def test_status_line_shows_the_crop_and_exposure():
     from agent.admin.status import _view
+    from agent.status_types import CameraStatus
     cam = {"source": "picamera2", "crop": [10, 20, 1280, 720], "exposure_us": 8000, "gain": 1.5,
            "control": "auto", "state": "following code"}
-    assert _view(cam) == "; crop 1280x720+10+20, exposure 8000 us, gain 1.5 (auto: following code)"
-    assert _view({"source": "v4l2"}) == ""
+    assert _view(CameraStatus.from_dict(cam)) == "; crop 1280x720+10+20, exposure 8000 us, gain 1.5 (auto: following code)"
+    assert _view(CameraStatus("v4l2")) == ""

@@ -107,7 +107,7 @@ def test_a_consumer_down_longer_than_the_broker_queue(tmp_path, mode):
         health = link.health()
         assert health["delivered_on"] == "receipt" and health["awaiting_receipt"] > 0
         assert health["oldest_awaiting_receipt_s"] > 0
-        assert link.status()["awaiting_receipt"] == health["awaiting_receipt"]   # `scanner-agent status`
+        assert link.status().awaiting_receipt == health["awaiting_receipt"]   # `scanner-agent status`
         assert schema_errors("health", health) == []
         consumer.up()
         assert wait_for(lambda: box.depth() == 0, 45), f"{box.depth()} still awaiting a receipt"

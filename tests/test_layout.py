@@ -22,7 +22,8 @@ STAGES = [
 #: The base: imports no stage and nothing on top.
 BASE = ("agent.config", "agent.paths", "agent.clock", "agent.jsonbound", "agent.failpoints", "agent.worker",
         "agent.faults",   # Fault: what every room reports as wrong (the worker, the station, the link)
-        "agent.runstate", "agent.schedule", "agent.sdnotify", "agent.control", "agent.schemas",
+        "agent.runstate", "agent.status_types",   # status_types: the status file's sections, filled by the rooms
+        "agent.schedule", "agent.sdnotify", "agent.control", "agent.schemas",
         "agent.cards.sanitize")   # text hygiene (imports nothing of agent), used from the worker to the link
 TOP = ("agent.station", "agent.cli", "agent.__main__", "agent.admin", "agent.sim")
 

@@ -232,7 +232,7 @@ def test_fixed_mode_is_unchanged():
         assert f.gray.shape == (720, 1280) and f.view is None
         src.steer(f, reader.read(f.gray), True)
     assert len(cam.sets) == 4                                 # nothing steered
-    assert src.control_status() == {"control": "fixed", "mode": "1280x720 YUYV at 10 fps", "state": "fixed"}
+    assert src.control_status().to_dict() == {"control": "fixed", "mode": "1280x720 YUYV at 10 fps", "state": "fixed"}
     src.close()
 
 
@@ -293,8 +293,8 @@ def test_a_webcam_without_manual_exposure_keeps_its_own_and_says_so_once(manual,
     src, out = run(cam, "auto", 1.6)
     assert caplog.text.count("refused manual exposure") == 1
     status = src.control_status()
-    assert status["exposure_control"].startswith("refused: no manual exposure")
-    assert "exposure: the webcam's own" in status["state"]
+    assert status.exposure_control.startswith("refused: no manual exposure")
+    assert "exposure: the webcam's own" in status.state
     assert cam.ae == v4l2.AE_APERTURE_PRIORITY
     assert not any(p == cv2.CAP_PROP_EXPOSURE for p, _, _ in cam.sets)
     # the crop still works, and the code reads
@@ -342,9 +342,9 @@ def test_status_and_snapshot_show_the_webcams_crop_and_exposure(tmp_path):
         camera = station.status().camera
     finally:
         src.close()
-    assert camera["source"] == "v4l2" and camera["mode"] == "1920x1080 MJPG at 30 fps"
-    assert camera["crop"] != [0, 0, 1920, 1080] and camera["exposure_us"] > 0
-    assert camera["exposure_control"] == "manual" and camera["state"].startswith("following code")
+    assert camera.source == "v4l2" and camera.controls.mode == "1920x1080 MJPG at 30 fps"
+    assert camera.view.crop != [0, 0, 1920, 1080] and camera.view.exposure_us > 0
+    assert camera.controls.exposure_control == "manual" and camera.controls.state.startswith("following code")
     assert _view(camera).startswith("; crop 1280x720+")
     assert station.counters.checkins == 1
     assert station.snapshot()[:2] == b"\xff\xd8"
@@ -379,6 +379,6 @@ def test_nothing_is_set_on_a_closed_webcam():
     before = len(cam.sets)
     assert src._exposure.apply({"AeEnable": False, "ExposureTime": 8000, "AnalogueGain": 2.0}, 5)
     assert len(cam.sets) == before and not src._exposure.refused
-    assert src.control_status()["exposure_control"] != "" and "refused" not in src.control_status()["state"]
+    assert src.control_status().exposure_control != "" and "refused" not in src.control_status().state
     with pytest.raises(v4l2.SourceError):
         src.read()

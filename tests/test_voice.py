@@ -202,7 +202,7 @@ def test_try_again_speaks_its_reason_only_while_somebody_is_there(tmp_path, prom
         assert [p for p, _ in player.played] == ["try_again-glare"]
         assert st.counters.guidance == {"glare": 1, "closer": 1}
         status = st.status()
-        assert [g["reason"] for g in status.counters["last_guidance"]] == ["glare", "closer"]
+        assert [g["reason"] for g in status.counters.last_guidance] == ["glare", "closer"]
     finally:
         st.shutdown()
 

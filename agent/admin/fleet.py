@@ -70,6 +70,40 @@ def _typed(report: dict[str, Any], key: str, kinds: tuple[type, ...], bad: list[
     return None
 
 
+@dataclass
+class Heard:
+    """What fleet reads of one station's retained status and health messages (agent/schemas:
+    status.json, health.json, sent by stations it does not trust): each figure when it has the
+    expected type, else None, and its name in `bad`."""
+    state: str                       # online, offline, or unknown (absent or not one of those)
+    reason: str | None
+    status_at: str | None            # when the station came online or went offline
+    version: str | None              # the status message's, else the health message's
+    health_at: str | None
+    faults: list[Any]
+    fault_codes: list[Any]
+    oldest_undelivered_age_s: float | None
+    queue_depth: float | None
+    clock_synced: bool | None
+    bad: list[str]
+
+    @classmethod
+    def read(cls, status: dict[str, Any], health: dict[str, Any]) -> Heard:
+        bad: list[str] = []   # named in the order `fleet` has always named them
+        state = _typed(status, "state", (str,), bad)
+        reason = _typed(status, "reason", (str,), bad)
+        faults = _typed(health, "faults", (list,), bad) or []
+        codes = _typed(health, "fault_codes", (list,), bad) or []
+        oldest = _typed(health, "oldest_undelivered_age_s", (int, float), bad)
+        health_at = _typed(health, "at", (str,), bad)
+        clock = _typed(health, "clock_synced", (bool,), bad)
+        status_at = _typed(status, "at", (str,), bad)
+        depth = _typed(health, "queue_depth", (int, float), bad)
+        version = _typed(status, "version", (str,), bad) or _typed(health, "version", (str,), bad)
+        return cls(state if state in ("online", "offline") else "unknown", reason, status_at, version, health_at,
+                   faults, codes, oldest, depth, clock, bad)
+
+
 def collect(cfg: MqttConfig, *, wait_s: float = 2.0, connect_timeout_s: float = 10.0,
             subacks: list[str] | None = None) -> dict[str, Station]:
     """The retained status and health of every station under the prefix. Raises OSError / ssl
@@ -169,50 +203,42 @@ def assess(stations: dict[str, Station], *, health_interval_s: float = 60.0, war
     cut = sorted(sid for sid, st in stations.items() if st.cut)
     for sid in sorted(sid for sid, st in stations.items() if not st.cut):
         st = stations[sid]
-        s, h = st.status, st.health
-        bad: list[str] = []
-        state = _typed(s, "state", (str,), bad)
-        state = state if state in ("online", "offline") else "unknown"
-        reason = _typed(s, "reason", (str,), bad)
-        level, why = OK, []
+        heard = Heard.read(st.status, st.health)
+        state, level, why = heard.state, OK, []
         if state != "online":
             level = CRITICAL
-            why.append(f"{state}" + (f" ({_text(reason, 60)})" if reason else ""))
-        faults = _typed(h, "faults", (list,), bad) or []
-        codes = _typed(h, "fault_codes", (list,), bad) or []
-        if faults and codes and all(c in WARNING_CODES for c in codes):
+            why.append(f"{state}" + (f" ({_text(heard.reason, 60)})" if heard.reason else ""))
+        faults = heard.faults
+        if faults and heard.fault_codes and all(c in WARNING_CODES for c in heard.fault_codes):
             level = max(level, WARNING)      # the LEDs still say everything: worth a look, not an alarm
             why.append(f"{len(faults)} warning(s)")
         elif faults:
             level = CRITICAL
             why.append(f"{len(faults)} fault(s)")
-        oldest = _typed(h, "oldest_undelivered_age_s", (int, float), bad)
+        oldest = heard.oldest_undelivered_age_s
         if oldest is not None and oldest > crit_s:
             level = CRITICAL
             why.append(f"queue older than {crit_s:g} s")
         elif oldest is not None and oldest > warn_s:
             level = max(level, WARNING)
             why.append(f"queue older than {warn_s:g} s")
-        age = _age(_typed(h, "at", (str,), bad), now)
+        age = _age(heard.health_at, now)
         if state == "online" and (age is None or age > 3 * health_interval_s):
             level = max(level, WARNING)
             why.append("health stale" if age is not None else "no health report")
-        clock = _typed(h, "clock_synced", (bool,), bad)
-        if clock is False:
+        if heard.clock_synced is False:
             level = max(level, WARNING)
             why.append("clock not synchronised")
-        since = _age(_typed(s, "at", (str,), bad), now)
-        depth = _typed(h, "queue_depth", (int, float), bad)
-        version = _text(_typed(s, "version", (str,), bad) or _typed(h, "version", (str,), bad), 20)
+        since, depth, version = _age(heard.status_at, now), heard.queue_depth, _text(heard.version, 20)
         if expect_version is not None and version != expect_version:
             level = max(level, WARNING)
             why.append(f"version {version}, expected {_text(expect_version, 20)}")
-        if bad:
+        if heard.bad:
             level = max(level, WARNING)
-            why.append("unreadable " + ", ".join(dict.fromkeys(bad)))
+            why.append("unreadable " + ", ".join(dict.fromkeys(heard.bad)))
         rows.append(Row(sid, state, _duration(since), version,
                         "-" if depth is None else f"{depth:.0f}", _duration(oldest),
-                        {True: "synced", False: "NOT synced"}.get(clock, "-"), _duration(age),
+                        {True: "synced", False: "NOT synced"}.get(heard.clock_synced, "-"), _duration(age),
                         "; ".join(_text(f, 80) for f in faults[:3]) or "-", level, why,
                         {"since_s": _round(since), "oldest_s": _round(oldest), "health_age_s": _round(age),
                          "queue": None if depth is None else int(depth)}))

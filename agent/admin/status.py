@@ -14,6 +14,7 @@ from agent.clock import clock_synced
 from agent.config import Config
 from agent.outbox import Outbox, OutboxError, OutboxStats
 from agent.outbox.report import NO_OUTBOX_YET
+from agent.status_types import CameraStatus, Counters, MqttStatus
 
 SERVICE = "scanner-agent"
 
@@ -77,14 +78,14 @@ def collect(cfg: Config) -> dict[str, Any]:
         "station": cfg.station.id, "version": __version__, "service": service_state(),
         "daemon": "running" if daemon else "stopped",
         "status_stale_s": daemon.stale_s if daemon else None,
-        "camera": (daemon.camera if daemon and daemon.camera else {"source": cfg.camera.source, "fault": None}),
-        "mqtt": (daemon.mqtt if daemon else None) if cfg.mqtt else {"configured": False},
+        "camera": (daemon.camera.to_dict() if daemon and daemon.camera else {"source": cfg.camera.source, "fault": None}),
+        "mqtt": (daemon.mqtt.to_dict() if daemon and daemon.mqtt else None) if cfg.mqtt else {"configured": False},
         "outbox": outbox.to_dict(),
         "clock_synced": clock_synced(),
         "disk_free_mb": round(usage.free / 1e6),
         "faults": faults,
-        "counters": (daemon.counters or None) if daemon else None,
-        "workers": (daemon.workers or None) if daemon else None,
+        "counters": daemon.counters.to_dict() if daemon and daemon.counters else None,
+        "workers": ({name: w.to_dict() for name, w in daemon.workers.items()} or None) if daemon else None,
     }
 
 
@@ -114,15 +115,14 @@ def level(s: dict[str, Any]) -> tuple[int, list[str]]:
     if not s.get("clock_synced"):
         warnings.append("clock not synchronised")
     return (WARNING, warnings) if warnings else (OK, [])
-def _view(cam: dict) -> str:
-    """The crop and exposure the camera is using (picamera2), as IT reads them."""
-    crop = cam.get("crop")
-    if not (isinstance(crop, list) and len(crop) == 4):
+def _view(cam: CameraStatus) -> str:
+    """The crop and exposure the camera is using (a camera that steers itself), as IT reads them."""
+    if cam.view is None:
         return ""
-    x, y, w, h = crop
-    text = f"; crop {w}x{h}+{x}+{y}, exposure {cam.get('exposure_us')} us, gain {cam.get('gain')}"
-    if cam.get("control") == "auto":
-        text += f" (auto: {cam.get('state')})"
+    x, y, w, h = cam.view.crop
+    text = f"; crop {w}x{h}+{x}+{y}, exposure {cam.view.exposure_us} us, gain {cam.view.gain}"
+    if cam.controls is not None and cam.controls.control == "auto":
+        text += f" (auto: {cam.controls.state})"
     return text
 
 
@@ -136,41 +136,40 @@ def _age(seconds: float | None) -> str:
 
 
 def render(s: dict[str, Any]) -> str:
-    ob, mq, cam = s["outbox"], s["mqtt"], s["camera"]
-    if mq is None:
+    """collect()'s report for people; its sections read back into their dataclasses."""
+    ob = OutboxStats.from_dict(s["outbox"]) or NO_OUTBOX_YET
+    cam = CameraStatus.from_dict(s["camera"]) or CameraStatus("?")
+    counters = Counters.from_dict(s.get("counters")) or Counters()
+    if s["mqtt"] is None:
         broker = "unknown (daemon stopped)"
-    elif mq.get("configured") is False:
+    elif s["mqtt"].get("configured") is False:
         broker = "not configured: check-ins queue locally"
     else:
-        broker = f"{mq.get('broker', '?')} " + ("connected" if mq.get("connected") else
-                                                f"DISCONNECTED: {one_line(mq.get('last_error'))}")
-        if mq.get("delivered_on") == "receipt":
-            broker += f"; {mq.get('awaiting_receipt', 0)} awaiting the hospital's receipt"
-    last = ob.get("last_checkin_at")
-    last = last if isinstance(last, (int, float)) else None
+        mq = MqttStatus.from_dict(s["mqtt"])
+        broker = f"{mq.broker} " + ("connected" if mq.connected else f"DISCONNECTED: {one_line(mq.last_error)}")
+        if mq.delivered_on == "receipt":
+            broker += f"; {mq.awaiting_receipt} awaiting the hospital's receipt"
+    last = ob.last_checkin_at
     daemon = s["daemon"] + (f" (status not updated for {_age(s['status_stale_s'])}: disk full?)"
                             if s.get("status_stale_s") else "")
     lines = [
         f"station      {s['station']} (scanner-agent {s['version']})",
         f"service      {s['service']}; daemon {daemon}",
-        f"camera       {cam.get('source')}" + (f" FAULT: {cam['fault']}" if cam.get("fault") else
-                                              (" ok" if s["daemon"] == "running" else "")) + _view(cam),
+        f"camera       {cam.source}" + (f" FAULT: {cam.fault}" if cam.fault else
+                                         (" ok" if s["daemon"] == "running" else "")) + _view(cam),
         f"broker       {broker}",
-        f"queue        {ob.get('queue_depth')} undelivered; oldest {_age(ob.get('oldest_undelivered_age_s'))}"
-        + (f" ({ob['error']})" if ob.get("error") else ""),
+        f"queue        {ob.queue_depth} undelivered; oldest {_age(ob.oldest_undelivered_age_s)}"
+        + (f" ({ob.error})" if ob.error else ""),
         f"last check-in {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last)) if last else '-'}",
         f"clock        {'synchronised' if s['clock_synced'] else 'NOT synchronised (check NTP)'}",
         f"disk free    {s['disk_free_mb']} MB",
     ]
-    rec = ob.get("recovery")
-    if isinstance(rec, dict):
+    rec = ob.recovery
+    if rec is not None:
         lines.append(f"recovered    damaged outbox at {time.strftime('%Y-%m-%d %H:%M', time.localtime(rec.get('at') or 0))}: "
                      f"{rec.get('saved')} salvaged, {'unknown' if rec.get('lost') is None else rec.get('lost')} lost")
-    counters = s.get("counters") or {}
-    reasons = counters.get("last_guidance") if isinstance(counters, dict) else None
-    if isinstance(reasons, list) and reasons:
-        lines.append("try again    last reasons (newest last): "
-                     + ", ".join(one_line(r.get("reason")) for r in reasons if isinstance(r, dict)))
+    if reasons := counters.last_guidance:
+        lines.append("try again    last reasons (newest last): " + ", ".join(one_line(r.get("reason")) for r in reasons))
     lines += [f"WARNING      {f}" if f.startswith("voice:") else f"FAULT        {f}" for f in s["faults"]]
     code, why = level(s)
     lines.append(f"check        {('OK', 'WARNING', 'FAULT')[code]}" + (f": {'; '.join(why)}" if why else ""))

@@ -10,6 +10,7 @@ import logging
 import threading
 
 from agent.capture.source import Frame, FrameSource, SourceError
+from agent.status_types import CameraStatus
 from agent.worker import Worker, backoff
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,9 @@ class Grabber(Worker):
             self.wait(backoff(attempt, self.backoff_min, self.backoff_max, jitter=False))
             attempt += 1
 
-    def camera_status(self) -> dict:
-        return {"fault": self.fault, "frames": self.frames, "finished": self.finished}
+    def camera_status(self, source: str) -> CameraStatus:
+        """The `camera` section's figures; `source`: the source's name in the config."""
+        return CameraStatus(source, fault=self.fault, frames=self.frames, finished=self.finished)
 
     @property
     def fault(self) -> str | None:

@@ -24,6 +24,7 @@ import numpy as np
 from agent.capture.source import Frame, SourceError, now
 from agent.capture.steer import CaptureLoop, View
 from agent.config import CameraConfig
+from agent.status_types import ControlStatus
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +159,8 @@ class Picamera2Source:
             except Exception as exc:  # noqa: BLE001 - a refused control must not stop reading
                 log.warning("camera refused controls %s: %s", sorted(controls), exc)
 
-    def control_status(self) -> dict:
-        return {"control": self.cfg.control, "mode": self.mode,
-                "state": self.loop.state if self.loop else "fixed"}
+    def control_status(self) -> ControlStatus:
+        return ControlStatus(self.cfg.control, self.mode, self.loop.state if self.loop else "fixed")
 
     def close(self) -> None:
         if self.cam is not None:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from agent.status_types import ViewStatus
+
 #: the code's side as a share of the crop's height (the rest is margin for the hand's tremor)
 FILL = 0.6
 #: the same for a code located but not read (zxing-cpp may have located only a part of it) or
@@ -77,8 +79,8 @@ class View:
         """Array pixels per stream pixel."""
         return self.crop[2] / self.size[0]
 
-    def as_dict(self) -> dict:
-        return {"crop": list(self.crop), "exposure_us": self.exposure_us, "gain": round(self.gain, 2)}
+    def status(self) -> ViewStatus:
+        return ViewStatus(list(self.crop), self.exposure_us, round(self.gain, 2))
 
 
 def linear(level: float) -> float:

@@ -43,6 +43,7 @@ import numpy as np
 from agent.capture.source import Frame, SourceError, now
 from agent.capture.steer import CaptureLoop, View
 from agent.config import CameraConfig
+from agent.status_types import ControlStatus
 
 log = logging.getLogger(__name__)
 
@@ -228,14 +229,13 @@ class V4l2Source:
         if not self._exposure.apply(controls, self._i):
             self.loop.crop_only()
 
-    def control_status(self) -> dict:
-        state = self.loop.state if self.loop else "fixed"
-        out = {"control": self.cfg.control, "mode": self.mode, "state": state}
-        if self.loop is not None:
-            out["exposure_control"] = self._exposure.status
-            if self._exposure.refused:
-                out["state"] = f"{state}; exposure: the webcam's own ({self._exposure.refused})"
-        return out
+    def control_status(self) -> ControlStatus:
+        if self.loop is None:
+            return ControlStatus(self.cfg.control, self.mode, "fixed")
+        state = self.loop.state
+        if self._exposure.refused:
+            state = f"{state}; exposure: the webcam's own ({self._exposure.refused})"
+        return ControlStatus(self.cfg.control, self.mode, state, exposure_control=self._exposure.status)
 
     def close(self) -> None:
         if self._cap is not None:

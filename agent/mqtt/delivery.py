@@ -177,10 +177,6 @@ class Progress:
     awaiting: int = 0
     oldest_awaiting_s: float | None = None
 
-    def status(self) -> dict[str, object]:
-        """The fields `scanner-agent status` shows of the link (agent/admin/status.py)."""
-        return {"delivered_on": self.delivered_on, "awaiting_receipt": self.awaiting}
-
 
 class Delivery:
     """The send cursor, the in-flight window, acks, pause and refusal back-off, the requeue rescan

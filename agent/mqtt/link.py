@@ -29,6 +29,7 @@ from agent.mqtt.messages import (NOTICE_EVERY_S, IgnoredNotices, Verdict, health
                                  read_reply, status_payload, topics)
 from agent.mqtt.session import LOGIN_REFUSED, connect_properties, describe, make_client, require_tls
 from agent.outbox import Outbox
+from agent.status_types import MqttStatus
 from agent.worker import Worker, backoff
 
 log = logging.getLogger(__name__)
@@ -316,12 +317,13 @@ class MqttLink(Worker):
                          "the client certificate) and the broker's password file; check-ins stay queued")
         return item
 
-    def status(self) -> dict[str, Any]:  # type: ignore[override]  - the link's view for `status`
+    def status(self) -> MqttStatus:
+        """The link's view for `status`: the `mqtt` section and its worker's."""
         st, progress = self.state, self.delivery.progress()
-        return {**super().status(), "connected": st.connected, "last_error": st.last_error,
-                "failed_attempts": st.failed_attempts, "connected_since": st.connected_since,
-                "failed_total": st.failed_total, "broker": f"{self.cfg.host}:{self.cfg.port}",
-                **progress.status()}
+        return MqttStatus(**vars(super().status()), connected=st.connected, last_error=st.last_error,
+                          failed_attempts=st.failed_attempts, connected_since=st.connected_since,
+                          failed_total=st.failed_total, broker=f"{self.cfg.host}:{self.cfg.port}",
+                          delivered_on=progress.delivered_on, awaiting_receipt=progress.awaiting)
 
     def health(self) -> dict[str, Any]:
         faults = list(self.faults())

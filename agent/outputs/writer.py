@@ -15,6 +15,7 @@ import select
 import time
 from typing import Callable
 
+from agent.status_types import WriterStatus
 from agent.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,6 @@ class DeviceWriter(Worker):
         """The device's problem (no host, no device): shown in status and health, not on the LEDs."""
         return f"{self.kind} output: {self.device_fault}" if self.device_fault else None
 
-    def status(self) -> dict:
-        return {**super().status(), "device": self.device, "sent": self.sent, "dropped": self.dropped,
-                "queued": self.queue.qsize(), "device_fault": self.device_fault}
+    def status(self) -> WriterStatus:
+        return WriterStatus(**vars(super().status()), device=self.device, sent=self.sent, dropped=self.dropped,
+                            queued=self.queue.qsize(), device_fault=self.device_fault)
