@@ -129,19 +129,6 @@ def test_a_missing_section_is_written_back_as_it_was_read():
                            "counters": {}, "outbox": {}, "stale_s": None}
 
 
-@pytest.fixture
-def daemon_like():
-    """A live process whose command line says 'agent', as runstate.read checks."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "agent"])
-    deadline = time.monotonic() + 10
-    while b"agent" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
-        assert time.monotonic() < deadline, "the stand-in process never showed its command line"
-        time.sleep(0.01)
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-
-
 def test_status_json_shows_the_sections_as_the_file_has_them(tmp_path, daemon_like):
     cfg = replay_config(tmp_path / "state")
     cfg.mqtt = MqttConfig(host="127.0.0.1")
