@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import subprocess
 
 import pytest
 
 from agent.outbox import Outbox
 from support.broker import Broker
+from support.daemon import config
 
 
 @pytest.fixture(autouse=True)
@@ -50,3 +52,39 @@ def outbox(tmp_path):
     ob = Outbox(tmp_path / "outbox.db", station="counter-01")
     yield ob
     ob.close()
+
+
+# --- 7: files written for IT ----------------------------------------------------------------------
+
+@pytest.fixture
+def stopped_station(tmp_path):
+    state = tmp_path / "state"
+    box = Outbox(state / "outbox.db", station="counter-it")
+    row = box.put({"read_at": "2026-11-24T08:00:00+07:00", "clock_synced": True, "kind": "cccd", "verdict": "ok",
+                   "problems": [], "card": {"name": "Nguyễn Văn An", "id_number": "079090001234"}})
+    box.close()
+    return config(tmp_path, state), state, row
+
+
+@pytest.fixture
+def full_state_dir(tmp_path):
+    """A state dir on a small tmpfs with every inode used: nothing more can be made in it."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=16,mode=0700", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.fail(f"this test mounts a small tmpfs and needs root: {proc.stderr.strip()}")
+    try:
+        state = mount / "state"
+        state.mkdir()
+        n = 0
+        while True:
+            try:
+                (state / f"f{n}").touch()
+            except OSError:
+                break
+            n += 1
+        yield state
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -1,5 +1,7 @@
 """Running it like an appliance: the systemd unit, the installer (in a temporary root), and the
-IT commands against a real daemon in replay mode."""
+IT commands against a real daemon in replay mode.
+
+Also: the USB gadget unit's sandbox."""
 
 import fcntl
 import hashlib
@@ -464,3 +466,61 @@ def test_a_prompt_espeak_cannot_make_never_fails_the_installation(tmp_path):
     proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and "installed" in proc.stdout, proc.stdout + proc.stderr
     assert "voice prompts not all made" in proc.stdout
+
+
+# --- 14: the USB gadget unit is sandboxed as far as configfs allows --------------------------------
+
+GADGET_UNIT = Path(__file__).resolve().parents[1] / "systemd" / "scanner-agent-usb-gadget.service"
+
+
+def _exposure(unit: Path) -> float:
+    import re
+    import shutil
+    import subprocess
+
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze missing: install Debian's 'systemd' package (.ci/run does)"
+    out = subprocess.run([analyze, "security", "--offline=true", "--no-pager", str(unit)],
+                         capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out.stdout + out.stderr)
+    assert m, out.stdout + out.stderr
+    return float(m.group(1))
+
+
+def test_the_usb_gadget_unit_is_sandboxed_and_verifies(tmp_path):
+    import shutil
+    import subprocess
+
+    text = GADGET_UNIT.read_text()
+    for line in ["ProtectSystem=strict", "ReadWritePaths=/sys/kernel/config", "ProtectKernelTunables=yes",
+                 "ProtectKernelModules=yes", "CapabilityBoundingSet=\n", "PrivateNetwork=yes",
+                 "RestrictAddressFamilies=AF_UNIX", "SystemCallFilter=@system-service", "NoNewPrivileges=yes",
+                 "Requires=sys-kernel-config.mount", "ExecStartPre=-+"]:
+        assert line in text, line
+    assert _exposure(GADGET_UNIT) <= 2.5
+    # verify: ExecStart must name an existing executable, so point it at a stand-in
+    exe = tmp_path / "usb-gadget.sh"
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    unit = tmp_path / GADGET_UNIT.name
+    unit.write_text(text.replace("/opt/scanner-agent/usb-gadget.sh", str(exe)))
+    proc = subprocess.run([shutil.which("systemd-analyze"), "verify", str(unit)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
+
+
+def test_the_gadget_script_needs_no_capability(tmp_path):
+    """What the unit leaves it: root's uid on root-owned files, no capability, no new privileges."""
+    import subprocess
+
+    (tmp_path / "etc/scanner-agent").mkdir(parents=True)
+    (tmp_path / "etc/scanner-agent/config.toml").write_text('[station]\nid = "counter-07"\n')
+    os.chmod(tmp_path / "etc/scanner-agent/config.toml", 0o640)
+    (tmp_path / "sys/class/udc/fe980000.usb").mkdir(parents=True)
+    script = GADGET_UNIT.parent / "usb-gadget.sh"
+    for args in ((), ("--remove",)):
+        done = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs",
+                               "bash", str(script), "--root", str(tmp_path), *args],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    assert "removed" in done.stdout

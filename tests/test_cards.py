@@ -327,3 +327,24 @@ def test_invalid_utf8_bytes_are_a_problem_not_an_exception():
 def test_mask_name():
     assert mask_name("Nguyễn Văn An") == "Ng*** V** A*"
     assert mask_name(None) == "-"
+
+
+# --- 6: ASCII digits only in card fields ----------------------------------------------------------
+
+FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
+
+
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+
+
+def test_non_ascii_digits_are_rejected_in_the_cccd_number_and_the_facility_code():
+    from agent.sim.demo import BHYT15, CCCD
+
+    number = CCCD.split("|")[0]
+    cccd = read_card(CCCD.replace(number, number.translate(FULLWIDTH), 1))
+    assert cccd.verdict == "invalid" and cccd.kind in ("cccd", "other")
+    fields = BHYT15.split("|")
+    fields[5] = fields[5].translate(ARABIC_INDIC)
+    bhyt = read_card("|".join(fields))
+    assert bhyt.verdict == "invalid" and "bad_facility" in [p.code for p in bhyt.problems]
+    assert read_card(BHYT15).verdict in ("ok", "expired")     # the ASCII original still reads

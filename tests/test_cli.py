@@ -1,12 +1,14 @@
 """The CLI contract, run as a real process the way hospital IT and later pieces call it."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from support.daemon import cli
 from support.payloads import BHYT10, BHYT15, CCCD, VIETQR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,3 +118,14 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(args):
     finally:
         os.close(write)
     assert (proc.returncode, proc.stderr) == (0, b"")
+
+
+def test_parse_with_standard_input_closed_and_an_ascii_terminal():
+    from agent.sim.demo import CCCD
+
+    closed = subprocess.run(f"'{sys.executable}' -m agent parse - <&-", shell=True, capture_output=True,
+                            text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert closed.returncode == 2 and "no standard input" in closed.stderr and "Traceback" not in closed.stderr
+    ascii_term = cli("parse", CCCD, env={"PYTHONIOENCODING": "ascii"})
+    assert ascii_term.returncode == 0 and "Traceback" not in ascii_term.stderr
+    assert "cccd: ok" in ascii_term.stdout and "Nguy\\u1ec5n" in ascii_term.stdout

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import Config, ConfigError, load_config, parse_config
+from support.daemon import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,3 +144,70 @@ def test_bundled_demo_frames_with_a_broker_are_refused():
                       "allow_insecure = true\n")
     assert ok.camera.path == str(frames)
     assert parse_config("[camera]\nsource = 'replay'\n").mqtt is None     # the demo: no broker, fine
+
+
+# --- 5: NaN and infinity -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key, value", [("checkin.cooldown_s", "nan"), ("outbox.retention_s", "nan"),
+                                        ("outbox.retention_s", "inf"), ("camera.fps", "-inf")])
+def test_nan_and_infinity_are_config_errors(key, value):
+    section, name = key.split(".")
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"[{section}]\n{name} = {value}\n")
+    assert f"{key} must be a finite number" in str(err.value)
+
+
+# --- 12: config gaps -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, needle", [
+    ('[station]\nid = ""\n', "station.id may use"),
+    ('[mqtt]\ntopic_prefix = "a\\u0000b"\n', "topic_prefix must not contain"),
+    ('[mqtt]\ntopic_prefix = "a\\nb"\n', "topic_prefix must not contain"),
+    ('[mqtt]\ntopic_prefix = "a/+/b"\n', "topic_prefix must not contain"),
+    ('[mqtt]\ntopic_prefix = "a/#"\n', "topic_prefix must not contain"),
+    ('[mqtt]\ntopic_prefix = ""\n', "topic_prefix must not be empty"),
+    ('[mqtt]\ntls = false\n', "allow_insecure = true"),
+])
+def test_config_gaps_are_errors(text, needle):
+    with pytest.raises(ConfigError) as err:
+        parse_config(text)
+    assert needle in str(err.value)
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_bytes(b"\xef\xbb\xbf[station]\nid = \"counter-bom\"\n")
+    assert load_config(conf).station.id == "counter-bom"
+
+
+# --- 13: config check refuses what run refuses --------------------------------------------------
+
+@pytest.mark.parametrize("extra, needle", [
+    ('[station]\nstate_dir = "/proc/scanner-agent/state"\n[feedback]\nbackend = "none"\n',
+     "station.state_dir '/proc/scanner-agent/state' does not exist and cannot be created"),
+    ('[station]\nstate_dir = "/proc/self"\n[feedback]\nbackend = "none"\n',
+     "station.state_dir '/proc/self' is not writable"),
+    ('[station]\nstate_dir = "STATE"\n[feedback]\nbackend = "gpio"\ngreen_pin = 17\nred_pin = 17\n',
+     "feedback.red_pin = 17 is already feedback.green_pin"),
+    ('[station]\nstate_dir = "STATE"\n[feedback]\nbackend = "gpio"\namber_pin = 22\n',
+     "feedback.buzzer_pin = 22 is already feedback.amber_pin"),
+])
+def test_config_check_refuses_a_state_dir_that_cannot_be_made_and_a_shared_pin(tmp_path, extra, needle):
+    conf = tmp_path / "c.toml"
+    conf.write_text(extra.replace("STATE", str(tmp_path / "state")))
+    check = cli("config", "check", str(conf))
+    assert check.returncode == 2 and needle in check.stderr and "Traceback" not in check.stderr, check.stderr
+    assert not list(tmp_path.glob("**/.scanner-agent-check-*"))
+
+
+def test_a_full_disk_is_not_a_config_error(full_state_dir):
+    """`config check`, `run` and `status` try to make a folder in state_dir (issue 21). On a full
+    disk that fails with ENOSPC: a runtime fault the station reports and recovers from, not a
+    config error (exit 2, which systemd never restarts: RestartPreventExitStatus=2)."""
+    from agent.config import dir_problem, parse_config
+
+    state = full_state_dir
+    with pytest.raises(OSError):
+        (state / "one-more").mkdir()
+    assert dir_problem(str(state)) is None
+    parse_config(f'[station]\nstate_dir = "{state}"\n')   # no ConfigError

@@ -1,7 +1,7 @@
 """The delivery rules on their own (agent/mqtt/delivery.py): the send window, the no-subscriber
 resend, refusal back-off, the requeue rescan, receipts (overdue, forged, early) and the verdict
 rules, driven with an in-memory outbox and a fake clock, no broker. tests/test_mqtt.py and
-tests/test_contract.py run the link with these rules against a real Mosquitto."""
+tests/test_mqtt_replies.py run the link with these rules against a real Mosquitto."""
 
 from __future__ import annotations
 
@@ -205,7 +205,7 @@ def test_a_row_queued_again_behind_the_cursor_is_found_by_the_rescan():
 
 
 def test_a_running_station_rescans_every_5_s_by_default():
-    """`queue retry` on a running station is sent again within seconds (tests/test_contract.py
+    """`queue retry` on a running station is sent again within seconds (tests/test_mqtt_replies.py
     runs it through a broker with a shorter interval)."""
     d, box, broker, clock = make(1)
     d.send(broker)

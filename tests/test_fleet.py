@@ -247,3 +247,31 @@ def test_fleet_more_stations_than_shown_is_said_and_an_offline_one_is_still_crit
     publish(broker, {"st-2090/status": status("st-2090")})
     out = cli("fleet", "-c", str(conf(tmp_path, broker.port)), "--wait", "3")
     assert out.returncode == 3 and "not shown" in out.stdout, out.stdout[-500:]
+
+
+def test_fleet_summary_row_of_the_cut_stations_is_not_a_version(monkeypatch):
+    """Beyond MAX_STATIONS the rest is one row (issue 21 B) whose version is '-': the version note
+    (issue 26) must not count it as a second version of a fleet that runs one."""
+    from datetime import datetime, timezone
+
+    from agent.admin import fleet
+
+    monkeypatch.setattr(fleet, "MAX_STATIONS", 2)
+    at = datetime.now(timezone.utc).isoformat()
+    stations = {}
+    for i in range(3):
+        sid = f"st-{i}"
+        stations[sid] = fleet.Station(sid, cut=i >= fleet.MAX_STATIONS)
+        stations[sid].status = {"state": "online", "at": at, "version": "0.4.0"}
+        if i < fleet.MAX_STATIONS:
+            stations[sid].health = {"at": at, "version": "0.4.0", "queue_depth": 0, "clock_synced": True}
+        else:
+            stations[sid].status = {"state": "online"}
+    rows = fleet.assess(stations)
+    assert len(rows) == 3 and rows[-1].station.startswith("(+1")
+    assert fleet.versions(rows) is None
+    # --json: the figures are numbers or null in every row, the summary row's too
+    cut = json.loads(fleet.as_json(rows))[-1]
+    assert cut["queue"] is None and cut["since_s"] is None and cut["check"] == "UNKNOWN", cut
+    stations["st-1"].status["version"] = "0.3.9"
+    assert fleet.versions(fleet.assess(stations)).startswith("2 versions in the fleet: 0.3.9 on 1, 0.4.0 on 1")

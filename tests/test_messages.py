@@ -1,6 +1,6 @@
 """The MQTT payloads apart from the connection (agent/mqtt/messages.py): replies read from hostile
 bytes into a Verdict or a receipt's ids, and the rate limit on ignored replies, on a fake clock.
-tests/test_mqtt.py and tests/test_contract.py send the same through a real Mosquitto."""
+tests/test_mqtt.py and tests/test_mqtt_replies.py send the same through a real Mosquitto."""
 
 import json
 
@@ -46,3 +46,24 @@ def test_ignored_replies_log_a_line_a_minute_and_publish_at_most_30_a_minute():
 def test_payloads_match_their_schemas():
     assert schema_errors("status", status_payload("offline", "counter-01", "connection lost", since=0.0)) == []
     assert schema_errors("ignored", ignored_notice("counter-01", "verdict", None, "malformed", "bad\njson")) == []
+
+
+def test_a_deeply_nested_verdict_is_refused_before_parsing(tmp_path):
+    """Replies from the broker are bounded in nesting before json parses them (the rule the fleet
+    view and the consumer follow since issue 21), not left to Python's recursion limit."""
+    from types import SimpleNamespace
+
+    from agent.config import MqttConfig
+    from agent.mqtt.link import MqttLink
+    from agent.outbox import Outbox
+
+    box = Outbox(tmp_path / "outbox.db", station="s", max_events=100, min_free_mb=0)
+    link = MqttLink(MqttConfig(host="127.0.0.1", port=9, tls=False, allow_insecure=True), "s", box)
+    said: list[tuple] = []
+    link._ignore = lambda *a: said.append(a)
+    try:
+        link._on_message(None, None, SimpleNamespace(topic=link.topics["verdict"], payload=b"[" * 2000,
+                                                     retain=False))
+    finally:
+        box.close()
+    assert len(said) == 1 and said[0][2] == "malformed" and "nested" in said[0][3], said

@@ -1,6 +1,9 @@
-"""The MQTT link against a real Mosquitto: delivery, outages, restarts, TLS, auth, ACL, verdicts."""
+"""The MQTT link against a real Mosquitto: delivery, outages, restarts, TLS, auth, ACL, verdicts.
+
+Also: plaintext is warned about, and TLS to a plain port is named."""
 
 import json
+import logging
 import os
 import random
 import signal
@@ -282,3 +285,22 @@ def test_a_refused_login_is_a_fault_in_status_and_health(tmp_path):
         station.outbox.close()
         station.feedback.close()
         broker.stop()
+
+
+def test_plaintext_is_warned_and_tls_to_a_plain_port_is_named(tmp_path, broker, caplog):
+    from agent.mqtt.link import MqttLink
+
+    box = Outbox(tmp_path / "o.db", station="s")
+    caplog.set_level(logging.WARNING)
+    plain = MqttLink(MqttConfig(host="127.0.0.1", port=broker.port, tls=False, allow_insecure=True), "s", box)
+    assert "WITHOUT TLS" in caplog.text
+    plain.client.socket()  # never started
+    link = MqttLink(MqttConfig(host="127.0.0.1", port=broker.port, tls=True), "s", box, backoff=(0.1, 0.2))
+    link.start()
+    try:
+        assert Subscriber.wait_for(lambda: link.state.last_error and "TLS port" in link.state.last_error, 10), \
+            link.state.last_error
+        assert f"is 127.0.0.1:{broker.port} a TLS port?" in link.state.last_error
+    finally:
+        link.stop()
+        box.close()

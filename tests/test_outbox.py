@@ -1,4 +1,7 @@
-"""The outbox on a real SQLite file: durability settings, order, capacity, retention, corruption."""
+"""The outbox on a real SQLite file: durability settings, order, capacity, retention, corruption.
+
+Also: purged names do not linger in free pages, and a damaged outbox is salvaged by its
+content (by `queue import` and by the daemon), a kept one said once when nothing is left."""
 
 import os
 import sqlite3
@@ -6,10 +9,12 @@ import stat
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from agent.outbox import Outbox, OutboxFull, uuid7
+from support.daemon import cli, config
 
 
 def body(i=0):
@@ -161,3 +166,107 @@ def test_concurrent_put_and_deliver(box):
     stop.set()
     t.join(20)
     assert sorted(delivered) == list(range(1, 301))
+
+
+# --- 7: a damaged outbox is salvaged by content, not by its header --------------------------------
+
+def _damaged_outbox(folder: Path, n: int = 28, delivered: int = 0) -> tuple[Path, list]:
+    """An outbox of `n` green check-ins (the first `delivered` of them delivered), checkpointed,
+    then kept aside as damaged."""
+    from agent.checkin import checkin_body
+    from agent.cards import read_card
+    from agent.sim.demo import BHYT15, CCCD
+
+    src = folder / "src" / "outbox.db"
+    box = Outbox(src, station="counter-old")
+    rows = [box.put(checkin_body(read_card(BHYT15 if i % 2 else CCCD))) for i in range(n)]
+    box.mark_delivered([r.id for r in rows[:delivered]])
+    box.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    box.close()
+    kept = folder / "state" / "outbox.db.corrupt-20261124T080000"
+    kept.parent.mkdir(exist_ok=True)
+    os.replace(src, kept)
+    return kept, rows
+
+
+@pytest.mark.parametrize("how", ["header", "header and page size", "first page"])
+def test_queue_import_salvages_a_damaged_outbox_by_content(tmp_path, how):
+    kept, rows = _damaged_outbox(tmp_path)
+    with open(kept, "r+b") as f:
+        f.write(os.urandom(16) if how == "header" else
+                os.urandom(24) if how == "header and page size" else bytes(4096))
+    conf = config(tmp_path, tmp_path / "state")
+    Outbox(tmp_path / "state" / "outbox.db", station="counter-new").close()   # the fresh live outbox
+    done = cli("queue", "-c", str(conf), "import", str(kept))
+    assert "Traceback" not in done.stderr and "not a JSON object" not in done.stderr, done.stderr
+    assert "28 check-in(s) queued" in done.stdout, done.stdout + done.stderr
+    box = Outbox(tmp_path / "state" / "outbox.db", station="x", admin=True, readonly=True)
+    pending = box.pending(100)
+    box.close()
+    assert [r.id for r in pending] == [r.id for r in rows]
+    assert [r.payload for r in pending] == [r.payload for r in rows]
+
+
+def test_the_daemon_salvages_a_live_outbox_whose_header_is_damaged(tmp_path):
+    kept, rows = _damaged_outbox(tmp_path)
+    live = tmp_path / "state" / "outbox.db"
+    os.replace(kept, live)
+    with open(live, "r+b") as f:
+        f.write(bytes(16))
+    box = Outbox(live, station="counter-old")
+    rec = box.stats().recovery
+    assert rec["saved"] == 28 and rec["lost"] == 0 and rec["kept"] is False, rec
+    assert [r.id for r in box.pending(100)] == [r.id for r in rows]
+    box.close()
+
+
+# --- 10: a damaged file with nothing undelivered left in it is said once, not blinked forever ------
+
+def test_a_kept_damaged_file_with_nothing_undelivered_is_said_once_and_not_a_fault(tmp_path, caplog):
+    import logging
+    from agent.config import Config
+    from agent.feedback import Feedback
+    from agent.feedback.player import NoOutput
+    from agent.station import Station
+
+    kept, rows = _damaged_outbox(tmp_path, n=6, delivered=6)        # every row already delivered
+    pending_kept, pending = _damaged_outbox(tmp_path / "b", n=3)       # three never delivered
+    pending_kept = os.replace(pending_kept, tmp_path / "state" / "outbox.db.corrupt-20261124T090000") or \
+        tmp_path / "state" / "outbox.db.corrupt-20261124T090000"
+    for f in (kept, pending_kept):
+        with open(f, "r+b") as fh:
+            fh.write(bytes(16))                                       # unreadable when it was kept
+    cfg = Config()
+    cfg.station.state_dir = str(tmp_path / "state")
+    cfg.feedback.backend = "none"
+    station = Station(cfg, feedback=Feedback(NoOutput()))
+    try:
+        with caplog.at_level(logging.INFO):
+            for _ in range(3):
+                faults = station.faults(leds=True)
+        assert [f for f in faults if "damaged file" in f] == [
+            f"outbox: damaged file {pending_kept} kept with check-ins that could not all be read; "
+            f"see 'scanner-agent queue import {pending_kept}'"]
+        said = [r.getMessage() for r in caplog.records if str(kept) in r.getMessage()]
+        assert len(said) == 1 and "no undelivered check-in" in said[0], said
+        # once its check-ins are imported, the other one is settled too
+        station.outbox.import_rows([(r.id, r.payload, r.created_at, 0) for r in pending])
+        assert not [f for f in station.faults(leds=True) if "damaged file" in f]
+    finally:
+        station.outbox.close()
+
+
+# --- secure delete --------------------------------------------------------------------------------
+
+def test_purged_names_do_not_linger_in_free_pages(tmp_path):
+    box = Outbox(tmp_path / "o.db", station="s", retention_s=0)
+    # set by the outbox itself, not left to how SQLite was built (Debian's default is on, others off)
+    assert box.db.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    marker = "Zzyzx Quagmire Unforgettable"
+    rows = [box.put({"card": {"name": f"{marker} {i}"}}) for i in range(50)]
+    box.mark_delivered([r.id for r in rows])
+    assert box.purge(now=time.time() + 1) == 50
+    box.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    box.close()
+    data = b"".join(p.read_bytes() for p in tmp_path.glob("o.db*"))
+    assert marker.encode() not in data

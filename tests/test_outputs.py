@@ -225,3 +225,35 @@ def test_output_test_failures_speak_of_the_probe_line_not_a_check_in(tmp_path):
     out = cli("output", "test", "-c", str(conf))
     assert out.returncode == 1, out.stdout + out.stderr
     assert "probe line" in out.stderr and "outbox" not in out.stderr and "check-in is" not in out.stderr, out.stderr
+
+
+# --- 2: card data never becomes a key press ------------------------------------------------------
+
+HOSTILE = ["\n", "\t", "\r\n", "\r", "\x1b", "\x7f", "\x85", "\u2028", "\u202e"]
+
+
+@pytest.mark.parametrize("evil", HOSTILE)
+def test_card_data_with_control_characters_is_typed_and_sent_with_them_removed(evil):
+    from agent.cards import read_card
+    from agent.config import Config
+    from agent.outputs import hid
+    from agent.outputs.devices import Output
+    from agent.sim.demo import BHYT15, CCCD
+
+    cfg = Config()
+    bhyt = BHYT15.replace("|", "|" + evil, 3)                  # at the start of fields 2 to 4
+    read = read_card(bhyt)
+    assert read.kind == "bhyt"
+    keyboard = Output(cfg.keyboard, None)
+    typed = keyboard.text("bhyt", read.card, bhyt)
+    assert typed == BHYT15 + "\n"                              # one Enter: the template's own
+    assert hid.decode(hid.encode(typed)) == typed
+    assert hid.decode(hid.encode_alt_numpad(typed)) == typed
+    serial = Output(cfg.serial, None)
+    cccd = CCCD.replace("|", evil + "|", 1)
+    sent = serial.text("cccd", read_card(cccd).card, cccd)
+    assert sent == CCCD + "\n"
+    # the card's own fields, too: only {tab}/{enter} of the template are keys
+    card = {**read.card, "card_number": "AB\t12\n3\r"}
+    from agent.outputs.template import render
+    assert render("{card_number}{tab}{birth_date}{enter}", card, bhyt) == f"AB123\t{read.card['birth_date']}\n"

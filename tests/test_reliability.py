@@ -3,7 +3,8 @@ fills, another process holds the lock, and the sender thread crashes; every chec
 recorded is delivered without a restart, or reported lost by number; nothing healthy moved aside.
 
 The scenarios and their figures are in docs/reliability.md.
-"""
+
+Also: `run` on a disk too full to open the outbox exits 1, so systemd tries again."""
 
 from __future__ import annotations
 
@@ -362,3 +363,17 @@ def test_a_ca_file_that_is_not_a_certificate_exits_2(tmp_path):
                     f'[mqtt]\nhost = "127.0.0.1"\nca_file = "{ca}"\n')
     run = cli("run", "-c", str(conf), timeout=30)
     assert run.returncode == 2 and "Traceback" not in run.stderr and "cannot start" in run.stderr, run.stderr
+
+
+def test_run_on_a_full_disk_exits_1_so_systemd_tries_again(tmp_path, full_state_dir):
+    """`run` whose outbox cannot be opened because the disk is full (no inode left for it) exits 1,
+    a runtime failure systemd restarts (Restart=always), not 2 (RestartPreventExitStatus=2): the
+    station comes back by itself once space is freed, instead of staying down."""
+    from support.daemon import cli
+
+    conf = tmp_path / "config.toml"
+    conf.write_text(f'[station]\nstate_dir = "{full_state_dir}"\n[camera]\nsource = "replay"\n'
+                    '[feedback]\nbackend = "none"\n')
+    run = cli("run", "-c", str(conf), timeout=60)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "full" in run.stderr and "Traceback" not in run.stderr, run.stderr

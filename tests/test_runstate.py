@@ -6,6 +6,7 @@ sections as the file has them."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from agent.config import MqttConfig
 from agent.runstate import DaemonStatus
 from agent.status_types import (CameraStatus, ControlStatus, Counters, MqttStatus, OutboxStats, ViewStatus,
                                 WorkerStatus, WriterStatus)
-from support.daemon import replay_config
+from support.daemon import replay_config, status_of
 
 #: the status file of a replay daemon with a broker and a serial output, as the code before the
 #: typed sections wrote it (`python -m agent run`, read from its runtime directory)
@@ -129,19 +130,6 @@ def test_a_missing_section_is_written_back_as_it_was_read():
                            "counters": {}, "outbox": {}, "stale_s": None}
 
 
-@pytest.fixture
-def daemon_like():
-    """A live process whose command line says 'agent', as runstate.read checks."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "agent"])
-    deadline = time.monotonic() + 10
-    while b"agent" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
-        assert time.monotonic() < deadline, "the stand-in process never showed its command line"
-        time.sleep(0.01)
-    yield proc.pid
-    proc.kill()
-    proc.wait()
-
-
 def test_status_json_shows_the_sections_as_the_file_has_them(tmp_path, daemon_like):
     cfg = replay_config(tmp_path / "state")
     cfg.mqtt = MqttConfig(host="127.0.0.1")
@@ -195,3 +183,41 @@ def test_status_text_reads_every_section():
     lines = render(stopped).splitlines()
     assert lines[2:5] == ["camera       replay", "broker       unknown (daemon stopped)",
                           "queue        None undelivered; oldest - (outbox: database disk image is malformed)"]
+
+
+@pytest.fixture
+def daemon_like():
+    """A live process whose command line says 'agent', as runstate.read checks."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "agent"])
+    # Popen returns once exec has begun; the kernel fills /proc/PID/cmdline a moment later (an
+    # empty one was seen on a loaded machine), so wait for it as a daemon's would long be filled
+    deadline = time.monotonic() + 10
+    while b"agent" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the stand-in process never showed its command line"
+        time.sleep(0.01)
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+def test_status_file_is_read_only_as_a_regular_file_never_through_a_link(tmp_path, daemon_like):
+    state = tmp_path / "state"
+    state.mkdir()
+    elsewhere = tmp_path / "elsewhere.json"
+    runstate.write(elsewhere, status_of(daemon_like))
+    assert runstate.read(elsewhere) is not None          # a valid status where it lies
+    (state / "status.json").symlink_to(elsewhere)
+    assert runstate.read(state / "status.json") is None  # through a link: not read
+    fifo = state / "fifo.json"
+    os.mkfifo(fifo)                                      # a FIFO nobody writes: never a hang
+    assert runstate.read(fifo) is None
+
+
+def test_status_file_nested_or_huge_is_none_not_a_traceback(tmp_path, daemon_like):
+    path = tmp_path / "status.json"
+    path.write_text('{"pid": %d, "updated_at": %f, "camera": %s}'
+                    % (daemon_like, time.time(), "[" * 100_000 + "]" * 100_000))
+    assert runstate.read(path) is None
+    path.write_text('{"pid": %d, "updated_at": %f, "version": "%s"}'
+                    % (daemon_like, time.time(), "x" * (runstate.MAX_STATUS_BYTES + 10)))
+    assert runstate.read(path) is None

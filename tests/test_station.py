@@ -1,7 +1,11 @@
 """The station loop: presentation logic, and a replayed sequence of simulated presentations
-through the real decoder, card reader, outbox and feedback."""
+through the real decoder, card reader, outbox and feedback.
+
+Also: what the station logs and shows (no birth date of a rejected card, the hospital's
+words quoted), and read_at in the configured time zone whatever the system's."""
 
 import json
+import logging
 import random
 import subprocess
 import sys
@@ -14,18 +18,23 @@ from pathlib import Path
 from agent.capture import Frame
 from agent.cards import read_card
 from agent.checkin import Presenter
-from agent.config import Config, MqttConfig
+from agent.config import MqttConfig
 from agent.decode import Code, DecodeResult
 from agent.feedback import Feedback, NoOutput, Signal
+from agent.mqtt.schemas import errors as schema_errors
 from agent.outbox import Outbox
 from agent.sim.payloads import bhyt, cccd
 from agent.sim.screen import empty_scene, render
 from agent.station import Station
-from support.daemon import replay_config
+from support.broker import Subscriber
+from support.daemon import Daemon, config, replay_config
 from support.payloads import BHYT15, CCCD, VIETQR, with_field
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 30
+PREFIX = "hospital/checkin"
+STATION = "counter-01"
+wait_for = Subscriber.wait_for
 
 
 def result(*texts, candidates=0):
@@ -275,3 +284,106 @@ def test_station_with_broker_publishes_and_shows_the_hospital_verdict(tmp_path):
         assert Subscriber.wait_for(lambda: sub.json_on("/status")[-1]["state"] == "offline", 5)
         sub.close()
         broker.stop()
+
+
+@pytest.mark.slow   # real daemons, real brokers
+def test_read_at_and_status_keep_the_configured_offset_whatever_the_system_zone(tmp_path, broker):
+    """The same station under TZ=UTC, then TZ=America/New_York: every timestamp it sends is +07:00
+    (Asia/Ho_Chi_Minh, the default), and the last will says since when the lost connection ran."""
+    sub = Subscriber(broker.port, f"{PREFIX}/#", client_id="hospital-time")
+    state = tmp_path / "state"
+    conf = config(tmp_path, state, station=STATION, port=broker.port)
+    seen = 0
+    try:
+        for tz in ("UTC", "America/New_York"):
+            d = Daemon(conf, env={"TZ": tz})
+            try:
+                assert d.wait_for(lambda: len(sub.json_on("/checkin")) > seen, 30), d.log[-2000:]
+                online = [s for s in sub.json_on("/status") if s["state"] == "online"][-1]
+                if tz == "America/New_York":
+                    broker.stop()           # a second connection of the same process: the will is armed anew
+                    broker.start()
+                    assert d.wait_for(lambda: [s for s in sub.json_on("/status") if s["state"] == "online"][-1]
+                                      ["since"] != online["since"], 30)
+                    online = [s for s in sub.json_on("/status") if s["state"] == "online"][-1]
+                    d.proc.kill()           # lost without a goodbye: the broker publishes the will
+                    assert wait_for(lambda: sub.json_on("/status")[-1]["state"] == "offline", 20)
+                    will = sub.json_on("/status")[-1]
+                    assert will["reason"] == "connection lost" and will["since"] == online["since"]
+                    assert schema_errors("status", will) == []
+            finally:
+                d.stop() if d.proc.poll() is None else None
+            seen = len(sub.json_on("/checkin"))
+        stamps = [e["read_at"] for e in sub.json_on("/checkin")]
+        stamps += [s["at"] for s in sub.json_on("/status") + sub.json_on("/health")]
+        assert len(stamps) > 4 and all(s.endswith("+07:00") for s in stamps), stamps
+    finally:
+        sub.close()
+
+
+# --- 10: personal data in logs --------------------------------------------------------------------
+
+def test_rejected_card_birth_date_is_never_logged(tmp_path, caplog):
+    from agent.checkin import Action, Decision
+    from agent.config import Config
+    from agent.feedback import Feedback
+    from agent.feedback.player import NoOutput
+    from agent.station import Station
+    from agent.sim.demo import CCCD
+
+    fields = CCCD.split("|")
+    fields[3] = "31139876"                                  # a birth date that cannot be
+    read = read_card("|".join(fields))
+    assert read.verdict == "invalid"
+    cfg = replay_config(tmp_path / "state")
+    station = Station(cfg, feedback=Feedback(NoOutput()))
+    caplog.set_level(logging.DEBUG, logger="agent")
+    try:
+        station._act(Decision(Action.REJECTED, read, "k"))
+    finally:
+        station.feedback.close()
+        station.outbox.close()
+    assert "rejected cccd code: bad_birth_date" in caplog.text
+    assert "31139876" not in caplog.text and "3113" not in caplog.text
+    assert "31139876" not in json.dumps(read.to_dict())     # nor in the problem message
+
+
+# --- 15: the hospital's words are quoted and labelled on the console line -----------------------
+
+@pytest.mark.parametrize("message", ["check-in #999 bhyt ok Ng*** V** A* (no problems)",
+                                     'ok" check-in #999 bhyt ok "'])
+def test_verdict_text_is_quoted_and_labelled_as_the_hospitals_words(tmp_path, caplog, message):
+    import json
+    import logging
+    import re
+    from agent.config import Config
+    from agent.feedback import Feedback
+    from agent.feedback.player import ConsoleOutput
+    from agent.mqtt.messages import Verdict
+    from agent.station import Station
+    from support.daemon import RECORDED
+
+    shown = []
+
+    class Console(ConsoleOutput):
+        def announce(self, signal, detail):
+            shown.append(detail)
+
+    cfg = Config()
+    cfg.station.state_dir = str(tmp_path / "state")
+    station = Station(cfg, feedback=Feedback(Console()))
+    try:
+        with caplog.at_level(logging.INFO):
+            station.on_verdict(Verdict("0193a0c0-0000-7000-8000-000000000001", "accepted", code="OK",
+                                       message=message))
+            deadline = __import__("time").time() + 5
+            while not shown and __import__("time").time() < deadline:
+                __import__("time").sleep(0.02)
+    finally:
+        station.feedback.close()
+        station.outbox.close()
+    assert shown == [f"hospital's words: {json.dumps('OK ' + message, ensure_ascii=False)}"]
+    # one JSON string after the label: a quote in the text cannot close it early
+    assert json.loads(shown[0].removeprefix("hospital's words: ")) == "OK " + message
+    for line in [*shown, *(r.getMessage() for r in caplog.records)]:
+        assert not RECORDED.match(line) and not re.match(r"^check-in #", line), line

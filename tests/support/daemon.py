@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from agent import runstate
+
 ROOT = Path(__file__).resolve().parents[2]
 FRAMES = ROOT / "agent" / "samples" / "frames"
 RECORDED = re.compile(r"check-in #(\d+) ")
@@ -120,3 +122,7 @@ def cli(*args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=timeout,
                           cwd=kw.pop("cwd", ROOT), env={**os.environ, "PYTHONPATH": str(ROOT), **kw.pop("env", {})},
                           **kw)
+
+
+def status_of(pid: int) -> runstate.DaemonStatus:
+    return runstate.DaemonStatus(pid=pid, version="t", station="s", started_at=time.time(), updated_at=time.time())

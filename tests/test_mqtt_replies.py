@@ -1,33 +1,33 @@
-"""The contract with the hospital, end to end, against a real Mosquitto (issue 17): receipts that
-survive a broker dropping messages, verdict rules, `queue retry` on a running station, the time
-zone of read_at, the last will, doctor's ACL probe, and the AsyncAPI document (with the official
-parser, from npm)."""
+"""The link's conversation with the hospital through a real Mosquitto (agent/mqtt/link.py with
+the rules of agent/mqtt/delivery.py): receipts that survive a broker dropping messages,
+verdict rules, forged receipts, a flood of ignored replies, the maximum packet size, and
+`queue retry` on a running station. tests/test_delivery.py drives the same rules without
+a broker."""
+
+from __future__ import annotations
 
 import json
+import logging
 import random
-import shutil
-import subprocess
 import time
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+import pytest
 
 from agent.admin.queue import retry
 from agent.cards import read_card
+from agent.config import MqttConfig
 from agent.event import checkin_body
 from agent.mqtt.link import MqttLink
-from agent.mqtt.schemas import NAMES, errors as schema_errors
+from agent.mqtt.schemas import errors as schema_errors
 from agent.outbox import Outbox
 from agent.sim.payloads import bhyt, cccd
-from support.broker import Broker, SampleBroker, Subscriber
+from support.broker import Broker, Subscriber
 from support.broker import link_config as cfg
-from support.daemon import Daemon, cli, config
 
-ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "hospital/checkin"
 STATION = "counter-01"
 wait_for = Subscriber.wait_for
@@ -214,139 +214,6 @@ def test_a_second_client_with_the_station_id_is_named(broker, outbox):
         link.stop()
 
 
-@pytest.mark.slow   # real daemons, real brokers
-def test_read_at_and_status_keep_the_configured_offset_whatever_the_system_zone(tmp_path, broker):
-    """The same station under TZ=UTC, then TZ=America/New_York: every timestamp it sends is +07:00
-    (Asia/Ho_Chi_Minh, the default), and the last will says since when the lost connection ran."""
-    sub = Subscriber(broker.port, f"{PREFIX}/#", client_id="hospital-time")
-    state = tmp_path / "state"
-    conf = config(tmp_path, state, station=STATION, port=broker.port)
-    seen = 0
-    try:
-        for tz in ("UTC", "America/New_York"):
-            d = Daemon(conf, env={"TZ": tz})
-            try:
-                assert d.wait_for(lambda: len(sub.json_on("/checkin")) > seen, 30), d.log[-2000:]
-                online = [s for s in sub.json_on("/status") if s["state"] == "online"][-1]
-                if tz == "America/New_York":
-                    broker.stop()           # a second connection of the same process: the will is armed anew
-                    broker.start()
-                    assert d.wait_for(lambda: [s for s in sub.json_on("/status") if s["state"] == "online"][-1]
-                                      ["since"] != online["since"], 30)
-                    online = [s for s in sub.json_on("/status") if s["state"] == "online"][-1]
-                    d.proc.kill()           # lost without a goodbye: the broker publishes the will
-                    assert wait_for(lambda: sub.json_on("/status")[-1]["state"] == "offline", 20)
-                    will = sub.json_on("/status")[-1]
-                    assert will["reason"] == "connection lost" and will["since"] == online["since"]
-                    assert schema_errors("status", will) == []
-            finally:
-                d.stop() if d.proc.poll() is None else None
-            seen = len(sub.json_on("/checkin"))
-        stamps = [e["read_at"] for e in sub.json_on("/checkin")]
-        stamps += [s["at"] for s in sub.json_on("/status") + sub.json_on("/health")]
-        assert len(stamps) > 4 and all(s.endswith("+07:00") for s in stamps), stamps
-    finally:
-        sub.close()
-
-
-def doctor_lines(conf: Path) -> tuple[dict[str, str], subprocess.CompletedProcess]:
-    out = cli("doctor", "-c", str(conf))
-    return {line.split()[1]: line for line in out.stdout.splitlines() if line[:4] in ("ok  ", "FIX ")}, out
-
-
-@pytest.mark.slow   # real daemons, real brokers
-def test_doctor_on_the_sample_broker_and_under_a_wrong_acl(tmp_path):
-    """doctor passes on the guide's sample broker (TLS listener, password file, ACL with %u
-    patterns; tests/test_consumer.py runs a station and the reference consumer through it), and
-    names the refused publish under an ACL that does not fit (the station would be invisible), and
-    a refused login."""
-    broker = SampleBroker(tmp_path / "sample", ["counter-01"])
-    try:
-        conf = broker.station_config(tmp_path / "st", STATION, broker.passwords["counter-01"],
-                                     'delivered_on = "receipt"')
-        lines, out = doctor_lines(conf)
-        assert lines["tls"].startswith("ok") and lines["mqtt"].startswith("ok"), out.stdout
-        assert lines["acl"].startswith("ok"), out.stdout
-    finally:
-        broker.stop()
-
-    wrong = SampleBroker(tmp_path / "wrong", ["counter-01"], acl="user counter-01\ntopic readwrite hospital/other/#\n")
-    try:
-        conf = wrong.station_config(tmp_path / "st2", STATION, wrong.passwords["counter-01"], 'delivered_on = "receipt"')
-        lines, out = doctor_lines(conf)
-        bad_pw = wrong.station_config(tmp_path / "st3", STATION, "not-the-password")
-        pw_lines, _ = doctor_lines(bad_pw)
-    finally:
-        wrong.stop()
-    assert lines["mqtt"].startswith("ok") and lines["acl"].startswith("FIX"), out.stdout
-    assert "publish hospital/checkin/counter-01/health: Not authorized" in lines["acl"], lines["acl"]
-    # (Mosquitto 2.0 grants a subscription its ACL denies and then delivers nothing, so the
-    # refusal doctor can prove there is the publish; brokers that refuse in the SUBACK are named too.)
-    assert out.returncode != 0
-    assert "the broker refused the login" in pw_lines["mqtt"], pw_lines
-
-
-# -- the documents -----------------------------------------------------------------------------
-
-def asyncapi(path: Path) -> dict:
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("Node.js is needed to run the AsyncAPI parser: apt install nodejs npm, then scripts/setup")
-    script = ROOT / "tools" / "asyncapi" / "validate.mjs"
-    if not (ROOT / "tools" / "asyncapi" / "node_modules" / "@asyncapi" / "parser").exists():
-        pytest.fail("the AsyncAPI parser is not installed: run scripts/setup (npm ci in tools/asyncapi)")
-    proc = subprocess.run([node, str(script), str(path)], capture_output=True, text=True, timeout=120)
-    assert proc.stdout, proc.stderr
-    return json.loads(proc.stdout)
-
-
-@pytest.mark.docs
-def test_asyncapi_document_validates_and_every_example_matches_its_schema(tmp_path):
-    report = asyncapi(ROOT / "docs" / "asyncapi.yaml")
-    assert report["errors"] == [], report["errors"]
-    by_message: dict[str, int] = {}
-    for ex in report["examples"]:
-        assert schema_errors(ex["message"], ex["payload"]) == [], (ex["message"], ex["name"])
-        by_message[ex["message"]] = by_message.get(ex["message"], 0) + 1
-    assert set(by_message) == set(NAMES), "every message has examples"
-    kinds = {ex["payload"]["kind"] for ex in report["examples"] if ex["message"] == "checkin"}
-    assert kinds == {"bhyt", "cccd"}
-    # the parser does find errors: a channel that points nowhere
-    broken = tmp_path / "docs" / "asyncapi.yaml"
-    broken.parent.mkdir()
-    (tmp_path / "agent").symlink_to(ROOT / "agent")
-    broken.write_text((ROOT / "docs" / "asyncapi.yaml").read_text().replace(
-        "channel: {$ref: '#/channels/health'}", "channel: {$ref: '#/channels/nowhere'}"))
-    assert asyncapi(broken)["errors"], "the parser accepted a dangling reference"
-
-
-def test_the_guide_documents_every_code_the_station_sends():
-    """docs/integrating.md lists every warning code, fault code, ignored reason and status reason."""
-    guide = (ROOT / "docs" / "integrating.md").read_text()
-    import re
-    codes = set(re.findall(r'warn\("([a-z_]+)"', "".join(p.read_text() for p in (ROOT / "agent" / "cards").glob("*.py"))))
-    health = json.loads((ROOT / "agent" / "schemas" / "health.json").read_text())
-    ignored = json.loads((ROOT / "agent" / "schemas" / "ignored.json").read_text())
-    codes |= set(health["properties"]["fault_codes"]["items"]["enum"])
-    codes |= set(ignored["properties"]["reason"]["enum"])
-    assert len(codes) > 20
-    missing = sorted(c for c in codes if f"`{c}`" not in guide)
-    assert not missing, f"not in docs/integrating.md: {missing}"
-    checkin = json.loads((ROOT / "agent" / "schemas" / "checkin.json").read_text())
-    for part in checkin["allOf"]:
-        for name in part["then"]["properties"]["card"]["properties"]:
-            assert f"`{name}`" in guide, f"card field {name} not in the guide's field tables"
-
-
-def test_the_guides_examples_match_the_schemas():
-    import re
-    guide = (ROOT / "docs" / "integrating.md").read_text()
-    blocks = re.findall(r"<!-- example: (\w+) -->\n```json\n(.*?)```", guide, re.S)
-    assert {name for name, _ in blocks} == set(NAMES), "an example of every message"
-    for name, text in blocks:
-        assert schema_errors(name, json.loads(text)) == [], (name, text[:80])
-
-
 def test_a_forged_receipt_counts_only_check_ins_this_station_published_and_awaits(tmp_path, broker, outbox):
     """A receipt (or a verdict, in receipt mode) naming check-ins this station never published
     marked them delivered: they were then never sent. Only ids published and not yet confirmed
@@ -431,34 +298,38 @@ def test_the_station_advertises_a_maximum_packet_size_and_an_oversized_receipt_n
         hospital.disconnect()
 
 
-def test_the_sample_broker_refuses_oversized_messages(tmp_path):
-    """examples/mosquitto/mosquitto.conf sets message_size_limit and max_packet_size: a 100 kB
-    'check-in' is refused and never reaches the hospital's consumer; a small one still does."""
-    broker = SampleBroker(tmp_path / "sample", ["counter-23"])
+# --- 9: text from the hospital --------------------------------------------------------------------
 
-    def login(user: str) -> mqtt.Client:
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{user}", protocol=MQTTProtocolVersion.MQTTv5)
-        c.tls_set(ca_certs=str(broker.ca["ca"]))
-        c.username_pw_set(user, broker.passwords[user])
-        c.connect("localhost", broker.port)
-        c.loop_start()
-        assert wait_for(c.is_connected, 10)
-        return c
+@pytest.mark.slow
+def test_verdict_text_is_cleaned_and_logged_once_per_checkin(tmp_path, broker, caplog):
+    from agent.mqtt.link import MqttLink
 
-    got: list[bytes] = []
-    hospital = login("hospital")
-    hospital.on_message = lambda c, u, msg: got.append(bytes(msg.payload))
-    hospital.subscribe(f"{PREFIX}/+/checkin", qos=1)
-    station = login("counter-23")
+    box = Outbox(tmp_path / "o.db", station="counter-v")
+    row = box.put({"card": {}})
+    seen = []
+    link = MqttLink(MqttConfig(host="127.0.0.1", port=broker.port, tls=False, allow_insecure=True,
+                               keepalive_s=5), "counter-v", box, on_verdict=seen.append, backoff=(0.05, 0.5))
+    caplog.set_level(logging.INFO)
+    link.start()
+    hospital = Subscriber(broker.port, "nothing/#", client_id="hospital")
     try:
-        time.sleep(0.5)
-        station.publish(f"{PREFIX}/counter-23/checkin", b"x" * 100_000, qos=1)
-        station.publish(f"{PREFIX}/counter-23/checkin", b"{}", qos=1)
-        assert wait_for(lambda: got, 10)
-        time.sleep(1)
-        assert set(got) == {b"{}"}, [g[:20] for g in got]     # the small one, never the large one
+        assert Subscriber.wait_for(lambda: link.state.connected, 10)
+        time.sleep(0.3)  # the verdict subscription is in place
+        evil = "OK\x1b[2J\x07\u202e forged\nINFO agent: check-in accepted"
+        topic = "hospital/checkin/counter-v/verdict"
+        for i in range(5000):
+            body = {"id": row.id, "result": "rejected", "code": "007", "message": evil} if i % 2 == 0 else \
+                "\x1b]0;garbage\x07"
+            hospital.client.publish(topic, json.dumps(body) if isinstance(body, dict) else body, qos=0)
+        hospital.client.publish(topic, json.dumps({"id": row.id, "result": "accepted"}), qos=1).wait_for_publish(10)
+        time.sleep(1.5)
     finally:
-        for c in (station, hospital):
-            c.loop_stop()
-            c.disconnect()
-        broker.stop()
+        link.stop()
+        hospital.close()
+        box.close()
+    assert len(seen) == 1                                   # one signal per check-in id
+    message = seen[0].message
+    assert "\x1b" not in message and "\x07" not in message and "\u202e" not in message and "\n" not in message
+    mqtt_lines = [r for r in caplog.records if r.name == "agent.mqtt.link" and "ignored" in r.getMessage()]
+    assert len(mqtt_lines) <= 2, len(mqtt_lines)            # not 5 000 lines
+    assert all("\x1b" not in r.getMessage() and "\n" not in r.getMessage() for r in caplog.records)
