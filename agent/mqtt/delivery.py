@@ -177,6 +177,10 @@ class Progress:
     awaiting: int = 0
     oldest_awaiting_s: float | None = None
 
+    def status_fields(self) -> dict[str, object]:
+        """The same, as the `mqtt` section of `status` names it (agent.status_types.MqttStatus)."""
+        return {"delivered_on": self.delivered_on, "awaiting_receipt": self.awaiting}
+
 
 class Delivery:
     """The send cursor, the in-flight window, acks, pause and refusal back-off, the requeue rescan

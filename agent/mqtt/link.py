@@ -319,11 +319,11 @@ class MqttLink(Worker):
 
     def status(self) -> MqttStatus:
         """The link's view for `status`: the `mqtt` section and its worker's."""
-        st, progress = self.state, self.delivery.progress()
+        st = self.state
         return MqttStatus(**vars(super().status()), connected=st.connected, last_error=st.last_error,
                           failed_attempts=st.failed_attempts, connected_since=st.connected_since,
                           failed_total=st.failed_total, broker=f"{self.cfg.host}:{self.cfg.port}",
-                          delivered_on=progress.delivered_on, awaiting_receipt=progress.awaiting)
+                          **self.delivery.progress().status_fields())
 
     def health(self) -> dict[str, Any]:
         faults = list(self.faults())
