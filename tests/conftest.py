@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
 
 import pytest
 
 from agent.outbox import Outbox
 from support.broker import Broker
 from support.daemon import config
+from support.tmpfs import tmpfs
 
 
 @pytest.fixture(autouse=True)
@@ -69,13 +69,7 @@ def stopped_station(tmp_path):
 @pytest.fixture
 def full_state_dir(tmp_path):
     """A state dir on a small tmpfs with every inode used: nothing more can be made in it."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=16,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"this test mounts a small tmpfs and needs root: {proc.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "full", "size=1m,nr_inodes=16,mode=0700", "a small tmpfs") as mount:
         state = mount / "state"
         state.mkdir()
         n = 0
@@ -86,5 +80,3 @@ def full_state_dir(tmp_path):
                 break
             n += 1
         yield state
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)

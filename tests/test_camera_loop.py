@@ -15,9 +15,9 @@ import pytest
 
 from agent.capture.picam import Picamera2Source
 from agent.config import CameraConfig
-from agent.decode import FrameReader
 from agent.sim import camera as phys
 from agent.sim.payloads import bhyt
+from support.steering import drive
 
 VCAM = str(Path(__file__).resolve().parents[1] / "agent" / "sim" / "vcam")
 
@@ -47,23 +47,7 @@ def run(vcam, phones, control: str, seconds: float, fps: float = 30, stop_on_rea
     """Frames of the virtual camera through the product's source, decoder and loop."""
     vcam.SCENE = vcam.Scene(phones)
     src = Picamera2Source(CameraConfig(source="picamera2", control=control, fps=fps), factory=vcam.Picamera2)
-    src.open()
-    reader = FrameReader()
-    out = []
-    try:
-        while True:
-            f = src.read()
-            t = f.t - vcam._EPOCH[0]
-            if t > seconds:
-                break
-            res = reader.read(f.gray, view=f.view)
-            src.steer(f, res, True)
-            out.append((t, f, res))
-            if stop_on_read and res.codes:
-                break
-    finally:
-        src.close()
-    return src, out
+    return drive(src, lambda: vcam._EPOCH[0], seconds, stop_on_read)
 
 
 def first_read(out, text: str) -> float | None:

@@ -19,6 +19,7 @@ import pytest
 
 from support.broker import Broker, Subscriber
 from support.daemon import ROOT, Daemon, cli, config
+from support.tmpfs import tmpfs
 
 TOPICS = "hospital/checkin/#"
 pytestmark = pytest.mark.slow   # real-time fault scenarios against the real daemon
@@ -181,14 +182,8 @@ def test_sender_thread_crash_is_a_fault_then_a_restart_and_nothing_is_lost(tmp_p
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount = tmp_path / "state"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.fail(f"this test mounts a 3 MB tmpfs to fill the disk and needs root: {proc.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with tmpfs(tmp_path / "state", "size=3m,mode=0700", "a 3 MB tmpfs to fill the disk") as mount:
+        yield mount
 
 
 def test_disk_full_refuses_clearly_and_everything_recorded_is_delivered_once_freed(tmp_path, small_disk):

@@ -20,6 +20,7 @@ from agent.config import CameraConfig
 from agent.decode import FrameReader
 from agent.sim import camera as phys
 from agent.sim.payloads import bhyt
+from support.steering import drive
 
 RATES = (60, 30, 25, 20, 15, 10, 7.5, 5, 2)
 
@@ -143,21 +144,7 @@ def phone(seed: int = 1, start: float = 0.1, duration: float = 4.0, **fixed) -> 
 
 def run(cam: Webcam, control: str, seconds: float):
     src = V4l2Source(CameraConfig(source="v4l2", control=control), factory=lambda device: cam)
-    src.open()
-    reader = FrameReader()
-    out = []
-    try:
-        while True:
-            f = src.read()
-            t = f.t - cam.epoch
-            if t > seconds:
-                break
-            res = reader.read(f.gray, view=f.view)
-            src.steer(f, res, True)
-            out.append((t, f, res))
-    finally:
-        src.close()
-    return src, out
+    return drive(src, lambda: cam.epoch, seconds)
 
 
 def to_webcam(box: np.ndarray, cam: Webcam) -> np.ndarray:
