@@ -1,5 +1,6 @@
 """A fault of the running station, as every room passes it on: a fixed code for monitoring (the
-health message's `fault_codes`, agent/schemas/health.json), a text for people, and its level."""
+health message's `fault_codes`, agent/schemas/health.json), a text for people. Those in WARNING_CODES are
+warnings (`fleet`); the status file keeps the texts, whose `voice:` ones `status` counts as warnings."""
 
 from __future__ import annotations
 
@@ -13,8 +14,3 @@ WARNING_CODES = frozenset({"voice"})
 class Fault:
     code: str
     text: str
-
-    @property
-    def level(self) -> str:
-        """"warning" (IT's to know; `status` exits 1) or "fault" (`status` exits 2)."""
-        return "warning" if self.code in WARNING_CODES else "fault"

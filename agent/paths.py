@@ -61,3 +61,8 @@ def status_file(state_dir: str | Path) -> Path:
 
 def control_socket(state_dir: str | Path) -> Path:
     return runtime_dir(state_dir) / "control.sock"
+
+
+def prompt(voice_dir: str | Path, name: str) -> Path:
+    """A voice prompt's file ([feedback] voice_dir; agent/feedback/prompts.py makes them)."""
+    return Path(voice_dir) / f"{name}.wav"

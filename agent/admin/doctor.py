@@ -307,7 +307,7 @@ def check_voice(cfg: Config) -> Check:
     if not fb.voice:
         return Check("voice", True, "off ([feedback] voice = false)")
     folder = Path(fb.voice_dir)
-    missing = [n for n in PROMPTS if not (folder / f"{n}.wav").is_file()]
+    missing = [n for n in PROMPTS if not paths.prompt(folder, n).is_file()]
     if missing:
         return Check("voice", True, f"{len(missing)} prompt file(s) missing in {folder} ({', '.join(missing[:3])}"
                      f"{', ...' if len(missing) > 3 else ''}): make them with 'sudo apt install espeak-ng && sudo "

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
+from agent import paths
 from agent.config import Config, FeedbackConfig
 
 #: What `output test` types: an input method that rewrites keys (Telex: aa -> â, dd -> đ, af -> à;
@@ -40,7 +40,7 @@ def voice_test(fcfg: FeedbackConfig) -> int:
         return 0
     player, failed = AplayPlayer(fcfg.voice_device), 0
     for name, text in PROMPTS.items():
-        path = Path(fcfg.voice_dir) / f"{name}.wav"
+        path = paths.prompt(fcfg.voice_dir, name)
         if not path.is_file():
             print(f"{name:30s} MISSING {path}", flush=True)
             failed += 1

@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from agent import paths
 from agent.feedback.voice import PROMPTS
 
 VOICE = "vi"
@@ -28,7 +29,7 @@ def generate(folder: Path | str, *, force: bool = False, espeak: str = "espeak-n
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in PROMPTS.items():
-        target = folder / f"{name}.wav"
+        target = paths.prompt(folder, name)
         if target.exists() and not force:
             continue
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".wav", dir=folder)
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="make nothing; exit 1 when a prompt is missing")
     args = p.parse_args(argv)
     if args.check:
-        missing = [n for n in PROMPTS if not (Path(args.folder) / f"{n}.wav").is_file()]
+        missing = [n for n in PROMPTS if not paths.prompt(args.folder, n).is_file()]
         print(f"prompts: {len(missing)} missing in {args.folder}" if missing else "prompts: all there")
         return 1 if missing else 0
     try:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from agent import paths
 from agent.feedback.audio import AplayPlayer, Player
 from agent.feedback.patterns import Signal
 
@@ -98,7 +99,7 @@ class Voice:
     def file_of(self, name: str) -> Path | None:
         """The prompt's file, else the signal's own (a reason without a recording of its own)."""
         for candidate in (name, name.split("-")[0]):
-            path = self.folder / f"{candidate}.wav"
+            path = paths.prompt(self.folder, candidate)
             if path.is_file():
                 return path
         return None
