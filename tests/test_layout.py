@@ -9,8 +9,8 @@ from pathlib import Path
 AGENT = Path(__file__).resolve().parents[1] / "agent"
 
 #: The data flow's stages, earliest first: a module may import its own stage and earlier ones.
-#: Whatever is not named here is either the base everyone may import (config, paths, clock,
-#: event, jsonbound, ...) or sits on top (station, worker, cli, admin, sim) and may import anything.
+#: Every other module is named in BASE (what everyone may import: config, paths, clock, jsonbound,
+#: ...) or TOP (station, cli, admin, sim: may import anything); test_every_module_is_placed checks.
 STAGES = [
     ("agent.capture",),
     ("agent.decode",),
@@ -23,7 +23,7 @@ STAGES = [
 BASE = ("agent.config", "agent.paths", "agent.clock", "agent.jsonbound", "agent.failpoints", "agent.worker",
         "agent.faults",   # Fault: what every room reports as wrong (the worker, the station, the link)
         "agent.runstate", "agent.status_types",   # status_types: the status file's sections, filled by the rooms
-        "agent.schedule", "agent.sdnotify", "agent.control", "agent.schemas",
+        "agent.schedule", "agent.sdnotify", "agent.control",
         "agent.cards.sanitize")   # text hygiene (imports nothing of agent), used from the worker to the link
 TOP = ("agent.station", "agent.cli", "agent.__main__", "agent.admin", "agent.sim")
 

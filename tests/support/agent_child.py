@@ -1,7 +1,7 @@
 """A station process for the kill test: puts check-ins and drains them to the broker.
 
-    python tests/agent_child.py DB PORT produce N   # put N check-ins (print each id once stored), then drain
-    python tests/agent_child.py DB PORT drain       # drain until the outbox is empty
+    python tests/support/agent_child.py DB PORT produce N   # put N check-ins (print each id once stored), then drain
+    python tests/support/agent_child.py DB PORT drain       # drain until the outbox is empty
 """
 
 import random
