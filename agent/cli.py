@@ -8,6 +8,7 @@ import argparse
 import functools
 import json
 import os
+import select
 import sys
 from datetime import date
 from pathlib import Path
@@ -253,7 +254,7 @@ def exit_status(exc: Exception, args: argparse.Namespace) -> int | None:
     from agent.outbox import OutboxError
 
     where = " ".join(filter(None, ("scanner-agent", args.command, getattr(args, "action", None))))
-    if isinstance(exc, BrokenPipeError):     # the reader went away (`... | head`): nothing more to say
+    if isinstance(exc, BrokenPipeError) and _stdout_gone():   # `... | head`: nothing more to say
         _quiet_stdout()
         return 0
     if isinstance(exc, ConfigError):
@@ -277,6 +278,17 @@ def exit_status(exc: Exception, args: argparse.Namespace) -> int | None:
     return None
 
 
+def _stdout_gone() -> bool:
+    """Standard output is a pipe whose reader has gone (poll says POLLERR), as opposed to another
+    pipe or socket the command wrote to (a daemon's control socket): only the first is quiet."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _quiet_stdout() -> None:
     """Standard output's reader is gone: what is still buffered goes to /dev/null, so that Python's
     flush at exit does not print 'Exception ignored ... BrokenPipeError' (the recipe of the
@@ -298,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
     try:
         status = args.func(args)
-        sys.stdout.flush()  # a reader that went away is found here, not in Python's flush at exit
+        if sys.stdout is not None:   # None: started with standard output closed
+            sys.stdout.flush()       # a reader that went away is found here, not in Python's flush at exit
         return status
     except KeyboardInterrupt:
         return 130

@@ -120,6 +120,12 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(args):
     assert (proc.returncode, proc.stderr) == (0, b"")
 
 
+def test_parse_with_standard_output_closed_is_no_traceback():
+    closed = subprocess.run(f"'{sys.executable}' -m agent parse hello >&-", shell=True, capture_output=True,
+                            text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert closed.returncode == 0 and "Traceback" not in closed.stderr, closed.stderr
+
+
 def test_parse_with_standard_input_closed_and_an_ascii_terminal():
     from agent.sim.demo import CCCD
 
