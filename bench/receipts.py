@@ -82,7 +82,7 @@ def run(mode: str, n: int, queue: int, away: float, drain_s: float = 300.0) -> d
         time.sleep(max(0.0, t0 + (i + 1) * away / n - time.monotonic()))
     while time.monotonic() - t0 < away:
         time.sleep(0.1)
-    counted_while_away = box.stats()["delivered_total"]
+    counted_while_away = box.stats().delivered_total
     back = time.monotonic()
     consumer.up()
     deadline = back + drain_s
@@ -92,7 +92,7 @@ def run(mode: str, n: int, queue: int, away: float, drain_s: float = 300.0) -> d
     time.sleep(3)
     with consumer.lock:
         got = list(consumer.got)
-    delivered = box.stats()["delivered_total"]
+    delivered = box.stats().delivered_total
     link.stop()
     consumer.down()
     box.close()
