@@ -93,18 +93,28 @@ class Broker:
                 if "Address already in use" in err and not self.started:
                     # the free port was taken meanwhile (tests run on parallel workers): another one,
                     # only on the first start (a restart keeps the port its clients know)
-                    log.unlink()
+                    log.unlink(missing_ok=True)
                     old, self.port = self.port, free_port()
                     self.conf.write_text(self.conf.read_text().replace(f"listener {old} ", f"listener {self.port} "))
                     return self.start()
                 raise RuntimeError(f"mosquitto exited: {err[-500:]}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                self.started = True
-                return self
             except OSError:
                 time.sleep(0.05)
+                continue
+            # the port answers; ours only once our mosquitto says it runs (another worker's broker
+            # may have taken the port first: ours then exits with "Address already in use")
+            if self.proc.poll() is None and self._running():
+                self.started = True
+                return self
+            time.sleep(0.05)
         raise RuntimeError("mosquitto did not start listening")
+
+    def _running(self) -> bool:
+        log = self.folder / "mosquitto.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return text.rfind(" running") > text.rfind(" starting")   # this start's, not a previous one's
 
     def stop(self) -> None:
         """SIGTERM: mosquitto saves its persistence (sessions, queued messages) and exits."""
