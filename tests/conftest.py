@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 
 import pytest
 
@@ -25,10 +26,25 @@ def _alone(request, tmp_path_factory):
     run = tmp_path_factory.getbasetemp().parent      # one folder for all the workers of this run
     alone = request.node.get_closest_marker("alone") is not None
     with open(run / "alone.turnstile", "a") as turnstile, open(run / "alone.lock", "a") as lock:
-        fcntl.flock(turnstile, fcntl.LOCK_EX)
-        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        fcntl.flock(turnstile, fcntl.LOCK_UN)
+        _flock(turnstile, fcntl.LOCK_EX)
+        try:
+            _flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
         yield
+
+
+def _flock(f, how: int, wait_s: float = 600) -> None:
+    """flock, failing the test (not hanging the whole run) when another test holds it too long."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(f, how | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"waited {wait_s:.0f} s for {f.name}: another test held it (hung?)")
+            time.sleep(0.02)
 
 
 def pytest_collection_modifyitems(config, items):
