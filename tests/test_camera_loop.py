@@ -219,3 +219,28 @@ def test_status_line_shows_the_crop_and_exposure():
            "control": "auto", "state": "following code"}
     assert _view(CameraStatus.from_dict(cam)) == "; crop 1280x720+10+20, exposure 8000 us, gain 1.5 (auto: following code)"
     assert _view(CameraStatus("v4l2")) == ""
+
+
+def test_a_whole_code_located_but_unread_is_zoomed_onto_not_the_textured_patch_around_it():
+    # a far code zxing-cpp located with its version (65 modules) but cannot read at 2.6 px a module,
+    # on a phone whose text and glare make the textured patch around it 3x the code: the crop is
+    # set from the code (as for a read code), not widened to the patch (which gave no zoom at all)
+    from agent.capture.steer import FILL, CaptureLoop, View, textured_box, whole_codes
+    rng = np.random.default_rng(0)
+    gray = np.full((720, 1280), 60, np.uint8)
+    gray[200:500, 300:780] = rng.integers(0, 255, (300, 480), dtype=np.uint8)   # the textured phone
+    code = np.array([[500.0, 260.0], [670.0, 260.0], [670.0, 430.0], [500.0, 430.0]])
+    patch = textured_box(gray)
+    assert patch is not None and np.ptp(patch[:, 0]) > 2.5 * 170            # the patch dwarfs the code
+    view = View((0, 0, 4608, 2592), (1280, 720))
+    assert [len(w) for w in whole_codes([(code, 65), (code / 2, 17), (code, None)])] == [4]
+    loop = CaptureLoop((4608, 2592), (1280, 720))
+    controls = loop.update(0.0, gray, view, [], [code], True, whole=whole_codes([(code, 65)]))
+    x, y, w, h = controls["ScalerCrop"]
+    assert h == pytest.approx(170 * 3.6 / FILL, rel=0.05)                     # the code fills FILL of it
+    box = view.to_array(code)
+    assert x < box[:, 0].min() and box[:, 0].max() < x + w and y < box[:, 1].min() and box[:, 1].max() < y + h
+    # a candidate without a version read (possibly a part of a code) still takes the patch's extent
+    loop = CaptureLoop((4608, 2592), (1280, 720))
+    controls = loop.update(0.0, gray, view, [], [code], True)
+    assert controls.get("ScalerCrop", (0, 0, 4608, 2592))[2] > 2 * w

@@ -22,7 +22,7 @@ import logging
 import numpy as np
 
 from agent.capture.source import Frame, SourceError, now
-from agent.capture.steer import CaptureLoop, View
+from agent.capture.steer import CaptureLoop, View, whole_codes
 from agent.config import CameraConfig
 from agent.status_types import ControlStatus
 
@@ -150,8 +150,9 @@ class Picamera2Source:
             return
         read = [np.array(c.corners, np.float64) for c in result.codes] if result is not None else []
         located = [np.asarray(p, np.float64) for p in getattr(result, "unread", [])] if result is not None else []
+        whole = whole_codes(getattr(result, "located", [])) if result is not None else []
         controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view, read,
-                                    located, active and result is not None)
+                                    located, active and result is not None, whole=whole)
         controls = {k: v for k, v in controls.items() if k in self._available}
         if controls:
             try:

@@ -5,7 +5,10 @@ decoder located in it, decide the next controls:
 
 - **Crop**: a located code (read or only located) gets a `ScalerCrop` around it with a margin, so
   its modules get up to 2-4x the pixels of the whole field; the crop follows the hand's tremor and
-  goes back to the whole field when the code is lost for `LOST_S` or the scene is idle.
+  goes back to the whole field when the code is lost for `LOST_S` or the scene is idle. A code
+  located but not read whose QR version zxing-cpp read is whole (a far code at 2-3 pixels a
+  module): it is zoomed onto as a read code is; a candidate without one may be a part of a code
+  (a finder seen as a Micro QR) and is widened to the textured patch around it, never zoomed.
 - **Exposure**: metered on the located code (its white modules at `WHITE_TARGET` of full scale),
   not on the room; a dim screen gets a longer exposure and more gain; exposure time is held short
   first (hand motion blurs a long one), then gain, then exposure again.
@@ -33,6 +36,10 @@ FILL = 0.6
 #: the same for a code located but not read (zxing-cpp may have located only a part of it) or
 #: a textured patch the loop found itself
 FILL_LOCATED = 0.35
+#: a located candidate whose QR version zxing-cpp read (so its modules a side) and which has at
+#: least this many is a whole model 2 code, not a part of one (a Micro QR candidate, 11-17
+#: modules, is often one finder of a larger code)
+WHOLE_MODULES = 21
 #: nothing located in the whole field: try a crop on the most code-like texture this long,
 #: then the whole field again for SEARCH_PAUSE_S before the next try
 TRIAL_S = 0.5
@@ -183,14 +190,19 @@ class CaptureLoop:
     # -- the loop ------------------------------------------------------------------------------
 
     def update(self, t: float, gray: np.ndarray | None, view: View, read: list[np.ndarray],
-               located: list[np.ndarray], active: bool, meter: bool = True) -> dict:
+               located: list[np.ndarray], active: bool, meter: bool = True,
+               whole: list[np.ndarray] | None = None) -> dict:
         """The controls to set after this frame ({} for none). `read`: corners of the codes read in
-        it, `located`: of those located but not read (stream pixels). `meter=False`: the camera
-        cannot say which exposure this frame got (a webcam just after a change): not metered."""
+        it, `located`: of those located but not read (stream pixels); `whole`: those of the located
+        whose QR version zxing-cpp read, so a whole code (`whole_codes`), which the crop zooms onto
+        as onto a read code (it is too few pixels per module to read, not a part of a code).
+        `meter=False`: the camera cannot say which exposure this frame got (a webcam just after a
+        change): not metered."""
         controls: dict = {}
         if not active or gray is None:
             return self._reset(controls)
-        boxes, fill = (read, FILL) if read else (located, FILL_LOCATED)
+        sized = bool(whole) and not read
+        boxes, fill = (read, FILL) if read else (whole, FILL) if sized else (located, FILL_LOCATED)
         if boxes:
             self.last_seen, self.trial_until = t, -1.0
         elif self.crop == self.full and t >= self.search_after and (found := self._still_patch(gray)) is not None:
@@ -201,7 +213,7 @@ class CaptureLoop:
         else:
             return self._reset(controls)
         frame_box = max(boxes, key=lambda b: np.ptp(b[:, 0]) * np.ptp(b[:, 1]))
-        if not read and located and self.crop == self.full:
+        if not read and not sized and located and self.crop == self.full:
             # zxing-cpp often locates a part of a code it cannot read (one finder's worth, as a
             # Micro QR): the textured patch around the candidate is the code's real extent
             patch = textured_box(gray)
@@ -209,7 +221,7 @@ class CaptureLoop:
                 frame_box, fill = _union(frame_box, patch), FILL
         box = view.to_array(frame_box)
         target = self.crop_for(box, fill)
-        if not read and self.crop != self.full and target[2] < self.crop[2]:
+        if not read and not sized and self.crop != self.full and target[2] < self.crop[2]:
             # an unread candidate never zooms further in: it may be a part of the code
             target = self._place(box.mean(0), self.crop[2])
         if self._needs_move(view, box, target):
@@ -269,6 +281,12 @@ class CaptureLoop:
         self.bracket_until = -1.0
         self.state = "full field"
         return controls
+
+
+def whole_codes(located: list[tuple[np.ndarray, int | None]]) -> list[np.ndarray]:
+    """Of the decoder's located candidates ((corners, modules a side or None): DecodeResult.located),
+    the corners of those that are whole QR codes: zxing-cpp read their version from the symbol."""
+    return [np.asarray(c, np.float64) for c, n in located if n is not None and n >= WHOLE_MODULES]
 
 
 def textured_box(gray: np.ndarray) -> np.ndarray | None:
