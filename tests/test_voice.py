@@ -135,7 +135,13 @@ def test_real_aplay_to_the_null_device(tmp_path):
 
 
 def test_a_newer_prompt_interrupts_the_older(tmp_path):
-    player = AplayPlayer("null")
+    # ALSA's null device takes a 20 s prompt in milliseconds, so a real aplay may have finished
+    # before the second prompt (seen under load): a stand-in that plays in real time, as a sound
+    # card does (22050 Hz, 16-bit mono: 44100 bytes a second)
+    paced = tmp_path / "aplay"
+    paced.write_text('#!/bin/sh\nn=$(wc -c)\nsleep $((n / 44100))\n')
+    paced.chmod(0o755)
+    player = AplayPlayer("null", command=str(paced))
     player.play(tone(tmp_path / "long.wav", 20.0), 80)
     first = player._proc
     player.play(tone(tmp_path / "short.wav", 0.1), 80)
