@@ -342,7 +342,6 @@ def watch(cfg: Config, *, json_out: bool, refresh: bool, every: float, wait_s: f
         try:
             stations = collect(cfg.mqtt, wait_s=wait_s, subacks=subacks)
         except (OSError, ssl.SSLError, ConnectionError, ValueError) as exc:
-
             raise BrokerUnreachable(f"UNKNOWN: broker {cfg.mqtt.host}:{cfg.mqtt.port}: "
                                     f"{describe(exc, cfg.mqtt.tls, f'{cfg.mqtt.host}:{cfg.mqtt.port}')}") from None
         rows = assess(stations, health_interval_s=cfg.mqtt.health_interval_s, warn_s=warn_s, crit_s=crit_s,

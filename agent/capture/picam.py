@@ -19,10 +19,9 @@ from typing import Any, Callable
 
 import logging
 
-import numpy as np
 
 from agent.capture.source import Frame, SourceError, now
-from agent.capture.steer import CaptureLoop, View, whole_codes
+from agent.capture.steer import CaptureLoop, View, decoded_boxes
 from agent.config import CameraConfig
 from agent.status_types import ControlStatus
 
@@ -148,9 +147,7 @@ class Picamera2Source:
         """After a decoded (or idle-skipped, result None) frame: the loop's next controls."""
         if self.loop is None or self.cam is None or frame.view is None:
             return
-        read = [np.array(c.corners, np.float64) for c in result.codes] if result is not None else []
-        located = [np.asarray(p, np.float64) for p in getattr(result, "unread", [])] if result is not None else []
-        whole = whole_codes(getattr(result, "located", [])) if result is not None else []
+        read, located, whole = decoded_boxes(result)
         controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view, read,
                                     located, active and result is not None, whole=whole)
         controls = {k: v for k, v in controls.items() if k in self._available}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -281,6 +282,16 @@ class CaptureLoop:
         self.bracket_until = -1.0
         self.state = "full field"
         return controls
+
+
+def decoded_boxes(result: Any) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """What a source hands the loop of a DecodeResult (None: an idle-skipped frame): the corners
+    of the codes read, of those located but not read, and of the whole codes among the located."""
+    if result is None:
+        return [], [], []
+    return ([np.array(c.corners, np.float64) for c in result.codes],
+            [np.asarray(p, np.float64) for p in getattr(result, "unread", [])],
+            whole_codes(getattr(result, "located", [])))
 
 
 def whole_codes(located: list[tuple[np.ndarray, int | None]]) -> list[np.ndarray]:

@@ -38,10 +38,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import cv2
-import numpy as np
 
 from agent.capture.source import Frame, SourceError, now
-from agent.capture.steer import CaptureLoop, View
+from agent.capture.steer import CaptureLoop, View, decoded_boxes
 from agent.config import CameraConfig
 from agent.status_types import ControlStatus
 
@@ -219,8 +218,7 @@ class V4l2Source:
         """After a decoded (or idle-skipped, result None) frame: the next crop and exposure."""
         if self.loop is None or self._cap is None or frame.view is None:
             return
-        read = [np.array(c.corners, np.float64) for c in result.codes] if result is not None else []
-        located = [np.asarray(p, np.float64) for p in getattr(result, "unread", [])] if result is not None else []
+        read, located, _ = decoded_boxes(result)   # the whole-code zoom is measured on picamera2 only
         controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view, read,
                                     located, active and result is not None,
                                     meter=frame.index not in self._unmetered)
