@@ -13,9 +13,16 @@ decoder located in it, decide the next controls:
   not on the room; a dim screen gets a longer exposure and more gain; exposure time is held short
   first (hand motion blurs a long one), then gain, then exposure again.
 - **Bracketing**: when modules inside the code are saturated (a lamp's reflection) while its white
-  is well exposed, every third frame is `BRACKET`x shorter than the normal one: the decoder's fusion
-  combines modules across frames of different crops and exposures (each frame carries its own,
-  so modules map between frames).
+  is well exposed, short frames (`depth` times shorter) alternate with normal ones: the decoder's
+  fusion combines modules across frames of different crops and exposures (each frame carries its
+  own, so modules map between frames). The cycle runs on what the frames' metadata says they got,
+  not on what was asked: a short exposure is asked, and the normal one only once a short frame has
+  arrived (however many frames the camera takes to apply controls, and a second request landing
+  on the same frame cannot cancel the first); a short frame still clipped inside the code asks for
+  a deeper one next time (a reflection 3-20x the screen's white needs up to 1/35 of the normal
+  exposure to come out of saturation). It goes on while the code is briefly not located: a
+  reflection over a finder pattern hides the code in the normal frames, and the short ones are
+  where it can be read.
 
 Pure logic on frames and their metadata: no camera, no clock (tests drive it directly).
 Coordinates are the sensor's pixel array (libcamera's ScalerCrop convention).
@@ -42,8 +49,10 @@ FILL_LOCATED = 0.35
 #: modules, is often one finder of a larger code)
 WHOLE_MODULES = 21
 #: nothing located in the whole field: try a crop on the most code-like texture this long,
-#: then the whole field again for SEARCH_PAUSE_S before the next try
+#: then the whole field again for SEARCH_PAUSE_S before the next try; a trial whose patch shows
+#: a reflection goes on while it does (bracketing is what reads a code under one), up to TRIAL_MAX_S
 TRIAL_S = 0.5
+TRIAL_MAX_S = 2.0
 SEARCH_PAUSE_S = 0.4
 #: re-aim when the code's centre is this far (share of the crop) from the crop's centre
 RECENTRE = 0.12
@@ -51,12 +60,25 @@ RECENTRE = 0.12
 LOST_S = 0.6
 #: the white modules' target, linear share of full scale (leaves headroom under the clip)
 WHITE_TARGET = 0.6
-#: the short exposure of a bracket, this many times shorter than the normal one
-BRACKET = 6.0
-#: every this many decoded frames, one is short
-BRACKET_EVERY = 3
+#: the first short exposure of a bracket, this many times shorter than the normal one; a short
+#: frame still clipped inside the code makes the next DEEPEN times shorter, down to MAX_BRACKET
+#: (a reflection of 20x the screen's white, with the white at WHITE_TARGET, peaks at 12.6x full
+#: scale; at 1/24 the white is still 2.5% of full scale, 50 of 255 after the tone curve)
+BRACKET = 12.0
+DEEPEN = 2.0
+MAX_BRACKET = 32.0
+#: a short frame with more than this share of the box's surroundings still clipped goes deeper
+#: (a few modules' worth: the reflection's core hides a finder pattern)
+STILL_CLIPPED = 0.0005
+#: normal frames seen between two short runs (each run lasts as long as the camera takes to
+#: apply the normal exposure again: 2-3 frames with libcamera)
+NORMAL_RUN = 2
+#: a control asked this many decoded frames ago and not seen in any frame: ask again
+RESEND_FRAMES = 6
 #: share of the code's pixels saturated (with its white not saturated) that starts bracketing
 GLARE_SHARE = 0.01
+#: glare is looked for this far around the box too (a share of its size on each side)
+GLARE_MARGIN = 0.5
 #: stay bracketing this long after glare was last seen
 BRACKET_HOLD_S = 1.0
 #: exposure time first up to this (hand tremor blur), then gain up to GAIN_STEP, then time again
@@ -115,10 +137,15 @@ class CaptureLoop:
         self.crop = self.full                  # last commanded
         self.normal: float | None = None       # exposure x gain product for the screen; None: AE
         self.bracket_until = -1.0
+        self.depth = BRACKET                   # the short exposure is normal / depth
+        self._asked = "normal"                 # the exposure last asked for: "normal" or "short"
+        self._since_ask = 0                    # decoded frames since
+        self._normals = 0                      # normal frames seen since the last short run
+        self._box: np.ndarray | None = None    # the code's box last metered, array pixels
         self.last_seen = -1e9
-        self._bracket_i = 0
         self.state = "full field"
         self.trial_until = -1.0
+        self._trial_end = -1.0
         self.search_after = -1.0
         self._patch: np.ndarray | None = None
         #: False: crop only, the camera keeps its own auto exposure (a webcam that refuses manual
@@ -127,7 +154,7 @@ class CaptureLoop:
 
     def crop_only(self) -> None:
         """The camera refused exposure control: keep to the crop, stop metering and bracketing."""
-        self.exposure, self.normal, self.bracket_until = False, None, -1.0
+        self.exposure, self.normal, self.bracket_until, self._asked = False, None, -1.0, "normal"
 
     # -- crop ----------------------------------------------------------------------------------
 
@@ -175,6 +202,13 @@ class CaptureLoop:
         product = max(view.exposure_us * view.gain, 1.0)
         if saturated > WHITE_SATURATED:          # the screen's white itself is clipped
             return None, saturated, True
+        # a reflection next to the box counts too: the box may be a part of the code (one finder
+        # located), and a reflection over the rest is what keeps the code from being located
+        margin = GLARE_MARGIN * (frame_box.max(0) - frame_box.min(0))
+        gx0, gy0 = np.clip(np.floor(frame_box.min(0) - margin), 0, [w - 1, h - 1]).astype(int)
+        gx1, gy1 = np.clip(np.ceil(frame_box.max(0) + margin), 1, [w, h]).astype(int)
+        around = gray[gy0:gy1:2, gx0:gx1:2]
+        saturated = max(saturated, float((around >= SATURATED).mean()))
         # the light modules: the median of what is above the mid level, without the clipped
         # pixels of a reflection (its rim is a minority of the light modules)
         vals = region[region < SATURATED].astype(np.float32)
@@ -209,7 +243,17 @@ class CaptureLoop:
         elif self.crop == self.full and t >= self.search_after and (found := self._still_patch(gray)) is not None:
             boxes, fill = [found], FILL          # the patch is the phone: already a margin
             self.trial_until, self.search_after = t + TRIAL_S, t + TRIAL_S + SEARCH_PAUSE_S
+            self._trial_end = t + TRIAL_MAX_S
         elif t < self.trial_until or t - self.last_seen <= LOST_S:
+            # held: the crop stays; the exposure cycle goes on, on the box last seen (a reflection
+            # over a finder pattern hides the code in the normal frames of a bracket)
+            if self.exposure and self.normal is not None and self._box is not None and meter:
+                inside = (self._box - view.crop[:2]) / view.scale
+                _, glare, white_saturated = self._meter(gray, view, inside)
+                self._expose(t, view, None, glare, white_saturated, controls)
+                if t < self.trial_until and t < self.bracket_until:   # a reflection on the patch
+                    self.trial_until = min(max(self.trial_until, t + TRIAL_S), self._trial_end)
+                    self.search_after = self.trial_until + SEARCH_PAUSE_S
             return controls
         else:
             return self._reset(controls)
@@ -233,31 +277,59 @@ class CaptureLoop:
         if not self.exposure:
             return controls
 
-        white, glare, white_saturated = self._meter(gray, view, frame_box) if meter else (None, 0.0, False)
+        self._box = box
+        if not meter:       # the camera cannot say which exposure this frame got
+            return controls
+        white, glare, white_saturated = self._meter(gray, view, frame_box)
+        self._expose(t, view, white, glare, white_saturated, controls)
+        return controls
+
+    def _expose(self, t: float, view: View, white: float | None, glare: float, white_saturated: bool,
+                controls: dict) -> None:
+        """The exposure after a metered frame: the normal one from the screen's white, and the
+        bracket cycle, driven by the exposure this frame really got (its metadata)."""
         product = view.exposure_us * view.gain
-        short = self.normal is not None and product < self.normal / (BRACKET / 2)
-        if white_saturated and not short:
+        short = self.normal is not None and product < self.normal / 2.5
+        new = None
+        if short:
+            # still clipped inside the code at this depth: the next short run goes deeper
+            if glare > STILL_CLIPPED and product <= 1.25 * self.normal / self.depth:
+                self.depth = min(self.depth * DEEPEN, MAX_BRACKET)
+        elif white_saturated:
             new = product / 3
-        elif white is not None and not short:
+        elif white is not None:
             new = WHITE_TARGET / white
-        else:
-            new = self.normal
         if not short and not white_saturated and glare > GLARE_SHARE:
             self.bracket_until = t + BRACKET_HOLD_S
-        if new is not None and (self.normal is None or abs(math.log(new / self.normal)) > 0.18):
+        changed = new is not None and (self.normal is None or abs(math.log(new / self.normal)) > 0.18)
+        if changed:
             self.normal = new
         if self.normal is None:
-            return controls
-        bracketing = t < self.bracket_until
-        if bracketing:
-            # one short frame in BRACKET_EVERY: the normal frames keep reading the rest of the code
-            self._bracket_i += 1
-            short_next = self._bracket_i % BRACKET_EVERY == 0
-            controls.update(self._controls_for(self.normal / BRACKET if short_next else self.normal))
-            self.state += ", bracketing"
-        elif new is not None and new == self.normal:
-            controls.update(self._controls_for(self.normal))
-        return controls
+            return
+        self._since_ask += 1
+        if t < self.bracket_until:
+            if not self.state.endswith(", bracketing"):
+                self.state += ", bracketing"
+            if self._asked == "short":
+                if short or self._since_ask > RESEND_FRAMES:     # it has landed (or was lost)
+                    self._ask("normal", controls)
+            else:
+                self._normals += not short
+                if self._normals >= NORMAL_RUN:
+                    self._ask("short", controls)
+                elif changed or self._since_ask > RESEND_FRAMES:
+                    self._ask("normal", controls)
+            return
+        self.depth = BRACKET
+        if changed or self._asked == "short" or (short and self._since_ask > RESEND_FRAMES):
+            self._ask("normal", controls)
+
+    def _ask(self, kind: str, controls: dict) -> None:
+        assert self.normal is not None
+        self._asked, self._since_ask = kind, 0
+        if kind == "short":
+            self._normals = 0
+        controls.update(self._controls_for(self.normal / self.depth if kind == "short" else self.normal))
 
     def _still_patch(self, gray: np.ndarray) -> np.ndarray | None:
         """A textured patch found in two successive frames at the same place: a phone that has
@@ -279,7 +351,7 @@ class CaptureLoop:
         if self.normal is not None:
             self.normal = None
             controls["AeEnable"] = True
-        self.bracket_until = -1.0
+        self.bracket_until, self.depth, self._asked, self._normals, self._box = -1.0, BRACKET, "normal", 0, None
         self.state = "full field"
         return controls
 

@@ -53,6 +53,25 @@ def blackhat(gray: np.ndarray, size: int = 25) -> np.ndarray:
     return 255 - cv2.normalize(hat, None, 0, 255, cv2.NORM_MINMAX)
 
 
+def level(gray: np.ndarray, size: int = 17, floor: int = 30) -> np.ndarray:
+    """Each pixel between its neighbourhood's darkest and lightest (morphological min and max over
+    `size` pixels, about 3 modules of a code that fills the frame): a lamp's reflection adds a
+    smooth veil that leaves only a few levels of contrast between the modules under it (a short
+    exposure keeps them out of saturation, not out of the veil); stretched back to full contrast
+    they read. Ranges under `floor` are stretched less, so a flat counter stays flat (noise
+    stretched to full contrast sends zxing-cpp after false finder patterns)."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
+    lo = cv2.blur(cv2.erode(gray, kernel), (size, size))
+    hi = cv2.blur(cv2.dilate(gray, kernel), (size, size))
+    return cv2.divide(cv2.subtract(gray, lo), cv2.max(cv2.subtract(hi, lo), floor), scale=255)
+
+
+def glare(gray: np.ndarray, share: float = 0.0005) -> bool:
+    """Whether the frame shows a reflection: more than `share` of it at or near full scale."""
+    small = gray[::4, ::4]
+    return int(np.count_nonzero(small >= 240)) > share * small.size
+
+
 def sharpen(gray: np.ndarray, amount: float = 1.5, sigma: float = 2.0) -> np.ndarray:
     """Unsharp mask: restores module edges softened by defocus or hand motion."""
     blurred = cv2.GaussianBlur(gray, (0, 0), sigma)
@@ -98,6 +117,7 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in [
     Strategy("half", _half, invert=False),
     Strategy("third", lambda g: (resize(g, 1 / 3), 1 / 3), invert=False, downscale=False),
     Strategy("blur_global", lambda g: (cv2.GaussianBlur(g, (3, 3), 0), 1.0), Binarizer.GlobalHistogram),
+    Strategy("level", lambda g: (level(g), 1.0), downscale=False),
 ]}
 
 #: Chosen by bench/tune_order.py: greedy by codes gained per unit of time, simulated under the
@@ -110,3 +130,8 @@ DEFAULT_ORDER = ("global", "sharpen", "half_blackhat", "lift", "double", "half_c
 #: medium presentations soonest: bench/station.py p95 latency 51 ms, against 99 ms with
 #: DEFAULT_ORDER as the rotation.
 STREAM_ORDER = ("double", "sharpen", "gamma", "global", "half_blackhat", "lift", "clahe")
+
+#: The stream reader's slot on a frame that shows a reflection (`glare`), every other such frame:
+#: the modules under a reflection that a short exposure kept out of saturation (the capture
+#: loop's bracketing, agent/capture/steer.py) read once the veil is levelled away.
+GLARE_STRATEGY = "level"
