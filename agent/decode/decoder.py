@@ -17,7 +17,7 @@ import numpy as np
 import zxingcpp
 
 from agent.decode import finders, grid, guidance
-from agent.decode.strategies import DEFAULT_ORDER, GLARE_STRATEGY, STRATEGIES, STREAM_ORDER, Strategy, clahe, glare
+from agent.decode.strategies import DEFAULT_ORDER, GLARE_STRATEGY, STRATEGIES, STREAM_ORDER, Strategy, clahe
 
 QR = zxingcpp.BarcodeFormat.QRCode
 Corners = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
@@ -460,7 +460,6 @@ class FrameReader:
         self.tracks: list[_Track] = []
         self._next = 0
         self._frame = 0
-        self._levelled = False         # the last frame's slot went to GLARE_STRATEGY
         self._products: deque[float] = deque(maxlen=6)   # exposure x gain of the last frames
 
     def read(self, frame: np.ndarray, active: bool = True, view=None) -> DecodeResult:
@@ -483,14 +482,11 @@ class FrameReader:
             self._fuse(cascade, view)
         if not result.codes and self.order and (active or cascade.candidates):
             for _ in range(self.per_frame):
-                if self.second_stage and (short or (glare(gray) and not self._levelled)):
-                    # a bracket's short frame, or a reflection (every other frame)
+                if self.second_stage and short:     # a bracket's short frame
                     cascade.run(STRATEGIES[GLARE_STRATEGY])
-                    self._levelled = True
                 else:
                     cascade.run(STRATEGIES[self.order[self._next % len(self.order)]])
                     self._next += 1
-                    self._levelled = False
                 if result.codes:
                     break
         cascade.explain()

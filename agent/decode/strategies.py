@@ -66,12 +66,6 @@ def level(gray: np.ndarray, size: int = 17, floor: int = 30) -> np.ndarray:
     return cv2.divide(cv2.subtract(gray, lo), cv2.max(cv2.subtract(hi, lo), floor), scale=255)
 
 
-def glare(gray: np.ndarray, share: float = 0.0005) -> bool:
-    """Whether the frame shows a reflection: more than `share` of it at or near full scale."""
-    small = gray[::4, ::4]
-    return int(np.count_nonzero(small >= 240)) > share * small.size
-
-
 def sharpen(gray: np.ndarray, amount: float = 1.5, sigma: float = 2.0) -> np.ndarray:
     """Unsharp mask: restores module edges softened by defocus or hand motion."""
     blurred = cv2.GaussianBlur(gray, (0, 0), sigma)
@@ -131,7 +125,9 @@ DEFAULT_ORDER = ("global", "sharpen", "half_blackhat", "lift", "double", "half_c
 #: DEFAULT_ORDER as the rotation.
 STREAM_ORDER = ("double", "sharpen", "gamma", "global", "half_blackhat", "lift", "clahe")
 
-#: The stream reader's slot on a frame that shows a reflection (`glare`), every other such frame:
-#: the modules under a reflection that a short exposure kept out of saturation (the capture
-#: loop's bracketing, agent/capture/steer.py) read once the veil is levelled away.
+#: The stream reader's slot on a bracket's short frame (the capture loop's, agent/capture/steer.py:
+#: a frame whose exposure is much shorter than the last ones'): the modules under a reflection
+#: that the short exposure kept out of saturation read once its veil is levelled away. (Also on
+#: every other frame that shows a reflection, without bracketing, it cost the held-phone
+#: benchmark 15-20% of decode time and a few points: bench/README.md.)
 GLARE_STRATEGY = "level"
