@@ -258,6 +258,10 @@ class CaptureLoop:
         else:
             return self._reset(controls)
         frame_box = max(boxes, key=lambda b: np.ptp(b[:, 0]) * np.ptp(b[:, 1]))
+        if not read:
+            # candidates close to the largest are most likely parts of the same code (a reflection
+            # splits what zxing-cpp locates): the crop frames them all, not one part
+            frame_box = _near_union(frame_box, (located or []) + (whole or []))
         if not read and not sized and located and self.crop == self.full:
             # zxing-cpp often locates a part of a code it cannot read (one finder's worth, as a
             # Micro QR): the textured patch around the candidate is the code's real extent
@@ -398,6 +402,15 @@ def textured_box(gray: np.ndarray) -> np.ndarray | None:
 
 def _inside(p: np.ndarray, box: np.ndarray) -> bool:
     return bool(box[:, 0].min() <= p[0] <= box[:, 0].max() and box[:, 1].min() <= p[1] <= box[:, 1].max())
+
+
+def _near_union(box: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
+    """`box` and every other box whose centre is within its size of `box`'s centre, as one box."""
+    size = max(np.ptp(box[:, 0]), np.ptp(box[:, 1]))
+    for other in others:
+        if np.abs(other.mean(0) - box.mean(0)).max() <= size:
+            box = _union(box, other)
+    return box
 
 
 def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
