@@ -334,3 +334,23 @@ def test_a_reflection_over_a_finder_held_still_reads_on_the_short_frames(vcam):
     assert read is not None and read < 1.2
     t, f, _ = next((t, f, r) for t, f, r in auto if t == read)
     assert f.view.exposure_us * f.view.gain < 0.2 * max(g.view.exposure_us * g.view.gain for _, g, _ in auto)
+
+
+
+def test_an_unread_code_located_in_parts_is_framed_whole_not_one_part():
+    # two reflections split a code zxing-cpp cannot read into two located parts: the crop is
+    # centred on both (centred on the larger alone, it cut the rest of the code off: a far code on
+    # a dim screen under two reflections read at 1.93 s, 0.53 s with this); a candidate far away
+    # (another phone, a pattern on the counter) is not framed with them
+    from agent.capture.steer import CaptureLoop, View
+    gray = np.full((720, 1280), 60, np.uint8)
+    upper = np.array([[250.0, 150.0], [350.0, 150.0], [350.0, 250.0], [250.0, 250.0]])
+    lower = np.array([[335.0, 245.0], [425.0, 245.0], [425.0, 335.0], [335.0, 335.0]])
+    far = upper + (700.0, 350.0)
+    view = View((1000, 800, 2304, 1296), (1280, 720))              # already zoomed 2x
+    loop = CaptureLoop((4608, 2592), (1280, 720))
+    loop.crop = view.crop
+    x, y, w, h = loop.update(0.0, gray, view, [], [upper, lower, far], True)["ScalerCrop"]
+    both = view.to_array(np.vstack([upper, lower]))
+    centre = (both.min(0) + both.max(0)) / 2
+    assert abs(x + w / 2 - centre[0]) < 8 and abs(y + h / 2 - centre[1]) < 8
