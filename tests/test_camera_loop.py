@@ -354,3 +354,25 @@ def test_an_unread_code_located_in_parts_is_framed_whole_not_one_part():
     both = view.to_array(np.vstack([upper, lower]))
     centre = (both.min(0) + both.max(0)) / 2
     assert abs(x + w / 2 - centre[0]) < 8 and abs(y + h / 2 - centre[1]) < 8
+
+
+def test_no_exposure_metadata_or_a_stale_box_never_upsets_the_exposure():
+    from agent.capture.steer import CaptureLoop, View
+    # a webcam that does not report its exposure (0) showing a clipped screen: a probe, no error
+    loop = CaptureLoop((1920, 1080), (1280, 720), frame_us=33_333)
+    loop.max_gain = 1.0
+    white = np.full((720, 1280), 255, np.uint8)
+    controls = loop.update(0.0, white, View((0, 0, 1920, 1080), (1280, 720), 0, 1.0), [], [Bench.BOX], True)
+    assert controls["ExposureTime"] > 0 and loop.normal > 0
+    # never more than the camera can give: a dim screen on a webcam (exposure time alone)
+    dim = np.where(np.indices((720, 1280)).sum(0) % 20 < 10, 12, 2).astype(np.uint8)
+    loop.update(0.1, dim, View((0, 0, 1920, 1080), (1280, 720), 30_000, 1.0), [], [Bench.BOX], True)
+    assert loop.normal <= 33_333
+    # the code briefly not located: the box it was in is not metered for the normal exposure
+    cam, loop = Bench(glare=0.0, latency=lambda: 2), CaptureLoop((4608, 2592), (1280, 720))
+    for i in range(8):
+        gray, view = cam.frame()
+        cam.set(loop.update(i / 14, gray, view, [], [Bench.BOX], True))
+    normal = loop.normal
+    loop.update(8 / 14, np.full((720, 1280), 255, np.uint8), view, [], [], True)   # a lamp where it was
+    assert loop.normal == normal

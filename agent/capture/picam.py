@@ -15,6 +15,7 @@ camera in agent/sim/vcam raises on any other).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 import logging
@@ -141,6 +142,8 @@ class Picamera2Source:
         if crop is not None and len(crop) == 4:
             view = View(tuple(int(v) for v in crop), (w, h), int(meta.get("ExposureTime", 0)),
                         float(meta.get("AnalogueGain", 1.0)))
+            if self.loop is not None and self.loop.is_short(view):
+                view = replace(view, short=True)       # a bracket's short frame, for the decoder
         return Frame(yuv[:h, :w], t, self._i, view)  # Y plane of YUV420: the top h rows
 
     def steer(self, frame: Frame, result: Any, active: bool) -> None:

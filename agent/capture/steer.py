@@ -99,10 +99,17 @@ class View:
     size: tuple[int, int]                 # stream width, height
     exposure_us: int = 0
     gain: float = 1.0
+    #: a bracket's short exposure (the capture loop's: CaptureLoop.is_short), which the decoder
+    #: reads with the reflection's veil levelled away
+    short: bool = False
 
     def to_array(self, pts: np.ndarray) -> np.ndarray:
         x, y, w, h = self.crop
         return np.asarray(pts, np.float64) * (w / self.size[0], h / self.size[1]) + (x, y)
+
+    def from_array(self, pts: np.ndarray) -> np.ndarray:
+        x, y, w, h = self.crop
+        return (np.asarray(pts, np.float64) - (x, y)) * (self.size[0] / w, self.size[1] / h)
 
     @property
     def scale(self) -> float:
@@ -151,6 +158,8 @@ class CaptureLoop:
         #: False: crop only, the camera keeps its own auto exposure (a webcam that refuses manual
         #: exposure: agent/capture/v4l2.py)
         self.exposure = True
+        #: the most analogue gain the camera gives (a webcam's exposure time alone: 1)
+        self.max_gain = MAX_GAIN
 
     def crop_only(self) -> None:
         """The camera refused exposure control: keep to the crop, stop metering and bracketing."""
@@ -189,19 +198,20 @@ class CaptureLoop:
 
     # -- exposure ------------------------------------------------------------------------------
 
-    def _meter(self, gray: np.ndarray, view: View, frame_box: np.ndarray) -> tuple[float | None, float, bool]:
-        """(screen white per unit of exposure x gain or None, share saturated, white saturated?)"""
+    def _meter(self, gray: np.ndarray, view: View, frame_box: np.ndarray) -> tuple[float | None, float, bool, float]:
+        """(screen white per unit of exposure x gain or None, share saturated in and around the
+        box, white saturated?, share saturated in the box)"""
         h, w = gray.shape
         x0, y0 = np.clip(np.floor(frame_box.min(0)), 0, [w - 1, h - 1]).astype(int)
         x1, y1 = np.clip(np.ceil(frame_box.max(0)), 1, [w, h]).astype(int)
         region = gray[y0:y1, x0:x1]
         if region.size < 64:
-            return None, 0.0, False
+            return None, 0.0, False, 0.0
         region = region[::2, ::2] if region.size > 40000 else region
-        saturated = float((region >= SATURATED).mean())
+        saturated = clipped = float((region >= SATURATED).mean())
         product = max(view.exposure_us * view.gain, 1.0)
         if saturated > WHITE_SATURATED:          # the screen's white itself is clipped
-            return None, saturated, True
+            return None, saturated, True, clipped
         # a reflection next to the box counts too: the box may be a part of the code (one finder
         # located), and a reflection over the rest is what keeps the code from being located
         margin = GLARE_MARGIN * (frame_box.max(0) - frame_box.min(0))
@@ -215,8 +225,8 @@ class CaptureLoop:
         lo, hi = np.percentile(vals, [5, 95])
         light = vals[vals > (lo + hi) / 2]
         if light.size < 16 or hi - lo < 8:
-            return None, saturated, False
-        return linear(float(np.median(light))) / product, saturated, False
+            return None, saturated, False, clipped
+        return linear(float(np.median(light))) / product, saturated, False, clipped
 
     def _controls_for(self, product: float) -> dict:
         t, g = split(product, self.frame_us)
@@ -248,9 +258,10 @@ class CaptureLoop:
             # held: the crop stays; the exposure cycle goes on, on the box last seen (a reflection
             # over a finder pattern hides the code in the normal frames of a bracket)
             if self.exposure and self.normal is not None and self._box is not None and meter:
-                inside = (self._box - view.crop[:2]) / view.scale
-                _, glare, white_saturated = self._meter(gray, view, inside)
-                self._expose(t, view, None, glare, white_saturated, controls)
+                # the box last seen may hold something else now: only the bracket cycle runs on
+                # it, the normal exposure is not changed from it
+                _, glare, _, clipped = self._meter(gray, view, view.from_array(self._box))
+                self._expose(t, view, None, glare, clipped, False, controls)
                 if t < self.trial_until and t < self.bracket_until:   # a reflection on the patch
                     self.trial_until = min(max(self.trial_until, t + TRIAL_S), self._trial_end)
                     self.search_after = self.trial_until + SEARCH_PAUSE_S
@@ -284,25 +295,35 @@ class CaptureLoop:
         self._box = box
         if not meter:       # the camera cannot say which exposure this frame got
             return controls
-        white, glare, white_saturated = self._meter(gray, view, frame_box)
-        self._expose(t, view, white, glare, white_saturated, controls)
+        white, glare, white_saturated, clipped = self._meter(gray, view, frame_box)
+        self._expose(t, view, white, glare, clipped, white_saturated, controls)
         return controls
 
-    def _expose(self, t: float, view: View, white: float | None, glare: float, white_saturated: bool,
-                controls: dict) -> None:
-        """The exposure after a metered frame: the normal one from the screen's white, and the
-        bracket cycle, driven by the exposure this frame really got (its metadata)."""
+    def is_short(self, view: View) -> bool:
+        """Whether a frame was taken with a bracket's short exposure (from its metadata)."""
         product = view.exposure_us * view.gain
-        short = self.normal is not None and product < self.normal / 2.5
+        return self.normal is not None and 0 < product < self.normal / 2.5
+
+    def _expose(self, t: float, view: View, white: float | None, glare: float, clipped: float,
+                white_saturated: bool, controls: dict) -> None:
+        """The exposure after a metered frame: the normal one from the screen's white, and the
+        bracket cycle, driven by the exposure this frame really got (its metadata). `glare`:
+        share clipped in and around the box; `clipped`: in it."""
+        # a camera that does not say what a frame got (0: a webcam without read-back) is metered
+        # as if at 1 us: the first exposure asked is then a probe, and frames say what they got
+        product = max(view.exposure_us * view.gain, 1.0)
+        short = self.is_short(view)
         new = None
         if short:
             # still clipped inside the code at this depth: the next short run goes deeper
-            if glare > STILL_CLIPPED and product <= 1.25 * self.normal / self.depth:
+            if clipped > STILL_CLIPPED and product <= 1.25 * self.normal / self.depth:
                 self.depth = min(self.depth * DEEPEN, MAX_BRACKET)
         elif white_saturated:
             new = product / 3
         elif white is not None:
             new = WHITE_TARGET / white
+        if new is not None:        # no more than the camera can give (a dim screen, a webcam)
+            new = min(new, self.frame_us * self.max_gain)
         if not short and not white_saturated and glare > GLARE_SHARE:
             self.bracket_until = t + BRACKET_HOLD_S
         changed = new is not None and (self.normal is None or abs(math.log(new / self.normal)) > 0.18)

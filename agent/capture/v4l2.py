@@ -34,7 +34,7 @@ import logging
 import math
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import cv2
@@ -180,6 +180,7 @@ class V4l2Source:
             self._stream = (min(self.cfg.width, array[0]), min(self.cfg.height, array[1]))
             frame_us = 1e6 / max(accepted.fps, 1.0)
             self.loop = CaptureLoop(array, self._stream, native_bin=1, frame_us=frame_us)
+            self.loop.max_gain = 1.0          # V4L2 sets the exposure time alone
             self.crop = self.loop.full
             self._exposure = ExposureControl(cap, frame_us)
             log.info("camera control auto: /dev/video%d in %s (the largest mode at %g fps or more); "
@@ -212,7 +213,10 @@ class V4l2Source:
         exposure_us, certain = self._exposure.label(self._i)
         if not certain:
             self._unmetered.append(self._i)
-        return Frame(gray, t, self._i, View((x, y, w, h), size, exposure_us, 1.0))
+        view = View((x, y, w, h), size, exposure_us, 1.0)
+        if certain and self.loop.is_short(view):
+            view = replace(view, short=True)           # a bracket's short frame, for the decoder
+        return Frame(gray, t, self._i, view)
 
     def steer(self, frame: Frame, result: Any, active: bool) -> None:
         """After a decoded (or idle-skipped, result None) frame: the next crop and exposure."""

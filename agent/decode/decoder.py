@@ -8,7 +8,6 @@ frame costs little more than plain zxing-cpp.
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -460,7 +459,6 @@ class FrameReader:
         self.tracks: list[_Track] = []
         self._next = 0
         self._frame = 0
-        self._products: deque[float] = deque(maxlen=6)   # exposure x gain of the last frames
 
     def read(self, frame: np.ndarray, active: bool = True, view=None) -> DecodeResult:
         """Decode one frame. `active=False` (a still, empty scene) skips the rotation unless
@@ -472,7 +470,7 @@ class FrameReader:
         if gray.ndim != 2 or min(gray.shape) < 21:
             return result
         self._frame += 1
-        short = self._short(view)
+        short = bool(getattr(view, "short", False))    # a bracket's short frame (the capture loop's)
         cascade = Cascade(gray, result, self.costs, self.second_stage)
         if not result.codes and self.rectify:
             cascade.rectify_candidates()
@@ -481,8 +479,8 @@ class FrameReader:
         if not result.codes and self.fuse:
             self._fuse(cascade, view)
         if not result.codes and self.order and (active or cascade.candidates):
-            for _ in range(self.per_frame):
-                if self.second_stage and short:     # a bracket's short frame
+            for i in range(self.per_frame):
+                if self.second_stage and short and i == 0:     # a bracket's short frame
                     cascade.run(STRATEGIES[GLARE_STRATEGY])
                 else:
                     cascade.run(STRATEGIES[self.order[self._next % len(self.order)]])
@@ -497,15 +495,6 @@ class FrameReader:
         self.tracks = [t for t in self.tracks if self._frame - t.last <= self.TRACK_FRAMES]
         result.ms = (time.perf_counter() - t0) * 1000
         return result
-
-    def _short(self, view) -> bool:
-        """Whether this frame is a short exposure among normal ones (the capture loop brackets a
-        reflection: agent/capture/steer.py), from the exposure each frame carries."""
-        product = view.exposure_us * view.gain if view is not None and view.exposure_us else 0.0
-        recent = max(self._products, default=0.0)
-        if product:
-            self._products.append(product)
-        return bool(product) and product < recent / 2.5
 
     def reset(self) -> None:
         """A new presentation: the strategy rotation from the start, no code followed any more."""
