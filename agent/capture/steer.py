@@ -19,8 +19,7 @@ decoder located in it, decide the next controls:
   not on what was asked: a short exposure is asked, and the normal one only once a short frame has
   arrived (however many frames the camera takes to apply controls, and a second request landing
   on the same frame cannot cancel the first); a short frame still clipped inside the code asks for
-  a deeper one next time (a reflection 3-20x the screen's white needs up to 1/35 of the normal
-  exposure to come out of saturation). It goes on while the code is briefly not located: a
+  a deeper one next time (see BRACKET). It goes on while the code is briefly not located: a
   reflection over a finder pattern hides the code in the normal frames, and the short ones are
   where it can be read.
 
@@ -67,8 +66,9 @@ WHITE_TARGET = 0.6
 BRACKET = 12.0
 DEEPEN = 2.0
 MAX_BRACKET = 32.0
-#: a short frame with more than this share of the box's surroundings still clipped goes deeper
-#: (a few modules' worth: the reflection's core hides a finder pattern)
+#: a short frame with more than this share of the box still clipped goes deeper (a few modules'
+#: worth: the reflection's core hides a finder pattern; a lamp beside the box, which clips at any
+#: exposure, does not count)
 STILL_CLIPPED = 0.0005
 #: normal frames seen between two short runs (each run lasts as long as the camera takes to
 #: apply the normal exposure again: 2-3 frames with libcamera)
@@ -201,10 +201,7 @@ class CaptureLoop:
     def _meter(self, gray: np.ndarray, view: View, frame_box: np.ndarray) -> tuple[float | None, float, bool, float]:
         """(screen white per unit of exposure x gain or None, share saturated in and around the
         box, white saturated?, share saturated in the box)"""
-        h, w = gray.shape
-        x0, y0 = np.clip(np.floor(frame_box.min(0)), 0, [w - 1, h - 1]).astype(int)
-        x1, y1 = np.clip(np.ceil(frame_box.max(0)), 1, [w, h]).astype(int)
-        region = gray[y0:y1, x0:x1]
+        region = gray[_slices(frame_box, gray.shape)]
         if region.size < 64:
             return None, 0.0, False, 0.0
         region = region[::2, ::2] if region.size > 40000 else region
@@ -215,9 +212,7 @@ class CaptureLoop:
         # a reflection next to the box counts too: the box may be a part of the code (one finder
         # located), and a reflection over the rest is what keeps the code from being located
         margin = GLARE_MARGIN * (frame_box.max(0) - frame_box.min(0))
-        gx0, gy0 = np.clip(np.floor(frame_box.min(0) - margin), 0, [w - 1, h - 1]).astype(int)
-        gx1, gy1 = np.clip(np.ceil(frame_box.max(0) + margin), 1, [w, h]).astype(int)
-        around = gray[gy0:gy1:2, gx0:gx1:2]
+        around = gray[_slices(frame_box, gray.shape, margin, step=2)]
         saturated = max(saturated, float((around >= SATURATED).mean()))
         # the light modules: the median of what is above the mid level, without the clipped
         # pixels of a reflection (its rim is a minority of the light modules)
@@ -423,6 +418,16 @@ def textured_box(gray: np.ndarray) -> np.ndarray | None:
 
 def _inside(p: np.ndarray, box: np.ndarray) -> bool:
     return bool(box[:, 0].min() <= p[0] <= box[:, 0].max() and box[:, 1].min() <= p[1] <= box[:, 1].max())
+
+
+def _slices(box: np.ndarray, shape: tuple[int, ...], margin: np.ndarray | float = 0.0,
+            step: int = 1) -> tuple[slice, slice]:
+    """The rows and columns of a frame of `shape` that a box (corners, stream pixels) covers,
+    widened by `margin` on each side, clipped to the frame."""
+    h, w = shape[:2]
+    x0, y0 = np.clip(np.floor(box.min(0) - margin), 0, [w - 1, h - 1]).astype(int)
+    x1, y1 = np.clip(np.ceil(box.max(0) + margin), 1, [w, h]).astype(int)
+    return slice(y0, y1, step), slice(x0, x1, step)
 
 
 def _near_union(box: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
