@@ -102,11 +102,13 @@ class Station:
         self.last_view = (frame.gray, result.codes, result.guidance, frame.view)
         if result.codes or result.candidates:
             self.scene.hold(frame.t)
-        if steer is not None:
-            steer(frame, result, active or bool(result.codes or result.candidates))
         decisions = self.presenter.on_frame(frame.t, result)
         for d in decisions:
             self._act(d)
+        if steer is not None:
+            # after acting: a check-in that could not be stored is not handled (forget())
+            steer(frame, result, active or bool(result.codes or result.candidates),
+                  self.presenter.handled(result.codes))
         return decisions
 
     def _act(self, d: Decision) -> None:

@@ -189,23 +189,32 @@ def test_station_shows_crop_and_exposure_and_dates_the_checkin_at_capture(vcam, 
     cfg.feedback.backend = "none"
     cfg.camera.source, cfg.camera.control = "picamera2", "auto"
     station = Station(cfg, feedback=Feedback(NoOutput()))
-    ph = phone(4, centre_px=np.array([1500.0, 1000.0]), distance=0.25)
+    ph = phone(4, centre_px=np.array([1500.0, 1000.0]), distance=0.34)   # read once zoomed
     vcam.SCENE = vcam.Scene([ph])
     src = Picamera2Source(cfg.camera, factory=vcam.Picamera2)
     station.source = src
     src.open()
     try:
-        checked_in_from = None
+        checked_in_from, following, after = None, None, []
         for _ in range(45):
             f = src.read()
+            before = checked_in_from is None
             if station.step(f) and station.counters.checkins and checked_in_from is None:
                 checked_in_from = time.time() - (time.monotonic() - f.t)   # the frame's wall time
+            camera = station.status().camera
+            if before and camera.view.crop != [0, 0, 4608, 2592]:     # up to the check-in's frame
+                following = (camera, station.snapshot())
+            elif not before:
+                after.append(camera.view.crop)
     finally:
         src.close()
-    camera = station.status().camera
+    assert following is not None, "the crop never followed the code before its check-in"
+    camera, snapshot = following
     assert camera.controls.control == "auto" and camera.view.crop != [0, 0, 4608, 2592]
     assert camera.view.exposure_us > 0 and camera.view.gain >= 1.0 and camera.controls.state
-    assert station.snapshot()[:2] == b"\xff\xd8"
+    assert snapshot[:2] == b"\xff\xd8"
+    # checked in: the loop lets go of the code (controls land 2-3 frames later: the whole field)
+    assert after[3:] and all(c == [0, 0, 4608, 2592] for c in after[3:]), str(after)
     row = station.outbox.recent(1)[0]
     assert checked_in_from is not None
     assert abs(datetime.fromisoformat(row.payload["read_at"]).timestamp() - checked_in_from) < 0.05
@@ -376,3 +385,56 @@ def test_no_exposure_metadata_or_a_stale_box_never_upsets_the_exposure():
     normal = loop.normal
     loop.update(8 / 14, np.full((720, 1280), 255, np.uint8), view, [], [], True)   # a lamp where it was
     assert loop.normal == normal
+
+
+def test_a_handled_code_lets_go_of_the_crop_and_never_wins_it_again():
+    # the loop follows a code until the station has handled it; then the whole field at once, and
+    # that code (read, located or a textured patch at its place, moving with the hand) never wins
+    # the crop again while in view; a candidate elsewhere does; once gone, it is forgotten
+    from agent.capture.steer import HANDLED_FORGET_S, CaptureLoop, View
+    rng = np.random.default_rng(0)
+    gray = np.full((720, 1280), 60, np.uint8)
+    gray[60:260, 80:280] = rng.integers(0, 255, (200, 200), dtype=np.uint8)        # the sticker
+    sticker = np.array([[100.0, 80.0], [260.0, 80.0], [260.0, 240.0], [100.0, 240.0]])
+    full = View((0, 0, 4608, 2592), (1280, 720))
+    loop = CaptureLoop((4608, 2592), (1280, 720))
+    crop = loop.update(0.0, gray, full, [sticker], [], True)["ScalerCrop"]    # read: followed
+    zoomed = View(crop, (1280, 720))
+    inside = zoomed.from_array(full.to_array(sticker))
+    assert loop.update(0.05, gray, zoomed, [inside], [], True).get("ScalerCrop", crop) != full.crop
+    # handled: the whole field now, not LOST_S later
+    assert loop.update(0.1, gray, zoomed, [], [], True, handled=[inside])["ScalerCrop"] == full.crop
+    for i in range(30):       # in view for 1.5 s: read, located or only its texture, swaying a little
+        t, moved = 0.15 + 0.05 * i, sticker + (i % 5, -(i % 3))
+        controls = loop.update(t, gray, full, [], [moved] if i % 3 == 1 else [], True,
+                               whole=[moved] if i % 3 == 2 else [], handled=[moved] if i % 3 == 0 else [])
+        assert controls.get("ScalerCrop", full.crop) == full.crop, (i, controls)
+    # a patient elsewhere, located while the sticker is still read: the crop goes to the patient
+    patient = np.array([[800.0, 400.0], [900.0, 400.0], [900.0, 500.0], [800.0, 500.0]])
+    controls = loop.update(1.7, gray, full, [], [patient], True, whole=[patient], handled=[sticker])
+    x, y, w, h = controls["ScalerCrop"]
+    px = full.to_array(patient)
+    assert x < px[:, 0].min() and px[:, 0].max() < x + w and y < px[:, 1].min() and px[:, 1].max() < y + h
+    # the sticker gone for longer than HANDLED_FORGET_S: a code shown there may win the crop again
+    loop = CaptureLoop((4608, 2592), (1280, 720))
+    loop.update(0.0, gray, full, [], [], True, handled=[sticker])
+    assert loop.update(0.1, gray, full, [], [sticker], True, whole=[sticker]).get("ScalerCrop") is None
+    later = 0.1 + HANDLED_FORGET_S + 0.1
+    assert "ScalerCrop" in loop.update(later, gray, full, [], [sticker], True, whole=[sticker])
+
+
+@pytest.mark.slow
+def test_a_non_card_code_held_in_a_corner_does_not_keep_patients_out_of_view(vcam):
+    # an audit's scene: a readable QR that is not a card (a sticker, a bystander's phone) held in a
+    # corner all along, and four patients presented elsewhere: each is read within 2 s
+    from agent.checkin import Presenter
+    sticker = phys.Phone("https://example.vn/wifi?ssid=benhvien", 0.0, 30.0, "medium", 11)
+    sticker.centre_px, sticker.distance, sticker.glare = np.array([700.0, 650.0]), 0.2, []
+    patients = [phone(20 + k, start=1.5 + 4.5 * k, duration=3.0, glare=[], distance=0.24,
+                      centre_px=np.array([2600.0 + 300 * (k % 2), 1500.0])) for k in range(4)]
+    vcam.SCENE = vcam.Scene([sticker] + patients)
+    src = Picamera2Source(CameraConfig(source="picamera2", control="auto", fps=30), factory=vcam.Picamera2)
+    _, out = drive(src, lambda: vcam._EPOCH[0], 1.5 + 4.5 * 4, presenter=Presenter())
+    assert first_read(out, sticker.text) is not None and first_read(out, sticker.text) < 1.5
+    late = [(k, first_read(out, p.text)) for k, p in enumerate(patients)]
+    assert all(r is not None and r - p.start <= 2.0 for (k, r), p in zip(late, patients)), late

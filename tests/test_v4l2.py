@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 
 import cv2
 import numpy as np
@@ -206,22 +207,32 @@ def test_status_and_snapshot_show_the_webcams_crop_and_exposure(tmp_path):
     cfg.feedback.backend = "none"
     cfg.camera.source, cfg.camera.control = "v4l2", "auto"
     station = Station(cfg, feedback=Feedback(NoOutput()))
-    cam = Webcam(UVC_1080, [phone(4, centre_px=np.array([1300.0, 900.0]), distance=0.24, glare=[])])
+    cam = Webcam(UVC_1080, [phone(4, centre_px=np.array([1300.0, 900.0]), distance=0.34, glare=[])])   # read once zoomed
     src = V4l2Source(cfg.camera, factory=lambda device: cam)
     station.source = src
     src.open()
     try:
-        for _ in range(30):
+        following, snapshot, after = None, None, []
+        for _ in range(60):
+            before = not station.counters.checkins
             station.step(src.read())
-        camera = station.status().camera
+            camera = station.status().camera
+            if before and camera.controls.state.startswith("following code"):   # up to the check-in
+                following, snapshot = camera, station.snapshot()
+            elif not before:
+                after.append(camera.view.crop)
     finally:
         src.close()
+    assert following is not None, "the crop never followed the code before its check-in"
+    camera = following
     assert camera.source == "v4l2" and camera.controls.mode == "1920x1080 MJPG at 30 fps"
     assert camera.view.crop != [0, 0, 1920, 1080] and camera.view.exposure_us > 0
     assert camera.controls.exposure_control == "manual" and camera.controls.state.startswith("following code")
-    assert _view(camera).startswith("; crop 1280x720+")
+    assert re.match(r"; crop \d+x\d+\+\d+\+\d+, exposure \d+ us", _view(camera)), _view(camera)
     assert station.counters.checkins == 1
-    assert station.snapshot()[:2] == b"\xff\xd8"
+    assert snapshot[:2] == b"\xff\xd8"
+    # checked in: the loop lets go of the code (a software crop: the next frame is the whole field)
+    assert after[1:] and all(c == [0, 0, 1920, 1080] for c in after[1:]), after
     station.outbox.close()
 
 

@@ -15,6 +15,7 @@ camera in agent/sim/vcam raises on any other).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -146,13 +147,14 @@ class Picamera2Source:
                 view = replace(view, short=True)       # a bracket's short frame, for the decoder
         return Frame(yuv[:h, :w], t, self._i, view)  # Y plane of YUV420: the top h rows
 
-    def steer(self, frame: Frame, result: Any, active: bool) -> None:
-        """After a decoded (or idle-skipped, result None) frame: the loop's next controls."""
+    def steer(self, frame: Frame, result: Any, active: bool, handled: Iterable[str] = ()) -> None:
+        """After a decoded (or idle-skipped, result None) frame: the loop's next controls.
+        `handled`: texts of this frame's codes the station has handled (the loop lets go of them)."""
         if self.loop is None or self.cam is None or frame.view is None:
             return
-        read, located, whole = decoded_boxes(result)
+        read, located, whole, done = decoded_boxes(result, handled)
         controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view, read,
-                                    located, active and result is not None, whole=whole)
+                                    located, active and result is not None, whole=whole, handled=done)
         controls = {k: v for k, v in controls.items() if k in self._available}
         if controls:
             try:

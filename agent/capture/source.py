@@ -34,8 +34,9 @@ class FrameSource(Protocol):
     def read(self) -> Frame | None:
         """The next frame; None when a finished replay has nothing more (not an error)."""
     def close(self) -> None: ...
-    # optional: `steer(frame, result, active)`, a source that controls its camera from what the
-    # decoder located (agent/capture/steer.py); `control_status()` for status and snapshots
+    # optional: `steer(frame, result, active, handled)`, a source that controls its camera from what
+    # the decoder located and lets go of the codes the station has handled (agent/capture/steer.py);
+    # `control_status()` for status and snapshots
 
 
 def now() -> float:

@@ -22,6 +22,11 @@ decoder located in it, decide the next controls:
   a deeper one next time (see BRACKET). It goes on while the code is briefly not located: a
   reflection over a finder pattern hides the code in the normal frames, and the short ones are
   where it can be read.
+- **Letting go**: a code the station has handled (checked in, already read, or rejected as not a
+  card) has nothing more to give: the loop goes back to the whole field at once, and that code
+  (followed by its place, as it moves with the hand) never wins the crop again while it stays in
+  view. A sticker on the counter, a bystander's phone or the previous patient still holding up a
+  card would otherwise keep the crop on itself, and the next patient, elsewhere, out of the view.
 
 Pure logic on frames and their metadata: no camera, no clock (tests drive it directly).
 Coordinates are the sensor's pixel array (libcamera's ScalerCrop convention).
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 import cv2
@@ -87,6 +93,18 @@ GAIN_STEP = 4.0
 MAX_GAIN = 16.0
 LONG_US = 30000
 SATURATED = 250
+#: a handled code, or a candidate at its place, not seen this long is forgotten (it has left the
+#: view): a new phone shown there may win the crop again. Longer than the gaps in which a code in
+#: view is not located (a reflection crossing a finder), shorter than a patient takes to lower one
+#: phone and raise the next (1.5 s and more at a counter)
+HANDLED_FORGET_S = 1.0
+#: a candidate whose centre lies within a handled code's box widened by this share of its size on
+#: each side is that code (the hand sways it by 4-10 mm a second, up to a fifth of a 4-5 cm code)
+HANDLED_MARGIN = 0.25
+#: the search for a textured patch leaves out this share of a handled code's size on each side of
+#: it: the rest of the phone showing it (a VssID card screen puts text, a photo and the card's
+#: frame around the code, about 1.6 code sides wide and 3 tall) is not a new code either
+HANDLED_PHONE = 1.0
 #: more of the code than this clipped: its white is (a reflection alone covers less)
 WHITE_SATURATED = 0.35
 GAMMA = 2.2      # the Y plane's tone curve, close to the Pi ISP's default
@@ -155,6 +173,8 @@ class CaptureLoop:
         self._trial_end = -1.0
         self.search_after = -1.0
         self._patch: np.ndarray | None = None
+        #: codes the station has handled: [box in array pixels, last seen] (see Letting go)
+        self._handled: list[list] = []
         #: False: crop only, the camera keeps its own auto exposure (a webcam that refuses manual
         #: exposure: agent/capture/v4l2.py)
         self.exposure = True
@@ -231,21 +251,28 @@ class CaptureLoop:
 
     def update(self, t: float, gray: np.ndarray | None, view: View, read: list[np.ndarray],
                located: list[np.ndarray], active: bool, meter: bool = True,
-               whole: list[np.ndarray] | None = None) -> dict:
+               whole: list[np.ndarray] | None = None, handled: list[np.ndarray] | None = None) -> dict:
         """The controls to set after this frame ({} for none). `read`: corners of the codes read in
-        it, `located`: of those located but not read (stream pixels); `whole`: those of the located
-        whose QR version zxing-cpp read, so a whole code (`whole_codes`), which the crop zooms onto
-        as onto a read code (it is too few pixels per module to read, not a part of a code).
-        `meter=False`: the camera cannot say which exposure this frame got (a webcam just after a
-        change): not metered."""
+        it and not yet handled, `located`: of those located but not read (stream pixels); `whole`:
+        those of the located whose QR version zxing-cpp read, so a whole code (`whole_codes`),
+        which the crop zooms onto as onto a read code (it is too few pixels per module to read, not
+        a part of a code). `handled`: corners of the codes read in it that the station has handled
+        (see Letting go). `meter=False`: the camera cannot say which exposure this frame got (a
+        webcam just after a change): not metered."""
         controls: dict = {}
         if not active or gray is None:
             return self._reset(controls)
+        self._forget_handled(t)
+        if handled:
+            self._let_go(t, view, handled)
+        located = self._unhandled(t, view, located)
+        whole = self._unhandled(t, view, whole or [])
         sized = bool(whole) and not read
         boxes, fill = (read, FILL) if read else (whole, FILL) if sized else (located, FILL_LOCATED)
         if boxes:
             self.last_seen, self.trial_until = t, -1.0
-        elif self.crop == self.full and t >= self.search_after and (found := self._still_patch(gray)) is not None:
+        elif (self.crop == self.full and t >= self.search_after
+              and (found := self._still_patch(gray, self._handled_in(view))) is not None):
             boxes, fill = [found], FILL          # the patch is the phone: already a margin
             self.trial_until, self.search_after = t + TRIAL_S, t + TRIAL_S + SEARCH_PAUSE_S
             self._trial_end = t + TRIAL_MAX_S
@@ -271,7 +298,7 @@ class CaptureLoop:
         if not read and not sized and located and self.crop == self.full:
             # zxing-cpp often locates a part of a code it cannot read (one finder's worth, as a
             # Micro QR): the textured patch around the candidate is the code's real extent
-            patch = textured_box(gray)
+            patch = textured_box(gray, self._handled_in(view))
             if patch is not None and _inside(frame_box.mean(0), patch):
                 frame_box, fill = _union(frame_box, patch), FILL
         box = view.to_array(frame_box)
@@ -351,10 +378,58 @@ class CaptureLoop:
             self._normals = 0
         controls.update(self._controls_for(self.normal / self.depth if kind == "short" else self.normal))
 
-    def _still_patch(self, gray: np.ndarray) -> np.ndarray | None:
+    # -- letting go of handled codes -----------------------------------------------------------
+
+    def _let_go(self, t: float, view: View, handled: list[np.ndarray]) -> None:
+        """Codes the station has handled: remembered by their place (array pixels), and the crop
+        and exposure that followed them go back to the whole field now (nothing held, no trial)."""
+        for corners in handled:
+            box = view.to_array(corners)
+            i = self._handled_index(box)
+            if i is None:
+                self._handled.append([box, t])
+            else:
+                self._handled[i] = [box, t]
+        # nothing holds the crop on it: unless another candidate wins this frame, the whole field
+        self.last_seen = self.trial_until = -1e9
+
+    def _handled_index(self, box: np.ndarray) -> int | None:
+        """The handled code at `box`'s place (its centre inside the handled box, widened), or None."""
+        centre = box.mean(0)
+        for i, (known, _) in enumerate(self._handled):
+            margin = HANDLED_MARGIN * (known.max(0) - known.min(0))
+            if np.all(centre >= known.min(0) - margin) and np.all(centre <= known.max(0) + margin):
+                return i
+        return None
+
+    def _unhandled(self, t: float, view: View, boxes: list[np.ndarray]) -> list[np.ndarray]:
+        """The candidates (stream corners) that are not a handled code; one that is, keeps it
+        remembered (a code handled when read up close is only located in the whole field)."""
+        keep = []
+        for corners in boxes:
+            i = self._handled_index(view.to_array(corners)) if self._handled else None
+            if i is None:
+                keep.append(corners)
+            else:
+                self._handled[i][1] = t
+        return keep
+
+    def _forget_handled(self, t: float) -> None:
+        self._handled = [h for h in self._handled if t - h[1] <= HANDLED_FORGET_S]
+
+    def _handled_in(self, view: View) -> list[np.ndarray]:
+        """The handled codes' phones in this frame's stream pixels: kept out of the search."""
+        out = []
+        for box, _ in self._handled:
+            corners = view.from_array(box)
+            margin = HANDLED_PHONE * (corners.max(0) - corners.min(0))
+            out.append(_union(corners - margin, corners + margin))
+        return out
+
+    def _still_patch(self, gray: np.ndarray, exclude: list[np.ndarray] | None = None) -> np.ndarray | None:
         """A textured patch found in two successive frames at the same place: a phone that has
         stopped moving (a crop on one still sliding into view would miss it)."""
-        found, previous = textured_box(gray), self._patch
+        found, previous = textured_box(gray, exclude), self._patch
         self._patch = found
         if found is None or previous is None:
             return None
@@ -376,14 +451,18 @@ class CaptureLoop:
         return controls
 
 
-def decoded_boxes(result: Any) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+def decoded_boxes(result: Any, handled: Iterable[str] = ()) -> tuple[list[np.ndarray], list[np.ndarray],
+                                                                    list[np.ndarray], list[np.ndarray]]:
     """What a source hands the loop of a DecodeResult (None: an idle-skipped frame): the corners
-    of the codes read, of those located but not read, and of the whole codes among the located."""
+    of the codes read and not handled, of those located but not read, of the whole codes among the
+    located, and of the codes read whose text the station has handled (`handled`)."""
     if result is None:
-        return [], [], []
-    return ([np.array(c.corners, np.float64) for c in result.codes],
+        return [], [], [], []
+    done = set(handled)
+    return ([np.array(c.corners, np.float64) for c in result.codes if c.text not in done],
             [np.asarray(p, np.float64) for p in getattr(result, "unread", [])],
-            whole_codes(getattr(result, "located", [])))
+            whole_codes(getattr(result, "located", [])),
+            [np.array(c.corners, np.float64) for c in result.codes if c.text in done])
 
 
 def whole_codes(located: list[tuple[np.ndarray, int | None]]) -> list[np.ndarray]:
@@ -392,16 +471,19 @@ def whole_codes(located: list[tuple[np.ndarray, int | None]]) -> list[np.ndarray
     return [np.asarray(c, np.float64) for c, n in located if n is not None and n >= WHOLE_MODULES]
 
 
-def textured_box(gray: np.ndarray) -> np.ndarray | None:
+def textured_box(gray: np.ndarray, exclude: list[np.ndarray] | None = None) -> np.ndarray | None:
     """The most code-like patch of a frame in which the decoder located nothing (a code too
     small for its finder patterns to be found, or one whose finder a reflection hides): dense
-    edges in a compact, square-ish blob. Corners in stream pixels, or None. About 3 ms for
-    1280x720 on a PC: it runs only while the whole field shows an unlocated, changing scene."""
+    edges in a compact, square-ish blob, outside the `exclude` boxes (stream corners: codes
+    already handled). Corners in stream pixels, or None. About 3 ms for 1280x720 on a PC: it runs
+    only while the whole field shows an unlocated, changing scene."""
     h, w = gray.shape
     small = cv2.resize(gray, (w // 4, h // 4), interpolation=cv2.INTER_AREA).astype(np.float32)
     mag = np.abs(cv2.Sobel(small, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(small, cv2.CV_32F, 0, 1))
     energy = cv2.blur(mag, (5, 5))
     mask = (energy > max(4 * float(np.median(energy)), 40.0)).astype(np.uint8)
+    for box in exclude or []:
+        mask[_slices(box / 4, mask.shape)] = 0
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((7, 7), np.uint8))   # no thin edges
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask)
     best = None

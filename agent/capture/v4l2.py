@@ -34,6 +34,7 @@ import logging
 import math
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -218,14 +219,16 @@ class V4l2Source:
             view = replace(view, short=True)           # a bracket's short frame, for the decoder
         return Frame(gray, t, self._i, view)
 
-    def steer(self, frame: Frame, result: Any, active: bool) -> None:
-        """After a decoded (or idle-skipped, result None) frame: the next crop and exposure."""
+    def steer(self, frame: Frame, result: Any, active: bool, handled: Iterable[str] = ()) -> None:
+        """After a decoded (or idle-skipped, result None) frame: the next crop and exposure.
+        `handled`: texts of this frame's codes the station has handled (the loop lets go of them)."""
         if self.loop is None or self._cap is None or frame.view is None:
             return
-        read, located, _ = decoded_boxes(result)   # the whole-code zoom is measured on picamera2 only
+        # the whole-code zoom is measured on picamera2 only
+        read, located, _, done = decoded_boxes(result, handled)
         controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view, read,
                                     located, active and result is not None,
-                                    meter=frame.index not in self._unmetered)
+                                    meter=frame.index not in self._unmetered, handled=done)
         if "ScalerCrop" in controls:
             self.crop = tuple(int(v) for v in controls["ScalerCrop"])   # software: the next frame
         if not self._exposure.apply(controls, self._i):

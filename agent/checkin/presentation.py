@@ -60,6 +60,12 @@ class Presenter:
         self._last_candidate_t = -1e9
         self._last_try_again = -1e9
         self._reasons: Counter[str] = Counter()   # guidance of the frames since the last TRY_AGAIN
+        self._keys: dict[str, str] = {}          # the last frame's codes: text -> card key
+
+    def handled(self, codes: list) -> list[str]:
+        """The texts of a frame's codes (those on_frame just saw) that have had their decision
+        (checked in, already read, rejected) and are remembered: the capture loop lets go of them."""
+        return [c.text for c in codes if self._keys.get(c.text) in self._last_seen]
 
     def forget(self, key: str) -> None:
         """The check-in could not be stored: the next presentation of this card must try again."""
@@ -69,10 +75,12 @@ class Presenter:
     def on_frame(self, t: float, result: DecodeResult, today: date | None = None) -> list[Decision]:
         decisions: list[Decision] = []
         self._expire(t)
+        self._keys = {}
         for code in result.codes:
             payload = code.raw or code.text
             read = read_card(payload, today)
             key = card_key(read, payload)
+            self._keys[code.text] = key
             last = self._last_seen.get(key)
             self._last_seen[key] = t
             if last is not None and t - last <= self.gap_s:
