@@ -106,7 +106,7 @@ class WriterStatus(WorkerStatus):
 
 @dataclass
 class ViewStatus:
-    """The crop and exposure of the newest frame (agent.capture.steer.View)."""
+    """The crop and exposure of the newest frame (agent.capture.view.View)."""
     crop: list[int]
     exposure_us: int = 0
     gain: float = 1.0

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from agent.capture.picam import Picamera2Source
+from agent.capture.view import Seen
 from agent.config import CameraConfig
 from agent.sim import camera as phys
 from agent.sim.payloads import bhyt
@@ -234,7 +235,8 @@ def test_a_whole_code_located_but_unread_is_zoomed_onto_not_the_textured_patch_a
     # a far code zxing-cpp located with its version (65 modules) but cannot read at 2.6 px a module,
     # on a phone whose text and glare make the textured patch around it 3x the code: the crop is
     # set from the code (as for a read code), not widened to the patch (which gave no zoom at all)
-    from agent.capture.steer import FILL, CaptureLoop, View, textured_box, whole_codes
+    from agent.capture.steer import FILL, CaptureLoop, textured_box
+    from agent.capture.view import View, whole_codes
     rng = np.random.default_rng(0)
     gray = np.full((720, 1280), 60, np.uint8)
     gray[200:500, 300:780] = rng.integers(0, 255, (300, 480), dtype=np.uint8)   # the textured phone
@@ -244,14 +246,14 @@ def test_a_whole_code_located_but_unread_is_zoomed_onto_not_the_textured_patch_a
     view = View((0, 0, 4608, 2592), (1280, 720))
     assert [len(w) for w in whole_codes([(code, 65), (code / 2, 17), (code, None)])] == [4]
     loop = CaptureLoop((4608, 2592), (1280, 720))
-    controls = loop.update(0.0, gray, view, [], [code], True, whole=whole_codes([(code, 65)]))
+    controls = loop.update(0.0, gray, view, Seen([], [code], whole=whole_codes([(code, 65)])), True)
     x, y, w, h = controls["ScalerCrop"]
     assert h == pytest.approx(170 * 3.6 / FILL, rel=0.05)                     # the code fills FILL of it
     box = view.to_array(code)
     assert x < box[:, 0].min() and box[:, 0].max() < x + w and y < box[:, 1].min() and box[:, 1].max() < y + h
     # a candidate without a version read (possibly a part of a code) still takes the patch's extent
     loop = CaptureLoop((4608, 2592), (1280, 720))
-    controls = loop.update(0.0, gray, view, [], [code], True)
+    controls = loop.update(0.0, gray, view, Seen([], [code]), True)
     assert controls.get("ScalerCrop", (0, 0, 4608, 2592))[2] > 2 * w
 
 
@@ -272,7 +274,7 @@ class Bench:
         self.latency, self.product, self.pending, self.seq = latency, product, [], 0
 
     def frame(self):
-        from agent.capture.steer import View
+        from agent.capture.view import View
         self.seq += 1
         for at, c in [p for p in self.pending if p[0] <= self.seq]:
             if "ExposureTime" in c:
@@ -294,7 +296,7 @@ def bracket_run(glare: float, latency, frames: int = 60):
         gray, view = cam.frame()
         products.append(view.exposure_us * view.gain)
         clipped.append(int((gray >= 250).sum()))
-        cam.set(loop.update(i / 14, gray, view, [], [Bench.BOX], True)) if i >= 0 else None
+        cam.set(loop.update(i / 14, gray, view, Seen([], [Bench.BOX]), True)) if i >= 0 else None
     return loop, np.array(products[20:]), np.array(clipped[20:])
 
 
@@ -351,7 +353,8 @@ def test_an_unread_code_located_in_parts_is_framed_whole_not_one_part():
     # centred on both (centred on the larger alone, it cut the rest of the code off: a far code on
     # a dim screen under two reflections read at 1.93 s, 0.53 s with this); a candidate far away
     # (another phone, a pattern on the counter) is not framed with them
-    from agent.capture.steer import CaptureLoop, View
+    from agent.capture.steer import CaptureLoop
+    from agent.capture.view import View
     gray = np.full((720, 1280), 60, np.uint8)
     upper = np.array([[250.0, 150.0], [350.0, 150.0], [350.0, 250.0], [250.0, 250.0]])
     lower = np.array([[335.0, 245.0], [425.0, 245.0], [425.0, 335.0], [335.0, 335.0]])
@@ -359,31 +362,32 @@ def test_an_unread_code_located_in_parts_is_framed_whole_not_one_part():
     view = View((1000, 800, 2304, 1296), (1280, 720))              # already zoomed 2x
     loop = CaptureLoop((4608, 2592), (1280, 720))
     loop.crop = view.crop
-    x, y, w, h = loop.update(0.0, gray, view, [], [upper, lower, far], True)["ScalerCrop"]
+    x, y, w, h = loop.update(0.0, gray, view, Seen([], [upper, lower, far]), True)["ScalerCrop"]
     both = view.to_array(np.vstack([upper, lower]))
     centre = (both.min(0) + both.max(0)) / 2
     assert abs(x + w / 2 - centre[0]) < 8 and abs(y + h / 2 - centre[1]) < 8
 
 
 def test_no_exposure_metadata_or_a_stale_box_never_upsets_the_exposure():
-    from agent.capture.steer import CaptureLoop, View
+    from agent.capture.steer import CaptureLoop
+    from agent.capture.view import View
     # a webcam that does not report its exposure (0) showing a clipped screen: a probe, no error
     loop = CaptureLoop((1920, 1080), (1280, 720), frame_us=33_333)
     loop.max_gain = 1.0
     white = np.full((720, 1280), 255, np.uint8)
-    controls = loop.update(0.0, white, View((0, 0, 1920, 1080), (1280, 720), 0, 1.0), [], [Bench.BOX], True)
+    controls = loop.update(0.0, white, View((0, 0, 1920, 1080), (1280, 720), 0, 1.0), Seen([], [Bench.BOX]), True)
     assert controls["ExposureTime"] > 0 and loop.normal > 0
     # never more than the camera can give: a dim screen on a webcam (exposure time alone)
     dim = np.where(np.indices((720, 1280)).sum(0) % 20 < 10, 12, 2).astype(np.uint8)
-    loop.update(0.1, dim, View((0, 0, 1920, 1080), (1280, 720), 30_000, 1.0), [], [Bench.BOX], True)
+    loop.update(0.1, dim, View((0, 0, 1920, 1080), (1280, 720), 30_000, 1.0), Seen([], [Bench.BOX]), True)
     assert loop.normal <= 33_333
     # the code briefly not located: the box it was in is not metered for the normal exposure
     cam, loop = Bench(glare=0.0, latency=lambda: 2), CaptureLoop((4608, 2592), (1280, 720))
     for i in range(8):
         gray, view = cam.frame()
-        cam.set(loop.update(i / 14, gray, view, [], [Bench.BOX], True))
+        cam.set(loop.update(i / 14, gray, view, Seen([], [Bench.BOX]), True))
     normal = loop.normal
-    loop.update(8 / 14, np.full((720, 1280), 255, np.uint8), view, [], [], True)   # a lamp where it was
+    loop.update(8 / 14, np.full((720, 1280), 255, np.uint8), view, Seen([], []), True)   # a lamp where it was
     assert loop.normal == normal
 
 
@@ -391,36 +395,36 @@ def test_a_handled_code_lets_go_of_the_crop_and_never_wins_it_again():
     # the loop follows a code until the station has handled it; then the whole field at once, and
     # that code (read, located or a textured patch at its place, moving with the hand) never wins
     # the crop again while in view; a candidate elsewhere does; once gone, it is forgotten
-    from agent.capture.steer import HANDLED_FORGET_S, CaptureLoop, View
+    from agent.capture.steer import HANDLED_FORGET_S, CaptureLoop
+    from agent.capture.view import View
     rng = np.random.default_rng(0)
     gray = np.full((720, 1280), 60, np.uint8)
     gray[60:260, 80:280] = rng.integers(0, 255, (200, 200), dtype=np.uint8)        # the sticker
     sticker = np.array([[100.0, 80.0], [260.0, 80.0], [260.0, 240.0], [100.0, 240.0]])
     full = View((0, 0, 4608, 2592), (1280, 720))
     loop = CaptureLoop((4608, 2592), (1280, 720))
-    crop = loop.update(0.0, gray, full, [sticker], [], True)["ScalerCrop"]    # read: followed
+    crop = loop.update(0.0, gray, full, Seen([sticker], []), True)["ScalerCrop"]    # read: followed
     zoomed = View(crop, (1280, 720))
     inside = zoomed.from_array(full.to_array(sticker))
-    assert loop.update(0.05, gray, zoomed, [inside], [], True).get("ScalerCrop", crop) != full.crop
+    assert loop.update(0.05, gray, zoomed, Seen([inside], []), True).get("ScalerCrop", crop) != full.crop
     # handled: the whole field now, not LOST_S later
-    assert loop.update(0.1, gray, zoomed, [], [], True, handled=[inside])["ScalerCrop"] == full.crop
+    assert loop.update(0.1, gray, zoomed, Seen([], [], handled=[inside]), True)["ScalerCrop"] == full.crop
     for i in range(30):       # in view for 1.5 s: read, located or only its texture, swaying a little
         t, moved = 0.15 + 0.05 * i, sticker + (i % 5, -(i % 3))
-        controls = loop.update(t, gray, full, [], [moved] if i % 3 == 1 else [], True,
-                               whole=[moved] if i % 3 == 2 else [], handled=[moved] if i % 3 == 0 else [])
+        controls = loop.update(t, gray, full, Seen([], [moved] if i % 3 == 1 else [], whole=[moved] if i % 3 == 2 else [], handled=[moved] if i % 3 == 0 else []), True)
         assert controls.get("ScalerCrop", full.crop) == full.crop, (i, controls)
     # a patient elsewhere, located while the sticker is still read: the crop goes to the patient
     patient = np.array([[800.0, 400.0], [900.0, 400.0], [900.0, 500.0], [800.0, 500.0]])
-    controls = loop.update(1.7, gray, full, [], [patient], True, whole=[patient], handled=[sticker])
+    controls = loop.update(1.7, gray, full, Seen([], [patient], whole=[patient], handled=[sticker]), True)
     x, y, w, h = controls["ScalerCrop"]
     px = full.to_array(patient)
     assert x < px[:, 0].min() and px[:, 0].max() < x + w and y < px[:, 1].min() and px[:, 1].max() < y + h
     # the sticker gone for longer than HANDLED_FORGET_S: a code shown there may win the crop again
     loop = CaptureLoop((4608, 2592), (1280, 720))
-    loop.update(0.0, gray, full, [], [], True, handled=[sticker])
-    assert loop.update(0.1, gray, full, [], [sticker], True, whole=[sticker]).get("ScalerCrop") is None
+    loop.update(0.0, gray, full, Seen([], [], handled=[sticker]), True)
+    assert loop.update(0.1, gray, full, Seen([], [sticker], whole=[sticker]), True).get("ScalerCrop") is None
     later = 0.1 + HANDLED_FORGET_S + 0.1
-    assert "ScalerCrop" in loop.update(later, gray, full, [], [sticker], True, whole=[sticker])
+    assert "ScalerCrop" in loop.update(later, gray, full, Seen([], [sticker], whole=[sticker]), True)
 
 
 @pytest.mark.slow

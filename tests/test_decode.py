@@ -211,7 +211,7 @@ def veiled(text: str, glare: float = 12.0, seed: int = 0) -> np.ndarray:
 
 
 def test_a_code_under_a_reflection_reads_levelled_and_the_reader_levels_short_frames():
-    from agent.capture.steer import View
+    from agent.capture.view import View
     texts = [bhyt(random.Random(f"veil{i}")) for i in range(12)]
     frames = [veiled(t, seed=i) for i, t in enumerate(texts)]
     plain = sum(bool(decode_with(g, "plain").codes) for g in frames)

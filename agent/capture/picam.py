@@ -23,7 +23,8 @@ import logging
 
 
 from agent.capture.source import Frame, SourceError, now
-from agent.capture.steer import CaptureLoop, View, decoded_boxes
+from agent.capture.steer import CaptureLoop
+from agent.capture.view import Seen, View
 from agent.config import CameraConfig
 from agent.status_types import ControlStatus
 
@@ -152,9 +153,8 @@ class Picamera2Source:
         `handled`: texts of this frame's codes the station has handled (the loop lets go of them)."""
         if self.loop is None or self.cam is None or frame.view is None:
             return
-        read, located, whole, done = decoded_boxes(result, handled)
-        controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view, read,
-                                    located, active and result is not None, whole=whole, handled=done)
+        controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view,
+                                    Seen.of(result, handled), active and result is not None)
         controls = {k: v for k, v in controls.items() if k in self._available}
         if controls:
             try:

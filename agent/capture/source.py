@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from agent.capture.steer import View
+from agent.capture.view import View
 
 
 class SourceError(Exception):

@@ -35,24 +35,18 @@ Coordinates are the sensor's pixel array (libcamera's ScalerCrop convention).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from collections.abc import Iterable
-from typing import Any
+from enum import StrEnum
 
 import cv2
 import numpy as np
 
-from agent.status_types import ViewStatus
+from agent.capture.view import SATURATED, Seen, View
 
 #: the code's side as a share of the crop's height (the rest is margin for the hand's tremor)
 FILL = 0.6
 #: the same for a code located but not read (zxing-cpp may have located only a part of it) or
 #: a textured patch the loop found itself
 FILL_LOCATED = 0.35
-#: a located candidate whose QR version zxing-cpp read (so its modules a side) and which has at
-#: least this many is a whole model 2 code, not a part of one (a Micro QR candidate, 11-17
-#: modules, is often one finder of a larger code)
-WHOLE_MODULES = 21
 #: nothing located in the whole field: try a crop on the most code-like texture this long,
 #: then the whole field again for SEARCH_PAUSE_S before the next try; a trial whose patch shows
 #: a reflection goes on while it does (bracketing is what reads a code under one), up to TRIAL_MAX_S
@@ -82,17 +76,37 @@ NORMAL_RUN = 2
 #: a control asked this many decoded frames ago and not seen in any frame: ask again
 RESEND_FRAMES = 6
 #: share of the code's pixels saturated (with its white not saturated) that starts bracketing
-GLARE_SHARE = 0.01
+BRACKET_GLARE_SHARE = 0.01
 #: glare is looked for this far around the box too (a share of its size on each side)
 GLARE_MARGIN = 0.5
 #: stay bracketing this long after glare was last seen
 BRACKET_HOLD_S = 1.0
+#: the crop is set again only when the size it should have differs from the current one by more
+#: than this ratio either way (and the code is still inside and near its centre: RECENTRE): the
+#: hand's sway changes the code's apparent size by a few percent a frame, and each new crop costs
+#: 2-3 frames of latency and a jump the decoder's fusion must map across
+RESIZE_RATIO = 1.33
+#: a frame is a bracket's short one when its exposure x gain is this many times under the normal
+#: one: the mildest bracket is BRACKET (12) times shorter, while exposure lines, gain steps and the
+#: normal exposure's own adjustments (EXPOSURE_DEADBAND) stay well within 2.5x
+SHORT_BELOW = 2.5
+#: a short frame was taken at the current depth when its exposure is within this ratio of
+#: normal / depth (exposure lines and gain steps; a frame from a shallower run is not)
+AT_DEPTH = 1.25
+#: a clipped white tells only that the exposure is too long, not by how much: the next exposure is
+#: this many times shorter (from up to 5x over, the white is back under the clip in two frames)
+CLIPPED_BACKOFF = 3.0
+#: a new normal exposure within this (natural log: about 20%) of the current one is not asked:
+#: metering noise and the hand's sway would otherwise change it every frame, each change landing
+#: 2-3 frames late
+EXPOSURE_DEADBAND = 0.18
+#: a textured patch that moved less than this share of its size between two frames is still
+STILL_PATCH_MOVE = 0.15
 #: exposure time first up to this (hand tremor blur), then gain up to GAIN_STEP, then time again
 SHORT_US = 8000
 GAIN_STEP = 4.0
 MAX_GAIN = 16.0
 LONG_US = 30000
-SATURATED = 250
 #: a handled code, or a candidate at its place, not seen this long is forgotten (it has left the
 #: view): a new phone shown there may win the crop again. Longer than the gaps in which a code in
 #: view is not located (a reflection crossing a finder), shorter than a patient takes to lower one
@@ -108,34 +122,6 @@ HANDLED_PHONE = 1.0
 #: more of the code than this clipped: its white is (a reflection alone covers less)
 WHITE_SATURATED = 0.35
 GAMMA = 2.2      # the Y plane's tone curve, close to the Pi ISP's default
-
-
-@dataclass(frozen=True)
-class View:
-    """What one frame was taken with (from the camera's own metadata, not what was asked)."""
-    crop: tuple[int, int, int, int]       # ScalerCrop, array pixels
-    size: tuple[int, int]                 # stream width, height
-    exposure_us: int = 0
-    gain: float = 1.0
-    #: a bracket's short exposure (the capture loop's: CaptureLoop.is_short), which the decoder
-    #: reads with the reflection's veil levelled away
-    short: bool = False
-
-    def to_array(self, pts: np.ndarray) -> np.ndarray:
-        x, y, w, h = self.crop
-        return np.asarray(pts, np.float64) * (w / self.size[0], h / self.size[1]) + (x, y)
-
-    def from_array(self, pts: np.ndarray) -> np.ndarray:
-        x, y, w, h = self.crop
-        return (np.asarray(pts, np.float64) - (x, y)) * (self.size[0] / w, self.size[1] / h)
-
-    @property
-    def scale(self) -> float:
-        """Array pixels per stream pixel."""
-        return self.crop[2] / self.size[0]
-
-    def status(self) -> ViewStatus:
-        return ViewStatus(list(self.crop), self.exposure_us, round(self.gain, 2))
 
 
 def linear(level: float) -> float:
@@ -154,6 +140,20 @@ def split(product: float, frame_us: float) -> tuple[int, float]:
     return int(t), float(gain)
 
 
+class Aim(StrEnum):
+    """Where the crop is and why (shown in `status` as the loop's state)."""
+    FULL_FIELD = "full field"                  # searching: nothing to follow
+    IN_FIELD = "code in whole field"           # a code to follow that fills the field already
+    FOLLOWING = "following code"               # a crop on a code read or located
+    PATCH = "trying a textured patch"          # a crop on code-like texture nothing located
+
+
+class Ask(StrEnum):
+    """The exposure last asked for."""
+    NORMAL = "normal"                          # for the screen's white
+    SHORT = "short"                            # a bracket's: normal / depth
+
+
 class CaptureLoop:
     def __init__(self, array: tuple[int, int], size: tuple[int, int], native_bin: int = 1,
                  frame_us: float = 70_000):
@@ -163,12 +163,13 @@ class CaptureLoop:
         self.normal: float | None = None       # exposure x gain product for the screen; None: AE
         self.bracket_until = -1.0
         self.depth = BRACKET                   # the short exposure is normal / depth
-        self._asked = "normal"                 # the exposure last asked for: "normal" or "short"
+        self._asked = Ask.NORMAL                # the exposure last asked for
         self._since_ask = 0                    # decoded frames since
         self._normals = 0                      # normal frames seen since the last short run
         self._box: np.ndarray | None = None    # the code's box last metered, array pixels
         self.last_seen = -1e9
-        self.state = "full field"
+        self.aim = Aim.FULL_FIELD
+        self.bracketing = False
         self.trial_until = -1.0
         self._trial_end = -1.0
         self.search_after = -1.0
@@ -181,9 +182,14 @@ class CaptureLoop:
         #: the most analogue gain the camera gives (a webcam's exposure time alone: 1)
         self.max_gain = MAX_GAIN
 
+    @property
+    def state(self) -> str:
+        """The loop's state in a few words, for `status` and snapshots."""
+        return f"{self.aim}, bracketing" if self.bracketing else str(self.aim)
+
     def crop_only(self) -> None:
         """The camera refused exposure control: keep to the crop, stop metering and bracketing."""
-        self.exposure, self.normal, self.bracket_until, self._asked = False, None, -1.0, "normal"
+        self.exposure, self.normal, self.bracket_until, self._asked = False, None, -1.0, Ask.NORMAL
 
     # -- crop ----------------------------------------------------------------------------------
 
@@ -214,7 +220,7 @@ class CaptureLoop:
         off = max(abs(cx - (x + w / 2)) / w, abs(cy - (y + h / 2)) / h)
         ratio = target[2] / w
         inside = box[:, 0].min() > x and box[:, 0].max() < x + w and box[:, 1].min() > y and box[:, 1].max() < y + h
-        return off > RECENTRE or not 0.75 < ratio < 1.33 or not inside
+        return off > RECENTRE or not 1 / RESIZE_RATIO < ratio < RESIZE_RATIO or not inside
 
     # -- exposure ------------------------------------------------------------------------------
 
@@ -249,24 +255,23 @@ class CaptureLoop:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def update(self, t: float, gray: np.ndarray | None, view: View, read: list[np.ndarray],
-               located: list[np.ndarray], active: bool, meter: bool = True,
-               whole: list[np.ndarray] | None = None, handled: list[np.ndarray] | None = None) -> dict:
-        """The controls to set after this frame ({} for none). `read`: corners of the codes read in
-        it and not yet handled, `located`: of those located but not read (stream pixels); `whole`:
-        those of the located whose QR version zxing-cpp read, so a whole code (`whole_codes`),
-        which the crop zooms onto as onto a read code (it is too few pixels per module to read, not
-        a part of a code). `handled`: corners of the codes read in it that the station has handled
-        (see Letting go). `meter=False`: the camera cannot say which exposure this frame got (a
-        webcam just after a change): not metered."""
+    def update(self, t: float, gray: np.ndarray | None, view: View, seen: Seen, active: bool,
+               meter: bool = True) -> dict:
+        """The controls to set after this frame ({} for none). `seen`: what the decoder saw in it
+        (agent.capture.view.Seen): codes read and not yet handled, and candidates located but not
+        read, are followed; whole codes among the located are zoomed onto as a read code is (too
+        few pixels per module to read, not a part of a code); codes the station has handled are
+        let go (see Letting go). `meter=False`: the camera cannot say which exposure this frame
+        got (a webcam just after a change): not metered."""
         controls: dict = {}
         if not active or gray is None:
             return self._reset(controls)
         self._forget_handled(t)
-        if handled:
-            self._let_go(t, view, handled)
-        located = self._unhandled(t, view, located)
-        whole = self._unhandled(t, view, whole or [])
+        if seen.handled:
+            self._let_go(t, view, seen.handled)
+        read = seen.read
+        located = self._unhandled(t, view, seen.located)
+        whole = self._unhandled(t, view, seen.whole)
         sized = bool(whole) and not read
         boxes, fill = (read, FILL) if read else (whole, FILL) if sized else (located, FILL_LOCATED)
         if boxes:
@@ -309,8 +314,8 @@ class CaptureLoop:
         if self._needs_move(view, box, target):
             self.crop = target
             controls["ScalerCrop"] = target
-        self.state = ("following code" if read or located else "trying a textured patch") \
-            if self.crop != self.full else "code in whole field"
+        self.aim = (Aim.FOLLOWING if read or located else Aim.PATCH) if self.crop != self.full else Aim.IN_FIELD
+        self.bracketing = False
         if not self.exposure:
             return controls
 
@@ -324,7 +329,7 @@ class CaptureLoop:
     def is_short(self, view: View) -> bool:
         """Whether a frame was taken with a bracket's short exposure (from its metadata)."""
         product = view.exposure_us * view.gain
-        return self.normal is not None and 0 < product < self.normal / 2.5
+        return self.normal is not None and 0 < product < self.normal / SHORT_BELOW
 
     def _expose(self, t: float, view: View, white: float | None, glare: float, clipped: float,
                 white_saturated: bool, controls: dict) -> None:
@@ -338,45 +343,44 @@ class CaptureLoop:
         new = None
         if short:
             # still clipped inside the code at this depth: the next short run goes deeper
-            if clipped > STILL_CLIPPED and product <= 1.25 * self.normal / self.depth:
+            if clipped > STILL_CLIPPED and product <= AT_DEPTH * self.normal / self.depth:
                 self.depth = min(self.depth * DEEPEN, MAX_BRACKET)
         elif white_saturated:
-            new = product / 3
+            new = product / CLIPPED_BACKOFF
         elif white is not None:
             new = WHITE_TARGET / white
         if new is not None:        # no more than the camera can give (a dim screen, a webcam)
             new = min(new, self.frame_us * self.max_gain)
-        if not short and not white_saturated and glare > GLARE_SHARE:
+        if not short and not white_saturated and glare > BRACKET_GLARE_SHARE:
             self.bracket_until = t + BRACKET_HOLD_S
-        changed = new is not None and (self.normal is None or abs(math.log(new / self.normal)) > 0.18)
+        changed = new is not None and (self.normal is None or abs(math.log(new / self.normal)) > EXPOSURE_DEADBAND)
         if changed:
             self.normal = new
         if self.normal is None:
             return
         self._since_ask += 1
         if t < self.bracket_until:
-            if not self.state.endswith(", bracketing"):
-                self.state += ", bracketing"
-            if self._asked == "short":
+            self.bracketing = True
+            if self._asked is Ask.SHORT:
                 if short or self._since_ask > RESEND_FRAMES:     # it has landed (or was lost)
-                    self._ask("normal", controls)
+                    self._ask(Ask.NORMAL, controls)
             else:
                 self._normals += not short
                 if self._normals >= NORMAL_RUN:
-                    self._ask("short", controls)
+                    self._ask(Ask.SHORT, controls)
                 elif changed or self._since_ask > RESEND_FRAMES:
-                    self._ask("normal", controls)
+                    self._ask(Ask.NORMAL, controls)
             return
         self.depth = BRACKET
-        if changed or self._asked == "short" or (short and self._since_ask > RESEND_FRAMES):
-            self._ask("normal", controls)
+        if changed or self._asked is Ask.SHORT or (short and self._since_ask > RESEND_FRAMES):
+            self._ask(Ask.NORMAL, controls)
 
-    def _ask(self, kind: str, controls: dict) -> None:
+    def _ask(self, kind: Ask, controls: dict) -> None:
         assert self.normal is not None
         self._asked, self._since_ask = kind, 0
-        if kind == "short":
+        if kind is Ask.SHORT:
             self._normals = 0
-        controls.update(self._controls_for(self.normal / self.depth if kind == "short" else self.normal))
+        controls.update(self._controls_for(self.normal / self.depth if kind is Ask.SHORT else self.normal))
 
     # -- letting go of handled codes -----------------------------------------------------------
 
@@ -434,7 +438,7 @@ class CaptureLoop:
         if found is None or previous is None:
             return None
         size = max(np.ptp(found[:, 0]), np.ptp(found[:, 1]))
-        if np.abs(found - previous).max() > 0.15 * size:
+        if np.abs(found - previous).max() > STILL_PATCH_MOVE * size:
             return None
         return found
 
@@ -446,29 +450,18 @@ class CaptureLoop:
         if self.normal is not None:
             self.normal = None
             controls["AeEnable"] = True
-        self.bracket_until, self.depth, self._asked, self._normals, self._box = -1.0, BRACKET, "normal", 0, None
-        self.state = "full field"
+        self.bracket_until, self.depth, self._asked, self._normals, self._box = -1.0, BRACKET, Ask.NORMAL, 0, None
+        self.aim, self.bracketing = Aim.FULL_FIELD, False
         return controls
 
 
-def decoded_boxes(result: Any, handled: Iterable[str] = ()) -> tuple[list[np.ndarray], list[np.ndarray],
-                                                                    list[np.ndarray], list[np.ndarray]]:
-    """What a source hands the loop of a DecodeResult (None: an idle-skipped frame): the corners
-    of the codes read and not handled, of those located but not read, of the whole codes among the
-    located, and of the codes read whose text the station has handled (`handled`)."""
-    if result is None:
-        return [], [], [], []
-    done = set(handled)
-    return ([np.array(c.corners, np.float64) for c in result.codes if c.text not in done],
-            [np.asarray(p, np.float64) for p in getattr(result, "unread", [])],
-            whole_codes(getattr(result, "located", [])),
-            [np.array(c.corners, np.float64) for c in result.codes if c.text in done])
-
-
-def whole_codes(located: list[tuple[np.ndarray, int | None]]) -> list[np.ndarray]:
-    """Of the decoder's located candidates ((corners, modules a side or None): DecodeResult.located),
-    the corners of those that are whole QR codes: zxing-cpp read their version from the symbol."""
-    return [np.asarray(c, np.float64) for c, n in located if n is not None and n >= WHOLE_MODULES]
+#: a textured patch (in the quarter-size edge mask) is code-like when at least this many pixels a
+#: side (48 stream pixels: a 21-module code at 2 px a module), no more than this elongated (a code
+#: seen at up to 60 degrees of tilt; a line of text is more), and this solid (a code's modules fill
+#: its square; a scatter of objects' edges does not)
+PATCH_MIN_PX = 12
+PATCH_ASPECT = 2.5
+PATCH_SOLID = 0.4
 
 
 def textured_box(gray: np.ndarray, exclude: list[np.ndarray] | None = None) -> np.ndarray | None:
@@ -488,7 +481,7 @@ def textured_box(gray: np.ndarray, exclude: list[np.ndarray] | None = None) -> n
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask)
     best = None
     for x, y, bw, bh, area in stats[1:]:
-        if min(bw, bh) < 12 or max(bw, bh) > 2.5 * min(bw, bh) or area < 0.4 * bw * bh:
+        if min(bw, bh) < PATCH_MIN_PX or max(bw, bh) > PATCH_ASPECT * min(bw, bh) or area < PATCH_SOLID * bw * bh:
             continue
         if best is None or area > best[4]:
             best = (x, y, bw, bh, area)

@@ -41,7 +41,8 @@ from typing import Any, Callable
 import cv2
 
 from agent.capture.source import Frame, SourceError, now
-from agent.capture.steer import CaptureLoop, View, decoded_boxes
+from agent.capture.steer import CaptureLoop
+from agent.capture.view import Seen, View
 from agent.config import CameraConfig
 from agent.status_types import ControlStatus
 
@@ -224,11 +225,9 @@ class V4l2Source:
         `handled`: texts of this frame's codes the station has handled (the loop lets go of them)."""
         if self.loop is None or self._cap is None or frame.view is None:
             return
-        # the whole-code zoom is measured on picamera2 only
-        read, located, _, done = decoded_boxes(result, handled)
-        controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view, read,
-                                    located, active and result is not None,
-                                    meter=frame.index not in self._unmetered, handled=done)
+        seen = replace(Seen.of(result, handled), whole=[])  # the whole-code zoom is measured on picamera2 only
+        controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view,
+                                    seen, active and result is not None, meter=frame.index not in self._unmetered)
         if "ScalerCrop" in controls:
             self.crop = tuple(int(v) for v in controls["ScalerCrop"])   # software: the next frame
         if not self._exposure.apply(controls, self._i):

@@ -7,12 +7,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from agent.capture.view import SATURATED, View
 from agent.decode import Code
 
-SATURATED = 250
 
-
-def annotate(gray: np.ndarray, codes: list[Code], guidance: str | None = None, view=None) -> np.ndarray:
+def annotate(gray: np.ndarray, codes: list[Code], guidance: str | None = None,
+             view: View | None = None) -> np.ndarray:
     """BGR image: glare in red, codes outlined in green, a line of figures at the top (with why a
     located code was not read: agent.decode.guidance; and the crop and exposure the frame was
     taken with, when the camera says)."""

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import zxingcpp
 
+from agent.capture.view import View
 from agent.decode import finders, grid, guidance
 from agent.decode.strategies import DEFAULT_ORDER, GLARE_STRATEGY, STRATEGIES, STREAM_ORDER, Strategy, clahe
 
@@ -67,7 +68,7 @@ class DecodeResult:
     located: list[tuple[Corners, int | None]] = field(default_factory=list)
     guidance: str | None = None
     #: corners of everything located but not read, fusion tracks included (the capture loop crops
-    #: onto them; agent/capture/steer.py)
+    #: onto them: agent.capture.view.Seen)
     unread: list[np.ndarray] = field(default_factory=list)
 
 
@@ -460,9 +461,9 @@ class FrameReader:
         self._next = 0
         self._frame = 0
 
-    def read(self, frame: np.ndarray, active: bool = True, view=None) -> DecodeResult:
+    def read(self, frame: np.ndarray, active: bool = True, view: View | None = None) -> DecodeResult:
         """Decode one frame. `active=False` (a still, empty scene) skips the rotation unless
-        zxing-cpp located something code-like. `view` (agent.capture.steer.View): the crop the
+        zxing-cpp located something code-like. `view` (agent.capture.view.View): the crop the
         frame was taken with, so a code is followed across frames of different crops."""
         result = DecodeResult()
         t0 = time.perf_counter()
@@ -470,7 +471,7 @@ class FrameReader:
         if gray.ndim != 2 or min(gray.shape) < 21:
             return result
         self._frame += 1
-        short = bool(getattr(view, "short", False))    # a bracket's short frame (the capture loop's)
+        short = view is not None and view.short     # a bracket's short frame (the capture loop's)
         cascade = Cascade(gray, result, self.costs, self.second_stage)
         if not result.codes and self.rectify:
             cascade.rectify_candidates()
@@ -510,7 +511,7 @@ class FrameReader:
                 return
             cascade.grids.append((pts, sampled, {}))
 
-    def _fuse(self, cascade: "Cascade", view=None) -> None:
+    def _fuse(self, cascade: "Cascade", view: View | None = None) -> None:
         for pts, sampled, extra in cascade.grids:
             common = view.to_array(pts) if view is not None else pts   # where the sensor saw it
             centre, size = common.mean(0), _size(common)

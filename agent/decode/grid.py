@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 from reedsolo import ReedSolomonError, RSCodec
 
+from agent.capture.view import SATURATED
 from agent.decode import qrspec
 
-SATURATED = 250
 GLARE_FLOOR = 160
 #: |value - threshold| / local contrast below this: the module is an erasure
 LOW_CONFIDENCE = 0.06

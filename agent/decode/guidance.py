@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from agent.capture.view import SATURATED
+
 REASONS = ("closer", "glare", "dim", "still", "unknown")
 
 #: Modules a phone's card code has when zxing-cpp did not say its version (a BHYT payload of
@@ -23,8 +25,7 @@ TYPICAL_MODULES = 49
 #: Below this many pixels per module a code is too small to sample reliably: move it closer.
 CLOSER_PX = 2.6
 #: A share of saturated pixels (>= SATURATED) inside the code beyond this: a reflection.
-GLARE_SHARE = 0.04
-SATURATED = 250
+GLARE_REASON_SHARE = 0.04
 #: Dark and light modules closer than this (5th to 95th percentile, grey levels): too dim.
 DIM_CONTRAST = 70.0
 #: Light modules darker than this: a dark screen (brightness turned down).
@@ -50,7 +51,7 @@ class Measures:
         """Each reason's measure as a multiple of its limit (> 1: past it)."""
         return {
             "closer": CLOSER_PX / max(self.module_px, 1e-3),
-            "glare": self.saturated / GLARE_SHARE,
+            "glare": self.saturated / GLARE_REASON_SHARE,
             "dim": max(DIM_CONTRAST / max(self.contrast, 1.0), DARK_LIGHT / max(self.light, 1.0)),
             "still": self.edge_modules / STILL_EDGE,
         }

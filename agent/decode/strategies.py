@@ -126,7 +126,7 @@ DEFAULT_ORDER = ("global", "sharpen", "half_blackhat", "lift", "double", "half_c
 STREAM_ORDER = ("double", "sharpen", "gamma", "global", "half_blackhat", "lift", "clahe")
 
 #: The stream reader's slot on a bracket's short frame (the capture loop marks it in the frame's
-#: View, agent/capture/steer.py): the modules under a reflection that the short exposure kept out
+#: View, agent/capture/view.py): the modules under a reflection that the short exposure kept out
 #: of saturation read once its veil is levelled away. (Also on every other frame that shows a
 #: reflection, without bracketing, it cost the held-phone benchmark 15-20% of decode time and a
 #: few points: bench/README.md.)
