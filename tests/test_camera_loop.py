@@ -15,6 +15,7 @@ import pytest
 
 from agent.capture.picam import Picamera2Source
 from agent.capture.view import Seen
+from agent.checkin import Presenter
 from agent.config import CameraConfig
 from agent.sim import camera as phys
 from agent.sim.payloads import bhyt
@@ -442,3 +443,25 @@ def test_a_non_card_code_held_in_a_corner_does_not_keep_patients_out_of_view(vca
     assert first_read(out, sticker.text) is not None and first_read(out, sticker.text) < 1.5
     late = [(k, first_read(out, p.text)) for k, p in enumerate(patients)]
     assert all(r is not None and r - p.start <= 2.0 for (k, r), p in zip(late, patients)), late
+
+
+@pytest.mark.slow
+def test_auto_exposure_resumes_between_patients_on_a_camera_that_keeps_set_values(vcam, monkeypatch):
+    # a camera that keeps applying a set ExposureTime and AnalogueGain until they are cleared (the
+    # second virtual camera, like libcamera): after a phone read through bracketing, the last short
+    # exposure (1/12 of the screen's) stayed on the empty counter and on the next patient's dim
+    # screen, which was never read; now the camera's own auto exposure takes over between patients
+    monkeypatch.setattr(vcam, "MANUAL_HOLDS", True)
+    glare = glare_phone()
+    glare.start, glare.duration = 0.1, 2.5
+    dim = phone(6, start=4.0, duration=3.0, centre_px=np.array([2000.0, 1200.0]), distance=0.2,
+                white_nits=7.0, glare=[])                                   # a 10 % slider
+    vcam.SCENE = vcam.Scene([glare, dim])
+    src = Picamera2Source(CameraConfig(source="picamera2", control="auto", fps=30), factory=vcam.Picamera2)
+    _, out = drive(src, lambda: vcam._EPOCH[0], 6.5, presenter=Presenter())
+    assert first_read(out, glare.text) is not None
+    asked = [f.view.exposure_us for t, f, _ in out if t < 1.0]
+    counter = [f.view.exposure_us for t, f, _ in out if 3.0 < t < 3.9]      # the empty counter
+    assert min(asked) < 2000 and min(counter) > 4 * min(asked), (asked, counter)
+    read = first_read(out, dim.text)
+    assert read is not None and read - dim.start <= 1.0, read

@@ -102,6 +102,17 @@ CLIPPED_BACKOFF = 3.0
 EXPOSURE_DEADBAND = 0.18
 #: a textured patch that moved less than this share of its size between two frames is still
 STILL_PATCH_MOVE = 0.15
+#: Back to the camera's own auto exposure, said every way a libcamera camera may need it: AeEnable;
+#: ExposureTimeMode and AnalogueGainMode Auto (0) where advertised (libcamera 0.5 and later, where
+#: AeEnable is their shorthand); and ExposureTime and AnalogueGain 0, which clear the fixed values
+#: (a Raspberry Pi IPA's setFixedExposureTime(0) means "not fixed"; a camera that keeps applying
+#: set values while both are non-zero, as the second virtual camera does, would otherwise stay at
+#: the last presentation's exposure: a bright phone after a dim one was white, never located, and
+#: never metered). A source sends only the controls its camera advertises.
+AUTO_EXPOSURE = {"AeEnable": True, "ExposureTimeMode": 0, "AnalogueGainMode": 0, "ExposureTime": 0,
+                 "AnalogueGain": 0.0}
+#: the loop's own exposure: manual time and gain (the modes where advertised)
+MANUAL_EXPOSURE = {"AeEnable": False, "ExposureTimeMode": 1, "AnalogueGainMode": 1}
 #: exposure time first up to this (hand tremor blur), then gain up to GAIN_STEP, then time again
 SHORT_US = 8000
 GAIN_STEP = 4.0
@@ -251,7 +262,7 @@ class CaptureLoop:
 
     def _controls_for(self, product: float) -> dict:
         t, g = split(product, self.frame_us)
-        return {"AeEnable": False, "ExposureTime": t, "AnalogueGain": g}
+        return {**MANUAL_EXPOSURE, "ExposureTime": t, "AnalogueGain": g}
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -449,7 +460,7 @@ class CaptureLoop:
             controls["ScalerCrop"] = self.full
         if self.normal is not None:
             self.normal = None
-            controls["AeEnable"] = True
+            controls.update(AUTO_EXPOSURE)
         self.bracket_until, self.depth, self._asked, self._normals, self._box = -1.0, BRACKET, Ask.NORMAL, 0, None
         self.aim, self.bracketing = Aim.FULL_FIELD, False
         return controls

@@ -45,6 +45,10 @@ SCENE = None
 #: clock by one frame duration (fast tests)
 CLOCK = "wall"
 
+#: True: set ExposureTime and AnalogueGain keep applying while both are non-zero, whatever AeEnable
+#: says (a camera whose auto exposure resumes only once they are cleared: the second virtual camera
+#: models libcamera so); False: AeEnable alone switches it on and off
+MANUAL_HOLDS = False
 AE_SPEED = 0.2          # share of the log-exposure error corrected per frame
 AE_TARGET = 0.16        # linear mean of the metered region (libcamera's default Y target)
 AE_MAX_EXPOSURE_US = 33_000
@@ -160,6 +164,7 @@ class Picamera2:
             raise RuntimeError("Camera must be stopped before configuring")
         self.mode = self._mode_for(config)
         self._config = config
+        self._fixed: dict[str, bool] = {}      # ExposureTime / AnalogueGain set by the program
         self._now = {"ScalerCrop": (0, 0, *phys.ARRAY), "ExposureTime": 10_000, "AnalogueGain": 1.0,
                      "AeEnable": True, "FrameDurationLimits": (33_333, 33_333)}
         self._apply(config["controls"], 0)
@@ -227,12 +232,19 @@ class Picamera2:
             self._pending = [(at, c) for at, c in self._pending if at > seq]
             for c in due:
                 self._now.update(c)
+                for name in ("ExposureTime", "AnalogueGain"):    # set (non-zero) or cleared (0)
+                    if name in c:
+                        self._fixed[name] = bool(c[name])
             now = dict(self._now)
         return self._render(seq, t, now)
 
+    def _auto(self, now: dict) -> bool:
+        held = MANUAL_HOLDS and self._fixed.get("ExposureTime", False) and self._fixed.get("AnalogueGain", False)
+        return bool(now.get("AeEnable", True)) and not held
+
     def _exposure(self, now: dict) -> phys.Exposure:
         limit = self._frame_s() * 1e6
-        if now.get("AeEnable", True):
+        if self._auto(now):
             return phys.Exposure(min(self._ae.exposure_us, limit), self._ae.gain)
         return phys.Exposure(min(float(now["ExposureTime"]), limit),
                              min(max(float(now["AnalogueGain"]), 1.0), phys.MAX_GAIN))
@@ -249,7 +261,7 @@ class Picamera2:
         w, h = size[0] - size[0] % 2, size[1] - size[1] % 2
         nits = self.optics.radiance(self.scene.phones, scene_t, self.mode, crop, (w, h), exp.exposure_us / 1e6)
         linear = self.optics.expose(nits, self.mode, crop[2], exp)
-        if now.get("AeEnable", True):
+        if self._auto(now):
             self._agc(linear, exp)
         y = phys.tone(linear)
         def array(name: str, sw: int, sh: int):
