@@ -172,3 +172,61 @@ def test_metadata_a_driver_might_send_never_raises():
                 {**good, "ScalerCrop": (0, 0, 0, 0)}):
         assert parse(bad) is None
 
+
+def test_status_doctor_and_health_say_so_as_a_warning_never_a_fault(tmp_path, monkeypatch):
+    import dataclasses
+
+    from agent.admin import doctor
+    from agent.admin import status as admin_status
+    from agent.feedback import Feedback, NoOutput
+    from agent.mqtt.schemas import errors as schema_errors
+    from agent.runstate import DaemonStatus
+    from agent.station import Station
+    from agent.status_types import CameraStatus
+    from support.broker import link_config
+    from support.daemon import replay_config
+
+    cfg = replay_config(tmp_path / "state")
+    cfg.mqtt = link_config(1)                         # never connected: the health message is built, not sent
+    cfg.camera = dataclasses.replace(cfg.camera, source="picamera2", control="auto", fps=30)
+    station = Station(cfg, feedback=Feedback(NoOutput()))
+    cam = StandInPicamera2([held()], misbehave="ignores crop")
+    src = Picamera2Source(cfg.camera, factory=lambda: cam)
+    station.source = src
+    src.open()
+    try:
+        for _ in range(45):
+            station.step(src.read())
+    finally:
+        src.close()
+    assert len(cam.log.configures) == 2 and station.counters.checkins == 1          # fell back, and read
+    why = src.fallback
+    assert why and station.camera_fallback() == why
+    # never a fault, never on the LEDs
+    assert station.faults() == [] and station.faults(leds=True) == []
+    camera = station.status().camera
+    assert CameraStatus.from_dict(camera.to_dict()) == camera and camera.controls.fallback == why
+    # the health message: the field, valid against its schema, which names it
+    health = station.link.health()
+    assert health["camera_fallback"] == why and health["faults"] == [] and health["fault_codes"] == []
+    assert schema_errors("health", health) == []
+    from agent.mqtt.schemas import validator
+    assert "camera_fallback" in validator("health").schema["properties"]
+    # `scanner-agent status`: a warning (exit 1), said on its own line, no FAULT
+    s = {"station": "s", "version": "v", "service": "active", "daemon": "running", "status_stale_s": None,
+         "camera": camera.to_dict(), "mqtt": {"configured": False}, "outbox": {"queue_depth": 0},
+         "clock_synced": True, "disk_free_mb": 100, "faults": station.faults(), "counters": None}
+    code, reasons = admin_status.level(s)
+    assert code == admin_status.WARNING and any(why in r and "fixed view" in r for r in reasons)
+    text = admin_status.render(s)
+    assert ("WARNING      camera: control \"auto\" went back to the fixed view until the service restarts: "
+            f"{why}") in text
+    assert "FAULT " not in text and "gone back to the fixed view" in text
+    # doctor: a warning line for the running daemon's camera, and its health probe carries the field
+    running = DaemonStatus(pid=1, version="v", station="s", started_at=0.0, updated_at=0.0, camera=camera)
+    check = doctor.check_camera(cfg, running)
+    assert check.ok and check.warning and why in check.detail and check.line().startswith("warn")
+    monkeypatch.setattr(doctor.runstate, "read", lambda path: station.status())   # the running daemon's file
+    probe = doctor._probe_health(cfg)
+    assert probe["camera_fallback"] == why and schema_errors("health", probe) == []
+    station.outbox.close()
