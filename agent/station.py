@@ -74,7 +74,7 @@ class Station:
             from agent.mqtt.link import MqttLink
             factory = link_factory or MqttLink
             self.link = factory(cfg.mqtt, cfg.station.id, self.outbox, on_verdict=self.on_verdict,
-                                faults=self.fault_items)
+                                faults=self.fault_items, camera_fallback=self.camera_fallback)
         self.status_path = paths.status_file(cfg.station.state_dir)
         self.outputs = make_outputs(cfg)
         self.last_view: tuple | None = None   # (newest frame, codes last decoded, guidance, camera view) for snapshots
@@ -243,6 +243,12 @@ class Station:
         """Everything wrong, for status and the health topic; `leds`: only what the counter staff
         should see blinking (a PC not reading the keyboard output is IT's business)."""
         return [f.text for f in self.fault_items(leds)]
+
+    def camera_fallback(self) -> str | None:
+        """Why the camera's control "auto" went back to the fixed view (None: it has not): a
+        warning for status and the health message, never a fault (it reads as "fixed" does)."""
+        control_status = getattr(self.source, "control_status", None)
+        return control_status().fallback if control_status is not None else None
 
     def fault_items(self, leds: bool = False) -> list[Fault]:
         """faults() as Faults: the code from a fixed list (health.json `fault_codes`) for

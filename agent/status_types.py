@@ -131,11 +131,16 @@ class ControlStatus:
     state: str = "fixed"         # the loop's state (a webcam's refused exposure said here too)
     #: a webcam's exposure (manual, its own auto, refused); None: not a webcam's loop (not written)
     exposure_control: str | None = None
+    #: why "auto" went back to the fixed view for good (the camera did not do what the loop asked:
+    #: agent/capture/landing.py); None: it has not (not written)
+    fallback: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {"control": self.control, "mode": self.mode, "state": self.state}
         if self.exposure_control is not None:
             out["exposure_control"] = self.exposure_control
+        if self.fallback is not None:
+            out["fallback"] = self.fallback
         return out
 
     @classmethod
@@ -143,7 +148,14 @@ class ControlStatus:
         if (control := _text(d.get("control"))) is None:
             return None
         return cls(control, _text(d.get("mode")) or "", _text(d.get("state")) or "",
-                   _text(d.get("exposure_control")))
+                   _text(d.get("exposure_control")), _text(d.get("fallback")))
+
+    def warning(self) -> str | None:
+        """The fallback as `status`, `doctor` and the health message say it: a warning, never a
+        fault (the station reads as with control = "fixed")."""
+        if self.fallback is None:
+            return None
+        return f"camera: control \"auto\" went back to the fixed view until the service restarts: {self.fallback}"
 
 
 @dataclass

@@ -403,7 +403,7 @@ def test_every_doctor_fix_line_says_what_to_do(tmp_path, broker):
     checks = [doctor.check_config(tmp_path / "missing.toml")[0], *doctor.check_state(cfg),
               doctor.check_state(replay_config(tmp_path / "nowhere"))[0], doctor.check_clock(),
               doctor.check_camera(dataclasses.replace(cfg, camera=dataclasses.replace(cfg.camera, source="v4l2",
-                                                                                      device=63)), False),
+                                                                                      device=63)), None),
               doctor.check_gpio(dataclasses.replace(cfg, feedback=FeedbackConfig(backend="gpio"))),
               doctor.check_unit()]
     cfg.mqtt = link_config(9)

@@ -119,8 +119,15 @@ def check_replay(cfg: Config, path: Path) -> Check | None:
                  "set [camera] source = \"picamera2\" (or \"v4l2\" for a USB camera); replay is for demos and tests")
 
 
-def check_camera(cfg: Config, daemon_running: bool) -> Check:
-    if daemon_running:
+def check_camera(cfg: Config, daemon: runstate.DaemonStatus | None) -> Check:
+    """The camera: the running daemon's (its status file: a camera whose control "auto" went back
+    to the fixed view is a warning, the station reads as "fixed" does), else one frame read."""
+    if daemon is not None:
+        controls = daemon.camera.controls if daemon.camera is not None else None
+        if controls is not None and (warning := controls.warning()) is not None:
+            return Check("camera", True, f"in use by the running daemon; {warning} (the camera did not do what the "
+                         "loop asked: set [camera] control = \"fixed\" to stop trying, or try another camera)",
+                         warning=True)
         return Check("camera", True, "in use by the running daemon (see 'status')")
     from agent.capture import open_source
     src = open_source(cfg.camera, demo_frames=str(paths.DEMO_FRAMES))
@@ -275,8 +282,10 @@ def _probe_health(cfg: Config) -> dict:
         except OutboxError as exc:
             stats = OutboxStats.unreadable(exc)
     running = runstate.read(paths.status_file(cfg.station.state_dir))
+    controls = running.camera.controls if running is not None and running.camera is not None else None
     return health_payload(cfg.station.id, stats, uptime_s=time.time() - running.started_at if running else 0.0,
-                          delivered_on=cfg.mqtt.delivered_on, faults=list(running.faults) if running else [])
+                          delivered_on=cfg.mqtt.delivered_on, faults=list(running.faults) if running else [],
+                          camera_fallback=controls.fallback if controls is not None else None)
 
 
 def check_outputs(cfg: Config) -> list[Check]:
@@ -331,7 +340,7 @@ def run(path: Path) -> list[Check]:
     checks.append(first)
     if cfg is None:
         return checks
-    daemon = runstate.read(paths.status_file(cfg.station.state_dir)) is not None
+    daemon = runstate.read(paths.status_file(cfg.station.state_dir))
     checks += check_state(cfg)
     checks.append(check_clock())
     checks.append(check_replay(cfg, path) or check_camera(cfg, daemon))

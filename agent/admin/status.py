@@ -105,6 +105,8 @@ def level(s: dict[str, Any]) -> tuple[int, list[str]]:
         faults.append(f"outbox: {ob['error']}")
     if faults:
         return FAULT, faults
+    if (warning := _camera_warning(cam)) is not None:   # the station reads as "fixed" does: a warning
+        warnings.append(warning)
     if s["daemon"] != "running":
         warnings.append("daemon not running")
     elif s.get("status_stale_s"):
@@ -115,6 +117,12 @@ def level(s: dict[str, Any]) -> tuple[int, list[str]]:
     if not s.get("clock_synced"):
         warnings.append("clock not synchronised")
     return (WARNING, warnings) if warnings else (OK, [])
+def _camera_warning(cam: Any) -> str | None:
+    """The camera's warning (control "auto" gone back to the fixed view), from its section."""
+    camera = CameraStatus.from_dict(cam)
+    return camera.controls.warning() if camera is not None and camera.controls is not None else None
+
+
 def _view(cam: CameraStatus) -> str:
     """The crop and exposure the camera is using (a camera that steers itself), as IT reads them."""
     if cam.view is None:
@@ -122,7 +130,7 @@ def _view(cam: CameraStatus) -> str:
     x, y, w, h = cam.view.crop
     text = f"; crop {w}x{h}+{x}+{y}, exposure {cam.view.exposure_us} us, gain {cam.view.gain}"
     if cam.controls is not None and cam.controls.control == "auto":
-        text += f" (auto: {cam.controls.state})"
+        text += f" (auto: {cam.controls.state}" + (", gone back to the fixed view)" if cam.controls.fallback else ")")
     return text
 
 
@@ -171,6 +179,8 @@ def render(s: dict[str, Any]) -> str:
     if reasons := counters.last_guidance:
         lines.append("try again    last reasons (newest last): " + ", ".join(one_line(r.get("reason")) for r in reasons))
     lines += [f"WARNING      {f}" if f.startswith("voice:") else f"FAULT        {f}" for f in s["faults"]]
+    if (warning := _camera_warning(s["camera"])) is not None:
+        lines.append(f"WARNING      {warning}")
     code, why = level(s)
     lines.append(f"check        {('OK', 'WARNING', 'FAULT')[code]}" + (f": {'; '.join(why)}" if why else ""))
     return "\n".join(lines)

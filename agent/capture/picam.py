@@ -9,19 +9,22 @@ macro range on Camera Module 3. The frame rate is set the documented way, FrameD
 With `[camera] control = "auto"` the camera runs in its full-resolution sensor mode (the most
 pixels at a frame rate the decoder can use) and the closed loop of agent/capture/steer.py sets
 ScalerCrop, ExposureTime and AnalogueGain from what the decoder located; every frame carries the
-crop and exposure of its own metadata. Only documented picamera2 calls are used (the virtual
-camera in agent/sim/vcam raises on any other).
+crop and exposure of its own metadata. A camera that does not do what the loop asks (see
+agent/capture/landing.py) is put back in the fixed view, its mode included, by itself: stopped,
+configured as "fixed" configures it, started again; it stays there until the service restarts,
+and `status`, `doctor` and the health message say so (a warning: it reads as "fixed" does). Only
+documented picamera2 calls are used (the virtual camera in agent/sim/vcam raises on any other).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, Callable
 
-import logging
-
-
+from agent.capture.landing import STALL_S, Landing, parse
 from agent.capture.source import Frame, SourceError, now
 from agent.capture.steer import CaptureLoop
 from agent.capture.view import Seen, View
@@ -84,86 +87,152 @@ class Picamera2Source:
         self.cfg, self.factory = cfg, factory
         self.cam: Any = None
         self._i = 0
-        self._size = (cfg.width, cfg.height)
+        self._size = (cfg.width - cfg.width % 2, cfg.height - cfg.height % 2)
         self.loop: CaptureLoop | None = None
+        #: checks that what the loop asks lands (None when the loop does not run)
+        self.landing: Landing | None = None
+        #: why "auto" went back to the fixed view (None: it has not); kept when the camera is
+        #: reopened, so until the service restarts
+        self.fallback: str | None = None
         self._available: dict[str, Any] = {}
         self.mode: str = ""
+        self._returned: float | None = None     # when read() last returned (now())
+        #: the loop's controls are set from the station's thread, a fallback reconfigures the
+        #: camera from the grabber's: never both at once
+        self._lock = threading.Lock()
 
     def open(self) -> None:
         cam = self.factory()
         try:
-            size = (self.cfg.width - self.cfg.width % 2, self.cfg.height - self.cfg.height % 2)
-            sensor, fps = None, self.cfg.fps
-            mode = auto_mode(list(getattr(cam, "sensor_modes", []) or [])) if self.cfg.control == "auto" else None
-            if mode is not None:
-                sensor = {"output_size": tuple(mode["size"]), "bit_depth": mode.get("bit_depth", 10)}
-                fps = min(fps, float(mode["fps"]))
-            config = cam.create_video_configuration(main={"size": size},
-                                                    lores={"size": size, "format": "YUV420"},
-                                                    buffer_count=4, queue=False,
-                                                    **({"sensor": sensor} if sensor else {}))
-            cam.configure(config)
-            self._available = dict(getattr(cam, "camera_controls", {}) or {})
-            cfg = self.cfg if fps == self.cfg.fps else _with_fps(self.cfg, fps)
-            cam.set_controls(camera_controls(cfg, self._available))
+            mode, fps = self._configure(cam, auto=self.cfg.control == "auto" and self.fallback is None)
             cam.start()
         except Exception as exc:  # noqa: BLE001 - libcamera raises many kinds
             try:
                 cam.close()
             finally:
                 raise SourceError(f"camera start failed: {exc}") from exc
-        self.cam, self._size = cam, size
-        self.loop = None
+        self.cam, self._returned = cam, None
+        self.loop = self.landing = None
         if mode is not None and "ScalerCrop" in self._available:
             array = tuple(cam.camera_properties.get("PixelArraySize", mode["size"]))
-            self.loop = CaptureLoop(array, size, native_bin=max(1, array[0] // mode["size"][0]),
+            self.loop = CaptureLoop(array, self._size, native_bin=max(1, array[0] // mode["size"][0]),
                                     frame_us=1e6 / fps)
-            self.mode = f"{mode['size'][0]}x{mode['size'][1]} at {fps:g} fps"
+            self.landing = Landing(array[0], 1e6 / fps, self._available)
             log.info("camera control auto: sensor mode %s, crop and exposure follow the code", self.mode)
+
+    def _configure(self, cam: Any, auto: bool, reset: bool = False) -> tuple[dict | None, float]:
+        """Configure a stopped camera: "auto"'s full-resolution mode, else the fixed view (the
+        mode picamera2 picks for the stream, at [camera] fps). `reset`: also undo a loop's crop and
+        manual exposure (libcamera may keep controls across a configure). The sensor mode taken
+        (None: picamera2's choice) and the frame rate."""
+        sensor, fps = None, self.cfg.fps
+        mode = auto_mode(list(getattr(cam, "sensor_modes", []) or [])) if auto else None
+        if mode is not None:
+            sensor = {"output_size": tuple(mode["size"]), "bit_depth": mode.get("bit_depth", 10)}
+            fps = min(fps, float(mode["fps"]))
+        config = cam.create_video_configuration(main={"size": self._size},
+                                                lores={"size": self._size, "format": "YUV420"},
+                                                buffer_count=4, queue=False,
+                                                **({"sensor": sensor} if sensor else {}))
+        cam.configure(config)
+        self._available = dict(getattr(cam, "camera_controls", {}) or {})
+        cfg = self.cfg if fps == self.cfg.fps else _with_fps(self.cfg, fps)
+        controls = camera_controls(cfg, self._available)
+        if reset:
+            array = (getattr(cam, "camera_properties", None) or {}).get("PixelArraySize")
+            undo = {"AeEnable": True, **({"ScalerCrop": (0, 0, *array)} if array else {})}
+            controls = {**{k: v for k, v in undo.items() if k in self._available}, **controls}
+        cam.set_controls(controls)
+        self.mode = f"{mode['size'][0]}x{mode['size'][1]} at {fps:g} fps" if mode is not None else ""
+        return mode, fps
 
     def read(self) -> Frame | None:
         if self.cam is None:
             raise SourceError("camera not open")
+        away = now() - self._returned if self._returned is not None else 0.0
         try:
-            request = self.cam.capture_request()
+            request = self._capture()
+            self._i += 1      # counted when the camera hands it over: controls set from now on are after it
             try:
                 yuv = request.make_array("lores")
                 meta = request.get_metadata()
             finally:
                 request.release()
+        except SourceError:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise SourceError(f"capture failed: {exc}") from exc
         w, h = self._size
-        self._i += 1
-        t = now()
-        stamp = meta.get("SensorTimestamp")
+        landed = parse(meta)
+        if self.landing is not None and (why := self.landing.seen(self._i, landed, away)) is not None:
+            self._fall_back(why)
+        t = self._returned = now()
+        stamp = meta.get("SensorTimestamp") if isinstance(meta, dict) else None
         if isinstance(stamp, int) and abs(stamp / 1e9 - t) < 60.0:   # ns, CLOCK_BOOTTIME = MONOTONIC on a Pi
             t = stamp / 1e9
         view = None
-        crop = meta.get("ScalerCrop")
-        if crop is not None and len(crop) == 4:
-            view = View(tuple(int(v) for v in crop), (w, h), int(meta.get("ExposureTime", 0)),
-                        float(meta.get("AnalogueGain", 1.0)))
-            if self.loop is not None and self.loop.is_short(view):
+        if landed is not None:
+            view = View(landed.crop, (w, h), landed.exposure_us, landed.gain)
+            loop = self.loop
+            if loop is not None and loop.is_short(view):
                 view = replace(view, short=True)       # a bracket's short frame, for the decoder
         return Frame(yuv[:h, :w], t, self._i, view)  # Y plane of YUV420: the top h rows
+
+    def _capture(self) -> Any:
+        """The next request; while a crop change is under way, waited for STALL_S at most: frames
+        that stop on a crop change put the camera back in the fixed view."""
+        landing = self.landing
+        if landing is not None and landing.crop_under_way(self._i):
+            try:
+                return self.cam.capture_request(wait=STALL_S)
+            except TimeoutError:      # concurrent.futures.TimeoutError, which picamera2 raises
+                self._fall_back(f"frames stopped on a crop change (none for {STALL_S:g} s)", flush=True)
+        return self.cam.capture_request()
+
+    def _fall_back(self, why: str, flush: bool = False) -> None:
+        """The camera does not do what the loop asks: the fixed view for good (until the service
+        restarts), mode included: stop, configure as "fixed", start. `flush`: a capture timed out,
+        its job is cancelled first (picamera2's cancel_all_and_flush, made for that). A camera
+        that cannot be reconfigured is reopened by the grabber, in the fixed view."""
+        with self._lock:
+            self.fallback, self.loop, self.landing = why, None, None
+            log.warning("camera control auto: %s; the camera goes back to the fixed view until the service "
+                        "restarts", why)
+            cam = self.cam
+            try:
+                if flush:
+                    try:
+                        cam.cancel_all_and_flush()
+                    except Exception:  # noqa: BLE001 - stop() below is what matters
+                        pass
+                cam.stop()
+                self._configure(cam, auto=False, reset=True)
+                cam.start()
+            except Exception as exc:  # noqa: BLE001
+                raise SourceError(f"camera: back to the fixed view failed: {exc}") from exc
 
     def steer(self, frame: Frame, result: Any, active: bool, handled: Iterable[str] = ()) -> None:
         """After a decoded (or idle-skipped, result None) frame: the loop's next controls.
         `handled`: texts of this frame's codes the station has handled (the loop lets go of them)."""
-        if self.loop is None or self.cam is None or frame.view is None:
-            return
-        controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view,
-                                    Seen.of(result, handled), active and result is not None)
-        controls = {k: v for k, v in controls.items() if k in self._available}
-        if controls:
+        with self._lock:
+            if self.loop is None or self.cam is None or frame.view is None:
+                return
+            controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view,
+                                        Seen.of(result, handled), active and result is not None)
+            controls = {k: v for k, v in controls.items() if k in self._available}
+            if not controls:
+                return
             try:
                 self.cam.set_controls(controls)
             except Exception as exc:  # noqa: BLE001 - a refused control must not stop reading
                 log.warning("camera refused controls %s: %s", sorted(controls), exc)
+                return
+            if self.landing is not None:
+                self.landing.asked(controls, self._i)
 
     def control_status(self) -> ControlStatus:
-        return ControlStatus(self.cfg.control, self.mode, self.loop.state if self.loop else "fixed")
+        return ControlStatus(self.cfg.control, self.mode, self.loop.state if self.loop else "fixed",
+                             fallback=self.fallback)
 
     def close(self) -> None:
         if self.cam is not None:

@@ -47,9 +47,10 @@ def status_payload(state: str, station: str, reason: str | None = None,
 
 def health_payload(station: str, stats: OutboxStats, *, uptime_s: float, delivered_on: str,
                    awaiting: int = 0, oldest_awaiting_s: float | None = None, faults: list[str] = (),
-                   fault_codes: list[str] | None = None) -> dict[str, Any]:
+                   fault_codes: list[str] | None = None, camera_fallback: str | None = None) -> dict[str, Any]:
     """The health message (agent/schemas/health.json), from the outbox's stats(): built here for
-    the link and for doctor's probe. `fault_codes` None: unknown, left out."""
+    the link and for doctor's probe. `fault_codes` None: unknown, left out. `camera_fallback`: why
+    control "auto" went back to the fixed view (a warning, not a fault: left out when it has not)."""
     report = {"station": station, "at": now_iso(), "version": __version__, "uptime_s": round(max(0.0, uptime_s), 1),
               "queue_depth": stats.queue_depth or 0, "oldest_undelivered_age_s": stats.oldest_undelivered_age_s,
               "delivered_total": stats.delivered_total, "failed_total": stats.failed_total,
@@ -58,6 +59,8 @@ def health_payload(station: str, stats: OutboxStats, *, uptime_s: float, deliver
               "clock_synced": clock_synced(), "faults": list(faults)}
     if fault_codes is not None:
         report["fault_codes"] = sorted(set(fault_codes))
+    if camera_fallback is not None:
+        report["camera_fallback"] = one_line(camera_fallback, 400)
     return report
 
 
