@@ -190,7 +190,9 @@ def test_status_doctor_and_health_say_so_as_a_warning_never_a_fault(tmp_path, mo
     cfg.mqtt = link_config(1)                         # never connected: the health message is built, not sent
     cfg.camera = dataclasses.replace(cfg.camera, source="picamera2", control="auto", fps=30)
     station = Station(cfg, feedback=Feedback(NoOutput()))
-    cam = StandInPicamera2([held()], misbehave="ignores crop")
+    # frames that do not say what they got: found from the start, whatever the loop asks (the
+    # station lets go of a code it has read, so a code read in the whole field asks no crop)
+    cam = StandInPicamera2([held()], misbehave="no metadata")
     src = Picamera2Source(cfg.camera, factory=lambda: cam)
     station.source = src
     src.open()
@@ -221,7 +223,7 @@ def test_status_doctor_and_health_say_so_as_a_warning_never_a_fault(tmp_path, mo
     text = admin_status.render(s)
     assert ("WARNING      camera: control \"auto\" went back to the fixed view until the service restarts: "
             f"{why}") in text
-    assert "FAULT " not in text and "gone back to the fixed view" in text
+    assert "FAULT " not in text, text      # (frames without metadata have no crop line to add it to)
     # doctor: a warning line for the running daemon's camera, and its health probe carries the field
     running = DaemonStatus(pid=1, version="v", station="s", started_at=0.0, updated_at=0.0, camera=camera)
     check = doctor.check_camera(cfg, running)
