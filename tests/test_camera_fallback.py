@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from agent.capture.picam import Picamera2Source
+from agent.capture.steer import AUTO_EXPOSURE
 from agent.config import CameraConfig
 from agent.decode import FrameReader
 from support.payloads import BHYT10, BHYT15, CCCD
@@ -66,7 +67,7 @@ def assert_fixed_view_after(cam: StandInPicamera2, src: Picamera2Source, out) ->
     assert len(cam.log.configures) == 2
     assert cam.log.configures[1][2] == fixed.log.configures[0][2]          # the mode picamera2 picks, as fixed
     resets = next(c for seq, t, c in cam.log.sets if t >= stop_t)
-    assert {k: v for k, v in resets.items() if k not in ("AeEnable", "ScalerCrop")} == fixed.log.sets[0][2]
+    assert {k: v for k, v in resets.items() if k not in (*AUTO_EXPOSURE, "ScalerCrop")} == fixed.log.sets[0][2]
     assert resets["AeEnable"] is True and resets["ScalerCrop"] == FULL       # the loop's crop and exposure undone
     later = [c for seq, t, c in cam.log.sets if t > stop_t]
     assert later == []                                                     # the loop is off: nothing more asked

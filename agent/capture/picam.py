@@ -26,8 +26,8 @@ from typing import Any, Callable
 
 from agent.capture.landing import STALL_S, Landing, parse
 from agent.capture.source import Frame, SourceError, now
-from agent.capture.steer import CaptureLoop
-from agent.capture.view import Seen, View
+from agent.capture.steer import AUTO_EXPOSURE, CaptureLoop
+from agent.capture.view import View
 from agent.config import CameraConfig
 from agent.status_types import ControlStatus
 
@@ -140,7 +140,7 @@ class Picamera2Source:
         controls = camera_controls(cfg, self._available)
         if reset:
             array = (getattr(cam, "camera_properties", None) or {}).get("PixelArraySize")
-            undo = {"AeEnable": True, **({"ScalerCrop": (0, 0, *array)} if array else {})}
+            undo = {**AUTO_EXPOSURE, **({"ScalerCrop": (0, 0, *array)} if array else {})}
             controls = {**{k: v for k, v in undo.items() if k in self._available}, **controls}
         cam.set_controls(controls)
         self.mode = f"{mode['size'][0]}x{mode['size'][1]} at {fps:g} fps" if mode is not None else ""
@@ -174,8 +174,8 @@ class Picamera2Source:
         if landed is not None:
             view = View(landed.crop, (w, h), landed.exposure_us, landed.gain)
             loop = self.loop
-            if loop is not None and loop.is_short(view):
-                view = replace(view, short=True)       # a bracket's short frame, for the decoder
+            if loop is not None:
+                view = loop.mark(view)                 # a bracket's short frame, for the decoder
         return Frame(yuv[:h, :w], t, self._i, view)  # Y plane of YUV420: the top h rows
 
     def _capture(self) -> Any:
@@ -217,8 +217,7 @@ class Picamera2Source:
         with self._lock:
             if self.loop is None or self.cam is None or frame.view is None:
                 return
-            controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view,
-                                        Seen.of(result, handled), active and result is not None)
+            controls = self.loop.after_frame(frame, result, active, handled)
             controls = {k: v for k, v in controls.items() if k in self._available}
             if not controls:
                 return
@@ -244,5 +243,4 @@ class Picamera2Source:
 
 
 def _with_fps(cfg: CameraConfig, fps: float) -> CameraConfig:
-    from dataclasses import replace
     return replace(cfg, fps=fps)

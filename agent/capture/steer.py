@@ -35,11 +35,15 @@ Coordinates are the sensor's pixel array (libcamera's ScalerCrop convention).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from dataclasses import replace
 from enum import StrEnum
+from typing import Any
 
 import cv2
 import numpy as np
 
+from agent.capture.source import Frame
 from agent.capture.view import SATURATED, Seen, View
 
 #: the code's side as a share of the crop's height (the rest is margin for the hand's tremor)
@@ -171,7 +175,10 @@ class CaptureLoop:
         self.array, self.size, self.bin, self.frame_us = array, size, native_bin, frame_us
         self.full = (0, 0, array[0], array[1])
         self.crop = self.full                  # last commanded
-        self.normal: float | None = None       # exposure x gain product for the screen; None: AE
+        #: exposure x gain under which a frame is a bracket's short one (normal / SHORT_BELOW; None:
+        #: no bracket): the one value of the loop the capture thread reads (mark())
+        self.short_below: float | None = None
+        self._normal: float | None = None      # exposure x gain product for the screen; None: AE
         self.bracket_until = -1.0
         self.depth = BRACKET                   # the short exposure is normal / depth
         self._asked = Ask.NORMAL                # the exposure last asked for
@@ -192,6 +199,8 @@ class CaptureLoop:
         self.exposure = True
         #: the most analogue gain the camera gives (a webcam's exposure time alone: 1)
         self.max_gain = MAX_GAIN
+        #: zoom onto a whole code located but not read as onto a read one (measured on picamera2)
+        self.zoom_whole = True
 
     @property
     def state(self) -> str:
@@ -337,10 +346,38 @@ class CaptureLoop:
         self._expose(t, view, white, glare, clipped, white_saturated, controls)
         return controls
 
+    def after_frame(self, frame: Frame, result: Any, active: bool, handled: Iterable[str] = (),
+                    meter: bool = True) -> dict:
+        """What every source that steers does after a decoded (or idle-skipped: result None) frame:
+        the controls for what the decoder saw in it (a DecodeResult) and the codes the station has
+        handled (their texts). The source carries them out as its camera allows."""
+        seen = Seen.of(result, handled)
+        if not self.zoom_whole:
+            seen = replace(seen, whole=[])
+        return self.update(frame.t, frame.gray if result is not None else None, frame.view, seen,
+                           active and result is not None, meter)
+
+    def mark(self, view: View) -> View:
+        """The view, marked when it is a bracket's short frame (its exposure from its metadata), for
+        the decoder. Called from the capture thread: it reads only `short_below`, one float the
+        station's thread replaces whole."""
+        limit = self.short_below
+        product = view.exposure_us * view.gain
+        return replace(view, short=True) if limit is not None and 0 < product < limit else view
+
+    @property
+    def normal(self) -> float | None:
+        """The exposure x gain for the screen (None: the camera's own auto exposure)."""
+        return self._normal
+
+    @normal.setter
+    def normal(self, value: float | None) -> None:
+        self._normal = value
+        self.short_below = None if value is None else value / SHORT_BELOW
+
     def is_short(self, view: View) -> bool:
         """Whether a frame was taken with a bracket's short exposure (from its metadata)."""
-        product = view.exposure_us * view.gain
-        return self.normal is not None and 0 < product < self.normal / SHORT_BELOW
+        return self.mark(view).short
 
     def _expose(self, t: float, view: View, white: float | None, glare: float, clipped: float,
                 white_saturated: bool, controls: dict) -> None:

@@ -35,14 +35,14 @@ import math
 import threading
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import cv2
 
 from agent.capture.source import Frame, SourceError, now
 from agent.capture.steer import CaptureLoop
-from agent.capture.view import Seen, View
+from agent.capture.view import View
 from agent.config import CameraConfig
 from agent.status_types import ControlStatus
 
@@ -183,6 +183,7 @@ class V4l2Source:
             frame_us = 1e6 / max(accepted.fps, 1.0)
             self.loop = CaptureLoop(array, self._stream, native_bin=1, frame_us=frame_us)
             self.loop.max_gain = 1.0          # V4L2 sets the exposure time alone
+            self.loop.zoom_whole = False      # the whole-code zoom is measured on picamera2 only
             self.crop = self.loop.full
             self._exposure = ExposureControl(cap, frame_us)
             log.info("camera control auto: /dev/video%d in %s (the largest mode at %g fps or more); "
@@ -216,8 +217,8 @@ class V4l2Source:
         if not certain:
             self._unmetered.append(self._i)
         view = View((x, y, w, h), size, exposure_us, 1.0)
-        if certain and self.loop.is_short(view):
-            view = replace(view, short=True)           # a bracket's short frame, for the decoder
+        if certain:
+            view = self.loop.mark(view)                # a bracket's short frame, for the decoder
         return Frame(gray, t, self._i, view)
 
     def steer(self, frame: Frame, result: Any, active: bool, handled: Iterable[str] = ()) -> None:
@@ -225,9 +226,7 @@ class V4l2Source:
         `handled`: texts of this frame's codes the station has handled (the loop lets go of them)."""
         if self.loop is None or self._cap is None or frame.view is None:
             return
-        seen = replace(Seen.of(result, handled), whole=[])  # the whole-code zoom is measured on picamera2 only
-        controls = self.loop.update(frame.t, frame.gray if result is not None else None, frame.view,
-                                    seen, active and result is not None, meter=frame.index not in self._unmetered)
+        controls = self.loop.after_frame(frame, result, active, handled, meter=frame.index not in self._unmetered)
         if "ScalerCrop" in controls:
             self.crop = tuple(int(v) for v in controls["ScalerCrop"])   # software: the next frame
         if not self._exposure.apply(controls, self._i):
