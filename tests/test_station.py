@@ -153,6 +153,19 @@ def test_a_card_read_by_any_stage_is_checked_in_at_once_and_a_miscorrection_besi
     assert [d.action for d in p.on_frame(3.0, frame)] == ["already_read"]
 
 
+@pytest.mark.parametrize("strategy", ["plain", "bitlevel"])
+def test_a_red_for_a_misread_field_does_not_cost_the_card_its_checkin(strategy):
+    """An invalid read of the card being shown (a garbled field, the same card number) gave red;
+    the card read right in the next frame is still checked in (it used to count as the same
+    presentation as the red, and the patient left with no check-in)."""
+    p = Presenter()
+    bad = with_field(BHYT15, 3, "9")
+    got = [a for t in (0.0, 0.07) for a in actions(p, t, bad, strategy=strategy)]
+    assert got == ["rejected"]
+    assert actions(p, 0.13, BHYT15, strategy=strategy) == ["checkin"]
+    assert actions(p, 0.2, BHYT15) == [] and actions(p, 0.27, bad) == []
+
+
 def test_expired_is_a_checkin():
     p = Presenter()
     assert actions(p, 0.0, with_field(BHYT15, 7, "01/01/2025")) == ["checkin"]

@@ -81,6 +81,10 @@ class Presenter:
         self._last_seen.pop(key, None)
 
     def on_frame(self, t: float, result: DecodeResult, today: date | None = None) -> list[Decision]:
+        """What this frame's reads mean. A valid card not checked in yet is a check-in even when
+        its key was seen within `gap_s`: that sighting was a red for an invalid read of the same
+        card number (a misread date or field), and the presentation must not end without its
+        check-in."""
         decisions: list[Decision] = []
         self._expire(t)
         trusted = False                                  # a code of this frame counts as read
@@ -93,7 +97,8 @@ class Presenter:
             trusted = True
             last = self._last_seen.get(key)
             self._last_seen[key] = t
-            if last is not None and t - last <= self.gap_s:
+            fresh_card = read.is_card and read.verdict in CHECKIN_VERDICTS and key not in self._recorded
+            if last is not None and t - last <= self.gap_s and not fresh_card:
                 continue                                 # the same presentation, still in view
             if key in self._recorded:
                 decisions.append(Decision(Action.ALREADY_READ, read, key))
