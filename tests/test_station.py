@@ -10,7 +10,10 @@ import random
 import subprocess
 import sys
 import time
+
+import numpy as np
 import pytest
+import zxingcpp
 
 from pathlib import Path
 
@@ -37,15 +40,15 @@ STATION = "counter-01"
 wait_for = Subscriber.wait_for
 
 
-def result(*texts, candidates=0):
-    codes = [Code(t, t.encode(), ((0, 0), (1, 0), (1, 1), (0, 1)), "plain") for t in texts]
+def result(*texts, candidates=0, strategy="plain"):
+    codes = [Code(t, t.encode(), ((0, 0), (1, 0), (1, 1), (0, 1)), strategy) for t in texts]
     return DecodeResult(codes, candidates)
 
 
 # --- presentation logic (pure) --------------------------------------------------------------
 
-def actions(p, t, *texts, candidates=0):
-    return [d.action for d in p.on_frame(t, result(*texts, candidates=candidates))]
+def actions(p, t, *texts, candidates=0, strategy="plain"):
+    return [d.action for d in p.on_frame(t, result(*texts, candidates=candidates, strategy=strategy))]
 
 
 def test_one_checkin_per_presentation_and_already_read_within_cooldown():
@@ -93,6 +96,74 @@ def test_invalid_and_other_codes_are_rejected_never_checked_in():
     assert actions(p, 0.1, VIETQR) == []
     assert actions(p, 5.0, VIETQR) == ["rejected"]   # shown again: told again
     assert actions(p, 9.0, with_field(BHYT15, 3, "9")) == ["rejected"]
+
+
+#: a not-a-card text a miscorrected grid could give (any text the card reader calls "other")
+GARBLED = "Q\x07q\x1b\xe9 #9"
+
+
+@pytest.mark.parametrize("strategy", ["bitlevel", "fused", "finders"])
+def test_a_second_stage_only_not_a_card_read_is_confirmed_before_red(strategy):
+    """One frame's second-stage read that is not a card may be a miscorrection of the card being
+    shown: no red until a later frame reads the same text (by any strategy)."""
+    p = Presenter()
+    assert actions(p, 0.0, VIETQR, strategy=strategy) == []          # one frame: nothing red yet
+    assert actions(p, 0.07, VIETQR, strategy=strategy) == ["rejected"]   # a second frame confirms
+    assert actions(p, 0.13, VIETQR, strategy=strategy) == []          # the same presentation
+    p = Presenter()
+    assert actions(p, 0.0, with_field(BHYT15, 3, "9"), strategy=strategy) == []   # an invalid card too
+    assert actions(p, 0.07, with_field(BHYT15, 3, "9"), strategy="double") == ["rejected"]
+
+
+def test_a_plain_read_confirms_and_a_plain_bank_qr_is_red_at_once():
+    p = Presenter()
+    assert actions(p, 0.0, VIETQR, strategy="bitlevel") == []
+    assert actions(p, 0.07, VIETQR, strategy="plain") == ["rejected"]
+    p = Presenter()
+    assert actions(p, 0.0, VIETQR) == ["rejected"]                    # zxing-cpp read it: at once
+    assert actions(p, 0.0, VIETQR, strategy="rectify") == []          # (already told)
+    p = Presenter()
+    assert actions(p, 0.0, VIETQR, strategy="sharpen") == ["rejected"]   # any zxing-cpp view
+
+
+def test_an_unconfirmed_read_is_forgotten_after_the_presentation():
+    """Two miscorrections into the same text seconds apart are two presentations: still no red;
+    meanwhile the patient gets "try again", as for any code that stays unreadable."""
+    p = Presenter(try_again_s=2.0)
+    got = [a for i in range(100)                  # 3.3 s; the garbled read every 1.5 s, else unread
+           for a in actions(p, i / FPS, *([GARBLED] if i % 45 == 0 else []), candidates=1, strategy="fused")]
+    assert got == ["try_again"]
+    p = Presenter()
+    assert actions(p, 0.0, GARBLED, strategy="bitlevel") == []
+    assert actions(p, 1.5, GARBLED, strategy="bitlevel") == []        # 1.5 s later: not confirmed
+    assert actions(p, 1.6, GARBLED, strategy="bitlevel") == ["rejected"]
+
+
+@pytest.mark.parametrize("strategy", ["plain", "bitlevel", "fused", "finders"])
+def test_a_card_read_by_any_stage_is_checked_in_at_once_and_a_miscorrection_beside_it_is_not_red(strategy):
+    """The card of the presentation, whatever read it, is checked in at the frame it is read; a
+    garbled read of it in an earlier frame or in the same frame gives no red."""
+    p = Presenter()
+    assert actions(p, 0.0, GARBLED, strategy="fused") == []
+    assert actions(p, 0.07, BHYT15, strategy=strategy) == ["checkin"]
+    frame = DecodeResult([Code(BHYT15, BHYT15.encode(), ((0, 0), (9, 0), (9, 9), (0, 9)), strategy),
+                          Code(GARBLED, GARBLED.encode(), ((50, 0), (59, 0), (59, 9), (50, 9)), "bitlevel")])
+    p = Presenter()
+    assert [d.action for d in p.on_frame(0.0, frame)] == ["checkin"]
+    assert [d.action for d in p.on_frame(3.0, frame)] == ["already_read"]
+
+
+@pytest.mark.parametrize("strategy", ["plain", "bitlevel"])
+def test_a_red_for_a_misread_field_does_not_cost_the_card_its_checkin(strategy):
+    """An invalid read of the card being shown (a garbled field, the same card number) gave red;
+    the card read right in the next frame is still checked in (it used to count as the same
+    presentation as the red, and the patient left with no check-in)."""
+    p = Presenter()
+    bad = with_field(BHYT15, 3, "9")
+    got = [a for t in (0.0, 0.07) for a in actions(p, t, bad, strategy=strategy)]
+    assert got == ["rejected"]
+    assert actions(p, 0.13, BHYT15, strategy=strategy) == ["checkin"]
+    assert actions(p, 0.2, BHYT15) == [] and actions(p, 0.27, bad) == []
 
 
 def test_expired_is_a_checkin():
@@ -181,6 +252,46 @@ def test_replayed_presentations_one_checkin_each(tmp_path):
     cues = iter(Signal.CHECKIN_PRIORITY if any(f.startswith("priority_") for f in r.payload["flags"])
                 else Signal.CHECKIN for r in rows)
     assert signals == [next(cues) if e == "checkin" else want[e] for _, _, _, e in plan]
+    station.feedback.close()
+    station.outbox.close()
+
+
+def glare_code(text: str, radius: float) -> np.ndarray:
+    """`text` as a QR on a grey counter with a saturated highlight of `radius` px on it: at 40 px
+    on VIETQR, 55 px on CCCD, zxing-cpp locates the code but cannot read it, and the second
+    stage reads it from the modules left (tests/test_grid.py shows the erasures at work)."""
+    code = zxingcpp.create_barcode(text, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
+    img = np.array(code.to_image(scale=6, add_quiet_zones=True))
+    h, w = img.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    img[(xx - w * 0.55) ** 2 + (yy - h * 0.6) ** 2 < radius ** 2] = 255
+    canvas = np.full((720, 1280), 128, np.uint8)
+    canvas[100:100 + h, 300:300 + w] = img
+    return canvas
+
+
+def test_station_shows_red_only_for_a_confirmed_read_and_checks_in_a_card_read_by_any_stage(tmp_path):
+    """Real frames through the real decoder, card reader, outbox and feedback: a bank QR under a
+    highlight, read by the second stage only, is red at its second frame, not its first; the same
+    QR read plainly is red at its first frame; a card read by the second stage only is checked in
+    at its first frame."""
+    station = make_station(tmp_path)
+    signals = lambda: [s for _, s in station.feedback.history]   # noqa: E731
+    hidden, clean = glare_code(VIETQR, 40), glare_code(VIETQR, 0)
+    assert not zxingcpp.read_barcodes(hidden, formats=zxingcpp.BarcodeFormat.QRCode)
+    first = station.step(Frame(hidden, 0.0))
+    assert first == [] and signals() == []                        # one second-stage read: nothing
+    assert [d.action for d in station.step(Frame(hidden, 1 / FPS))] == ["rejected"]
+    assert signals() == [Signal.REJECTED]
+    t = 20.0                                                       # another patient, after the cooldown
+    assert [d.action for d in station.step(Frame(clean, t))] == ["rejected"]   # plain: at once
+    assert signals() == [Signal.REJECTED] * 2
+    card = glare_code(CCCD, 55)
+    assert not zxingcpp.read_barcodes(card, formats=zxingcpp.BarcodeFormat.QRCode)
+    got = station.step(Frame(card, 40.0))
+    assert [(d.action, d.read.card["id_number"]) for d in got] == [("checkin", read_card(CCCD).card["id_number"])]
+    assert station.last_view[1][0].strategy == "bitlevel"
+    assert signals()[2:] == [Signal.CHECKIN] and station.outbox.depth() == 1
     station.feedback.close()
     station.outbox.close()
 

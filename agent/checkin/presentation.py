@@ -3,6 +3,18 @@
 A presentation is a card seen in consecutive frames (gaps shorter than `gap_s`). The same card
 again within `cooldown_s` of when it was last seen is "already read"; a different card is a new
 check-in at once. Pure logic on frame timestamps: no clock, no I/O, easy to test.
+
+Red needs a confirmed read. A text that would be rejected (not a card, or an invalid card) and
+that only the decoder's second stage read (agent.decode.SECOND_STAGE: our own Reed-Solomon
+reading of sampled, fused or finder-inferred grids) may be a miscorrection of the patient's card
+in a glare-hit frame; red for a card tells the patient their card is wrong, and they walk away.
+So such a read gives red only once the same text comes again in a later frame of the
+presentation (any strategy), or at once when zxing-cpp itself read it (a bank QR held up reads
+plainly: its red is not delayed). Until then the frame counts as one with a code located but not
+read: nothing shown, and "try again" after `try_again_s` as for any unreadable code, which is
+what the patient should do (a tilt moves the glare). A card is never held back (a check-in is
+never lost or delayed by this); a miscorrection into a valid card is what the decoder's margins
+are for (agent/decode/grid.py).
 """
 
 from __future__ import annotations
@@ -15,7 +27,7 @@ from enum import Enum
 
 from agent.cards import CardRead, read_card
 from agent.cards.model import NUMBER_FIELD
-from agent.decode import DecodeResult
+from agent.decode import Code, DecodeResult
 
 CHECKIN_VERDICTS = ("ok", "expired", "not_yet_valid")
 
@@ -61,10 +73,13 @@ class Presenter:
         self._last_try_again = -1e9
         self._reasons: Counter[str] = Counter()   # guidance of the frames since the last TRY_AGAIN
         self._keys: dict[str, str] = {}          # the last frame's codes: text -> card key
+        #: would-be reds read by the second stage alone, awaiting a second frame: key -> first seen
+        self._unconfirmed: dict[str, float] = {}
 
     def handled(self, codes: list) -> list[str]:
         """The texts of a frame's codes (those on_frame just saw) that have had their decision
-        (checked in, already read, rejected) and are remembered: the capture loop lets go of them."""
+        (checked in, already read, rejected) and are remembered: the capture loop lets go of them
+        (an unconfirmed would-be red is not handled yet: the loop may keep it in its crop)."""
         return [c.text for c in codes if self._keys.get(c.text) in self._last_seen]
 
     def forget(self, key: str) -> None:
@@ -73,17 +88,26 @@ class Presenter:
         self._last_seen.pop(key, None)
 
     def on_frame(self, t: float, result: DecodeResult, today: date | None = None) -> list[Decision]:
+        """What this frame's reads mean. A valid card not checked in yet is a check-in even when
+        its key was seen within `gap_s`: that sighting was a red for an invalid read of the same
+        card number (a misread date or field), and the presentation must not end without its
+        check-in."""
         decisions: list[Decision] = []
         self._expire(t)
         self._keys = {}
+        trusted = False                                  # a code of this frame counts as read
         for code in result.codes:
             payload = code.raw or code.text
             read = read_card(payload, today)
             key = card_key(read, payload)
             self._keys[code.text] = key
+            if self._unconfirmed_red(t, code, read, key):
+                continue                                 # as if located but not read
+            trusted = True
             last = self._last_seen.get(key)
             self._last_seen[key] = t
-            if last is not None and t - last <= self.gap_s:
+            fresh_card = read.is_card and read.verdict in CHECKIN_VERDICTS and key not in self._recorded
+            if last is not None and t - last <= self.gap_s and not fresh_card:
                 continue                                 # the same presentation, still in view
             if key in self._recorded:
                 decisions.append(Decision(Action.ALREADY_READ, read, key))
@@ -92,10 +116,10 @@ class Presenter:
                 decisions.append(Decision(Action.CHECKIN, read, key, code.text))
             else:
                 decisions.append(Decision(Action.REJECTED, read, key))
-        if result.codes:
+        if trusted:
             self._unreadable_since = None
             self._reasons.clear()
-        elif result.candidates:
+        elif result.candidates or result.codes:
             self._last_candidate_t = t
             if result.guidance:
                 self._reasons[result.guidance] += 1
@@ -110,6 +134,21 @@ class Presenter:
             self._reasons.clear()
         return decisions
 
+    def _unconfirmed_red(self, t: float, code: Code, read: CardRead, key: str) -> bool:
+        """True while a red would rest on one second-stage read alone (see the module's docstring):
+        not a card, read only by the second stage, not already shown within the cooldown, and not
+        the same text as an unconfirmed read of an earlier frame within `gap_s` (that confirms it)."""
+        if not code.second_stage or (read.is_card and read.verdict in CHECKIN_VERDICTS):
+            return False                    # zxing-cpp read it, or a card to check in: as before
+        if key in self._last_seen:
+            return False                    # shown (confirmed) within the cooldown: as before
+        first = self._unconfirmed.get(key)
+        if first is not None and t > first:
+            del self._unconfirmed[key]      # a second frame read the same text: confirmed
+            return False
+        self._unconfirmed[key] = t
+        return True
+
     def _reason(self) -> str:
         """The reason most frames since the last TRY_AGAIN gave (a known one beats `unknown`)."""
         known = [(n, r) for r, n in self._reasons.items() if r != "unknown"]
@@ -118,6 +157,9 @@ class Presenter:
         return reason
 
     def _expire(self, t: float) -> None:
+        for key, first in list(self._unconfirmed.items()):
+            if t - first > self.gap_s:      # no second read within the presentation: forgotten
+                del self._unconfirmed[key]
         for key, seen in list(self._last_seen.items()):
             if t - seen > self.cooldown_s:
                 del self._last_seen[key]

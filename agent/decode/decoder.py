@@ -42,6 +42,15 @@ GLANCE = "glance"
 SLOW_FRAME_X = 2.0
 
 
+#: The strategies of the second stage: our own Reed-Solomon reading of a sampled grid with
+#: erasures ("bitlevel"), of a grid fused over frames ("fused"), or of a grid behind an inferred
+#: hidden finder ("finders"). They read what zxing-cpp only located, so they are also where a
+#: miscorrection can come from (a badly sampled grid that happens to decode, every block within
+#: its margin): the station confirms what only they read before it shows red
+#: (agent/checkin/presentation.py). Every other strategy is zxing-cpp's own read of a view.
+SECOND_STAGE = frozenset({"bitlevel", "fused", "finders"})
+
+
 @dataclass(frozen=True)
 class Code:
     text: str
@@ -54,6 +63,11 @@ class Code:
     def center(self) -> tuple[float, float]:
         xs, ys = zip(*self.corners)
         return sum(xs) / 4, sum(ys) / 4
+
+    @property
+    def second_stage(self) -> bool:
+        """Read by the second stage alone (SECOND_STAGE), not by zxing-cpp."""
+        return self.strategy in SECOND_STAGE
 
 
 @dataclass
