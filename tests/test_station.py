@@ -98,6 +98,28 @@ def test_invalid_and_other_codes_are_rejected_never_checked_in():
     assert actions(p, 9.0, with_field(BHYT15, 3, "9")) == ["rejected"]
 
 
+def test_a_rejected_code_out_of_the_crop_is_not_a_new_presentation_when_the_crop_comes_back():
+    """A bank QR sticker in a corner: red once; while the capture loop's crop is on a patient's
+    phone elsewhere the sticker is out of view, and when the crop comes back to the whole field it
+    is the same sticker, not red again. Gone from a whole-field frame and shown again: told again."""
+    from agent.capture.view import View
+    full = View((0, 0, 4608, 2592), (1280, 720))
+    zoomed = View((2000, 1000, 2048, 1152), (1280, 720))          # the patient's phone, elsewhere
+    sticker = Code(VIETQR, VIETQR.encode(), ((60, 60), (160, 60), (160, 160), (60, 160)), "plain")
+    card = Code(BHYT15, BHYT15.encode(), ((500, 300), (700, 300), (700, 500), (500, 500)), "plain")
+    p = Presenter()
+    acts = lambda t, view, *codes: [d.action.value for d in p.on_frame(t, DecodeResult(list(codes)), view=view)]
+    assert acts(0.0, full, sticker) == ["rejected"]
+    assert acts(0.1, full, sticker) == []
+    assert acts(0.2, zoomed) == []                                   # the crop on the patient
+    assert acts(1.8, zoomed, card) == ["checkin"]
+    assert all(acts(1.8 + 0.1 * i, zoomed, card) == [] for i in range(1, 18))
+    assert acts(3.6, full, sticker, card) == []                      # the whole field again: same sticker
+    # a code that leaves a whole-field view and is shown again later is told again, as before
+    assert acts(4.0, full) == [] and acts(6.0, full) == []
+    assert acts(6.1, full, sticker) == ["rejected"]
+
+
 #: a not-a-card text a miscorrected grid could give (any text the card reader calls "other")
 GARBLED = "Q\x07q\x1b\xe9 #9"
 

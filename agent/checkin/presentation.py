@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from datetime import date
 from enum import Enum
 
+import numpy as np
+
+from agent.capture.view import View
 from agent.cards import CardRead, read_card
 from agent.cards.model import NUMBER_FIELD
 from agent.decode import Code, DecodeResult
@@ -75,6 +78,8 @@ class Presenter:
         self._keys: dict[str, str] = {}          # the last frame's codes: text -> card key
         #: would-be reds read by the second stage alone, awaiting a second frame: key -> first seen
         self._unconfirmed: dict[str, float] = {}
+        #: where codes given red were last read (sensor pixels): see _out_of_view
+        self._places: dict[str, np.ndarray] = {}
 
     def handled(self, codes: list) -> list[str]:
         """The texts of a frame's codes (those on_frame just saw) that have had their decision
@@ -87,7 +92,8 @@ class Presenter:
         self._recorded.discard(key)
         self._last_seen.pop(key, None)
 
-    def on_frame(self, t: float, result: DecodeResult, today: date | None = None) -> list[Decision]:
+    def on_frame(self, t: float, result: DecodeResult, today: date | None = None,
+                 view: View | None = None) -> list[Decision]:
         """What this frame's reads mean. A valid card not checked in yet is a check-in even when
         its key was seen within `gap_s`: that sighting was a red for an invalid read of the same
         card number (a misread date or field), and the presentation must not end without its
@@ -116,6 +122,9 @@ class Presenter:
                 decisions.append(Decision(Action.CHECKIN, read, key, code.text))
             else:
                 decisions.append(Decision(Action.REJECTED, read, key))
+            if view is not None and not (read.is_card and read.verdict in CHECKIN_VERDICTS):
+                self._places[key] = view.to_array(np.asarray(code.corners, np.float64)).mean(0)
+        self._out_of_view(t, view)
         if trusted:
             self._unreadable_since = None
             self._reasons.clear()
@@ -155,6 +164,21 @@ class Presenter:
         reason = max(known)[1] if known else "unknown"
         self._reasons.clear()
         return reason
+
+    def _out_of_view(self, t: float, view: View | None) -> None:
+        """A code given red and not read in this frame because the frame's crop leaves its place
+        out (the capture loop zoomed onto a patient's phone elsewhere) is taken as still there: a
+        sticker on the counter or a bystander's phone is not a new presentation, and not red again,
+        each time the crop comes back to the whole field. A code gone from a frame that shows its
+        place has left, as before (shown again later: told again)."""
+        if view is None:
+            return
+        x, y, w, h = view.crop
+        for key, (cx, cy) in list(self._places.items()):
+            if key not in self._last_seen:
+                del self._places[key]                    # forgotten after the cooldown
+            elif self._last_seen[key] < t and not (x <= cx < x + w and y <= cy < y + h):
+                self._last_seen[key] = t
 
     def _expire(self, t: float) -> None:
         for key, first in list(self._unconfirmed.items()):

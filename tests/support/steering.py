@@ -27,7 +27,7 @@ def drive(src, epoch: Callable[[], float], seconds: float, stop_on_read: bool = 
             if presenter is None:
                 src.steer(f, res, True)
             else:
-                presenter.on_frame(f.t, res)
+                presenter.on_frame(f.t, res, view=f.view)
                 src.steer(f, res, True, presenter.handled(res.codes))
             out.append((t, f, res))
             if stop_on_read and res.codes:
