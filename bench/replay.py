@@ -21,7 +21,8 @@ payload is a wrong read. The counter is empty for 1 s before each phone (AE sett
 `$VCAM_SEGNO` unless the venv has it) on its own virtual clock: its whole time line of --n
 presentations for VCAM_SEED --seed through the daemon's own per-frame step (`Station.step`: the
 scene gate, decoder, presenter, check-in into a throw-away outbox, and the loop, which lets go of
-handled codes), each step's time (x --pi-factor) costing the frames the camera delivered
+handled codes), each step's CPU time (x --pi-factor; CPU rather than wall time, so that other work
+on the machine does not change which frames are seen) costing the frames the camera delivered
 meanwhile. Scored as vcam's README says: a check-in counts for the presentation whose card it
 carries if made between 0.1 s before its phone appeared and 1.5 s after it left, else it is a
 wrong read; a second one is a duplicate; a red "not a card" while a card is shown is a wrong read.
@@ -127,13 +128,13 @@ def vcam_run(level: str, seed: int, n: int, control: str, pi_factor: float) -> l
         try:
             while clock.time() < end:
                 frame = replace(src.read(), t=clock.time())
-                t0 = time.perf_counter()
+                t0 = time.thread_time()      # CPU time: the figures do not move with the machine's load
                 for d in station.step(frame):
                     if d.action is Action.CHECKIN:
                         events.append((frame.t, "checkin", d.payload or ""))
                     elif d.action is Action.REJECTED:
                         events.append((frame.t, "red", ""))
-                clock.sleep((time.perf_counter() - t0) * pi_factor)
+                clock.sleep((time.thread_time() - t0) * pi_factor)
         finally:
             src.close()
             station.outbox.close()
