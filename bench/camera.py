@@ -111,8 +111,17 @@ def _dump():
 '''
 
 
-def scene(level: str, n: int, hold: float, gap: float, base_seed: int) -> tuple[dict, list[str]]:
+#: --sticker: a readable QR that is not a card (a hospital's Wi-Fi sticker, a bystander's phone)
+#: held in the top-left corner of the field for the whole run, 20 cm away, square to the camera
+STICKER = {"text": "https://benhvien.example.vn/wifi?ssid=khach", "centre_px": [700.0, 650.0],
+           "distance": 0.2, "glare": [], "level": "medium", "seed": 999}
+
+
+def scene(level: str, n: int, hold: float, gap: float, base_seed: int,
+          sticker: bool = False) -> tuple[dict, list[str]]:
     phones, texts = [], []
+    if sticker:
+        phones.append({**STICKER, "start": 0.0, "duration": LEAD_IN_S + n * (hold + gap) + 60.0, "sticker": True})
     for k in range(n):
         rng = random.Random(f"camera-bench:{level}:{base_seed + k}")
         text = bhyt(rng) if k % 3 else cccd(rng)
@@ -250,7 +259,7 @@ def figures(camera: str, control: str, level: str, args, per: list[float | None]
 
 
 def run_ours(control: str, level: str, args, workdir: Path) -> dict:
-    spec, texts = scene(level, args.n, args.hold, args.gap, args.seed)
+    spec, texts = scene(level, args.n, args.hold, args.gap, args.seed, args.sticker)
     d = workdir / f"ours-{control}-{level}"
     d.mkdir()
     (d / "scene.json").write_text(json.dumps(spec))
@@ -283,7 +292,7 @@ def run_ours(control: str, level: str, args, workdir: Path) -> dict:
     per, presentations = [], []
     wrong = dups = 0
     expected = [card_of(t) for t in texts]
-    for k, ph in enumerate(spec["phones"]):
+    for k, ph in enumerate([ph for ph in spec["phones"] if not ph.get("sticker")]):
         appear = epoch + ph["start"]
         until = appear + args.hold + args.gap
         mine = [(c - wall_of) for c, p in rows if appear <= c - wall_of < until]
@@ -405,6 +414,8 @@ def main() -> int:
     ap.add_argument("--idle-tail", type=float, default=6.0, help="idle seconds measured at the end")
     ap.add_argument("--pi-factor", type=float, default=1.0, help="decode time counts this many times")
     ap.add_argument("--seed", type=int, default=0, help="ours: the first scene's seed; vcam: VCAM_SEED")
+    ap.add_argument("--sticker", action="store_true",
+                    help="ours: a readable non-card QR in a corner all along (issue 31: the loop must let go of it)")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json", help="write every result (with per-presentation times and conditions) here")
     args = ap.parse_args()

@@ -64,8 +64,18 @@ class Scene:
     def from_file(cls, path: str) -> "Scene":
         with open(path, encoding="utf-8") as f:
             spec = json.load(f)
-        return cls([phys.Phone(p["text"], float(p["start"]), float(p["duration"]), p.get("level", "medium"),
-                               int(p.get("seed", 0))) for p in spec.get("phones", [])], int(spec.get("seed", 0)))
+        phones = []
+        for p in spec.get("phones", []):
+            ph = phys.Phone(p["text"], float(p["start"]), float(p["duration"]), p.get("level", "medium"),
+                            int(p.get("seed", 0)))
+            if "centre_px" in p:        # a placed phone (bench/camera.py --sticker), not a drawn one
+                ph.centre_px = np.array(p["centre_px"], np.float64)
+            if "distance" in p:
+                ph.distance = float(p["distance"])
+            if "glare" in p:
+                ph.glare = [tuple(g) for g in p["glare"]]
+            phones.append(ph)
+        return cls(phones, int(spec.get("seed", 0)))
 
 
 def _scene() -> Scene:
