@@ -465,3 +465,66 @@ def test_auto_exposure_resumes_between_patients_on_a_camera_that_keeps_set_value
     assert min(asked) < 2000 and min(counter) > 4 * min(asked), (asked, counter)
     read = first_read(out, dim.text)
     assert read is not None and read - dim.start <= 1.0, read
+
+
+def test_autofocus_meters_on_the_code_it_follows_and_goes_back_to_its_own_window():
+    # the default AF window is the middle of the field; an off-centre phone is focused on its code
+    from agent.capture.steer import AF_METERING_AUTO, AF_METERING_WINDOWS, CaptureLoop
+    from agent.capture.view import View
+    gray = np.full((720, 1280), 60, np.uint8)
+    full = View((0, 0, 4608, 2592), (1280, 720))
+    code = np.array([[1000.0, 500.0], [1100.0, 500.0], [1100.0, 600.0], [1000.0, 600.0]])   # bottom right
+    loop = CaptureLoop((4608, 2592), (1280, 720))
+    controls = loop.update(0.0, gray, full, Seen([], [code], whole=[code]), True)
+    assert controls["AfMetering"] == AF_METERING_WINDOWS
+    (x, y, w, h), = controls["AfWindows"]
+    box = full.to_array(code)
+    assert (x, y) == pytest.approx(tuple(box.min(0)), abs=1) and (x + w, y + h) == pytest.approx(tuple(box.max(0)), abs=2)
+    # the hand's sway moves it a little: the window stays; a larger move: it follows
+    zoomed = View(controls["ScalerCrop"], (1280, 720))
+    assert "AfWindows" not in loop.update(0.05, gray, zoomed, Seen([], [zoomed.from_array(box + 5)]), True)
+    moved = loop.update(0.1, gray, zoomed, Seen([], [zoomed.from_array(box + 150)]), True)
+    assert moved["AfWindows"][0][0] == pytest.approx(x + 150, abs=1)
+    # the scene goes idle: the camera's own AF window again
+    assert loop.update(0.2, gray, full, Seen(), False)["AfMetering"] == AF_METERING_AUTO
+
+
+class BandedBench(Bench):
+    """Bench under a lamp on 50 Hz mains: at a bracket's sub-millisecond exposure the rolling shutter
+    reads its 100 Hz pulses as horizontal bands over the lamp's reflection (rows up to twice its mean
+    light, IEEE 1789's full-modulation LED), in every other short frame here (the bands' phase moves
+    from frame to frame)."""
+
+    def __init__(self, glare: float, latency):
+        super().__init__(0.0, latency)
+        yy, xx = np.mgrid[0:720, 0:1280]
+        self.lamp = glare * np.exp(-(((xx - 520) / 30.0) ** 2 + ((yy - 240) / 25.0) ** 2))
+        self.bands = 1.0 + np.sin(2 * np.pi * yy / 40.0)             # 0 to 2x the mean, row by row
+        self.screen, self.shorts = self.radiance, 0
+
+    def frame(self):
+        due = [c for at, c in self.pending if at <= self.seq + 1 and "ExposureTime" in c]
+        product = due[-1]["ExposureTime"] * due[-1].get("AnalogueGain", 1.0) if due else self.product
+        short = product < 10_000.0 / 4               # the normal exposure is 2x that, short ones 1/12
+        self.shorts += short
+        banded = short and self.shorts % 2 == 0
+        self.radiance = self.screen + self.lamp * (self.bands if banded else 1.0)
+        return super().frame()
+
+
+def test_one_banded_short_frame_does_not_deepen_the_bracket():
+    # a reflection 12x the screen's white is out of saturation at 1/12 of the normal exposure; the
+    # bright rows of a banded short frame clip: not a reason to go deeper (the next frame is not
+    # banded there); a reflection that clips in every short frame still deepens the bracket
+    from agent.capture.steer import BRACKET, CaptureLoop
+    cam, loop = BandedBench(12.0, lambda: 2), CaptureLoop((4608, 2592), (1280, 720))
+    clipped = []
+    for i in range(80):
+        gray, view = cam.frame()
+        if loop.is_short(view):
+            clipped.append(int((gray[160:560, 440:840] >= 250).sum()))
+        cam.set(loop.update(i / 14, gray, view, Seen([], [Bench.BOX]), True))
+    assert cam.shorts >= 8 and max(clipped) > 0 and min(clipped) == 0     # banded frames clipped, others not
+    assert loop.depth == BRACKET
+    loop, _, _ = bracket_run(glare=20.0, latency=lambda: 2, frames=80)
+    assert loop.depth > BRACKET

@@ -74,6 +74,13 @@ MAX_BRACKET = 32.0
 #: worth: the reflection's core hides a finder pattern; a lamp beside the box, which clips at any
 #: exposure, does not count)
 STILL_CLIPPED = 0.0005
+#: short frames in a row still clipped at a depth before the next goes deeper. An exposure of a
+#: fraction of a millisecond under a lamp on 50 Hz mains (its light pulses at 100 Hz, by up to its
+#: full output with a cheap LED driver: IEEE 1789-2015) or a phone dimmed by PWM (240-480 Hz, up to
+#: 3840 Hz) is read out row by row by a rolling shutter while the light changes: horizontal bands,
+#: some rows brighter than the mean. Their phase moves from frame to frame (the frame rate is not
+#: locked to the mains), so one banded frame clipped in its bright rows says little of the next.
+CLIPPED_FRAMES = 2
 #: normal frames seen between two short runs (each run lasts as long as the camera takes to
 #: apply the normal exposure again: 2-3 frames with libcamera)
 NORMAL_RUN = 2
@@ -117,6 +124,13 @@ AUTO_EXPOSURE = {"AeEnable": True, "ExposureTimeMode": 0, "AnalogueGainMode": 0,
                  "AnalogueGain": 0.0}
 #: the loop's own exposure: manual time and gain (the modes where advertised)
 MANUAL_EXPOSURE = {"AeEnable": False, "ExposureTimeMode": 1, "AnalogueGainMode": 1}
+#: libcamera's AfMetering: Auto (the AF algorithm's own window) and Windows (AfWindows, in the
+#: sensor's ScalerCropMaximum pixels: the pixel array's, as ScalerCrop); a source sends them only
+#: where the camera advertises them (Camera Module 3; a fixed-focus module has no AF controls)
+AF_METERING_AUTO, AF_METERING_WINDOWS = 0, 1
+#: the AF window follows the code when it has moved by this share of its size (the hand's sway;
+#: each change restarts the AF's confidence-weighted estimate)
+FOCUS_MOVE = 0.25
 #: exposure time first up to this (hand tremor blur), then gain up to GAIN_STEP, then time again
 SHORT_US = 8000
 GAIN_STEP = 4.0
@@ -181,6 +195,7 @@ class CaptureLoop:
         self._normal: float | None = None      # exposure x gain product for the screen; None: AE
         self.bracket_until = -1.0
         self.depth = BRACKET                   # the short exposure is normal / depth
+        self._clipped = 0                      # short frames in a row still clipped at this depth
         self._asked = Ask.NORMAL                # the exposure last asked for
         self._since_ask = 0                    # decoded frames since
         self._normals = 0                      # normal frames seen since the last short run
@@ -192,6 +207,7 @@ class CaptureLoop:
         self._trial_end = -1.0
         self.search_after = -1.0
         self._patch: np.ndarray | None = None
+        self._focus_box: np.ndarray | None = None   # the AF window set (x0, y0, x1, y1), array pixels
         #: codes the station has handled: [box in array pixels, last seen] (see Letting go)
         self._handled: list[list] = []
         #: False: crop only, the camera keeps its own auto exposure (a webcam that refuses manual
@@ -334,6 +350,8 @@ class CaptureLoop:
         if self._needs_move(view, box, target):
             self.crop = target
             controls["ScalerCrop"] = target
+        if read or located or sized:
+            self._focus(box, controls)
         self.aim = (Aim.FOLLOWING if read or located else Aim.PATCH) if self.crop != self.full else Aim.IN_FIELD
         self.bracketing = False
         if not self.exposure:
@@ -390,9 +408,12 @@ class CaptureLoop:
         short = self.is_short(view)
         new = None
         if short:
-            # still clipped inside the code at this depth: the next short run goes deeper
-            if clipped > STILL_CLIPPED and product <= AT_DEPTH * self.normal / self.depth:
-                self.depth = min(self.depth * DEEPEN, MAX_BRACKET)
+            # still clipped inside the code at this depth, in CLIPPED_FRAMES short frames in a row:
+            # the next short run goes deeper (one frame alone is not trusted: see CLIPPED_FRAMES)
+            if product <= AT_DEPTH * self.normal / self.depth:
+                self._clipped = self._clipped + 1 if clipped > STILL_CLIPPED else 0
+                if self._clipped >= CLIPPED_FRAMES:
+                    self.depth, self._clipped = min(self.depth * DEEPEN, MAX_BRACKET), 0
         elif white_saturated:
             new = product / CLIPPED_BACKOFF
         elif white is not None:
@@ -419,7 +440,7 @@ class CaptureLoop:
                 elif changed or self._since_ask > RESEND_FRAMES:
                     self._ask(Ask.NORMAL, controls)
             return
-        self.depth = BRACKET
+        self.depth, self._clipped = BRACKET, 0
         if changed or self._asked is Ask.SHORT or (short and self._since_ask > RESEND_FRAMES):
             self._ask(Ask.NORMAL, controls)
 
@@ -490,8 +511,27 @@ class CaptureLoop:
             return None
         return found
 
+    def _focus(self, box: np.ndarray, controls: dict) -> None:
+        """Autofocus on the code (AfMetering Windows, AfWindows its box), not on the middle of the
+        crop: the default AF window is the middle of the field (about half its width, a third of
+        its height on a Pi), where an off-centre phone is not, and the counter behind it is 30-40
+        cm further; a continuous-AF lens that meters the wrong region hunts as the crop moves.
+        Set again only when the code has moved by FOCUS_MOVE of its size."""
+        lo, hi = box.min(0), box.max(0)
+        if self._focus_box is not None:
+            size = max(hi - lo)
+            if np.abs(np.concatenate([lo, hi]) - self._focus_box).max() <= FOCUS_MOVE * size:
+                return
+        self._focus_box = np.concatenate([lo, hi])
+        x, y = (max(int(v), 0) for v in lo)
+        controls["AfMetering"] = AF_METERING_WINDOWS
+        controls["AfWindows"] = [(x, y, max(int(hi[0]) - x, 2), max(int(hi[1]) - y, 2))]
+
     def _reset(self, controls: dict) -> dict:
         self.trial_until = -1.0
+        if self._focus_box is not None:
+            self._focus_box = None
+            controls["AfMetering"] = AF_METERING_AUTO
         if self.crop != self.full:
             self.crop = self.full
             controls["ScalerCrop"] = self.full
@@ -499,6 +539,7 @@ class CaptureLoop:
             self.normal = None
             controls.update(AUTO_EXPOSURE)
         self.bracket_until, self.depth, self._asked, self._normals, self._box = -1.0, BRACKET, Ask.NORMAL, 0, None
+        self._clipped = 0
         self.aim, self.bracketing = Aim.FULL_FIELD, False
         return controls
 
