@@ -7,8 +7,8 @@ bench/camera.py (the same scenes for the same seeds), one at a time, through the
 
 Unlike bench/camera.py (the real daemon in wall-clock time, 20 presentations a level in about
 7 minutes, its figures moved by whatever else the machine does), time here is the camera's:
-each capture advances it by one frame duration, and a frame's decode time (x --pi-factor)
-costs the frames the camera delivered meanwhile (the newest wins, as in the daemon's grabber).
+each capture advances it by one frame duration, and a frame's decode time (CPU time of the
+decoding thread, x --pi-factor) costs the frames the camera delivered meanwhile (the newest wins, as in the daemon's grabber).
 Control latency stays the virtual camera's (2 or 3 frames, seeded). So a presentation replays
 the same way on any machine up to the decode time's effect on which frames are seen, and 40
 presentations a level take about 2 minutes. Time is counted from the phone appearing (it slides
@@ -76,10 +76,10 @@ def presentation(level: str, seed: int, control: str, pi_factor: float, hold: fl
             t = frame.t - vcam._EPOCH[0] - APPEAR_S
             if t > hold:
                 break
-            t0 = time.perf_counter()
+            t0 = time.thread_time()          # CPU time: the figures do not move with the machine's load
             result = reader.read(frame.gray, view=frame.view)
             src.steer(frame, result, True)
-            busy = (time.perf_counter() - t0) * pi_factor
+            busy = (time.thread_time() - t0) * pi_factor
             for code in result.codes:
                 if read_card(code.raw or code.text).to_dict().get("card") == want:
                     first = t if first is None and t >= 0 else first
