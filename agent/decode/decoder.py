@@ -20,6 +20,13 @@ from agent.decode import finders, grid, guidance
 from agent.decode.strategies import DEFAULT_ORDER, GLARE_STRATEGY, STRATEGIES, STREAM_ORDER, Strategy, clahe
 
 QR = zxingcpp.BarcodeFormat.QRCode
+#: The symbols whose reads are texts: QR model 2 (zxing-cpp 3 reports it as QRCode), the format of
+#: every card and payment code. Micro QR and rMQR are looked for only to locate a model 2 code
+#: (see _read): an M1 Micro QR has no error correction at all, two codewords of detection only,
+#: so the corner of a card half out of the frame, or a patch of random modules, rectified, "reads"
+#: as a few digits: a red while a card is shown (bench/miscorrect.py: 2 in 10,000 frames of
+#: texture and damaged codes, both M1, both through rectification).
+READ_FORMATS = frozenset({QR, getattr(zxingcpp.BarcodeFormat, "QRCodeModel2", QR)})
 Corners = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
 
 #: Cascade budget, in multiples of this frame's own plain zxing-cpp time (machine independent;
@@ -128,9 +135,11 @@ def _read(image: np.ndarray, binarizer=zxingcpp.Binarizer.LocalAverage, invert: 
     # The whole QR group, Micro QR and rMQR included, although BHYT and CCCD codes are model 2:
     # a model 2 code half hidden by a highlight is often located only as a "Micro QR" candidate,
     # and rectifying that candidate reads it (model 2 alone: bright spots 17 -> 13 of 49 codes).
+    # Only model 2 reads are texts (READ_FORMATS); the others are located candidates.
     out = zxingcpp.read_barcodes(image, formats=QR, binarizer=binarizer, return_errors=True,
                                  try_rotate=False, try_invert=invert, try_downscale=downscale)
-    return [b for b in out if b.valid], [b for b in out if not b.valid]
+    read = [b for b in out if b.valid and b.format in READ_FORMATS]
+    return read, [b for b in out if not (b.valid and b.format in READ_FORMATS)]
 
 
 def as_gray(frame: np.ndarray) -> np.ndarray:
