@@ -61,11 +61,11 @@ def test_crop_converges_on_an_off_centre_code_and_follows_it(vcam):
     ph = phone(3, centre_px=np.array([3500.0, 1900.0]), distance=0.3,       # far, bottom right
                drift=[(0.4, 0.0, 1.0, 20.0)])                               # an arm swaying 2 cm
     src, out = run(vcam, [ph], "auto", 2.5)
-    assert src.mode.startswith("4608x2592")          # the mode with the most pixels
+    assert src.mode.startswith("2304x1296 at 30")    # the mode with the most pixels at [camera] fps
     crops = [(t, f.view.crop) for t, f, _ in out]
     assert crops[0][1] == (0, 0, 4608, 2592)
     late = [(t, c) for t, c in crops if t > 0.8]
-    assert late and all(c[2] < 4608 / 2 for _, c in late)        # zoomed at least 2x
+    assert late and all(c[2] <= 2 * 1280 for _, c in late)      # zoomed to the binned pixels, 1.8x
     inside = 0
     for t, (x, y, w, h) in late:
         box = ph.code_box(t)                                      # the code's true corners
@@ -528,3 +528,44 @@ def test_one_banded_short_frame_does_not_deepen_the_bracket():
     assert loop.depth == BRACKET
     loop, _, _ = bracket_run(glare=20.0, latency=lambda: 2, frames=80)
     assert loop.depth > BRACKET
+
+
+def test_a_code_followed_without_a_read_widens_back_to_the_whole_field():
+    # the box a crop was set on may be a part of the code, or a tilted code's corner may lie outside
+    # it: after UNREAD_HOLD_S the crop widens, twice as wide every UNREAD_WIDEN_S, to the whole field
+    from agent.capture.steer import UNREAD_HOLD_S, UNREAD_WIDEN_S, CaptureLoop
+    from agent.capture.view import View
+    gray = np.full((720, 1280), 60, np.uint8)
+    full = View((0, 0, 4608, 2592), (1280, 720))
+    code = np.array([[600.0, 300.0], [700.0, 300.0], [700.0, 400.0], [600.0, 400.0]])
+    loop = CaptureLoop((4608, 2592), (1280, 720))
+    crop, widths, t = loop.update(0.0, gray, full, Seen([], [code], whole=[code]), True)["ScalerCrop"], [], 0.0
+    box = full.to_array(code)
+    while t < UNREAD_HOLD_S + 3 * UNREAD_WIDEN_S:
+        t += 1 / 30
+        view = View(crop, (1280, 720))
+        crop = loop.update(t, gray, view, Seen([], [view.from_array(box)], whole=[view.from_array(box)]), True
+                           ).get("ScalerCrop", crop)
+        widths.append((t, crop[2]))
+    held = [w for t, w in widths if t < UNREAD_HOLD_S]
+    assert len(set(held)) == 1 and held[0] < 4608 / 2               # zoomed, and held while it may read
+    assert all(a <= b for (_, a), (_, b) in zip(widths, widths[1:])), widths  # then only wider
+    assert widths[-1][1] == 4608                                     # the whole field
+    # read in the meantime: the station lets go of it (the let-go test), nothing to widen
+
+
+@pytest.mark.slow
+def test_nothing_located_the_auto_frames_are_the_fixed_views(vcam):
+    # the counter with nothing located on it: auto's frames are fixed's (the same sensor mode and
+    # frame rate, the whole field, the camera's own auto exposure)
+    views = {}
+    for control in ("fixed", "auto"):
+        vcam.SCENE = vcam.Scene([])
+        src = Picamera2Source(CameraConfig(source="picamera2", control=control, fps=30), factory=vcam.Picamera2)
+        _, out = drive(src, lambda: vcam._EPOCH[0], 3.0, presenter=Presenter())
+        views[control] = (src.mode, [f.view for _, f, _ in out], [t for t, _, _ in out])
+    (_, fviews, ft), (amode, aviews, at) = views["fixed"], views["auto"]
+    assert amode == "2304x1296 at 30 fps" and len(at) == len(ft)      # the mode "fixed" gets for 1280x720
+    assert np.allclose(np.diff(at), 1 / 30, atol=1e-3)                 # 30 fps, not the full mode's 14
+    assert all(v.crop == (0, 0, 4608, 2592) for v in aviews)
+    assert [(v.exposure_us, v.gain) for v in aviews] == [(v.exposure_us, v.gain) for v in fviews]   # the same AE

@@ -6,8 +6,8 @@ not on the bright room; anti-flicker for 50 Hz mains lighting; continuous autofo
 macro range on Camera Module 3. The frame rate is set the documented way, FrameDurationLimits
 (picamera2's `FrameRate` is not among `camera_controls`).
 
-With `[camera] control = "auto"` the camera runs in its full-resolution sensor mode (the most
-pixels at a frame rate the decoder can use) and the closed loop of agent/capture/steer.py sets
+With `[camera] control = "auto"` the camera runs in the sensor mode with the most pixels at the
+configured frame rate (see auto_mode) and the closed loop of agent/capture/steer.py sets
 ScalerCrop, ExposureTime and AnalogueGain from what the decoder located; every frame carries the
 crop and exposure of its own metadata. A camera that does not do what the loop asks (see
 agent/capture/landing.py) is put back in the fixed view, its mode included, by itself: stopped,
@@ -33,9 +33,6 @@ from agent.status_types import ControlStatus
 
 log = logging.getLogger(__name__)
 
-#: "auto" takes the sensor mode with the most pixels that still gives this many frames a second
-#: (the decoder reads 10-15 frames a second on a Pi 4)
-MIN_AUTO_FPS = 10.0
 
 # libcamera control enum values (libcamera.controls), as plain ints so this module imports
 # without libcamera.
@@ -76,9 +73,19 @@ def camera_controls(cfg: CameraConfig, available: dict[str, Any]) -> dict[str, A
     return {k: v for k, v in controls.items() if k in available}
 
 
-def auto_mode(sensor_modes: list[dict]) -> dict | None:
-    """The sensor mode with the most pixels at MIN_AUTO_FPS or more (None: let picamera2 choose)."""
-    usable = [m for m in sensor_modes if float(m.get("fps", 0)) >= MIN_AUTO_FPS and "size" in m]
+def auto_mode(sensor_modes: list[dict], fps: float) -> dict | None:
+    """The sensor mode "auto" runs in: the one with the most pixels that still gives `fps` frames a
+    second ([camera] fps, what "fixed" runs at); None: let picamera2 choose.
+
+    Not the full-resolution mode (a Camera Module 3's 4608x2592 gives 14 fps): until the loop has
+    located a code, its frames must be at least as good as the fixed view's, and at half the frame
+    rate they are not: half the chances at a hand that moves, an auto exposure that takes twice as
+    long to settle on a phone that replaced the counter, and exposures up to the 70 ms frame time,
+    twice the hand's smear (on the second virtual camera, hard seed 5: presentations the fixed view
+    read in its first frames were lost, 68% read within 2 s against fixed's 72%; the binned mode,
+    30 fps: 88%, every one fixed read among them). A crop of the binned 2304x1296 mode still
+    reaches 1:1 binned pixels, 1.8x the whole field's: a far code at 2 px a module gets 3.6."""
+    usable = [m for m in sensor_modes if float(m.get("fps", 0)) >= fps and "size" in m]
     return max(usable, key=lambda m: m["size"][0] * m["size"][1], default=None)
 
 
@@ -121,12 +128,12 @@ class Picamera2Source:
             log.info("camera control auto: sensor mode %s, crop and exposure follow the code", self.mode)
 
     def _configure(self, cam: Any, auto: bool, reset: bool = False) -> tuple[dict | None, float]:
-        """Configure a stopped camera: "auto"'s full-resolution mode, else the fixed view (the
+        """Configure a stopped camera: "auto"'s mode (auto_mode), else the fixed view (the
         mode picamera2 picks for the stream, at [camera] fps). `reset`: also undo a loop's crop and
         manual exposure (libcamera may keep controls across a configure). The sensor mode taken
         (None: picamera2's choice) and the frame rate."""
         sensor, fps = None, self.cfg.fps
-        mode = auto_mode(list(getattr(cam, "sensor_modes", []) or [])) if auto else None
+        mode = auto_mode(list(getattr(cam, "sensor_modes", []) or []), self.cfg.fps) if auto else None
         if mode is not None:
             sensor = {"output_size": tuple(mode["size"]), "bit_depth": mode.get("bit_depth", 10)}
             fps = min(fps, float(mode["fps"]))

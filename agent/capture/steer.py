@@ -51,12 +51,24 @@ FILL = 0.6
 #: the same for a code located but not read (zxing-cpp may have located only a part of it) or
 #: a textured patch the loop found itself
 FILL_LOCATED = 0.35
-#: nothing located in the whole field: try a crop on the most code-like texture this long,
+#: nothing located in the whole field but a still, code-like texture with a lamp's reflection in it
+#: (GLARE_TRIAL_SHARE of it clipped, its white not: a reflection over a finder pattern hides the
+#: code from zxing-cpp, and bracketing is what reads under it): try a crop on it this long,
 #: then the whole field again for SEARCH_PAUSE_S before the next try; a trial whose patch shows
 #: a reflection goes on while it does (bracketing is what reads a code under one), up to TRIAL_MAX_S
 TRIAL_S = 0.5
+#: Only such a patch: one without a reflection is nothing the loop can act on, and the fixed view's
+#: whole field and auto exposure are then at least as good (a crop tried on any textured patch,
+#: metered on it, lost more phones than it found on a second, independent virtual camera: the
+#: texture was often the counter's; bench/README.md, issue 31)
+GLARE_TRIAL_SHARE = 0.01
 TRIAL_MAX_S = 2.0
 SEARCH_PAUSE_S = 0.4
+#: a code followed this long without being read: the crop widens back to the whole field, twice as
+#: wide every UNREAD_WIDEN_S (half a second is 7-15 frames: fusion across frames and two or three
+#: bracket cycles have had their chance in the crop)
+UNREAD_HOLD_S = 0.5
+UNREAD_WIDEN_S = 0.5
 #: re-aim when the code's centre is this far (share of the crop) from the crop's centre
 RECENTRE = 0.12
 #: a located code lost this long: back to the whole field
@@ -207,6 +219,7 @@ class CaptureLoop:
         self._trial_end = -1.0
         self.search_after = -1.0
         self._patch: np.ndarray | None = None
+        self._unread_since: float | None = None     # following a code not read since
         self._focus_box: np.ndarray | None = None   # the AF window set (x0, y0, x1, y1), array pixels
         #: codes the station has handled: [box in array pixels, last seen] (see Letting go)
         self._handled: list[list] = []
@@ -313,7 +326,8 @@ class CaptureLoop:
         if boxes:
             self.last_seen, self.trial_until = t, -1.0
         elif (self.crop == self.full and t >= self.search_after
-              and (found := self._still_patch(gray, self._handled_in(view))) is not None):
+              and (found := self._still_patch(gray, self._handled_in(view))) is not None
+              and self._reflection_on(gray, found)):
             boxes, fill = [found], FILL          # the patch is the phone: already a margin
             self.trial_until, self.search_after = t + TRIAL_S, t + TRIAL_S + SEARCH_PAUSE_S
             self._trial_end = t + TRIAL_MAX_S
@@ -347,6 +361,7 @@ class CaptureLoop:
         if not read and not sized and self.crop != self.full and target[2] < self.crop[2]:
             # an unread candidate never zooms further in: it may be a part of the code
             target = self._place(box.mean(0), self.crop[2])
+        target = self._widen_unread(t, box, target, bool(read))
         if self._needs_move(view, box, target):
             self.crop = target
             controls["ScalerCrop"] = target
@@ -499,6 +514,14 @@ class CaptureLoop:
             out.append(_union(corners - margin, corners + margin))
         return out
 
+    def _reflection_on(self, gray: np.ndarray, patch: np.ndarray) -> bool:
+        """A lamp's reflection on a patch: some of it clipped, its white not."""
+        region = gray[_slices(patch, gray.shape)]
+        if region.size < 64:
+            return False
+        clipped = float((region >= SATURATED).mean())
+        return GLARE_TRIAL_SHARE < clipped < WHITE_SATURATED
+
     def _still_patch(self, gray: np.ndarray, exclude: list[np.ndarray] | None = None) -> np.ndarray | None:
         """A textured patch found in two successive frames at the same place: a phone that has
         stopped moving (a crop on one still sliding into view would miss it)."""
@@ -510,6 +533,23 @@ class CaptureLoop:
         if np.abs(found - previous).max() > STILL_PATCH_MOVE * size:
             return None
         return found
+
+    def _widen_unread(self, t: float, box: np.ndarray, target: tuple[int, int, int, int],
+                      read: bool) -> tuple[int, int, int, int]:
+        """A crop that has followed a code for UNREAD_HOLD_S without reading it widens step by step
+        back to the whole field (2x every UNREAD_WIDEN_S): the box it was set on may be a part of
+        the code, or a tilted code's corner may lie outside it, and the fixed view's whole field is
+        then the better chance (on the second virtual camera a close, tilted phone was held in a
+        crop for 1.7 s that the whole field read at once)."""
+        if read:
+            self._unread_since = None
+            return target
+        if self._unread_since is None:
+            self._unread_since = t
+        over = t - self._unread_since - UNREAD_HOLD_S
+        if over <= 0:
+            return target
+        return self._place(box.mean(0), target[2] * 2 ** (over / UNREAD_WIDEN_S))
 
     def _focus(self, box: np.ndarray, controls: dict) -> None:
         """Autofocus on the code (AfMetering Windows, AfWindows its box), not on the middle of the
@@ -528,6 +568,7 @@ class CaptureLoop:
         controls["AfWindows"] = [(x, y, max(int(hi[0]) - x, 2), max(int(hi[1]) - y, 2))]
 
     def _reset(self, controls: dict) -> dict:
+        self._unread_since = None
         self.trial_until = -1.0
         if self._focus_box is not None:
             self._focus_box = None
