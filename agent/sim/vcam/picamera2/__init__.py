@@ -49,7 +49,6 @@ CLOCK = "wall"
 #: says (a camera whose auto exposure resumes only once they are cleared: the second virtual camera
 #: models libcamera so); False: AeEnable alone switches it on and off
 MANUAL_HOLDS = False
-VIRTUAL_LEAD_S = 20.0
 AE_SPEED = 0.2          # share of the log-exposure error corrected per frame
 AE_TARGET = 0.16        # linear mean of the metered region (libcamera's default Y target)
 AE_MAX_EXPOSURE_US = 33_000
@@ -203,11 +202,9 @@ class Picamera2:
         self.scene = _scene()
         self.optics = phys.Optics(phys.Counter(self.scene.seed), self.scene.seed)
         if CLOCK != "wall" and not self._virtual_t:
-            # simulated time runs faster or slower than real time (a loaded test machine renders and
-            # decodes slowly): start it ahead by VIRTUAL_LEAD_S, so that its SensorTimestamps stay
-            # within the minute of the monotonic clock the source accepts them in (picam.py) while a
-            # run is up to 80 s slower or 40 s faster than real time
-            self._virtual_t = time.monotonic() + VIRTUAL_LEAD_S
+            # simulated time runs faster than real time: start it in the past, so that no frame is
+            # stamped later than the moment it is delivered (as on a real camera)
+            self._virtual_t = time.monotonic() - 30.0
         if not _EPOCH or CLOCK != "wall":
             _EPOCH[:] = [time.monotonic() if CLOCK == "wall" else self._virtual_t]
         self._t0 = time.monotonic() if CLOCK == "wall" else self._virtual_t
