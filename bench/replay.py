@@ -59,17 +59,19 @@ vcam.CLOCK = "virtual"
 APPEAR_S = 1.0
 
 
-def presentation(level: str, seed: int, control: str, pi_factor: float, hold: float = 3.0) -> dict:
+def frames(level: str, seed: int, control: str, pi_factor: float, hold: float = 3.0,
+           reader: FrameReader | None = None):
+    """Replay one presentation: (t from the phone appearing, frame, the reader's result, the card's
+    payload) for every frame the reader decoded (with --pi-factor 0, every frame the camera gave),
+    each after the loop has steered on it."""
     rng = random.Random(f"camera-bench:{level}:{seed}")        # bench/camera.py's scene for this seed
     text = bhyt(rng) if seed % 3 else cccd(rng)
-    want = read_card(text).to_dict()["card"]
     vcam.SCENE = vcam.Scene([phys.Phone(text, APPEAR_S, hold, level, seed)], seed)
     vcam._EPOCH.clear()
     src = Picamera2Source(replace(CameraConfig(), source="picamera2", fps=30.0, control=control),
                           factory=vcam.Picamera2)
     src.open()
-    cam, reader = src.cam, FrameReader()
-    first, wrong = None, 0
+    cam, reader = src.cam, reader or FrameReader()
     try:
         while True:
             frame = src.read()
@@ -80,16 +82,23 @@ def presentation(level: str, seed: int, control: str, pi_factor: float, hold: fl
             result = reader.read(frame.gray, view=frame.view)
             src.steer(frame, result, True)
             busy = (time.thread_time() - t0) * pi_factor
-            for code in result.codes:
-                if read_card(code.raw or code.text).to_dict().get("card") == want:
-                    first = t if first is None and t >= 0 else first
-                elif t >= 0:
-                    wrong += 1
+            yield t, frame, result, text
             skip = int(busy / cam._frame_s())       # frames delivered while the decoder was busy
             cam._virtual_t += skip * cam._frame_s()
             cam._seq += skip
     finally:
         src.close()
+
+
+def presentation(level: str, seed: int, control: str, pi_factor: float, hold: float = 3.0) -> dict:
+    first, wrong, want = None, 0, None
+    for t, _, result, text in frames(level, seed, control, pi_factor, hold):
+        want = want or read_card(text).to_dict()["card"]
+        for code in result.codes:
+            if read_card(code.raw or code.text).to_dict().get("card") == want:
+                first = t if first is None and t >= 0 else first
+            elif t >= 0:
+                wrong += 1
     return {"level": level, "seed": seed, "control": control, "read_s": first, "wrong": wrong}
 
 
