@@ -433,26 +433,34 @@ def run_textures(kind: str, clips: int) -> dict:
 
 # -- camera sets ------------------------------------------------------------------------------
 
-def run_held(level: str, n: int) -> dict:
+def _held_phones(name: str, level: str, n: int, payload_of, seed_of) -> dict:
+    """n phones held up (agent/sim/held.py), each after 1 s of empty counter, every frame decoded."""
     from agent.sim.held import presentation
-    from agent.sim.payloads import bhyt, cccd
     from agent.sim.screen import empty_scene
     tally, reader = Tally(), FrameReader()
-    judge = Judge(tally, f"held/{level}")
+    judge = Judge(tally, f"{name}/{level}")
     empties = [empty_scene(i) for i in range(15)]
     t = 0.0
     for k in range(n):
-        rng = random.Random(f"held-bench:{level}:{k}")           # bench/held.py's payloads
-        payload = bhyt(rng) if k % 3 else cccd(rng)
+        payload = payload_of(k)
         for i, gray in enumerate(empties):                      # 1 s of empty counter
             result, spent = _read(reader, gray)
             judge.frame(t + i / FPS, result, None, ("empty", k), spent)
         t += 1.0
-        for f in presentation(payload, level, k):
+        for f in presentation(payload, level, seed_of(k)):
             result, spent = _read(reader, f.shot.frame)
             judge.frame(t + f.t, result, payload, k, spent)
         t += 3.0
-    return {"set": "held", "part": level, "tally": tally}
+    return {"set": name, "part": level, "tally": tally}
+
+
+def run_held(level: str, n: int) -> dict:
+    from agent.sim.payloads import bhyt, cccd
+
+    def payload(k: int) -> str:
+        rng = random.Random(f"held-bench:{level}:{k}")           # bench/held.py's payloads
+        return bhyt(rng) if k % 3 else cccd(rng)
+    return _held_phones("held", level, n, payload, lambda k: k)
 
 
 def vietqr(rng: random.Random) -> str:
@@ -477,23 +485,8 @@ def vietqr(rng: random.Random) -> str:
 
 def run_bank(level: str, n: int) -> dict:
     """Held-up bank QRs (not a card): each must get its red, and at once."""
-    from agent.sim.held import presentation
-    from agent.sim.screen import empty_scene
-    tally, reader = Tally(), FrameReader()
-    judge = Judge(tally, f"bank/{level}")
-    empties = [empty_scene(i) for i in range(15)]
-    t = 0.0
-    for k in range(n):
-        payload = vietqr(random.Random(f"miscorrect-bank:{level}:{k}"))
-        for i, gray in enumerate(empties):
-            result, spent = _read(reader, gray)
-            judge.frame(t + i / FPS, result, None, ("empty", k), spent)
-        t += 1.0
-        for f in presentation(payload, level, 1000 + k):
-            result, spent = _read(reader, f.shot.frame)
-            judge.frame(t + f.t, result, payload, k, spent)
-        t += 3.0
-    return {"set": "bank", "part": level, "tally": tally}
+    return _held_phones("bank", level, n, lambda k: vietqr(random.Random(f"miscorrect-bank:{level}:{k}")),
+                        lambda k: 1000 + k)
 
 
 def run_camera(level: str, control: str, n: int) -> dict:
