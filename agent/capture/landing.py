@@ -13,8 +13,8 @@ until the service restarts.
 
 Frames are counted as the source reads them (every frame the grabber collects), from the newest
 frame read when the controls were set; times are the frames' own SensorTimestamp. Each check is
-bounded in frames of the running mode (14 fps on a Camera Module 3's full-resolution mode, 10 fps
-at the slowest mode "auto" takes), so every misbehaviour is found well within a second.
+bounded in frames of the running mode ("auto" runs at [camera] fps: 30 by default, 15 or less on
+a slow Pi), so every misbehaviour is found well within a second.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 #: applies a request's controls 2-3 frames later (the sensor's exposure and gain delays, which its
 #: DelayedControls report frame by frame); two frames of margin for a request queued behind others
 #: already in flight. A camera answering on the 6th frame or later cannot be followed: the loop
-#: has metered and moved on before its crop comes. 5 frames: 0.36 s at 14 fps, 0.5 s at 10 fps.
+#: has metered and moved on before its crop comes. 5 frames: 0.17 s at 30 fps, 0.5 s at 10 fps.
 LAND_FRAMES = 5
 #: frames in a row whose metadata lacks ScalerCrop, ExposureTime or AnalogueGain (or has them
 #: unreadable): the loop cannot tell what its frames got. As many as a control may take to land.
@@ -41,7 +41,7 @@ SILENT_FRAMES = LAND_FRAMES
 DROP_GAP_FRAMES = 4
 #: from the crop asked until the first frame after the one that brought it, no frame for this
 #: long: frames stopped (waited for with picamera2's documented `capture_request(wait=seconds)`,
-#: which raises TimeoutError). 7 frame durations at 14 fps, 5 at 10 fps: a frame that comes late
+#: which raises TimeoutError). 15 frame durations at 30 fps, 5 at 10 fps: a frame that comes late
 #: is not taken for it, and with the 2-3 frames the crop takes to land it is found within 1 s.
 STALL_S = 0.5
 #: a crop has landed when each of x, y, width and height is within this share of the pixel
