@@ -54,7 +54,7 @@ class CameraConfig:
     flicker_hz: int = _f(50, choices=(0, 50, 60), doc="mains frequency for anti-flicker; 0 = off")
     autofocus: str = _f("macro", choices=("macro", "off"), doc="Camera Module 3 continuous AF, macro range")
     scaler_crop: str = _f("", doc="picamera2 ScalerCrop 'x,y,w,h' in sensor pixels; empty = full")
-    control: str = _f("fixed", choices=("auto", "fixed"),
+    control: str = _f("auto", choices=("auto", "fixed"),
                       doc="'auto': crops onto and exposes for the located code (picamera2: ScalerCrop and "
                           "exposure; v4l2: a software crop and V4L2 exposure); 'fixed': one view")
 
