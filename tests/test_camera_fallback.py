@@ -142,6 +142,7 @@ def presentations(seconds: float, seed: int) -> list[Showing]:
     return out
 
 
+@pytest.mark.slow                    # 42 s of frames: natively only (minutes under arm64 emulation)
 @pytest.mark.parametrize("latency, seconds", [("2-3", 30.0), ("5", 12.0)], ids=["2-3 frames", "5 frames"])
 def test_a_well_behaved_camera_never_falls_back(latency, seconds):
     # controls land 2-3 frames after they are set (libcamera), or 5 (the bound: still followed);
