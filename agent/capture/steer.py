@@ -327,7 +327,7 @@ class CaptureLoop:
             self.last_seen, self.trial_until = t, -1.0
         elif (self.crop == self.full and t >= self.search_after
               and (found := self._still_patch(gray, self._handled_in(view))) is not None
-              and self._reflection_on(gray, found)):
+              and self._reflection_on(gray, view, found)):
             boxes, fill = [found], FILL          # the patch is the phone: already a margin
             self.trial_until, self.search_after = t + TRIAL_S, t + TRIAL_S + SEARCH_PAUSE_S
             self._trial_end = t + TRIAL_MAX_S
@@ -514,13 +514,10 @@ class CaptureLoop:
             out.append(_union(corners - margin, corners + margin))
         return out
 
-    def _reflection_on(self, gray: np.ndarray, patch: np.ndarray) -> bool:
-        """A lamp's reflection on a patch: some of it clipped, its white not."""
-        region = gray[_slices(patch, gray.shape)]
-        if region.size < 64:
-            return False
-        clipped = float((region >= SATURATED).mean())
-        return GLARE_TRIAL_SHARE < clipped < WHITE_SATURATED
+    def _reflection_on(self, gray: np.ndarray, view: View, patch: np.ndarray) -> bool:
+        """A lamp's reflection on a patch: some of it clipped, its white not (as _meter sees it)."""
+        _, _, white_saturated, clipped = self._meter(gray, view, patch)
+        return not white_saturated and clipped > GLARE_TRIAL_SHARE
 
     def _still_patch(self, gray: np.ndarray, exclude: list[np.ndarray] | None = None) -> np.ndarray | None:
         """A textured patch found in two successive frames at the same place: a phone that has
