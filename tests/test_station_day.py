@@ -5,6 +5,7 @@ mean the same on any machine."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from datetime import date, datetime
@@ -42,17 +43,12 @@ VALID_TO_TODAY = card("DN4790000000003", valid_to=VN_TODAY)
 @pytest.fixture
 def at(monkeypatch):
     """at(instant, system zone): the machine's clock stands at that instant in that zone."""
-    zones = []
+    with contextlib.ExitStack() as zones:
+        def set_clock(moment: str, zone: str = "UTC") -> None:
+            monkeypatch.setattr(time, "time", lambda: instant(moment))
+            zones.enter_context(system_zone(zone))
 
-    def set_clock(moment: str, zone: str = "UTC") -> None:
-        monkeypatch.setattr(time, "time", lambda: instant(moment))
-        cm = system_zone(zone)
-        cm.__enter__()
-        zones.append(cm)
-
-    yield set_clock
-    for cm in reversed(zones):
-        cm.__exit__(None, None, None)
+        yield set_clock
 
 
 def qr_frame(text: str, t: float) -> Frame:
