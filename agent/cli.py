@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("parse", help="read a QR text as a BHYT / CCCD card")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--today", type=_date, default=None, help="judge validity and ages as of this date "
-                   "(YYYY-MM-DD)")
+                   "(YYYY-MM-DD; default: today in -c's [station] timezone, else Asia/Ho_Chi_Minh)")
     p.add_argument("-c", "--config", metavar="CONFIG", help="take [station] facility_codes and [checkin] "
                    "priority_groups from this config (default: no facility codes, the law's groups)")
     p.add_argument("text", metavar="TEXT", help="the decoded QR text, or - to read standard input")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import time
 from datetime import date, datetime, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -55,20 +57,49 @@ def use_zone(name: str) -> None:
     _zone = zone(name)
 
 
+def _moment(at: float | None, tz: tzinfo | None = None) -> datetime:
+    """`at` (default now: time.time(), which a test may set) in the configured zone (or `tz`)."""
+    return datetime.fromtimestamp(time.time() if at is None else at, tz or _zone)
+
+
 def now_iso(at: float | None = None) -> str:
     """`at` (default now), ISO 8601 in the configured zone with its offset (what every payload's
     timestamp uses)."""
-    moment = datetime.now(_zone) if at is None else datetime.fromtimestamp(at, _zone)
-    return moment.isoformat(timespec="milliseconds")
+    return _moment(at).isoformat(timespec="milliseconds")
 
 
-def today(at: float | None = None) -> date:
-    """The date now (or at `at`) in the configured zone: the day `repeat_today` and ages count in."""
-    return (datetime.now(_zone) if at is None else datetime.fromtimestamp(at, _zone)).date()
+def today(at: float | None = None, tz: tzinfo | None = None) -> date:
+    """The station's date now (or at `at`): the day in the configured zone (or `tz`), never the
+    system's. The one "today" every day is compared with: card validity, ages, `repeat_today`
+    (a Pi left in UTC is a day behind Vietnam from 00:00 to 07:00)."""
+    return _moment(at, tz).date()
 
 
 def day_start(at: float | None = None) -> float:
     """The epoch time of the last midnight (before `at`, default now) in the configured zone."""
-    moment = datetime.now(_zone) if at is None else datetime.fromtimestamp(at, _zone)
+    moment = _moment(at)
     midnight = datetime.combine(moment.date(), datetime.min.time(), tzinfo=_zone)
     return midnight.timestamp()
+
+
+def system_zone_name() -> str:
+    """The system's zone as people name it (TZ, else /etc/localtime's target), for messages."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name:
+        try:
+            target = os.readlink("/etc/localtime")
+            name = target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else ""
+        except OSError:
+            name = ""
+    return name or "/".join(n for n in dict.fromkeys(time.tzname) if n) or "unknown"
+
+
+def system_zone_differs(tz: tzinfo, at: float | None = None, days: int = 366) -> bool:
+    """Does the system's local time differ from `tz` now or on any day of the coming year (a
+    summer-time rule of one of them included)? Only then can their dates differ."""
+    start = time.time() if at is None else at
+    for day in range(days + 1):
+        t = start + day * 86400
+        if time.localtime(t).tm_gmtoff != datetime.fromtimestamp(t, tz).utcoffset().total_seconds():
+            return True
+    return False

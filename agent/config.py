@@ -33,7 +33,8 @@ class StationConfig:
     state_dir: str = _f("/var/lib/scanner-agent", doc="outbox and runtime state (systemd StateDirectory=); "
                                                       "relative paths are from the working directory")
     timezone: str = _f("Asia/Ho_Chi_Minh", doc="IANA time zone of every timestamp sent (read_at keeps this "
-                                               "offset whatever the system zone)")
+                                               "offset whatever the system zone) and of the station's day "
+                                               "(card validity, ages, repeat_today)")
     facility_codes: list[str] = _f((), doc="this hospital's facility codes ('79-024' or '79024'): a BHYT "
                                            "card registered elsewhere gets the other_facility flag; empty: never")
 

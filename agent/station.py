@@ -102,7 +102,7 @@ class Station:
         self.last_view = (frame.gray, result.codes, result.guidance, frame.view)
         if result.codes or result.candidates:
             self.scene.hold(frame.t)
-        decisions = self.presenter.on_frame(frame.t, result, view=frame.view)
+        decisions = self.presenter.on_frame(frame.t, result, today=clock.today(), view=frame.view)
         for d in decisions:
             self._act(d)
         if steer is not None:

@@ -21,6 +21,7 @@ from agent.feedback import Feedback, NoOutput, Signal
 from agent.outputs.template import render
 from agent.station import Station
 from support.payloads import BHYT10, BHYT15, CCCD, with_field
+from support.systemzone import system_zone
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 TODAY = date(2026, 11, 29)
@@ -82,9 +83,42 @@ def test_a_partial_birth_date_gives_priority_only_when_every_day_of_it_does():
 def test_group_codes_of_the_law_give_priority():
     assert flags(bhyt(group="CC1")) == ["priority_merit"]
     assert flags(bhyt(group="CK2")) == ["priority_merit"]
-    assert flags(bhyt(group="TE1", born="01/01/2015")) == ["priority_child"]   # the group says so
+    assert flags(bhyt(group="TE1", born="30/11/2020")) == ["priority_child"]
     assert flags(bhyt(group="DN4")) == []
     assert flags(bhyt(group="CC1", born="01/01/1940")) == ["priority_elderly", "priority_merit"]
+
+
+def test_a_te_card_of_a_child_who_turned_6_today_gives_no_child_priority():
+    """Issue 32 #11: a TE card stays valid until 30 September after the sixth birthday, the law's
+    priority is for children under 6: a known birth date decides, the group only when the date
+    cannot (a `YYYY` that allows both 5 and 6)."""
+    assert flags(bhyt(group="TE1", born="29/11/2020")) == []                  # 6 today
+    assert flags(bhyt(group="TE1", born="30/11/2020")) == ["priority_child"]  # 6 tomorrow
+    assert flags(bhyt(group="TE1", born="01/01/2015")) == []                  # a TE card at 11: the age says
+    assert flags(bhyt(group="TE1", born="2020")) == ["priority_child"]        # 5 or 6: the group decides
+    assert flags(bhyt(group="DN4", born="2020")) == []
+    assert flags(bhyt(group="TE1", born="2019")) == []                        # 6 or 7 whatever the day
+    assert flags(bhyt(group="TE1", born="12/2020")) == ["priority_child"]     # 5 all of December 2020
+    assert flags(bhyt(group="TE1", born="11/2020")) == ["priority_child"]     # 5 or 6: the group decides
+    assert flags(bhyt(group="TE1", born="10/2020")) == []                     # 6 every day of it
+
+
+def test_the_station_counts_a_te_childs_age_on_its_own_day(tmp_path, monkeypatch):
+    """A minute before midnight in Vietnam the child is 5: priority_child. At 01:30 on the sixth
+    birthday, on a Pi left in UTC (still the day before there): no priority_child, a plain green."""
+    clock = Clock(monkeypatch)
+    child = bhyt("06/12/2020", group="TE1")
+    with system_zone("UTC"):
+        st = station(tmp_path)
+        try:
+            clock.at("2026-12-05T23:59:00")
+            assert check_in(st, child)["flags"] == ["priority_child"]
+            assert st.feedback.history[-1][1] == Signal.CHECKIN_PRIORITY
+            clock.at("2026-12-06T01:30:00")
+            assert check_in(st, child)["flags"] == []                 # 6, and a new day: no repeat_today
+            assert st.feedback.history[-1][1] == Signal.CHECKIN
+        finally:
+            st.shutdown()
 
 
 def test_configured_groups_replace_the_default():

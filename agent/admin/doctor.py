@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent import paths, runstate
+from agent import clock, paths, runstate
 from agent.clock import clock_synced
 from agent.config import Config, ConfigError
 from agent.outputs.checks import load_config   # config with the outputs' checks (templates)
@@ -109,6 +109,19 @@ def check_clock() -> Check:
                  "check 'timedatectl' (NTP service active) and that the station reaches an NTP server")
 
 
+def check_timezone(cfg: Config) -> Check:
+    """The system's zone against `[station] timezone`. The station counts its days (card validity,
+    ages, repeat_today) and stamps its messages in the configured zone whatever the system's; a
+    different system zone only makes the journal and `status` times read differently, so a warning."""
+    name = cfg.station.timezone
+    system = clock.system_zone_name()
+    if not clock.system_zone_differs(clock.zone(name)):
+        return Check("timezone", True, name + ("" if system == name else f" (system zone {system}: the same time)"))
+    return Check("timezone", True, f"system zone {system}, [station] timezone {name}: days (card validity, ages, "
+                 f"repeat_today) and check-in times follow {name}, the journal and 'status' show {system} times "
+                 f"(to align them: sudo timedatectl set-timezone {name})", warning=True)
+
+
 def check_replay(cfg: Config, path: Path) -> Check | None:
     """A real station (one that sends to a broker, or the installed config) replaying images
     instead of reading its camera: every check-in it sends would be a recording, not a patient."""
@@ -203,7 +216,6 @@ def check_session(cfg: Config, timeout: float = 10.0) -> list[Check]:
     import json
     import threading
 
-    from agent import clock
     from agent.mqtt.messages import topics
     from agent.mqtt.session import describe, make_client
 
@@ -343,6 +355,7 @@ def run(path: Path) -> list[Check]:
     daemon = runstate.read(paths.status_file(cfg.station.state_dir))
     checks += check_state(cfg)
     checks.append(check_clock())
+    checks.append(check_timezone(cfg))
     checks.append(check_replay(cfg, path) or check_camera(cfg, daemon))
     checks.append(check_gpio(cfg))
     broker = check_broker(cfg)

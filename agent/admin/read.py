@@ -7,6 +7,7 @@ import json
 import sys
 from datetime import date
 
+from agent import clock
 from agent.cards import CardRead, read_card
 from agent.config import Config
 
@@ -40,7 +41,8 @@ def parse(text: str, cfg: Config | None, *, today: date | None, as_json: bool) -
             return 2
     else:
         data = text
-    today = today or date.today()
+    # the station's day: its configured zone (default Asia/Ho_Chi_Minh), never this machine's
+    today = today or clock.today(tz=clock.zone(cfg.station.timezone if cfg else clock.DEFAULT_ZONE))
     read = read_card(data, today)
     flags = card_flags(read, today, cfg.station.facility_codes if cfg else (),
                        cfg.checkin.priority_groups if cfg else LAW_PRIORITY_GROUPS)

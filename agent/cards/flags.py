@@ -23,7 +23,9 @@ CHILD_UNDER = 6
 ELDERLY_FROM = 75
 #: BHYT group codes of the law's priority groups: CC and CK (người có công với cách mạng, people
 #: with merit to the revolution), TE (trẻ em dưới 6 tuổi, children under 6). TE gives
-#: `priority_child`, every other configured group `priority_merit`.
+#: `priority_child` only when the birth date cannot tell (a TE card stays valid until 30 September
+#: after the sixth birthday, so the holder may be 6 already); every other configured group
+#: `priority_merit`.
 LAW_PRIORITY_GROUPS = ("CC", "CK", "TE")
 CHILD_GROUP = "TE"
 
@@ -57,8 +59,9 @@ def age_range(birth_date: str | None, today: date) -> tuple[int, int] | None:
 
 def card_flags(read: CardRead, today: date, facility_codes: Iterable[str] = (),
                priority_groups: Iterable[str] = LAW_PRIORITY_GROUPS) -> list[str]:
-    """The flags the card itself gives (every one but `repeat_today`), in FLAGS order. Only a
-    certain age counts: a year-only birth date gives priority only when every day of that year does."""
+    """The flags the card itself gives (every one but `repeat_today`), in FLAGS order, ages counted
+    on `today` (the station's: agent.clock.today). Only a certain age counts: a year-only birth
+    date gives priority only when every day of that year does."""
     if not read.is_card or read.verdict in ("invalid", "unsupported"):
         return []
     card = read.card
@@ -73,7 +76,12 @@ def card_flags(read: CardRead, today: date, facility_codes: Iterable[str] = (),
     groups = {g.upper() for g in priority_groups}
     group = card.get("group_code") if read.kind == CardKind.BHYT else None
     if isinstance(group, str) and group.upper() in groups:
-        out.add("priority_child" if group.upper() == CHILD_GROUP else "priority_merit")
+        if group.upper() != CHILD_GROUP:
+            out.add("priority_merit")
+        elif ages is None or ages[0] < CHILD_UNDER <= ages[1]:
+            # the age decides when the birth date settles it; TE only breaks a tie (a `YYYY` that
+            # allows both 5 and 6) or stands in for a date that cannot be read
+            out.add("priority_child")
     ours = {c for c in (facility_code(f) for f in facility_codes) if c}
     facility = facility_code(card.get("facility_code") or "") if read.kind == CardKind.BHYT else None
     if ours and facility and facility not in ours:

@@ -6,6 +6,7 @@ import logging
 import re
 from datetime import date
 
+from agent import clock
 from agent.cards import bhyt, cccd
 from agent.cards.model import CardKind, CardRead, Problem
 from agent.cards.sanitize import MAX_PAYLOAD_CHARS, clean_payload, to_text
@@ -31,9 +32,10 @@ def _other(text: str) -> CardRead:
 
 
 def read_card(data: str | bytes, today: date | None = None) -> CardRead:
-    """Read a decoded QR payload as a BHYT or CCCD card and judge it against `today` (local date)."""
+    """Read a decoded QR payload as a BHYT or CCCD card and judge it against `today`, default the
+    station's today (agent.clock.today: `[station] timezone`, never the system's zone)."""
     try:
-        return _read(data, today or date.today())
+        return _read(data, today or clock.today())
     except Exception:  # noqa: BLE001 - a parser bug must never take the station down
         log.exception("card reader failed on a %d-character payload", len(data) if data is not None else 0)
         return CardRead("other", "invalid", [Problem("reader_error", "the code could not be read", True)],
