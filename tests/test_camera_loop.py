@@ -571,3 +571,44 @@ def test_nothing_located_the_auto_frames_are_the_fixed_views(vcam):
     assert np.allclose(np.diff(at), 1 / 30, atol=1e-3)                 # 30 fps, not the full mode's 14
     assert all(v.crop == (0, 0, 4608, 2592) for v in aviews)
     assert [(v.exposure_us, v.gain) for v in aviews] == [(v.exposure_us, v.gain) for v in fviews]   # the same AE
+
+
+def dark_counter(monkeypatch, factor: float = 0.1) -> None:
+    """The counter's luminance times `factor` (the virtual camera's default is 15-90 cd/m^2; a dark
+    top of 10 % reflectance under 150 lux is about 5): the AE exposes it several times longer."""
+    real = phys.Counter
+
+    class Dark(real):
+        def __init__(self, seed: int = 0):
+            super().__init__(seed)
+            self.nits = self.nits * np.float32(factor)
+
+    monkeypatch.setattr(phys, "Counter", Dark)
+
+
+def test_a_bright_phone_after_a_dark_counter_is_located_at_once_not_after_the_ae_settles(vcam, monkeypatch):
+    # the AE exposes a dark empty counter (1.5-9 cd/m^2) for 30 ms and more; a 600 cd/m^2 screen then
+    # arrives some 20x over full scale, white, and was located only once the AE had come down
+    # (here 0.97 s; 0.3-1.3 s on the second camera). The idle cap keeps the exposure at what suits
+    # a screen: read as soon as the phone has slid into view (0.25 s).
+    dark_counter(monkeypatch)
+    ph = phone(10, start=1.0, duration=2.0, white_nits=600.0, glare=[], distance=0.24,
+               centre_px=np.array([2100.0, 1250.0]))
+    src, out = run(vcam, [ph], "auto", 1.6)
+    idle = [f.view for t, f, _ in out if 0.6 < t < 1.0]
+    assert idle and all(v.exposure_us * v.gain <= 1.25 * src.loop.idle_cap for v in idle), idle
+    read = first_read(out, ph.text)
+    assert read is not None and read - ph.start <= 0.5, read
+
+
+def test_the_idle_cap_gives_way_to_the_cameras_ae_in_a_bright_room_and_is_off_for_unknown_sensors(vcam, monkeypatch):
+    from agent.capture.steer import idle_cap_for
+
+    assert idle_cap_for("imx708") == pytest.approx(15000) and idle_cap_for("ov5647") is None
+    # a bright counter (3x the default: 45-270 cd/m^2): the camera's own AE exposes below the cap,
+    # and is left alone (a capped exposure would be the longer one)
+    dark_counter(monkeypatch, factor=3.0)
+    src, out = run(vcam, [], "auto", 1.0)
+    late = [f.view for t, f, _ in out if t > 0.6]
+    assert late and all(v.exposure_us * v.gain < src.loop.idle_cap for v in late)
+    assert src.loop._capped is False

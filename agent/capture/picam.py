@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from agent.capture.landing import STALL_S, Landing, parse
 from agent.capture.source import Frame, SourceError, now
-from agent.capture.steer import AUTO_EXPOSURE, CaptureLoop
+from agent.capture.steer import AUTO_EXPOSURE, CaptureLoop, idle_cap_for
 from agent.capture.view import View
 from agent.config import CameraConfig
 from agent.status_types import ControlStatus
@@ -124,6 +124,7 @@ class Picamera2Source:
             array = tuple(cam.camera_properties.get("PixelArraySize", mode["size"]))
             self.loop = CaptureLoop(array, self._size, native_bin=max(1, array[0] // mode["size"][0]),
                                     frame_us=1e6 / fps)
+            self.loop.idle_cap = idle_cap_for(cam.camera_properties.get("Model"))
             self.landing = Landing(array[0], 1e6 / fps, self._available)
             log.info("camera control auto: sensor mode %s, crop and exposure follow the code", self.mode)
 

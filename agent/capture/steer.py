@@ -163,6 +163,25 @@ HANDLED_PHONE = 1.0
 #: more of the code than this clipped: its white is (a reflection alone covers less)
 WHITE_SATURATED = 0.35
 GAMMA = 2.2      # the Y plane's tone curve, close to the Pi ISP's default
+#: Exposure x gain (us) at which one cd/m^2 reaches the sensor's full scale, per camera model: the
+#: IMX708 of Camera Module 3 (standard and NoIR: the same f/1.8 lens), from the Raspberry Pi 5
+#: tuning's lux reference (rpi.lux in imx708.json: 20716 us x gain 1.12 gives Y 13994/65536 at
+#: 810 lux, an 18% grey card: L = E rho / pi = 46 cd/m^2, so 46 x 23202 / 0.2135 = 5.0e6). A
+#: model not listed (another sensor or lens) keeps the camera's own auto exposure at idle.
+FULL_SCALE_NIT_US = {"imx708": 5.0e6, "imx708_noir": 5.0e6}
+#: The idle cap: while no code is located, the exposure is never longer than what puts the white
+#: of a phone screen of this luminance at WHITE_TARGET. A phone screen emits its own light (about
+#: 80-650 cd/m^2 at the brightness patients use: measured maxima of 400-700 in manual mode, the
+#: slider roughly quadratic), whatever the counter's; the camera's auto exposure meters the counter
+#: (5-40 cd/m^2 on a dark top under 150-500 lux), and after it a phone arrives 5-30x over full scale
+#: and stays unlocatable while the AE comes down (0.3-1.3 s on the second camera). At the cap the
+#: brightest screens clip about 2x (the metering backs off at once) and the dimmest sit near 0.25.
+IDLE_SCREEN_NITS = 200.0
+#: hysteresis of the cap: capped when the AE goes this much over it, the AE resumed when it would
+#: stay this much under it (a bright room, where the AE itself exposes for screens)
+CAP_MARGIN = 1.25
+#: the camera's AE target: the mean of the (linear) frame it aims at (the Pi tuning's y_target)
+AE_TARGET = 0.16
 
 
 def linear(level: float) -> float:
@@ -230,6 +249,9 @@ class CaptureLoop:
         self.max_gain = MAX_GAIN
         #: zoom onto a whole code located but not read as onto a read one (measured on picamera2)
         self.zoom_whole = True
+        #: the idle cap's exposure x gain (None: no cap, the camera's AE at idle): see idle_cap_for
+        self.idle_cap: float | None = None
+        self._capped = False                   # the idle cap is what was last asked
 
     @property
     def state(self) -> str:
@@ -314,7 +336,8 @@ class CaptureLoop:
         got (a webcam just after a change): not metered."""
         controls: dict = {}
         if not active or gray is None:
-            return self._reset(controls)
+            self._reset(controls)
+            return controls if gray is None else self._idle_exposure(gray, view, controls)
         self._forget_handled(t)
         if seen.handled:
             self._let_go(t, view, seen.handled)
@@ -344,7 +367,7 @@ class CaptureLoop:
                     self.search_after = self.trial_until + SEARCH_PAUSE_S
             return controls
         else:
-            return self._reset(controls)
+            return self._idle_exposure(gray, view, self._reset(controls))
         frame_box = max(boxes, key=lambda b: np.ptp(b[:, 0]) * np.ptp(b[:, 1]))
         if not read:
             # candidates close to the largest are most likely parts of the same code (a reflection
@@ -575,11 +598,43 @@ class CaptureLoop:
             controls["ScalerCrop"] = self.full
         if self.normal is not None:
             self.normal = None
-            controls.update(AUTO_EXPOSURE)
+            if self.idle_cap is not None and self.exposure:
+                controls.update(self._controls_for(self.idle_cap))   # the next phone: see IDLE_SCREEN_NITS
+                self._capped = True
+            else:
+                controls.update(AUTO_EXPOSURE)
         self.bracket_until, self.depth, self._asked, self._normals, self._box = -1.0, BRACKET, Ask.NORMAL, 0, None
         self._clipped = 0
         self.aim, self.bracketing = Aim.FULL_FIELD, False
         return controls
+
+
+    def _idle_exposure(self, gray: np.ndarray, view: View, controls: dict) -> dict:
+        """No code located: the camera's AE, but never longer than the idle cap (IDLE_SCREEN_NITS),
+        from what this frame got (its metadata) and how bright it is."""
+        if self.idle_cap is None or not self.exposure or self.normal is not None or "ScalerCrop" in controls:
+            return controls
+        product = view.exposure_us * view.gain
+        if product <= 0:
+            return controls
+        if not self._capped:
+            if product > self.idle_cap * CAP_MARGIN:
+                controls.update(self._controls_for(self.idle_cap))
+                self._capped = True
+        elif product <= self.idle_cap * CAP_MARGIN:
+            # what the AE would choose here: a room bright enough to expose screens by itself
+            mean = float(np.mean((gray[::8, ::8].astype(np.float32) / 255.0) ** GAMMA))
+            if product * AE_TARGET / max(mean, 1e-4) < self.idle_cap / CAP_MARGIN:
+                controls.update(AUTO_EXPOSURE)
+                self._capped = False
+        return controls
+
+
+def idle_cap_for(model: str | None) -> float | None:
+    """The idle cap's exposure x gain for a camera model (picamera2's camera_properties["Model"]),
+    None for a model whose sensitivity is not known here."""
+    full = FULL_SCALE_NIT_US.get(str(model or ""))
+    return None if full is None else WHITE_TARGET * full / IDLE_SCREEN_NITS
 
 
 #: a textured patch (in the quarter-size edge mask) is code-like when at least this many pixels a
