@@ -321,7 +321,7 @@ def check_outputs(cfg: Config) -> list[Check]:
 def check_voice(cfg: Config) -> Check:
     """The voice prompts: aplay, the device, every prompt file. A warning at worst: the LEDs
     still say everything."""
-    from agent.feedback.audio import probe
+    from agent.feedback.audio import BadWav, probe, read_wav
     from agent.feedback.voice import PROMPTS
 
     fb = cfg.feedback
@@ -334,6 +334,16 @@ def check_voice(cfg: Config) -> Check:
                      f"{', ...' if len(missing) > 3 else ''}): make them with 'sudo apt install espeak-ng && sudo "
                      f"/opt/scanner-agent/venv/bin/python -m agent.feedback.prompts {folder}' (existing files "
                      "are kept), or put recordings there", warning=True)
+    damaged = []
+    for name in PROMPTS:
+        try:
+            read_wav(paths.prompt(folder, name))
+        except (BadWav, OSError) as exc:
+            damaged.append(str(exc) if isinstance(exc, BadWav) else f"{paths.prompt(folder, name)}: {exc.strerror}")
+    if damaged:
+        return Check("voice", True, f"{len(damaged)} prompt file(s) cannot be played: {'; '.join(damaged[:2])}"
+                     f"{'; ...' if len(damaged) > 2 else ''} (replace them with a recording, or delete them and "
+                     "make the default ones as the installer does)", warning=True)
     if problem := probe(fb.voice_device):
         return Check("voice", True, f"no sound: {problem} (set [feedback] voice_device; 'aplay -L' lists "
                                     "them)", warning=True)
