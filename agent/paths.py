@@ -6,6 +6,8 @@
     {state_dir}/outbox.db            the check-in outbox (agent.outbox), 0600
     {state_dir}/outbox.db-wal, -shm  SQLite's companions of the outbox in WAL mode
     {state_dir}/outbox.db.corrupt-*  an outbox proven damaged, kept until IT imports it
+    {state_dir}/output-{kind}.unacknowledged.json   lines an output dropped or typed short, until
+                                     `scanner-agent output ack`
     {runtime}/status.json            the running daemon's state, for `scanner-agent status`
     {runtime}/control.sock           the running daemon's control socket (snapshots)
 
@@ -57,6 +59,12 @@ def damaged_outboxes(outbox_path: str | Path) -> list[Path]:
     companions not listed)."""
     p = Path(outbox_path)
     return sorted(f for f in p.parent.glob(f"{p.name}{ASIDE}*") if not f.name.endswith(("-wal", "-shm")))
+
+
+def output_record(state_dir: str | Path, kind: str) -> Path:
+    """What the `kind` output (keyboard, serial) did not deliver as read since IT last acknowledged
+    it (agent.outputs.record)."""
+    return Path(state_dir) / f"output-{kind}.unacknowledged.json"
 
 
 def runtime_dir(state_dir: str | Path) -> Path:

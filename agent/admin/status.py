@@ -14,6 +14,7 @@ from agent.clock import clock_synced
 from agent.config import Config
 from agent.outbox import Outbox, OutboxError, OutboxStats
 from agent.outbox.report import NO_OUTBOX_YET
+from agent.outputs import record as output_record
 from agent.status_types import CameraStatus, Counters, MqttStatus
 
 SERVICE = "scanner-agent"
@@ -74,6 +75,9 @@ def collect(cfg: Config) -> dict[str, Any]:
     if not daemon:  # the daemon is not there to say it: damaged outbox files kept aside are a fault
         faults += [f"outbox: damaged file {p} kept; see 'scanner-agent queue import {p}'"
                    for p in outbox.damaged_files]
+        # and so are lines an output dropped or typed short that IT has not acknowledged
+        faults += [one_line(lost.text(kind), 400) for kind in output_record.KINDS
+                   if (lost := output_record.load(paths.output_record(state_dir, kind))) is not None]
     return {
         "station": cfg.station.id, "version": __version__, "service": service_state(),
         "daemon": "running" if daemon else "stopped",
