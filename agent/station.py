@@ -363,11 +363,11 @@ class Station:
         """`scanner-agent output ack`: IT has seen to the lines the outputs dropped or typed short;
         their faults clear. The answer: what was acknowledged, as a JSON list of texts."""
         said = [text for o in self.outputs if (text := o.writer.acknowledge())]
-        for kind, path in list(self.old_output_records.items()):
+        old, self.old_output_records = self.old_output_records, {}   # replaced, not changed: status reads it
+        for kind, path in old.items():
             if (lost := output_record.load(path)) is not None:
                 said.append(lost.text(kind))
             output_record.clear(path)
-            del self.old_output_records[kind]
         return json.dumps(said, ensure_ascii=False).encode()
 
     def status_json(self) -> bytes:

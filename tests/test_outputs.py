@@ -416,3 +416,27 @@ def test_output_ack_through_the_running_daemon(tmp_path):
         d.stop()
         host.close()
     assert "Traceback" not in d.log and "left out" in d.log
+
+
+def test_the_record_of_an_output_since_disabled_still_shows_until_acknowledged(tmp_path):
+    """IT turning the serial output off does not hide the lines it dropped before."""
+    from agent import paths
+    from agent.feedback import Feedback, NoOutput
+    from agent.outputs import record
+    from agent.station import Station
+    from support.daemon import replay_config
+
+    (tmp_path / "state").mkdir()
+    lost = record.Lost()
+    lost.add_dropped("no host reading /dev/ttyGS0 for 5 s", time.time())
+    record.save(paths.output_record(tmp_path / "state", "serial"), lost)
+    station = Station(replay_config(tmp_path / "state"), feedback=Feedback(NoOutput()))
+    try:
+        assert station.outputs == []
+        assert [f.code for f in station.fault_items()] == ["output_serial"]
+        assert "1 line(s) not sent" in station.fault_items()[0].text
+        import json
+        assert len(json.loads(station.acknowledge_outputs())) == 1 and station.fault_items() == []
+        assert not paths.output_record(tmp_path / "state", "serial").exists()
+    finally:
+        station.shutdown()
