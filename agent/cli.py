@@ -101,6 +101,12 @@ def cmd_output_test(args: argparse.Namespace) -> int:
     return hardware.output_test(admin_config(args))
 
 
+def cmd_output_ack(args: argparse.Namespace) -> int:
+    from agent.admin import hardware
+
+    return hardware.output_ack(admin_config(args))
+
+
 def cmd_fleet(args: argparse.Namespace) -> int:
     from agent.admin import fleet
 
@@ -123,14 +129,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.report(Path(args.config) if args.config else paths.CONFIG)
 
 
-def _tool_test(sub, name: str, help: str, test_help: str, func, cfg_help: str) -> None:
-    """`scanner-agent NAME test [-c CONFIG]`: the hardware checks IT runs by hand."""
+def _tool_test(sub, name: str, help: str, test_help: str, func, cfg_help: str):
+    """`scanner-agent NAME test [-c CONFIG]`: the hardware checks IT runs by hand. Returns the
+    actions' subparsers, for more actions than `test`."""
     p = sub.add_parser(name, help=help)
     p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)
     tsub = p.add_subparsers(dest=f"{name}_command", required=True, metavar="ACTION")
     t = tsub.add_parser("test", help=test_help)
     t.add_argument("-c", "--config", metavar="CONFIG", default=argparse.SUPPRESS, help=cfg_help)
     t.set_defaults(func=func)
+    return tsub
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,8 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="warning for every station running another version (e.g. during a rollout)")
     p.set_defaults(func=cmd_fleet)
 
-    _tool_test(sub, "output", "keyboard and serial output tools", "type or send a test line on every enabled output",
-               cmd_output_test, cfg_help)
+    osub = _tool_test(sub, "output", "keyboard and serial output tools", "type or send a test line on every enabled output",
+                      cmd_output_test, cfg_help)
+    a = osub.add_parser("ack", help="clear the fault of lines an output dropped or typed short, once seen to")
+    a.add_argument("-c", "--config", metavar="CONFIG", default=argparse.SUPPRESS, help=cfg_help)
+    a.set_defaults(func=cmd_output_ack)
 
     p = sub.add_parser("snapshot", help="save the current camera frame with codes and glare drawn on it")
     p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)

@@ -1,7 +1,8 @@
 """A small local control socket for the running daemon (runtime directory, mode 0660).
 
 Protocol: the client sends one command line ("snapshot": a JPEG; "status": the daemon's state as
-JSON, from memory, for `scanner-agent status` when its status file cannot be written); the daemon answers
+JSON, from memory, for `scanner-agent status` when its status file cannot be written; "output_ack":
+`scanner-agent output ack`, what was acknowledged as a JSON list); the daemon answers
 "OK <length>\n" followed by that many bytes, or "ERR <message>\n".
 """
 

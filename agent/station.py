@@ -29,6 +29,7 @@ from agent.decode import FrameReader
 from agent.feedback import Feedback, Signal, make_output
 from agent.feedback.voice import Voice, make_voice
 from agent.outbox import Outbox, OutboxError
+from agent.outputs import record as output_record
 from agent.outputs.devices import make_outputs
 from agent import __version__, clock, paths, runstate
 from agent.clock import clock_synced
@@ -77,6 +78,10 @@ class Station:
                                 faults=self.fault_items, camera_fallback=self.camera_fallback)
         self.status_path = paths.status_file(cfg.station.state_dir)
         self.outputs = make_outputs(cfg)
+        #: records of outputs not enabled any more: shown until acknowledged all the same
+        self.old_output_records = {kind: path for kind in output_record.KINDS
+                                   if kind not in {o.writer.kind for o in self.outputs}
+                                   and (path := paths.output_record(state, kind)).exists()}
         self.last_view: tuple | None = None   # (newest frame, codes last decoded, guidance, camera view) for snapshots
         self.control: ControlServer | None = None
         self._stop = threading.Event()
@@ -262,6 +267,10 @@ class Station:
             out.append(Fault("outbox_refusing", f"outbox: {self.outbox_fault}"))
         if not leds:
             out += [Fault(f"output_{o.writer.kind}", o.writer.warning) for o in self.outputs if o.writer.warning]
+            # lines dropped or typed short: until IT acknowledges them, whatever the next lines did
+            out += [Fault(f"output_{o.writer.kind}", lost) for o in self.outputs if (lost := o.writer.unacknowledged)]
+            out += [Fault(f"output_{kind}", lost.text(kind)) for kind, path in self.old_output_records.items()
+                    if (lost := output_record.load(path)) is not None]
             if self.voice is not None and (warning := self.voice.warning):
                 out.append(Fault("voice", warning if warning.startswith("voice") else f"voice: {warning}"))
         for damaged in self.outbox.damaged_files():
@@ -285,7 +294,8 @@ class Station:
             self.link.start()
         try:
             self.control = ControlServer(paths.control_socket(self.cfg.station.state_dir),
-                                         {"snapshot": self.snapshot, "status": self.status_json}).start()
+                                         {"snapshot": self.snapshot, "status": self.status_json,
+                                          "output_ack": self.acknowledge_outputs}).start()
         except OSError as exc:
             log.warning("no control socket (snapshots unavailable): %s", exc)
         self.feedback.signal(Signal.READY)
@@ -348,6 +358,17 @@ class Station:
             updated_at=time.time(), camera=camera, mqtt=self.link.status() if self.link is not None else None,
             clock_synced=clock_synced(), faults=self.faults(), workers={w.name: w.status() for w in self.workers()},
             counters=dataclasses.replace(self.counters), outbox=self.outbox.summary())
+
+    def acknowledge_outputs(self) -> bytes:
+        """`scanner-agent output ack`: IT has seen to the lines the outputs dropped or typed short;
+        their faults clear. The answer: what was acknowledged, as a JSON list of texts."""
+        said = [text for o in self.outputs if (text := o.writer.acknowledge())]
+        old, self.old_output_records = self.old_output_records, {}   # replaced, not changed: status reads it
+        for kind, path in old.items():
+            if (lost := output_record.load(path)) is not None:
+                said.append(lost.text(kind))
+            output_record.clear(path)
+        return json.dumps(said, ensure_ascii=False).encode()
 
     def status_json(self) -> bytes:
         """status() from memory, for `scanner-agent status` when the status file cannot be written

@@ -187,6 +187,36 @@ def test_root_write_commands_refuse_a_link_in_the_state_dir(tmp_path):
     assert victim.stat().st_uid == 0 and victim.read_text() == "root:secret\n"
 
 
+@pytest.mark.parametrize("name", ["outbox.db-wal", "outbox.db-shm", "outbox.db"])
+def test_a_hard_link_in_the_state_dir_is_refused_like_a_symbolic_link(tmp_path, name):
+    """Issue 32 item 10: the link check refused a symlinked -wal/-shm but not a hard link, which is
+    another name for any file of the filesystem (only fs.protected_hardlinks=1 keeps the service
+    account from making one to a file it does not own; root, or a system without it, can). SQLite
+    then wrote its WAL into the other file. Refused, naming the file and the fix, nothing changed."""
+    conf, state, event_id = _station_of_nobody(tmp_path)
+    victim = tmp_path / "shadow"
+    victim.write_text("root:secret\n")
+    os.chmod(victim, 0o640)
+    where = state / name
+    if name == "outbox.db":                  # the outbox itself with a second name elsewhere
+        os.link(where, victim.with_name("copy.db"))
+        victim = victim.with_name("copy.db")
+    else:
+        os.link(victim, where)
+    before = victim.read_bytes(), victim.stat().st_uid
+    done = cli("queue", "-c", str(conf), "retry", event_id)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"{where} is a hard link (2 names for one file)" in done.stderr, done.stderr
+    assert f"sudo find / -xdev -samefile {where}" in done.stderr, done.stderr
+    assert (victim.read_bytes(), victim.stat().st_uid) == before and where.stat().st_nlink == 2
+    from agent.outbox import OutboxError
+    with pytest.raises(OutboxError, match="is a hard link"):         # the daemon's own open, too
+        Outbox(state / "outbox.db", station="counter-rc")
+    doctor = cli("doctor", "-c", str(conf))                          # and doctor, which reads it as root too
+    line = next(x for x in doctor.stdout.splitlines() if x.startswith("FIX  outbox"))
+    assert f"{where} is a hard link" in line and (victim.read_bytes(), victim.stat().st_uid) == before
+
+
 # --- 9: queue import of hostile files -----------------------------------------------------------
 
 def test_queue_import_bounds_nesting_and_cleans_names_as_the_card_reader_does(tmp_path):

@@ -17,6 +17,7 @@ from agent.outputs.checks import parse_config   # with the outputs' checks of te
 from agent.outputs import hid
 from agent.outputs.template import render
 from support.daemon import ROOT, Daemon, cli, config
+from support.payloads import BHYT15
 
 GADGET = ROOT / "systemd" / "usb-gadget.sh"
 
@@ -257,3 +258,185 @@ def test_card_data_with_control_characters_is_typed_and_sent_with_them_removed(e
     card = {**read.card, "card_number": "AB\t12\n3\r"}
     from agent.outputs.template import render
     assert render("{card_number}{tab}{birth_date}{enter}", card, bhyt) == f"AB123\t{read.card['birth_date']}\n"
+
+
+# --- issue 32 item 8: what a keyboard cannot type, and lines dropped --------------------------------
+
+#: a BHYT code the card reader accepts green with a Vietnamese letter in an opaque field (the check
+#: string is kept exactly, never judged)
+ODD_BHYT = BHYT15.replace("0123456789abcdef-7102", "0123456789abcdeễ-7102")
+
+
+def qr_frame(text: str) -> "np.ndarray":
+    import numpy as np
+    import zxingcpp
+
+    img = np.array(zxingcpp.create_barcode(text, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
+                   .to_image(scale=6, add_quiet_zones=True))
+    canvas = np.full((720, 1280), 128, np.uint8)
+    canvas[40:40 + img.shape[0], 300:300 + img.shape[1]] = img
+    return canvas
+
+
+def keyboard_station(tmp_path: Path, device: Path):
+    from agent.feedback import Feedback, NoOutput
+    from agent.station import Station
+    from support.daemon import replay_config
+
+    cfg = replay_config(tmp_path / "state")
+    cfg.keyboard.enabled, cfg.keyboard.device, cfg.keyboard.timeout_s = True, str(device), 2.0
+    station = Station(cfg, feedback=Feedback(NoOutput()))
+    for out in station.outputs:
+        out.writer.start()
+    return station
+
+
+def typed(host: Host) -> str:
+    return hid.decode([bytes(host.data[i:i + 8]) for i in range(0, len(host.data), 8)])
+
+
+def wait(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate():
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_a_letter_the_keyboard_cannot_type_is_left_out_and_shown_until_it_is_acknowledged(tmp_path):
+    """A BHYT code with a non-ASCII letter in an opaque field is checked in green, but `{raw}{enter}`
+    was dropped whole: the HIS got nothing, and the warning cleared with the next good line. Now the
+    letter is left out, the rest typed (the template's one Enter, no key of the card's), and a fault
+    names what was left out until IT acknowledges it, across a restart. Real QR frames through the
+    real decoder, card reader and outbox; the keyboard is a FIFO read as the PC would."""
+    from agent.capture import Frame
+    from agent.feedback import Signal
+    from agent.sim.demo import BHYT10
+
+    host = Host(tmp_path / "hidg0")
+    station = keyboard_station(tmp_path, tmp_path / "hidg0")
+    try:
+        assert [d.action for d in station.step(Frame(qr_frame(ODD_BHYT), 0.0))] == ["checkin"]
+        assert station.feedback.history[-1][1] == Signal.CHECKIN and station.outbox.depth() == 1   # green
+        want = ODD_BHYT.replace("ễ", "") + "\n"
+        assert wait(lambda: typed(host) == want), typed(host)
+        faults = [f for f in station.fault_items() if f.code == "output_keyboard"]
+        assert len(faults) == 1 and "1 line(s) typed without 'ễ' U+1EC5" in faults[0].text, faults
+        assert "scanner-agent output ack" in faults[0].text and len(faults[0].text) <= 400
+        assert station.fault_items(leds=True) == []              # IT's, like the output's other faults
+
+        assert [d.action for d in station.step(Frame(qr_frame(BHYT10), 1.0))] == ["checkin"]
+        assert wait(lambda: typed(host) == want + BHYT10 + "\n"), typed(host)
+        time.sleep(0.1)
+        assert [f.text for f in station.fault_items() if f.code == "output_keyboard"] == [faults[0].text]
+    finally:
+        station.shutdown()
+
+    again = keyboard_station(tmp_path, tmp_path / "hidg0")      # restarted (the PC powered the Pi off)
+    try:
+        assert [f.text for f in again.fault_items() if f.code == "output_keyboard"] == [faults[0].text]
+        import json
+        assert json.loads(again.acknowledge_outputs()) == [faults[0].text]
+        assert [f for f in again.fault_items() if f.code == "output_keyboard"] == []
+        assert json.loads(again.acknowledge_outputs()) == []
+    finally:
+        again.shutdown()
+        host.close()
+    from agent import paths
+    assert not paths.output_record(tmp_path / "state", "keyboard").exists()
+
+
+def test_a_dropped_line_stays_a_fault_after_the_host_reads_again(tmp_path):
+    """No host reading: the line is dropped (the check-in is in the outbox). The device's fault
+    clears when the host reads again, the dropped line's stays until IT acknowledges it."""
+    from agent.config import Config
+    from agent.outputs.devices import make_outputs
+
+    cfg = Config()
+    cfg.station.state_dir = str(tmp_path)
+    cfg.keyboard.enabled, cfg.keyboard.device, cfg.keyboard.timeout_s = True, str(tmp_path / "hidg0"), 0.3
+    writer = make_outputs(cfg)[0].writer.start()
+    try:
+        writer.send("7901234567\n")                              # no device: dropped
+        assert wait(lambda: writer.dropped == 1) and "hidg0" in writer.warning
+        host = Host(tmp_path / "hidg0")                           # the PC reads again
+        writer.send("7901234568\n")
+        assert wait(lambda: writer.sent == 1) and writer.warning is None
+        assert wait(lambda: typed(host) == "7901234568\n")
+        host.close()
+        lost = writer.unacknowledged
+        assert lost and "1 line(s) not typed (last: " in lost and "hidg0" in lost, lost
+        assert writer.acknowledge() == lost and writer.unacknowledged is None
+    finally:
+        writer.stop()
+    probe = make_outputs(cfg, records=False)[0].writer                # `output test`'s probe: nothing kept
+    assert probe.record_path is None
+
+
+def test_output_ack_with_the_daemon_stopped_clears_what_status_shows(tmp_path):
+    from agent.outputs import record
+
+    conf = config(tmp_path, tmp_path / "state")
+    (tmp_path / "state").mkdir()
+    lost = record.Lost()
+    lost.add_short("ễ", time.time())
+    record.save(tmp_path / "state" / "output-keyboard.unacknowledged.json", lost)
+    status = cli("status", "-c", str(conf))
+    assert status.returncode == 2 and "FAULT        keyboard output since" in status.stdout, status.stdout
+    acked = cli("output", "ack", "-c", str(conf))
+    assert acked.returncode == 0 and acked.stdout.startswith("acknowledged: keyboard output since"), acked
+    assert "keyboard output" not in cli("status", "-c", str(conf)).stdout
+    again = cli("output", "ack", "-c", str(conf))
+    assert again.returncode == 0 and "nothing to acknowledge" in again.stdout
+
+
+@pytest.mark.slow   # the real daemon
+def test_output_ack_through_the_running_daemon(tmp_path):
+    """The daemon types the card without the letter, status shows the fault (exit 2), `output ack`
+    clears it through the control socket, and it stays cleared."""
+    import cv2
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    cv2.imwrite(str(frames / "000.png"), qr_frame(ODD_BHYT))
+    conf = config(tmp_path, tmp_path / "state", extra=f'[output.keyboard]\nenabled = true\ndevice = "{tmp_path / "hidg0"}"\n')
+    conf.write_text(conf.read_text().replace(f'path = "{ROOT / "agent/samples/frames"}"', f'path = "{frames}"')
+                    .replace("cooldown_s = 0", "cooldown_s = 600"))               # one patient, held there
+    host = Host(tmp_path / "hidg0")
+    d = Daemon(conf)
+    try:
+        assert d.wait_for(lambda: any("typed without 'ễ'" in f for f in d.status()["faults"]), 60), d.log[-2000:]
+        assert typed(host) == ODD_BHYT.replace("ễ", "") + "\n"              # one check-in, typed once
+        acked = cli("output", "ack", "-c", str(conf))
+        assert acked.returncode == 0 and "acknowledged: keyboard output since" in acked.stdout, acked
+        assert d.wait_for(lambda: not any("keyboard output" in f for f in d.status()["faults"]), 10)
+        time.sleep(1)
+        assert not any("keyboard output" in f for f in d.status()["faults"])
+        assert "nothing to acknowledge" in cli("output", "ack", "-c", str(conf)).stdout
+    finally:
+        d.stop()
+        host.close()
+    assert "Traceback" not in d.log and "left out" in d.log
+
+
+def test_the_record_of_an_output_since_disabled_still_shows_until_acknowledged(tmp_path):
+    """IT turning the serial output off does not hide the lines it dropped before."""
+    from agent import paths
+    from agent.feedback import Feedback, NoOutput
+    from agent.outputs import record
+    from agent.station import Station
+    from support.daemon import replay_config
+
+    (tmp_path / "state").mkdir()
+    lost = record.Lost()
+    lost.add_dropped("no host reading /dev/ttyGS0 for 5 s", time.time())
+    record.save(paths.output_record(tmp_path / "state", "serial"), lost)
+    station = Station(replay_config(tmp_path / "state"), feedback=Feedback(NoOutput()))
+    try:
+        assert station.outputs == []
+        assert [f.code for f in station.fault_items()] == ["output_serial"]
+        assert "1 line(s) not sent" in station.fault_items()[0].text
+        import json
+        assert len(json.loads(station.acknowledge_outputs())) == 1 and station.fault_items() == []
+        assert not paths.output_record(tmp_path / "state", "serial").exists()
+    finally:
+        station.shutdown()

@@ -5,6 +5,7 @@ a missing device a warning, never an LED fault."""
 from __future__ import annotations
 
 import io
+import random
 import subprocess
 import wave
 from pathlib import Path
@@ -279,3 +280,67 @@ def test_a_glare_the_reader_cannot_read_past_speaks_the_glare_prompt_once(tmp_pa
         assert st.counters.guidance["glare"] == len(tries)
     finally:
         st.shutdown()
+
+
+# --- issue 32 item 9: a damaged prompt file ---------------------------------------------------
+
+def damaged(good: bytes, rng: random.Random) -> bytes:
+    """A prompt file as a bad copy or a bad recorder leaves it: cut short, or bits flipped in its
+    44-byte header (chunk sizes, format, channels, rate)."""
+    if rng.random() < 0.3:
+        return good[:rng.randrange(0, 60)]
+    bad = bytearray(good)
+    for _ in range(rng.randrange(1, 4)):
+        bad[rng.randrange(0, 44)] ^= 1 << rng.randrange(8)
+    return bytes(bad)
+
+
+def test_a_damaged_prompt_file_is_a_clear_warning_never_an_exception(tmp_path, capsys):
+    """A malformed WAV in the voice folder raised a RuntimeError or struct.error the player did not
+    catch (the wave module's own, for a chunk running past the end or a cut header): `feedback
+    test` crashed, and the station's warning read "voice: RuntimeError: ". 400 damaged copies from
+    a seed: each is played (a WAV again) or refused with the file's name and why."""
+    good = tone(tmp_path / "good.wav", 0.05).read_bytes()
+    runs_past = bytearray(good)
+    runs_past[16:20] = (1000).to_bytes(4, "little")                 # the fmt chunk says 1000 bytes
+    path = tmp_path / "checkin.wav"
+    path.write_bytes(runs_past)
+    player = AplayPlayer("null")
+    player.play(path, 80)                                           # the station's player
+    assert player.warning == f"voice: {path}: not a WAV file aplay can play (a chunk runs past the end of the file)"
+    rng = random.Random(32)
+    refused = 0
+    for _ in range(400):
+        path.write_bytes(damaged(good, rng))
+        for volume in (50, 100):
+            try:
+                out = scaled_wav(path, volume)
+            except ValueError as exc:                              # BadWav: the file and why
+                assert str(path) in str(exc) and len(str(exc)) > len(str(path)) + 10, exc
+                refused += 1
+                continue
+            with wave.open(io.BytesIO(out)) as w:                  # what aplay gets is a WAV
+                assert w.getnframes() > 0
+    assert refused > 400, refused                                   # most copies are refused, not played
+
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    for name in PROMPTS:
+        (folder / f"{name}.wav").write_bytes(good)
+    (folder / "checkin.wav").write_bytes(runs_past)
+    fcfg = Config().feedback
+    fcfg.voice, fcfg.voice_dir, fcfg.voice_device = True, str(folder), "null"
+    assert hardware.voice_test(fcfg) == 1                            # `feedback test`: no traceback
+    out = capsys.readouterr().out
+    assert f"{folder / 'checkin.wav'}: not a WAV file aplay can play (a chunk runs past the end" in out
+    assert PROMPTS["try_again-dim"] in out                          # and the prompts after it still play
+    voice = Voice(AplayPlayer("null"), folder)                      # the station's warning (status, health)
+    assert voice.say(Signal.CHECKIN) == "checkin"
+    assert voice.warning == f"voice: {folder / 'checkin.wav'}: not a WAV file aplay can play (a chunk runs past the " \
+                            "end of the file)"
+    from agent.admin.doctor import check_voice
+    cfg = Config()
+    cfg.feedback = fcfg
+    check = check_voice(cfg)
+    assert check.ok and check.warning and f"{folder / 'checkin.wav'}" in check.detail, check
+    assert "a chunk runs past the end" in check.detail

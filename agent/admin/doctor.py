@@ -16,6 +16,7 @@ from agent.clock import clock_synced
 from agent.config import Config, ConfigError
 from agent.outputs.checks import load_config   # config with the outputs' checks (templates)
 from agent.outbox import OutboxError, integrity
+from agent.outbox.files import refuse_links
 
 
 @dataclass
@@ -76,7 +77,12 @@ def check_state(cfg: Config) -> list[Check]:
 
 
 def check_outbox(db: Path) -> Check:
-    """Integrity (read-only: never moved or repaired here), mode, and -wal/-shm owned like the file."""
+    """Integrity (read-only: never moved or repaired here), mode, and -wal/-shm owned like the file.
+    Never through a link (symbolic or hard): SQLite would read, and write the -shm of, its target."""
+    try:
+        refuse_links(db)
+    except OutboxError as exc:
+        return Check("outbox", False, str(exc))   # the message says what to do
     try:
         result = integrity(db)
     except OutboxError as exc:
@@ -217,7 +223,7 @@ def check_session(cfg: Config, timeout: float = 10.0) -> list[Check]:
     import threading
 
     from agent.mqtt.messages import topics
-    from agent.mqtt.session import describe, make_client
+    from agent.mqtt.session import connect_properties, describe, make_client
 
     m, station = cfg.mqtt, cfg.station.id
     clock.use_zone(cfg.station.timezone)
@@ -240,7 +246,9 @@ def check_session(cfg: Config, timeout: float = 10.0) -> list[Check]:
     client.on_subscribe = lambda c, u, mid, rcs, p: note("suback", [str(rc) for rc in rcs])
     client.on_publish = lambda c, u, mid, rc, p: note("puback", str(rc) if rc.is_failure else None)
     try:
-        client.connect(m.host, m.port, keepalive=10)
+        # MQTT 5 Maximum Packet Size, as the station advertises it: a retained verdict of any size
+        # is the broker's to drop, never read into doctor's memory on the station's Pi
+        client.connect(m.host, m.port, keepalive=10, clean_start=True, properties=connect_properties(0))
     except Exception as exc:  # noqa: BLE001 - said in one line
         return [Check("mqtt", False, f"cannot log in: {describe(exc, m.tls, f'{m.host}:{m.port}')}",
                       "check [mqtt] host, port and TLS settings against the broker's listener")]
@@ -308,7 +316,9 @@ def check_outputs(cfg: Config) -> list[Check]:
             continue
         dev = Path(oc.device)
         if not dev.exists():
-            hint = ("set up the USB gadget: sudo systemd/install.sh --usb-gadget (see README)"
+            gadget = ("sudo systemctl enable --now scanner-agent-usb-gadget (the package ships it disabled)"
+                      if paths.PACKAGE_LIST.exists() else "sudo systemd/install.sh --usb-gadget")
+            hint = (f"set up the USB gadget: {gadget} (see README)"
                     if oc.device in ("/dev/hidg0", "/dev/ttyGS0") else "check the cable and the device name")
             out.append(Check(name, False, f"{dev} missing", f"{hint}; or [output.{name}] enabled = false"))
         elif not os.access(dev, os.W_OK):
@@ -321,7 +331,7 @@ def check_outputs(cfg: Config) -> list[Check]:
 def check_voice(cfg: Config) -> Check:
     """The voice prompts: aplay, the device, every prompt file. A warning at worst: the LEDs
     still say everything."""
-    from agent.feedback.audio import probe
+    from agent.feedback.audio import BadWav, probe, read_wav
     from agent.feedback.voice import PROMPTS
 
     fb = cfg.feedback
@@ -334,16 +344,68 @@ def check_voice(cfg: Config) -> Check:
                      f"{', ...' if len(missing) > 3 else ''}): make them with 'sudo apt install espeak-ng && sudo "
                      f"/opt/scanner-agent/venv/bin/python -m agent.feedback.prompts {folder}' (existing files "
                      "are kept), or put recordings there", warning=True)
+    damaged = []
+    for name in PROMPTS:
+        try:
+            read_wav(paths.prompt(folder, name))
+        except (BadWav, OSError) as exc:
+            damaged.append(str(exc) if isinstance(exc, BadWav) else f"{paths.prompt(folder, name)}: {exc.strerror}")
+    if damaged:
+        return Check("voice", True, f"{len(damaged)} prompt file(s) cannot be played: {'; '.join(damaged[:2])}"
+                     f"{'; ...' if len(damaged) > 2 else ''} (replace them with a recording, or delete them and "
+                     "make the default ones as the installer does)", warning=True)
     if problem := probe(fb.voice_device):
         return Check("voice", True, f"no sound: {problem} (set [feedback] voice_device; 'aplay -L' lists "
                                     "them)", warning=True)
     return Check("voice", True, f"device {fb.voice_device}, prompts in {folder}")
 
 
+def _units() -> list[Path]:
+    """The service's unit files systemd can see, the one it uses first (paths.UNIT_DIRS); a folder
+    that is another's alias (/lib and /usr/lib on a merged /usr) is listed once."""
+    found, seen = [], set()
+    for folder in paths.UNIT_DIRS:
+        unit = folder / paths.UNIT.name
+        try:
+            real = folder.resolve()
+        except OSError:
+            continue
+        if real not in seen and os.path.lexists(unit):
+            seen.add(real)
+            found.append(unit)
+    return found
+
+
+def _masked(unit: Path) -> bool:
+    """systemd's masking: a link to /dev/null (`systemctl mask`, and what removing the package leaves)
+    or an empty file."""
+    try:
+        return unit.resolve() == Path("/dev/null") or unit.stat().st_size == 0
+    except OSError:
+        return False
+
+
 def check_unit() -> Check:
-    if not paths.UNIT.exists():
-        return Check("service", False, f"{paths.UNIT} not installed", "run sudo systemd/install.sh")
-    return Check("service", True, str(paths.UNIT))
+    """The service unit wherever systemd finds it: install.sh's in /etc/systemd/system, the Debian
+    package's in /lib/systemd/system. The fix never tells a package install to run install.sh (its
+    unit in /etc would hide the package's from every upgrade)."""
+    packaged = paths.PACKAGE_LIST.exists()
+    units = _units()
+    if not units:
+        fix = ("reinstall the package: sudo apt install --reinstall scanner-agent" if packaged else
+               "install the Debian package (README, 'Installing on a Raspberry Pi'), or from a source tree: "
+               "sudo systemd/install.sh")
+        return Check("service", False, f"no {paths.UNIT.name} in systemd's unit folders", fix)
+    used = units[0]
+    if _masked(used):
+        return Check("service", False, f"{used} is masked: the service cannot start",
+                     "sudo systemctl unmask scanner-agent" + (" (after removing the package: reinstall it)"
+                                                              if not packaged else ""))
+    if len(units) > 1 and used.parent == paths.UNIT.parent:
+        return Check("service", True, f"{used} (systemd/install.sh's) hides {units[1]} (the package's): upgrades "
+                     f"of the package do not reach the service; remove it: sudo rm {used} && sudo systemctl "
+                     "daemon-reload (local changes go in 'sudo systemctl edit scanner-agent')", warning=True)
+    return Check("service", True, str(used))
 
 
 def run(path: Path) -> list[Check]:

@@ -61,7 +61,7 @@ def output_test(cfg: Config) -> int:
     enabled."""
     from agent.outputs.devices import make_outputs
 
-    outputs = make_outputs(cfg)
+    outputs = make_outputs(cfg, records=False)   # a probe line is no check-in: nothing to acknowledge
     if not outputs:
         print("no output enabled: set [output.keyboard] or [output.serial] enabled = true", file=sys.stderr)
         return 2
@@ -83,3 +83,37 @@ def output_test(cfg: Config) -> int:
                   file=sys.stderr)
             status = 1
     return status
+
+
+def output_ack(cfg: Config) -> int:
+    """IT has seen to the lines the keyboard or serial output dropped or typed short (the HIS lacks
+    those check-ins as read: `queue list` shows them): their fault clears. Through the running
+    daemon, which holds the record; with the daemon stopped, its files are removed here. 0 done
+    (also when there was nothing), 1 when the daemon could not be asked."""
+    from agent import jsonbound, runstate
+    from agent.cards.sanitize import one_line
+    from agent.control import request
+    from agent.outputs import record
+
+    state = cfg.station.state_dir
+    sock = paths.control_socket(state)
+    if runstate.read(paths.status_file(state)) is not None and sock.exists():
+        try:
+            said = jsonbound.loads(request(sock, "output_ack", timeout=10, max_bytes=1 << 16), max_bytes=1 << 16,
+                                   max_depth=2)
+        except (OSError, RuntimeError, ValueError) as exc:
+            print(f"scanner-agent output ack: the running daemon did not answer: {exc}", file=sys.stderr)
+            return 1
+        said = [one for one in said if isinstance(one, str)] if isinstance(said, list) else []
+    else:
+        said = []
+        for kind in record.KINDS:
+            path = paths.output_record(state, kind)
+            if (lost := record.load(path)) is not None:
+                said.append(lost.text(kind))
+                record.clear(path)
+    for text in said:
+        print(f"acknowledged: {one_line(text, 400)}")
+    if not said:
+        print("nothing to acknowledge: every line was typed or sent as read")
+    return 0

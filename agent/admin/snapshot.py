@@ -14,19 +14,23 @@ from agent.decode import decode
 
 
 def from_camera(cfg: Config) -> bytes:
-    """With the daemon stopped: open the camera, let exposure settle a few frames, decode, annotate."""
-    from agent.capture import open_source
+    """With the daemon stopped: open the camera, let exposure settle a few frames, decode, annotate.
+    RuntimeError, said in one line by the command, when there is no usable camera."""
+    from agent.capture import SourceError, open_source
 
     src = open_source(cfg.camera, demo_frames=str(paths.DEMO_FRAMES))
-    src.open()
     try:
-        frame = None
-        for _ in range(1 if cfg.camera.source == "replay" else 10):
-            frame = src.read() or frame
-    finally:
-        src.close()
+        src.open()
+        try:
+            frame = None
+            for _ in range(1 if cfg.camera.source == "replay" else 10):
+                frame = src.read() or frame
+        finally:
+            src.close()
+    except SourceError as exc:   # no camera, cable out, another program holds it: a line, not a traceback
+        raise RuntimeError(f"camera ({cfg.camera.source}): {exc} ('scanner-agent doctor' checks the camera)") from None
     if frame is None:
-        raise RuntimeError("the camera gave no frame")
+        raise RuntimeError(f"camera ({cfg.camera.source}): it gave no frame ('scanner-agent doctor' checks the camera)")
     result = decode(frame.gray)
     return encode(frame.gray, result.codes, result.guidance, frame.view)
 

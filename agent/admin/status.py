@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -14,6 +15,7 @@ from agent.clock import clock_synced
 from agent.config import Config
 from agent.outbox import Outbox, OutboxError, OutboxStats
 from agent.outbox.report import NO_OUTBOX_YET
+from agent.outputs import record as output_record
 from agent.status_types import CameraStatus, Counters, MqttStatus
 
 SERVICE = "scanner-agent"
@@ -74,6 +76,11 @@ def collect(cfg: Config) -> dict[str, Any]:
     if not daemon:  # the daemon is not there to say it: damaged outbox files kept aside are a fault
         faults += [f"outbox: damaged file {p} kept; see 'scanner-agent queue import {p}'"
                    for p in outbox.damaged_files]
+        # and so are lines an output dropped or typed short that IT has not acknowledged (a state
+        # dir this user cannot search, not the service user or root: nothing to say)
+        if os.access(state_dir, os.X_OK):
+            faults += [one_line(lost.text(kind), 400) for kind in output_record.KINDS
+                       if (lost := output_record.load(paths.output_record(state_dir, kind))) is not None]
     return {
         "station": cfg.station.id, "version": __version__, "service": service_state(),
         "daemon": "running" if daemon else "stopped",

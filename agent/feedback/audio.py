@@ -10,11 +10,12 @@ from __future__ import annotations
 import io
 import logging
 import shutil
+import struct
 import subprocess
 import threading
 import wave
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +31,53 @@ class Player(Protocol):
     def close(self) -> None: ...
 
 
-def scaled_wav(path: Path, volume: int) -> bytes:
-    """The WAV file with its samples scaled to `volume` percent (16-bit PCM; other sample widths
-    are played as they are). ValueError for a file that is not a WAV or too large."""
-    if path.stat().st_size > MAX_WAV_BYTES:
-        raise ValueError(f"{path} is larger than {MAX_WAV_BYTES} bytes")
-    data = path.read_bytes()
+class BadWav(ValueError):
+    """A prompt file that is not a WAV `aplay` can play; the message names the file and why."""
+
+
+#: what a prompt's header may say (anything else is a damaged header, not a recording)
+CHANNELS, SAMPLE_BYTES, RATES = range(1, 9), range(1, 5), range(8_000, 192_001)
+
+
+def _why(exc: BaseException) -> str:
+    """What the wave module's exception means: it says little (a bare RuntimeError when a chunk
+    runs past the end, struct.error for a cut header field)."""
+    if isinstance(exc, RuntimeError):
+        return "a chunk runs past the end of the file"
+    if isinstance(exc, (EOFError, struct.error)):
+        return "the file ends inside a header"
+    return str(exc) or type(exc).__name__
+
+
+def read_wav(path: Path) -> tuple[bytes, Any, bytes]:
+    """The file, its header (wave's params) and its whole sample frames, or BadWav naming the file and what is
+    wrong (too large, a damaged or truncated header, no sound). A prompt is anybody's file
+    (a hospital's recording): read bounded, and every failure of the parser is one reason."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_WAV_BYTES + 1)
+    if len(data) > MAX_WAV_BYTES:
+        raise BadWav(f"{path}: larger than {MAX_WAV_BYTES} bytes")
     try:
         with wave.open(io.BytesIO(data)) as w:
-            params, frames = w.getparams(), w.readframes(w.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise ValueError(f"{path} is not a WAV file: {exc}") from None
+            params = w.getparams()
+            frames = w.readframes(params.nframes)
+    except Exception as exc:  # noqa: BLE001 - the wave module's failures on a bad header are not all documented
+        raise BadWav(f"{path}: not a WAV file aplay can play ({_why(exc)})") from None
+    if params.nchannels not in CHANNELS or params.sampwidth not in SAMPLE_BYTES or params.framerate not in RATES:
+        raise BadWav(f"{path}: damaged header ({params.nchannels} channels, {params.sampwidth} bytes a sample, "
+                     f"{params.framerate} Hz)")
+    size = params.nchannels * params.sampwidth
+    frames = frames[:len(frames) // size * size]
+    if not frames:
+        raise BadWav(f"{path}: no sound in it (no sample frames)")
+    return data, params, frames
+
+
+def scaled_wav(path: Path, volume: int) -> bytes:
+    """The WAV file with its samples scaled to `volume` percent (16-bit PCM; other sample widths
+    are played as they are). BadWav (a ValueError) for a file that is not a playable WAV or too
+    large, OSError for one that cannot be read."""
+    data, params, frames = read_wav(path)
     if params.sampwidth != 2 or volume >= 100:
         return data
     import numpy as np   # here: the installer makes the prompts before the station's dependencies
@@ -48,7 +85,7 @@ def scaled_wav(path: Path, volume: int) -> bytes:
     samples = (np.frombuffer(frames, "<i2").astype(np.float32) * (max(volume, 0) / 100)).astype("<i2")
     out = io.BytesIO()
     with wave.open(out, "wb") as w:
-        w.setparams(params)
+        w.setparams(params._replace(nframes=len(samples) // params.nchannels))
         w.writeframes(samples.tobytes())
     return out.getvalue()
 
@@ -66,8 +103,11 @@ class AplayPlayer:
     def play(self, path: Path, volume: int) -> None:
         try:
             data = scaled_wav(path, volume)
-        except (OSError, ValueError) as exc:
+        except BadWav as exc:
             self.warning = f"voice: {exc}"
+            return
+        except OSError as exc:
+            self.warning = f"voice: {path}: {exc.strerror or exc}"
             return
         exe = shutil.which(self.command)
         if exe is None:

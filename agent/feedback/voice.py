@@ -93,7 +93,7 @@ class Voice:
         try:
             self.player.play(path, self.volume)
         except Exception as exc:  # noqa: BLE001 - a voice failure never stops a check-in
-            self.player.warning = f"{type(exc).__name__}: {exc}"
+            self.player.warning = f"voice: {path}: {type(exc).__name__}: {exc or 'no details'}"
         return name
 
     def file_of(self, name: str) -> Path | None:

@@ -67,9 +67,11 @@ def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
     return c
 
 
-def connect_properties() -> Properties:
-    """The station's CONNECT: a session kept a week, and no packet larger than MAX_PACKET_BYTES."""
+def connect_properties(session_expiry_s: int = SESSION_EXPIRY_S) -> Properties:
+    """The station's CONNECT: a session kept a week, and no packet larger than MAX_PACKET_BYTES.
+    `doctor`, which subscribes to the station's verdict topic too, keeps no session (0) but takes
+    the same bound: a retained 80 MB verdict took it from 47 to 296 MB resident beside the station."""
     props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = SESSION_EXPIRY_S
+    props.SessionExpiryInterval = session_expiry_s
     props.MaximumPacketSize = MAX_PACKET_BYTES
     return props

@@ -54,8 +54,10 @@ def make_private(path: Path) -> None:
 
 
 def refuse_links(path: Path) -> None:
-    """The outbox and its -wal/-shm must be regular files: a link there may point anywhere (the
-    service account could have planted it), and SQLite or a root command would act on its target."""
+    """The outbox and its -wal/-shm must be regular files with one name: a link there may point
+    anywhere (the service account could have planted it), and SQLite or a root command would act
+    on its target. A hard link is one too: the other name may be any file of the same filesystem
+    (only fs.protected_hardlinks=1 keeps the service account from linking a file it does not own)."""
     for p in (path, *paths.sidecars(path)):
         try:
             st = os.lstat(p)
@@ -65,6 +67,11 @@ def refuse_links(path: Path) -> None:
             kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
             raise OutboxError(f"{p} is {kind}: refusing to open the outbox through it (nothing was "
                               f"changed); remove it if you did not put it there ('sudo rm {p}')")
+        if st.st_nlink > 1:
+            raise OutboxError(f"{p} is a hard link ({st.st_nlink} names for one file): refusing to open the "
+                              f"outbox through it (nothing was changed); list the other names with 'sudo find / "
+                              f"-xdev -samefile {p}': remove a copy somebody made (ln, cp -l), or, if one is not "
+                              f"the station's (a system file), remove this name ('sudo rm {p}')")
 
 
 def match_owner(path: Path) -> None:

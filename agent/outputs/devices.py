@@ -6,6 +6,7 @@ import os
 import termios
 from typing import Any
 
+from agent import paths
 from agent.config import Config
 from agent.outputs import hid
 from agent.outputs.template import render, templates
@@ -30,6 +31,21 @@ class Output:
             self.writer.send(text)
 
 
+class KeyboardWriter(DeviceWriter):
+    """Types a line as key reports. A character its layout has no key for (a Vietnamese letter in an
+    opaque field of a BHYT code, say) is left out and the rest typed, and the line is recorded as
+    typed short until IT acknowledges it: never dropped whole for one letter, never typed as
+    anything the template did not ask for (only characters are removed, no key is added)."""
+
+    def __init__(self, device: str, layout: str, mode: str, **kw):
+        encode = hid.encode_alt_numpad if mode == "alt_numpad" else hid.encode
+        super().__init__("keyboard", device, lambda text: encode(text, layout), **kw)
+        self.layout = layout
+
+    def _prepare(self, text: str) -> tuple[str, str]:
+        return hid.split_typeable(text, self.layout)
+
+
 class SerialWriter(DeviceWriter):
     """A tty gets raw mode and the configured speed when opened (a FIFO or the gadget: as it is)."""
 
@@ -50,14 +66,18 @@ class SerialWriter(DeviceWriter):
         return fd
 
 
-def make_outputs(cfg: Config) -> list[Output]:
+def make_outputs(cfg: Config, *, records: bool = True) -> list[Output]:
+    """The enabled outputs. `records`: each keeps what it did not deliver as read in the state
+    directory until IT acknowledges it (the station); `output test` keeps nothing."""
+    def kept(kind: str) -> dict[str, Any]:
+        return {"record_path": paths.output_record(cfg.station.state_dir, kind) if records else None}
+
     outs = []
     k = cfg.keyboard
     if k.enabled:
-        encode = hid.encode_alt_numpad if k.mode == "alt_numpad" else hid.encode
-        outs.append(Output(k, DeviceWriter("keyboard", k.device, lambda text: encode(text, k.layout),
-                                           timeout_s=k.timeout_s, delay_s=k.key_delay_ms / 1000 / 2)))
+        outs.append(Output(k, KeyboardWriter(k.device, k.layout, k.mode, timeout_s=k.timeout_s,
+                                             delay_s=k.key_delay_ms / 1000 / 2, **kept("keyboard"))))
     s = cfg.serial
     if s.enabled:
-        outs.append(Output(s, SerialWriter(s.device, s.baud, timeout_s=s.timeout_s)))
+        outs.append(Output(s, SerialWriter(s.device, s.baud, timeout_s=s.timeout_s, **kept("serial"))))
     return outs

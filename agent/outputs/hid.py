@@ -34,6 +34,14 @@ def typeable(text: str, layout: str = "us") -> str:
     return "".join(sorted({c for c in text if c not in keys}))
 
 
+def split_typeable(text: str, layout: str = "us") -> tuple[str, str]:
+    """(what of `text` this layout can type, the characters it cannot: each once, in order)."""
+    keys = LAYOUTS[layout]
+    if all(c in keys for c in text):
+        return text, ""
+    return "".join(c for c in text if c in keys), "".join(dict.fromkeys(c for c in text if c not in keys))
+
+
 def encode(text: str, layout: str = "us") -> list[bytes]:
     """Key-down and release reports for `text`; ValueError for a character the layout lacks."""
     keys = LAYOUTS[layout]

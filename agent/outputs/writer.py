@@ -3,7 +3,10 @@
 The station queues a line (bounded queue: when full, the oldest is dropped and counted); the
 worker opens the device without blocking and writes with a deadline. No host reading (a USB
 gadget not enumerated, a serial port nobody opened, a stalled pipe): the line is dropped after
-`timeout_s` and the fault is shown; the check-in itself is in the outbox all along.
+`timeout_s` and the fault is shown; the check-in itself is in the outbox all along. A line
+dropped, or typed without characters its keyboard has no key for, is also kept in the output's
+record (agent.outputs.record) and shown until IT acknowledges it: the HIS lacks that check-in as
+read, whatever the lines after it did.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ import logging
 import os
 import queue
 import select
+import threading
 import time
+from pathlib import Path
 from typing import Callable
 
+from agent.outputs import record
 from agent.status_types import WriterStatus
 from agent.worker import Worker
 
@@ -25,7 +31,7 @@ class DeviceWriter(Worker):
     stall_s = None   # it idles on its queue
 
     def __init__(self, name: str, device: str, encode: Callable[[str], list[bytes]], *, timeout_s: float = 5.0,
-                 delay_s: float = 0.0, queue_size: int = 32):
+                 delay_s: float = 0.0, queue_size: int = 32, record_path: Path | None = None):
         super().__init__(f"output-{name}")
         self.kind, self.device, self.encode = name, device, encode
         self.timeout_s, self.delay_s = timeout_s, delay_s
@@ -35,6 +41,12 @@ class DeviceWriter(Worker):
         #: what a dropped line was, for the log: a check-in's (safe in the outbox), or `output test`'s probe
         self.dropped_note = "the check-in is in the outbox"
         self._fd: int | None = None
+        #: lines not delivered as read since IT's last acknowledgement (None: none); kept in
+        #: `record_path` when there is one (`output test` keeps none)
+        self.record_path = record_path
+        self.lost = record.load(record_path) if record_path is not None else None
+        self._lost_lock = threading.Lock()
+        self._overflowed = 0      # lines the scan side dropped for a full queue, for the worker to record
 
     # -- the scan side: never blocks ----------------------------------------------------------
 
@@ -45,8 +57,10 @@ class DeviceWriter(Worker):
                 return
             except queue.Full:
                 try:
-                    self.queue.get_nowait()
-                    self.dropped += 1
+                    if self.queue.get_nowait():      # an empty one only woke the worker
+                        self.dropped += 1
+                        with self._lost_lock:
+                            self._overflowed += 1
                 except queue.Empty:
                     pass
 
@@ -63,6 +77,11 @@ class DeviceWriter(Worker):
                 continue
             if text:
                 self._write(text)
+            with self._lost_lock:
+                overflowed, self._overflowed = self._overflowed, 0
+            if overflowed:
+                self._remember(lambda lost, now: lost.add_dropped("the queue was full: the host took lines too "
+                                                                 "slowly", now, overflowed))
 
     def finish(self) -> None:
         self._close()
@@ -80,8 +99,14 @@ class DeviceWriter(Worker):
                 pass
             self._fd = None
 
+    def _prepare(self, text: str) -> tuple[str, str]:
+        """(what to write, the characters left out of it): a keyboard leaves out what its layout
+        has no key for (KeyboardWriter); the rest write the text as it is."""
+        return text, ""
+
     def _write(self, text: str) -> None:
         deadline = time.monotonic() + self.timeout_s
+        text, left_out = self._prepare(text)
         try:
             chunks = self.encode(text)
         except ValueError as exc:
@@ -106,6 +131,9 @@ class DeviceWriter(Worker):
             self._drop(reason)
             return
         self.sent += 1
+        if left_out and self._remember(lambda lost, now: lost.add_short(left_out, now)):
+            log.warning("%s output: a line went without %s (left out: no key for it); the check-in is in the "
+                        "outbox as read", self.kind, ", ".join(map(repr, left_out)))
         if self.device_fault:
             log.info("%s output works again (%s)", self.kind, self.device)
         self.device_fault = None
@@ -115,6 +143,39 @@ class DeviceWriter(Worker):
         if reason != self.device_fault:
             log.warning("%s output: line dropped (%s); %s", self.kind, reason, self.dropped_note)
         self.device_fault = reason
+        self._remember(lambda lost, now: lost.add_dropped(reason, now))
+
+    def _remember(self, add: Callable[[record.Lost, float], object]) -> object:
+        """Add a line to the record of what IT has not acknowledged yet, and keep it on disk;
+        returns what `add` returned (None without a record: `output test`'s probe)."""
+        if self.record_path is None:
+            return None
+        with self._lost_lock:
+            self.lost = self.lost or record.Lost()
+            said = add(self.lost, time.time())
+            try:
+                record.save(self.record_path, self.lost)
+            except OSError as exc:   # a full disk: it still shows, from memory
+                log.warning("%s output: cannot keep %s (%s)", self.kind, self.record_path, exc.strerror or exc)
+        return said
+
+    @property
+    def unacknowledged(self) -> str | None:
+        """What this output did not deliver as read since IT last acknowledged (None: nothing):
+        a fault in status and health until acknowledge(), whatever the lines after it did."""
+        lost = self.lost
+        return lost.text(self.kind) if lost is not None else None
+
+    def acknowledge(self) -> str | None:
+        """IT has seen to it (`scanner-agent output ack`): the record is cleared; returns what it said."""
+        with self._lost_lock:
+            said = self.unacknowledged
+            if self.record_path is not None:
+                record.clear(self.record_path)
+            self.lost = None
+        if said:
+            log.info("acknowledged: %s", said)
+        return said
 
     @property
     def warning(self) -> str | None:
