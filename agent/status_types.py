@@ -248,11 +248,13 @@ class OutboxStats:
         if self.error is not None:
             return {"queue_depth": self.queue_depth, "oldest_undelivered_age_s": self.oldest_undelivered_age_s,
                     "last_checkin_at": self.last_checkin_at, "error": self.error}
-        return {"queue_depth": self.queue_depth, "oldest_undelivered_age_s": self.oldest_undelivered_age_s,
-                "delivered_total": self.delivered_total, "failed_total": self.failed_total,
-                "last_checkin_at": self.last_checkin_at, "recovered_from": self.recovered_from,
-                "recovery": self.recovery, "damaged_files": list(self.damaged_files),
-                "undeliverable": self.undeliverable}
+        out = {"queue_depth": self.queue_depth, "oldest_undelivered_age_s": self.oldest_undelivered_age_s,
+               "delivered_total": self.delivered_total, "failed_total": self.failed_total,
+               "last_checkin_at": self.last_checkin_at, "recovered_from": self.recovered_from,
+               "recovery": self.recovery, "damaged_files": list(self.damaged_files)}
+        if self.undeliverable:   # only then: a status file written before it is written again byte for byte
+            out["undeliverable"] = self.undeliverable
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> OutboxStats | None:

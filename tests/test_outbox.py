@@ -325,6 +325,7 @@ def test_a_row_set_aside_is_kept_counted_exported_and_never_sent(box):
     assert [r.id for r in box.iter_undelivered()] == [r.id for r in rows] and box.depth() == 3
     stats = box.stats()
     assert stats.queue_depth == 3 and stats.undeliverable == 1 and stats.to_dict()["undeliverable"] == 1
+    assert type(stats).from_dict(stats.to_dict()) == stats                # the status file keeps it
     assert box.purge(time.time() + 10 ** 9) == 0                         # never purged
     box.mark_delivered([rows[1].id])
     assert not box.set_aside(rows[1].id, "delivered already")
