@@ -187,11 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     q = qsub.add_parser("show", help="one check-in as JSON (personal data masked unless --reveal)")
     q.add_argument("id")
     q.add_argument("--reveal", action="store_true")
-    q = qsub.add_parser("retry", help="send delivered check-ins again")
+    q = qsub.add_parser("retry", help="send delivered or undeliverable check-ins again")
     q.add_argument("ids", nargs="+", metavar="ID")
     q = qsub.add_parser("export", help="write undelivered check-ins to a new FILE as JSON lines (mode 600)")
     q.add_argument("file", metavar="FILE")
     q.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    q = qsub.add_parser("remove", help="write check-ins to a new FILE (JSON lines, mode 600), then delete them "
+                                       "from the outbox (one the broker will not take: UNDELIVERABLE in 'list')")
+    q.add_argument("ids", nargs="+", metavar="ID")
+    q.add_argument("--export", required=True, metavar="FILE",
+                   help="the new file they are written to first (never an existing one)")
     q = qsub.add_parser("import", help="queue the check-ins of a 'queue export' file or of a damaged "
                                        "outbox file kept aside, for sending (idempotent)")
     q.add_argument("file", metavar="FILE")

@@ -5,6 +5,7 @@ so that the outbox and the IT commands do not load OpenCV to build or read an ev
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from agent.cards import CardRead
@@ -12,6 +13,12 @@ from agent.clock import clock_synced, now_iso
 
 #: 1.1 added `flags` (additive: a 1.0 consumer ignores it)
 SCHEMA_VERSION = "1.1"
+#: The largest check-in the station stores or publishes, as published (UTF-8 JSON, `encode`). A
+#: real one is about 1 kB. The largest the card reader accepts (8 192 characters, every text field
+#: at its cap in 4-byte characters, the rest in the old-ID field) gives about 17 kB
+#: (tests/test_outbox.py); a broker set up as docs/integrating.md says takes 64 kB. So every card
+#: read can be stored, and what is stored can always be sent.
+MAX_CHECKIN_BYTES = 32_768
 
 
 def checkin_body(read: CardRead, *, synced: bool | None = None, flags: list[str] | None = None,
@@ -26,3 +33,8 @@ def envelope(body: dict[str, Any], *, event_id: str, seq: int, station: str) -> 
     """The whole event: the envelope (schema, id, seq, station) the outbox assigns in the same
     transaction that stores it, then the body."""
     return {"schema": SCHEMA_VERSION, "id": event_id, "seq": seq, "station": station, **body}
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    """The event as stored and published: UTF-8 JSON, the one serialisation whose size counts."""
+    return json.dumps(event, ensure_ascii=False).encode("utf-8")

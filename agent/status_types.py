@@ -235,6 +235,9 @@ class OutboxStats:
     damaged_files: list[str] = field(default_factory=list)
     #: set when the outbox could not be read: the figures above are then unknown
     error: str | None = None
+    #: of queue_depth, the check-ins set aside as undeliverable (the broker will not take them):
+    #: no longer sent, kept until IT exports and removes them (`queue remove`)
+    undeliverable: int = 0
 
     @classmethod
     def unreadable(cls, why: BaseException | str, *, queue_depth: int | None = None) -> OutboxStats:
@@ -245,10 +248,13 @@ class OutboxStats:
         if self.error is not None:
             return {"queue_depth": self.queue_depth, "oldest_undelivered_age_s": self.oldest_undelivered_age_s,
                     "last_checkin_at": self.last_checkin_at, "error": self.error}
-        return {"queue_depth": self.queue_depth, "oldest_undelivered_age_s": self.oldest_undelivered_age_s,
-                "delivered_total": self.delivered_total, "failed_total": self.failed_total,
-                "last_checkin_at": self.last_checkin_at, "recovered_from": self.recovered_from,
-                "recovery": self.recovery, "damaged_files": list(self.damaged_files)}
+        out = {"queue_depth": self.queue_depth, "oldest_undelivered_age_s": self.oldest_undelivered_age_s,
+               "delivered_total": self.delivered_total, "failed_total": self.failed_total,
+               "last_checkin_at": self.last_checkin_at, "recovered_from": self.recovered_from,
+               "recovery": self.recovery, "damaged_files": list(self.damaged_files)}
+        if self.undeliverable:   # only then: a status file written before it is written again byte for byte
+            out["undeliverable"] = self.undeliverable
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> OutboxStats | None:
@@ -264,4 +270,5 @@ class OutboxStats:
         return cls(depth, _number(data.get("oldest_undelivered_age_s")), _number(data.get("last_checkin_at")),
                    _int(data.get("delivered_total")), _int(data.get("failed_total")),
                    _text(data.get("recovered_from")), recovery if isinstance(recovery, dict) else None,
-                   [f for f in files if isinstance(f, str)] if isinstance(files, list) else [])
+                   [f for f in files if isinstance(f, str)] if isinstance(files, list) else [],
+                   undeliverable=_int(data.get("undeliverable")))

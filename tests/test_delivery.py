@@ -45,7 +45,15 @@ class MemoryOutbox:
         return row
 
     def _undelivered(self) -> list[Row]:
-        return sorted((r for r in self.rows.values() if r.delivered_at is None), key=lambda r: r.seq)
+        return sorted((r for r in self.rows.values() if r.delivered_at is None and r.undeliverable_at is None),
+                      key=lambda r: r.seq)
+
+    def set_aside(self, event_id: str, reason: str) -> bool:
+        row = self.rows[event_id]
+        if row.delivered_at is not None or row.undeliverable_at is not None:
+            return False
+        self.rows[event_id] = dataclasses.replace(row, undeliverable_at=1.0, undeliverable_reason=reason)
+        return True
 
     def pending(self, limit: int = 100, after_seq: int = -1) -> list[Row]:
         return [r for r in self._undelivered() if r.seq > after_seq][:limit]
@@ -355,3 +363,78 @@ def test_verdict_refusals():
     assert verdict_refusal(None, False, now, 120, 3600)[0] == "unknown"
     reason, detail = verdict_refusal(row(now - 300), False, now, 120, 3600)
     assert reason == "stale" and "300 s after the read" in detail
+
+
+# --- issue 32, item 1: a check-in the broker will not take -----------------------------------------
+
+def test_a_check_in_the_broker_refuses_as_too_large_is_set_aside_and_the_rest_go_on():
+    """A PUBACK that says the message itself is wrong (too large, malformed) sets that row aside, with
+    no pause; a refusal of the topic (an ACL) still backs off and keeps every row queued."""
+    d, box, broker, _ = make(3)
+    d.send(broker)
+    assert d.puback(broker.mid(1), refused="Packet too large") is None
+    d.puback(broker.mid(2))
+    d.puback(broker.mid(3))
+    d.flush()
+    assert box.depth() == 0 and box.refused == 1
+    first = box.rows[broker.published[0][1].id]
+    assert first.undeliverable_at and "Packet too large" in first.undeliverable_reason and first.delivered_at is None
+    box.put()
+    d.send(broker)
+    assert broker.seqs() == [1, 2, 3, 4]          # never sent again, nothing paused
+    assert d.puback(broker.mid(4), refused="Not authorized").pause_s > 0 and box.depth() == 1
+
+
+def test_a_row_the_broker_closes_the_connection_on_twice_in_a_row_is_set_aside():
+    """The broker closed the connection for a packet too large (or paho could not read its PUBACK),
+    with the same row the oldest it had not acknowledged, twice in a row: that row is set aside. A
+    connection lost for any other reason never sets anything aside."""
+    d, box, broker, _ = make(4)
+    for _ in range(5):                            # a network that keeps dropping: nothing set aside
+        d.connected()
+        d.send(broker)
+        d.went_down("Unspecified error")
+    assert box.depth() == 4
+    d.connected()
+    d.send(broker)
+    d.puback(broker.mid(1))                       # the one before it was taken
+    d.went_down("Packet too large")
+    assert box.depth() == 3 and all(r.undeliverable_at is None for r in box.rows.values())
+    d.connected()
+    d.send(broker)
+    d.went_down("Protocol error")
+    second = box.rows[[r.id for r in box.rows.values() if r.seq == 2][0]]
+    assert second.undeliverable_at and "closed the connection" in second.undeliverable_reason
+    d.connected()
+    assert [r.seq for r in d.due()] == [3, 4]
+
+
+def test_an_ack_or_another_row_clears_the_suspicion():
+    d, box, broker, _ = make(3)
+    d.send(broker)
+    d.went_down("Packet too large")
+    d.connected()
+    d.send(broker)
+    d.puback(broker.mid(1))                       # it went through after all
+    d.went_down("Packet too large")               # now the second is the oldest: once only
+    assert all(r.undeliverable_at is None for r in box.rows.values())
+
+
+def test_rows_larger_than_the_broker_or_the_station_takes_are_set_aside_before_sending():
+    """The broker's Maximum Packet Size (CONNACK), and the station's own bound for a row an older
+    version let in: set aside without a send, the rows behind go out."""
+    from agent.event import MAX_CHECKIN_BYTES
+
+    d, box, broker, _ = make(0)
+    wide = box.put()
+    box.rows[wide.id] = dataclasses.replace(wide, payload={"x": "y" * 500})
+    small = box.put()
+    d.connected(max_payload=300)
+    assert d.send(broker) == [small.id] and broker.seqs() == [2]
+    assert "Maximum Packet Size" in box.rows[wide.id].undeliverable_reason
+    d.puback(broker.mid(2))
+    d.flush()
+    huge = box.put()
+    box.rows[huge.id] = dataclasses.replace(huge, payload={"x": "y" * MAX_CHECKIN_BYTES})
+    d.connected(max_payload=None)
+    assert d.send(broker) == [] and f"({MAX_CHECKIN_BYTES} bytes)" in box.rows[huge.id].undeliverable_reason

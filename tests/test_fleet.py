@@ -275,3 +275,19 @@ def test_fleet_summary_row_of_the_cut_stations_is_not_a_version(monkeypatch):
     assert cut["queue"] is None and cut["since_s"] is None and cut["check"] == "UNKNOWN", cut
     stations["st-1"].status["version"] = "0.3.9"
     assert fleet.versions(fleet.assess(stations)).startswith("2 versions in the fleet: 0.3.9 on 1, 0.4.0 on 1")
+
+
+def test_fleet_names_a_station_with_an_undeliverable_check_in_as_a_warning(tmp_path, broker):
+    """Issue 32: a check-in set aside as undeliverable (health 1.3 `undeliverable`) needs IT's hand
+    (`queue remove ID --export FILE` on the station): a WARNING with the count, in the queue column
+    and in --json. A station that does not say (health 1.2) is as before."""
+    publish(broker, {"aside/status": status("aside"), "aside/health": {**health("aside", depth=3), "undeliverable": 1},
+                     "old/status": status("old"), "old/health": health("old")})
+    out = cli("fleet", "-c", str(conf(tmp_path, broker.port)), "--wait", "1")
+    assert out.returncode == 1, out.stdout + out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("aside"))
+    assert "3 (1 undeliverable)" in row and "WARNING: 1 undeliverable" in row, out.stdout
+    assert "OK" in next(line for line in out.stdout.splitlines() if line.startswith("old"))
+    rows = {r["station"]: r for r in json.loads(cli("fleet", "-c", str(conf(tmp_path, broker.port)), "--wait", "1",
+                                                    "--json").stdout)}
+    assert rows["aside"]["undeliverable"] == 1 and rows["old"]["undeliverable"] is None

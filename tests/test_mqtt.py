@@ -304,3 +304,104 @@ def test_plaintext_is_warned_and_tls_to_a_plain_port_is_named(tmp_path, broker, 
     finally:
         link.stop()
         box.close()
+
+
+# --- issue 32, item 1: a check-in the broker will not take holds up nothing ------------------------
+
+def largest_card_body():
+    """The largest check-in the card reader can give (tests/support/payloads.py): about 17 kB, within
+    what the station stores and publishes."""
+    from datetime import date
+
+    from agent.cards import read_card
+    from agent.checkin import checkin_body
+    from support.payloads import LARGEST_CCCD
+
+    read = read_card(LARGEST_CCCD, today=date(2026, 1, 1))
+    assert read.verdict == "ok", read.problems
+    return checkin_body(read)
+
+
+@pytest.mark.parametrize("limit, attempts", [("message_size_limit 4096", 2), ("max_packet_size 4096", 0)])
+def test_a_check_in_the_broker_will_not_take_is_set_aside_and_holds_up_nothing(tmp_path, outbox, limit, attempts):
+    """Issue 32 item 1: one check-in larger than the broker takes, first in the queue, and ten after it.
+    Mosquitto closes the connection on it (max_packet_size: "oversize packet"; message_size_limit:
+    a PUBACK 0x95 paho cannot read), and on main the station sent it again every second and
+    delivered nothing. Now the ten are delivered, in order, and the large one is set aside as
+    undeliverable: still in the outbox, counted in health, never sent again. max_packet_size is
+    in the broker's CONNACK: the row is set aside before it is ever sent."""
+    broker = Broker(tmp_path / "broker", extra=(limit,)).start()
+    sub = Subscriber(broker.port, f"{PREFIX}/#")
+    big = outbox.put(largest_card_body())
+    rows = [outbox.put(body(i)) for i in range(10)]
+    link = start_link(outbox, cfg(broker.port), backoff=(0.05, 0.2))
+    try:
+        assert wait_for(lambda: outbox.depth() == 1, 15), f"{outbox.depth()} undelivered: the large one holds up the rest"
+        # (the rows in flight behind it when the broker closed the connection came again: at least once)
+        assert list(dict.fromkeys(e["id"] for e in sub.json_on("/checkin"))) == [r.id for r in rows]
+        kept = outbox.get(big.id)
+        assert kept.delivered_at is None and kept.undeliverable_at and kept.payload == big.payload
+        assert kept.attempts == attempts, kept.attempts
+        assert ("Maximum Packet Size" if attempts == 0 else "closed the connection") in kept.undeliverable_reason
+        assert outbox.stats().undeliverable == 1
+        assert wait_for(lambda: any(h.get("undeliverable") == 1 for h in sub.json_on("/health")), 5)
+        for h in sub.json_on("/health"):
+            assert schema_errors("health", h) == []
+        later = outbox.put(body(99))
+        assert wait_for(lambda: outbox.get(later.id).delivered_at, 5)
+        assert outbox.get(big.id).attempts == attempts        # never sent again
+        assert link.state.connected
+    finally:
+        link.stop()
+        sub.close()
+        broker.stop()
+
+
+def test_the_largest_payload_the_brokers_maximum_packet_size_leaves_room_for_is_exact(tmp_path):
+    """The station sets aside what the broker's Maximum Packet Size has no room for, before sending:
+    agent.mqtt.session.max_payload goes through; a few bytes more close the connection (MQTT 5 counts
+    the whole packet; Mosquitto 2.0 lets 2 bytes more through than that)."""
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    import paho.mqtt.client as mqtt
+
+    from agent.mqtt.session import max_payload
+
+    broker = Broker(tmp_path / "broker", extra=("max_packet_size 1000",)).start()
+    topic = f"{PREFIX}/counter-01/checkin"
+    try:
+        for extra, kept in ((0, True), (3, False)):
+            events = []
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{extra}", protocol=MQTTProtocolVersion.MQTTv5)
+            c.on_connect = lambda c, u, f, rc, p: events.append(("max", p.MaximumPacketSize))
+            c.on_publish = lambda c, u, mid, rc, p: events.append(("puback", str(rc)))
+            c.on_disconnect = lambda c, u, f, rc, p: events.append(("closed", str(rc)))
+            c.connect("127.0.0.1", broker.port)
+            assert wait_for(lambda: c.loop(0.05) is not None and events, 5)
+            room = max_payload(topic, events[0][1])
+            c.publish(topic, b"x" * (room + extra), qos=1)
+            assert wait_for(lambda: c.loop(0.05) is not None and len(events) > 1, 5)
+            assert (events[1][0] == "puback") == kept, events
+            c.disconnect()
+    finally:
+        broker.stop()
+
+
+def test_a_row_larger_than_the_station_publishes_is_set_aside_before_it_is_sent(tmp_path, broker, outbox):
+    """A row an older version let in (`queue import` checked only the line's length) is set aside
+    before it is sent, with the station's own bound, whatever the broker takes."""
+    from agent.event import MAX_CHECKIN_BYTES
+
+    old = outbox.put(body())
+    payload = {**old.payload, "card": {**old.payload["card"], "address": "x" * MAX_CHECKIN_BYTES}}
+    outbox.db.execute("UPDATE events SET payload = ? WHERE id = ?", [json.dumps(payload), old.id])
+    rows = [outbox.put(body(i)) for i in range(3)]
+    sub = Subscriber(broker.port, f"{PREFIX}/+/checkin")
+    link = start_link(outbox, cfg(broker.port))
+    try:
+        assert wait_for(lambda: outbox.depth() == 1, 10)
+        assert [e["id"] for e in sub.json_on("/checkin")] == [r.id for r in rows]
+        kept = outbox.get(old.id)
+        assert kept.undeliverable_at and kept.attempts == 0 and f"({MAX_CHECKIN_BYTES} bytes" in kept.undeliverable_reason
+    finally:
+        link.stop()
+        sub.close()

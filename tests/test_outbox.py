@@ -270,3 +270,100 @@ def test_purged_names_do_not_linger_in_free_pages(tmp_path):
     box.close()
     data = b"".join(p.read_bytes() for p in tmp_path.glob("o.db*"))
     assert marker.encode() not in data
+
+
+# --- issue 32, item 1: what is stored can be sent ---------------------------------------------------
+
+def test_a_check_in_larger_than_the_station_publishes_is_never_stored(box):
+    """Nothing that cannot be sent is queued: put refuses it (the station then shows the fault signal,
+    never green: tests/test_station.py), and stores nothing."""
+    from agent.event import MAX_CHECKIN_BYTES
+    from agent.outbox import TooLarge
+
+    first = box.put(body(1))
+    huge = {**body(2), "card": {**body(2)["card"], "address": "x" * MAX_CHECKIN_BYTES}}
+    with pytest.raises(TooLarge, match=f"larger than a check-in may be \\({MAX_CHECKIN_BYTES} bytes"):
+        box.put(huge)
+    assert box.depth() == 1 and [r.id for r in box.pending()] == [first.id]
+    assert box.put(body(3)).seq == 2                     # no sequence number spent on it
+
+
+@pytest.mark.parametrize("name", ["LARGEST_CCCD", "LARGEST_BHYT"])
+def test_the_largest_check_in_a_card_can_give_is_stored_within_the_bound(box, name):
+    """Every text field of the code at its cap, in 4-byte characters, and for a CCCD the old-ID field
+    filled with digits up to the 8 192 characters the reader reads (one more and it reads none):
+    stored, and within MAX_CHECKIN_BYTES, so no card read is ever refused for its size."""
+    from datetime import date
+
+    from agent.cards import read_card
+    from agent.checkin import checkin_body
+    from agent.event import MAX_CHECKIN_BYTES, encode
+    from agent.cards.sanitize import MAX_PAYLOAD_CHARS
+    from support import payloads
+
+    text = getattr(payloads, name)
+    read = read_card(text, today=date(2026, 1, 1))
+    assert read.verdict == "ok", read.problems
+    row = box.put(checkin_body(read, flags=["priority_child", "priority_elderly", "priority_merit",
+                                            "other_facility", "repeat_today"]))
+    size = len(encode(row.payload))
+    assert size <= MAX_CHECKIN_BYTES
+    if name == "LARGEST_CCCD":
+        assert len(text) == MAX_PAYLOAD_CHARS and 16_000 < size, size
+        assert read_card(text + "1").verdict == "invalid"
+
+
+def test_a_row_set_aside_is_kept_counted_exported_and_never_sent(box):
+    """Undeliverable rows stay on disk (never deleted automatically), count in depth (max_events) and
+    in stats, are listed and exported, but are no longer pending; `queue retry` puts one back,
+    `queue remove` (after writing it to a file) is the only way it leaves."""
+    rows = [box.put(body(i)) for i in range(3)]
+    assert box.set_aside(rows[0].id, "the broker refused it: Packet too large")
+    assert not box.set_aside(rows[0].id, "again")                       # once
+    assert [r.id for r in box.pending()] == [r.id for r in rows[1:]]
+    assert box.pending_keys(10) == [(r.id, r.seq) for r in rows[1:]]
+    assert [r.id for r in box.iter_undelivered()] == [r.id for r in rows] and box.depth() == 3
+    stats = box.stats()
+    assert stats.queue_depth == 3 and stats.undeliverable == 1 and stats.to_dict()["undeliverable"] == 1
+    assert type(stats).from_dict(stats.to_dict()) == stats                # the status file keeps it
+    assert box.purge(time.time() + 10 ** 9) == 0                         # never purged
+    box.mark_delivered([rows[1].id])
+    assert not box.set_aside(rows[1].id, "delivered already")
+    assert box.requeue(rows[0].id) and box.get(rows[0].id).undeliverable_at is None
+    assert [r.id for r in box.pending()] == [rows[0].id, rows[2].id]
+    assert box.remove([rows[0].id, "no-such-id"]) == 1 and box.get(rows[0].id) is None
+
+
+def test_the_daemons_salvage_keeps_an_oversized_row_set_aside(box):
+    """Rows salvaged from a damaged outbox are never dropped: one too large to send (let in by an older
+    version) is kept, set aside, with the ones around it queued as before."""
+    from agent.event import MAX_CHECKIN_BYTES
+
+    other = Outbox(box.path.parent / "other.db", station="old")
+    rows = [other.put(body(i)) for i in range(3)]
+    other.close()
+    wide = {**rows[1].payload, "card": {**rows[1].payload["card"], "address": "x" * MAX_CHECKIN_BYTES}}
+    added, already = box.import_rows([(r.id, wide if r is rows[1] else r.payload, r.created_at, 0) for r in rows])
+    assert (added, already) == (3, 0)
+    assert [r.id for r in box.pending()] == [rows[0].id, rows[2].id]
+    kept = box.get(rows[1].id)
+    assert kept.payload == wide and kept.undeliverable_at and "larger than a check-in may be" in kept.undeliverable_reason
+
+
+def test_an_outbox_made_before_the_undeliverable_columns_is_read_by_it_and_upgraded_by_the_daemon(tmp_path):
+    """IT's commands change no schema: on an outbox an older version made (no undeliverable columns)
+    they read as before; the daemon adds the columns when it opens it."""
+    path = tmp_path / "state" / "outbox.db"
+    made = Outbox(path, station="s")
+    row = made.put(body())
+    made.db.execute("ALTER TABLE events DROP COLUMN undeliverable_reason")
+    made.db.execute("ALTER TABLE events DROP COLUMN undeliverable_at")
+    made.close()
+    admin = Outbox(path, station="s", admin=True)
+    assert [r.id for r in admin.pending()] == [row.id] and [r.id for r in admin.undelivered()] == [row.id]
+    assert admin.stats().undeliverable == 0 and not admin.set_aside(row.id, "x")
+    assert admin.requeue(row.id) and admin.remove(["none"]) == 0
+    admin.close()
+    daemon = Outbox(path, station="s")
+    assert daemon.set_aside(row.id, "too large") and daemon.stats().undeliverable == 1
+    daemon.close()

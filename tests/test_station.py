@@ -352,6 +352,22 @@ def test_outbox_full_gives_fault_not_green(tmp_path):
     station.outbox.close()
 
 
+def test_a_check_in_too_large_to_publish_gives_fault_not_green(tmp_path, monkeypatch):
+    """Issue 32: green means stored and on its way. No card the reader accepts gives a check-in over
+    MAX_CHECKIN_BYTES (tests/test_outbox.py); with the bound lowered below a real card's check-in,
+    the station refuses it as it refuses a full outbox: the fault signal, nothing stored."""
+    import agent.outbox.store as store
+
+    monkeypatch.setattr(store, "MAX_CHECKIN_BYTES", 300)
+    station = make_station(tmp_path)
+    station.step(Frame(render(BHYT15, "easy", 1).frame, 0.0))
+    assert [s for _, s in station.feedback.history] == [Signal.FAULT]
+    assert station.counters.refused == 1 and station.counters.checkins == 0 and station.outbox.depth() == 0
+    assert "larger than a check-in may be (300 bytes" in station.faults()[0]
+    station.feedback.close()
+    station.outbox.close()
+
+
 def test_log_line_masks_the_name(tmp_path, caplog):
     caplog.set_level("INFO")
     station = make_station(tmp_path)

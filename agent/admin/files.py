@@ -41,6 +41,15 @@ def check_target(path: Path, state_dir: Path | None) -> Path:
     return target
 
 
+def _sync_dir(folder: Path) -> None:
+    """fsync a folder, so a file renamed into it survives a power cut."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_private(path: Path, write: Callable[[IO[bytes]], None], state_dir: Path | None) -> Path:
     """Create `path` afresh, mode 0600, filled by `write(file)`; replaces a regular file atomically."""
     target = check_target(path, state_dir)
@@ -55,6 +64,7 @@ def write_private(path: Path, write: Callable[[IO[bytes]], None], state_dir: Pat
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
+        _sync_dir(target.parent)   # the new name on disk too: `queue remove` deletes only after this
     except BaseException:
         try:
             os.unlink(tmp)

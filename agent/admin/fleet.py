@@ -2,8 +2,9 @@
 `health` topics on the broker, from any machine that reaches it.
 
 Exit status, as Nagios / Icinga / Zabbix checks use it: 0 all well, 1 a warning (health stale,
-a queue older than --warn, clock not synchronised, only a voice fault), 2 a station offline or faulty (or a queue
-older than --crit), 3 unknown (the broker cannot be reached, or no station has reported).
+a queue older than --warn, a check-in set aside as undeliverable, clock not synchronised, only a
+voice fault), 2 a station offline or faulty (or a queue older than --crit), 3 unknown (the broker
+cannot be reached, or no station has reported).
 Everything read from the broker is untrusted: bounded before parsing (size, nesting), every field
 type-checked (a field of the wrong type, or a NaN, is named and makes the station a warning at
 least), cleaned, never a traceback. More stations than MAX_STATIONS: the rest is one row, UNKNOWN,
@@ -86,6 +87,7 @@ class Heard:
     queue_depth: float | None
     clock_synced: bool | None
     bad: list[str]
+    undeliverable: float | None = None   # health 1.3: of queue_depth, set aside (None: not said)
 
     @classmethod
     def read(cls, status: dict[str, Any], health: dict[str, Any]) -> Heard:
@@ -100,8 +102,9 @@ class Heard:
         status_at = _typed(status, "at", (str,), bad)
         depth = _typed(health, "queue_depth", (int, float), bad)
         version = _typed(status, "version", (str,), bad) or _typed(health, "version", (str,), bad)
+        aside = _typed(health, "undeliverable", (int, float), bad)
         return cls(state if state in ("online", "offline") else "unknown", reason, status_at, version, health_at,
-                   faults, codes, oldest, depth, clock, bad)
+                   faults, codes, oldest, depth, clock, bad, aside)
 
 
 def collect(cfg: MqttConfig, *, wait_s: float = 2.0, connect_timeout_s: float = 10.0,
@@ -222,6 +225,9 @@ def assess(stations: dict[str, Station], *, health_interval_s: float = 60.0, war
         elif oldest is not None and oldest > warn_s:
             level = max(level, WARNING)
             why.append(f"queue older than {warn_s:g} s")
+        if heard.undeliverable is not None and heard.undeliverable > 0:   # never sent again by itself: IT exports and removes it (queue remove)
+            level = max(level, WARNING)
+            why.append(f"{heard.undeliverable:.0f} undeliverable")
         age = _age(heard.health_at, now)
         if state == "online" and (age is None or age > 3 * health_interval_s):
             level = max(level, WARNING)
@@ -237,11 +243,14 @@ def assess(stations: dict[str, Station], *, health_interval_s: float = 60.0, war
             level = max(level, WARNING)
             why.append("unreadable " + ", ".join(dict.fromkeys(heard.bad)))
         rows.append(Row(sid, state, _duration(since), version,
-                        "-" if depth is None else f"{depth:.0f}", _duration(oldest),
+                        "-" if depth is None else f"{depth:.0f}" + (f" ({heard.undeliverable:.0f} undeliverable)"
+                                                                      if (heard.undeliverable or 0) > 0 else ""),
+                        _duration(oldest),
                         {True: "synced", False: "NOT synced"}.get(heard.clock_synced, "-"), _duration(age),
                         "; ".join(_text(f, 80) for f in faults[:3]) or "-", level, why,
                         {"since_s": _round(since), "oldest_s": _round(oldest), "health_age_s": _round(age),
-                         "queue": None if depth is None else int(depth)}))
+                         "queue": None if depth is None else int(depth),
+                         "undeliverable": None if heard.undeliverable is None else int(heard.undeliverable)}))
     if cut:
         rows.append(_cut_row(cut, stations))
     return rows
@@ -257,7 +266,8 @@ def _cut_row(cut: list[str], stations: dict[str, Station]) -> Row:
         why.append(f"{len(down)} not online: " + ", ".join(down[:10]) + (", ..." if len(down) > 10 else ""))
     return Row(f"(+{len(cut)} more, not shown)", f"{len(down)} not online", "-", "-", "-", "-", "-", "-", "-",
                CRITICAL if down else UNKNOWN, why,
-               {"since_s": None, "oldest_s": None, "health_age_s": None, "queue": None}, summary=True)
+               {"since_s": None, "oldest_s": None, "health_age_s": None, "queue": None, "undeliverable": None},
+               summary=True)
 
 
 def _duration(seconds: float | None) -> str:

@@ -1,7 +1,7 @@
-"""`scanner-agent queue`: inspect the outbox, force a resend, export for manual entry.
+"""`scanner-agent queue`: inspect the outbox, force a resend, export for manual entry, import.
 
 Names, birth dates, addresses and card numbers are masked unless --reveal. Nothing here deletes
-an undelivered check-in.
+an undelivered check-in, except `remove`, and only after writing it to a new file.
 """
 
 from __future__ import annotations
@@ -14,21 +14,24 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from agent import paths
 from agent.admin.files import write_private
 from agent.cards import mask_name
 from agent.cards.sanitize import clean_text, one_line
 from agent.config import Config, ConfigError
+from agent.event import MAX_CHECKIN_BYTES, encode
 from agent.mqtt.schemas import errors as schema_errors
 from agent.outbox import Outbox, OutboxError
 from agent.outbox.salvage import is_database, salvage
+from agent.outbox.store import IMPORT_BATCH, too_large
 
 #: a check-in is a few kilobytes, three levels deep: an import line beyond these is not one, and
 #: is refused before it is parsed (a deeply nested line would exhaust the parser's recursion)
 MAX_LINE_BYTES = 1 << 16
 MAX_DEPTH = 16
+SHOWN = 20          # refusals an import names one by one; the rest are counted
 
 PRIVATE = ("name", "address", "guardian", "birth_date", "card_number", "bhxh_number", "id_number",
            "old_id_number", "management_code", "check_string", "extra")
@@ -52,16 +55,19 @@ def masked(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def row_state(row, receipts: bool) -> str:
-    """delivered; SENT, AWAITING RECEIPT (receipt mode: the broker took it, the hospital has not
-    confirmed it yet); or QUEUED (not sent yet, or to be sent again)."""
+    """delivered; UNDELIVERABLE (set aside: the broker will not take it); SENT, AWAITING RECEIPT
+    (receipt mode: the broker took it, the hospital has not confirmed it yet); or QUEUED (not sent
+    yet, or to be sent again)."""
     if row.delivered_at:
         return "delivered"
+    if row.undeliverable_at:
+        return "UNDELIVERABLE"
     return "SENT, AWAITING RECEIPT" if receipts and row.attempts else "QUEUED"
 
 
 def list_rows(box: Outbox, *, limit: int, undelivered_only: bool, reveal: bool, receipts: bool = False) -> list[str]:
     """`receipts`: the station counts a check-in delivered on the hospital's receipt."""
-    rows = box.pending(limit) if undelivered_only else box.recent(limit)
+    rows = box.undelivered(limit) if undelivered_only else box.recent(limit)
     lines = [f"{'seq':>6}  {'stored':19}  {'state':22}  {'kind':4}  {'verdict':13}  name"]
     for r in rows:
         card = r.payload.get("card")
@@ -76,32 +82,73 @@ def show(box: Outbox, event_id: str, reveal: bool) -> dict[str, Any] | None:
     row = box.get(event_id)
     if row is None:
         return None
+    aside = None if not row.undeliverable_at else {"at": row.undeliverable_at,
+                                                   "reason": one_line(row.undeliverable_reason, 300)}
     return {"id": row.id, "seq": row.seq, "stored_at": row.created_at, "delivered_at": row.delivered_at,
-            "attempts": row.attempts, "payload": cleaned(row.payload) if reveal else masked(row.payload)}
+            "attempts": row.attempts, "undeliverable": aside,
+            "payload": cleaned(row.payload) if reveal else masked(row.payload)}
 
 
 def export(box: Outbox, path: Path, state_dir: Path | None = None) -> int:
-    """Undelivered check-ins as JSON lines (full records: they are for manual entry, or for
-    `queue import` on a replacement station), in a fresh file of mode 0600."""
+    """Undelivered check-ins, those set aside as undeliverable included, as JSON lines (full
+    records: they are for manual entry, or for `queue import` on a replacement station), in a
+    fresh file of mode 0600."""
     n = 0
 
     def write(f) -> None:
         nonlocal n
-        for row in box.iter_pending():
+        for row in box.iter_undelivered():
             f.write((json.dumps(row.payload, ensure_ascii=False) + "\n").encode("utf-8"))
             n += 1
     write_private(path, write, state_dir)
     return n
 
 
+def remove(box: Outbox, ids: list[str], path: Path, state_dir: Path | None = None) -> list:
+    """Write these check-ins (full records, as `export` does) to the new file `path`, on disk
+    (fsync'd), then delete them from the outbox: IT's way out for a row the broker will not take.
+    Raises KeyError naming an id the outbox does not have, FileExistsError when `path` exists (it
+    may hold an earlier removal's only copy): nothing is written or deleted then. The rows removed."""
+    rows = []
+    for event_id in dict.fromkeys(ids):
+        row = box.get(event_id)
+        if row is None:
+            raise KeyError(event_id)
+        rows.append(row)
+    if os.path.lexists(path):
+        raise FileExistsError(path)
+
+    def write(f) -> None:
+        for row in rows:
+            f.write((json.dumps(row.payload, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_private(path, write, state_dir)
+    box.remove([r.id for r in rows])
+    return rows
+
+
 @dataclass
 class ImportReport:
     added: int = 0
     already: int = 0                      # ids already in this outbox (import is idempotent)
-    rejected: list[str] = field(default_factory=list)   # one line per record not imported, with why
+    rejected: list[str] = field(default_factory=list)   # the first SHOWN records not imported, with why
+    refused: int = 0                      # records not imported, all of them
     lost: int | None = 0                  # damaged SQLite file: undelivered rows that could not be read
     source: str = "export"                # "export" (JSON lines) or "damaged outbox" (SQLite)
     method: str = "read"                  # damaged outbox: "read", "header repaired" or "page scan"
+    stopped_at: str | None = None         # the record the import stopped at: the outbox held `limit`
+    limit: int | None = None              # the most undelivered check-ins the import may fill it to
+
+    def reject(self, why: str) -> None:
+        self.refused += 1
+        if len(self.rejected) < SHOWN:
+            self.rejected.append(why)
+
+
+def import_limit(max_events: int) -> int:
+    """How many undelivered check-ins `queue import` may fill the outbox to: `[outbox] max_events`
+    less a tenth (at least one), kept for the patients' own check-ins while the station sends
+    (at max_events the station refuses every patient)."""
+    return max_events - max(1, max_events // 10)
 
 
 def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
@@ -139,8 +186,12 @@ def cleaned(value: Any) -> Any:
     return value
 
 
-def _read_export(path: Path, report: ImportReport) -> list[tuple[str, dict[str, Any], float, int]]:
-    rows = []
+Record = tuple[str, dict[str, Any], float, int]   # (id, payload, created_at, attempts): Outbox.import_batch's
+
+
+def _read_export(path: Path, report: ImportReport) -> Iterator[tuple[str, Record]]:
+    """The check-ins of a `queue export` file, one line at a time (never the whole file in memory),
+    each with where it is ("line N"); what is not a check-in is refused into `report`."""
     with open(path, "rb") as f:
         n = 0
         while raw := f.readline(MAX_LINE_BYTES + 1):
@@ -148,52 +199,89 @@ def _read_export(path: Path, report: ImportReport) -> list[tuple[str, dict[str, 
             if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
                 while (rest := f.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
                     pass
-                report.rejected.append(f"line {n}: longer than {MAX_LINE_BYTES} bytes, not a check-in")
+                report.reject(f"line {n}: longer than {MAX_LINE_BYTES} bytes, not a check-in")
                 continue
             if not raw.strip():
                 continue
             if too_deep(raw):
-                report.rejected.append(f"line {n}: nested deeper than {MAX_DEPTH} levels, not a check-in")
+                report.reject(f"line {n}: nested deeper than {MAX_DEPTH} levels, not a check-in")
                 continue
             try:
                 payload = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError):
-                report.rejected.append(f"line {n}: not a JSON object")
+                report.reject(f"line {n}: not a JSON object")
                 continue
             problems = schema_errors("checkin", payload)
             if problems:
-                report.rejected.append(f"line {n}: not a check-in: {one_line(problems[0], 160)}")
+                report.reject(f"line {n}: not a check-in: {one_line(problems[0], 160)}")
                 continue
-            rows.append((payload["id"], payload, time.time(), 0))
-    return rows
+            yield f"line {n}", (payload["id"], payload, time.time(), 0)
 
 
-def import_file(box: Outbox, path: Path) -> ImportReport:
+def _read_damaged(path: Path, report: ImportReport) -> Iterator[tuple[str, Record]]:
+    """The undelivered check-ins salvaged from a damaged outbox (agent.outbox.salvage), each with
+    where it is ("record ID"); what is not a check-in is refused into `report`."""
+    report.source = "damaged outbox"
+    found = salvage(path)
+    if found.error and not found.rows:
+        raise OSError(f"nothing readable in {path}: {found.error}")
+    report.lost = found.lost
+    report.method = found.method
+    for row in found.for_import():      # a damaged file, or anyone's file with a NUL in it
+        where = f"record {one_line(row[0], 40)}"
+        if problems := schema_errors("checkin", row[1]):
+            report.reject(f"{where}: not a check-in: {one_line(problems[0], 160)}")
+        else:
+            yield where, row
+
+
+def _sendable(rows: Iterable[tuple[str, Record]], report: ImportReport) -> Iterator[tuple[str, Record]]:
+    """Each check-in cleaned (see `cleaned`), and refused when the station could not send it: larger
+    than a check-in may be once stored (re-serialised: a 64 kB line can grow past 70 kB)."""
+    for where, (event_id, payload, created, attempts) in rows:
+        payload = cleaned(payload)
+        size = len(encode(payload))
+        if size > MAX_CHECKIN_BYTES:
+            report.reject(f"{where}: {too_large(size)}: the station could never send it")
+            continue
+        yield where, (event_id, payload, created, attempts)
+
+
+def import_file(box: Outbox, path: Path, *, limit: int | None = None) -> ImportReport:
     """Queue the undelivered check-ins of a `queue export` file, or of an outbox file kept aside as
-    damaged, for sending with their original ids and payloads (the hospital deduplicates by id)."""
-    report = ImportReport()
-    if is_database(path):        # by content: a damaged header is still an outbox, never JSON lines
-        report.source = "damaged outbox"
-        found = salvage(path)
-        if found.error and not found.rows:
-            raise OSError(f"nothing readable in {path}: {found.error}")
-        rows = []
-        for row in found.for_import():      # a damaged file, or anyone's file with a NUL in it
-            if problems := schema_errors("checkin", row[1]):
-                report.rejected.append(f"record {one_line(row[0], 40)}: not a check-in: {one_line(problems[0], 160)}")
-            else:
-                rows.append(row)
-        report.lost = found.lost
-        report.method = found.method
-    else:
-        rows = _read_export(path, report)
-    rows = [(event_id, cleaned(payload), created, attempts) for event_id, payload, created, attempts in rows]
-    report.added, report.already = box.import_rows(rows)
+    damaged, for sending with their original ids and payloads (the hospital deduplicates by id).
+
+    Streamed: read, checked and stored IMPORT_BATCH at a time, one transaction each (the station's
+    own check-ins go in between). Stops, reading no further, when the outbox holds `limit`
+    undelivered check-ins (`import_limit`; None: no limit); the report says where."""
+    report = ImportReport(limit=limit)
+    rows = _read_damaged(path, report) if is_database(path) else _read_export(path, report)
+    batch: list[tuple[str, Record]] = []
+    for item in _sendable(rows, report):
+        batch.append(item)
+        if len(batch) == IMPORT_BATCH:
+            if not _store(box, batch, report):
+                return report
+            batch = []
+    if batch:
+        _store(box, batch, report)
     return report
 
 
+def _store(box: Outbox, batch: list[tuple[str, Record]], report: ImportReport) -> bool:
+    """One batch into the outbox; False when it reached the limit (report.stopped_at says where)."""
+    added, already, taken = box.import_batch([row for _, row in batch], room=report.limit)
+    report.added += added
+    report.already += already
+    if taken < len(batch):
+        report.stopped_at = batch[taken][0]
+        return False
+    return True
+
+
 def retry(box: Outbox, ids: list[str]) -> list[str]:
-    """Mark delivered check-ins undelivered again so the daemon resends them; returns unknown ids."""
+    """Mark delivered check-ins undelivered again, or put undeliverable ones back in the queue, so
+    the daemon sends them; returns unknown ids."""
     return [i for i in ids if not box.requeue(i)]
 
 
@@ -230,7 +318,7 @@ def open_outbox(cfg: Config, *, write: bool, create: bool = False) -> Outbox:
 
 def command(args: argparse.Namespace, cfg: Config) -> int:
     """`scanner-agent queue ACTION`, on the outbox of `cfg`'s station."""
-    box = open_outbox(cfg, write=args.action in ("retry", "import"), create=args.action == "import")
+    box = open_outbox(cfg, write=args.action in ("retry", "import", "remove"), create=args.action == "import")
     try:
         return _action(args, box, cfg)
     finally:
@@ -266,26 +354,51 @@ def _action(args: argparse.Namespace, box: Outbox, cfg: Config) -> int:
               "they contain personal data: delete the file after use)")
     elif args.action == "import":
         return _import(Path(args.file), box, delete_after=args.delete_after)
+    elif args.action == "remove":
+        return _remove(args.ids, Path(args.export), box, state_dir)
+    return 0
+
+
+def _remove(ids: list[str], path: Path, box: Outbox, state_dir: Path) -> int:
+    try:
+        rows = remove(box, ids, path, state_dir)
+    except KeyError as exc:
+        print(f"queue remove: no check-in {one_line(exc.args[0], 60)}: nothing written or removed", file=sys.stderr)
+        return 1
+    except FileExistsError:
+        print(f"queue remove: {path} exists: give a new file name (it may hold an earlier removal's only copy); "
+              "nothing removed", file=sys.stderr)
+        return 2
+    states = ", ".join(f"#{r.seq} {row_state(r, False).lower()}" for r in rows)
+    print(f"{len(rows)} check-in(s) written to {path} (JSON lines, mode 600; they contain personal data: enter "
+          f"them by hand, then delete the file), then removed from the outbox: {states}; "
+          f"{box.depth()} undelivered in all")
     return 0
 
 
 def _import(path: Path, box: Outbox, *, delete_after: bool) -> int:
-    report = import_file(box, path)
-    for line in report.rejected[:20]:
+    report = import_file(box, path, limit=import_limit(box.max_events))
+    for line in report.rejected:
         print(f"{path}: {line}", file=sys.stderr)
-    if len(report.rejected) > 20:
-        print(f"{path}: ... and {len(report.rejected) - 20} more not imported", file=sys.stderr)
+    if report.refused > len(report.rejected):
+        print(f"{path}: ... and {report.refused - len(report.rejected)} more not imported", file=sys.stderr)
     lost = "" if report.lost == 0 else (f"; {'an unknown number' if report.lost is None else report.lost} "
                                         "undelivered check-in(s) in it could not be read")
     how = {"read": "", "header repaired": ", its damaged header rebuilt in memory",
            "page scan": ", found by a page scan: delivered or not cannot be told, the hospital "
                         "deduplicates by id"}[report.method]
+    if report.stopped_at is not None:
+        print(f"{path}: import stopped at {report.stopped_at}: the outbox holds {report.limit} undelivered "
+              f"check-ins, as many as an import may fill it with ([outbox] max_events = {box.max_events}, less a "
+              "tenth kept for the patients' own check-ins); the rest of the file was not read. Run the same "
+              "import again once the station has sent some (what is already queued is skipped)", file=sys.stderr)
     print(f"{report.added} check-in(s) queued for sending from {path} ({report.source}{how}), "
-          f"{report.already} already queued here, {len(report.rejected)} not imported{lost}; "
+          f"{report.already} already queued here, {report.refused} not imported{lost}"
+          f"{'; STOPPED at the limit, the rest not read' if report.stopped_at else ''}; "
           f"{box.depth()} undelivered in all")
-    if delete_after and not report.rejected:
+    if delete_after and not report.refused and report.stopped_at is None:
         from agent.outbox import delete_files
 
         delete_files(path)
         print(f"{path} deleted: its readable check-ins are safe in the outbox")
-    return 1 if report.rejected else 0
+    return 1 if report.refused or report.stopped_at else 0

@@ -121,6 +121,8 @@ def level(s: dict[str, Any]) -> tuple[int, list[str]]:
     mq = s.get("mqtt")
     if isinstance(mq, dict) and mq.get("configured") is not False and not mq.get("connected"):
         warnings.append("broker disconnected")
+    if aside := (OutboxStats.from_dict(ob) or NO_OUTBOX_YET).undeliverable:
+        warnings.append(f"{aside} check-in(s) undeliverable: see 'scanner-agent queue list'")
     if not s.get("clock_synced"):
         warnings.append("clock not synchronised")
     return (WARNING, warnings) if warnings else (OK, [])
@@ -174,7 +176,9 @@ def render(s: dict[str, Any]) -> str:
                                          (" ok" if s["daemon"] == "running" else "")) + _view(cam),
         f"broker       {broker}",
         f"queue        {ob.queue_depth} undelivered; oldest {_age(ob.oldest_undelivered_age_s)}"
-        + (f" ({ob.error})" if ob.error else ""),
+        + (f" ({ob.error})" if ob.error else "")
+        + (f"; {ob.undeliverable} UNDELIVERABLE (set aside, no longer sent: the broker will not take them; "
+           "'queue list', then 'queue remove ID --export FILE')" if ob.undeliverable else ""),
         f"last check-in {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last)) if last else '-'}",
         f"clock        {'synchronised' if s['clock_synced'] else 'NOT synchronised (check NTP)'}",
         f"disk free    {s['disk_free_mb']} MB",

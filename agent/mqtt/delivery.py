@@ -14,6 +14,13 @@ One delivery rule, chosen once from `[mqtt] delivered_on`:
 The reply rules: a receipt counts only check-ins this station published and awaits; a verdict is
 shown once per check-in (the outbox's `mark_signalled`, which survives restarts), never when
 retained, unknown or stale (the patient has left).
+
+A check-in the broker will not take is set aside as undeliverable (the outbox's `set_aside`: kept,
+counted, no longer sent), so it never holds up the ones behind it: one larger than the station
+publishes or than the broker's Maximum Packet Size (CONNACK), before it is sent; one the broker
+refuses as too large or malformed (its PUBACK); one that twice in a row was the oldest unacknowledged
+when the broker closed the connection for a packet too large (Mosquitto's `max_packet_size`) or
+with a PUBACK paho cannot read (Mosquitto 2.0's answer to a message over `message_size_limit`).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
 from agent.config import MqttConfig
+from agent.event import MAX_CHECKIN_BYTES, encode
 from agent.mqtt.messages import Verdict
 from agent.outbox import Row
 from agent.worker import backoff
@@ -33,6 +41,13 @@ log = logging.getLogger(__name__)
 RESCAN_EVERY_S = 5.0   # look for rows put back in the queue (`queue retry`) this often
 MAX_DOUBLINGS = 3      # a missing receipt doubles the wait for the next one, up to 2**3 = 8x
 NOBODY = "no hospital consumer is subscribed to the check-in topic"
+#: PUBACK reasons about the message itself, not the topic or the station: that row is set aside
+ROW_REFUSALS = ("Packet too large", "Payload format invalid")
+#: why a connection closed when the broker would not take the packet in flight: its DISCONNECT
+#: (max_packet_size), or paho's own on Mosquitto 2.0's PUBACK 0x95 (message_size_limit), a reason
+#: code PUBACK may not carry
+SIZE_CLOSES = ("Packet too large", "Protocol error")
+CLOSES_TO_SET_ASIDE = 2   # in a row with the same row oldest unacknowledged: it is that row
 
 
 class Queue(Protocol):
@@ -46,6 +61,7 @@ class Queue(Protocol):
     def mark_signalled(self, event_id: str) -> bool: ...
     def count_attempt(self, ids: list[str]) -> None: ...
     def count_refused(self) -> None: ...
+    def set_aside(self, event_id: str, reason: str) -> bool: ...
 
 
 # -- the two delivery rules ---------------------------------------------------------------------
@@ -204,6 +220,8 @@ class Delivery:
         self.paused_until = 0.0
         self.refusals = 0                    # refused publishes in a row
         self.next_rescan = 0.0
+        self.max_payload = MAX_CHECKIN_BYTES  # the largest check-in this broker takes (CONNACK)
+        self.suspect: tuple[str, int] | None = None   # (event id, closes): oldest unacked at size closes
 
     @classmethod
     def for_config(cls, cfg: MqttConfig, outbox: Queue, **kw) -> "Delivery":
@@ -213,17 +231,33 @@ class Delivery:
 
     # -- connection events --
 
-    def connected(self) -> None:
-        """A new session: send from the oldest undelivered row, at once."""
+    def connected(self, max_payload: int | None = None) -> None:
+        """A new session: send from the oldest undelivered row, at once. `max_payload`: the largest
+        check-in the broker's Maximum Packet Size (CONNACK) leaves room for; None when it sets none."""
         self.sent_upto, self.paused_until = -1, 0.0
+        self.max_payload = MAX_CHECKIN_BYTES if max_payload is None else min(MAX_CHECKIN_BYTES, max_payload)
 
-    def went_down(self) -> int:
-        """The connection ended: marks what was acknowledged (the count); unacknowledged rows
-        and rows without a receipt stay in the outbox and are sent again."""
+    def went_down(self, closed: str | None = None) -> int:
+        """The connection ended (`closed`: why, the DISCONNECT reason): marks what was acknowledged
+        (the count); unacknowledged rows and rows without a receipt stay in the outbox and are sent
+        again, except a row the broker keeps closing the connection on (SIZE_CLOSES), set aside."""
         delivered = self.flush()
+        if closed in SIZE_CLOSES and self.inflight:
+            self._closed_on(next(iter(self.inflight.values())), closed)
         self.inflight.clear()
         self.rule.clear()
         return delivered
+
+    def _closed_on(self, event_id: str, closed: str) -> None:
+        """The broker closed the connection (`closed`) with `event_id` the oldest check-in it had not
+        acknowledged: the packets before it were taken, so it is that one when this repeats."""
+        closes = self.suspect[1] + 1 if self.suspect and self.suspect[0] == event_id else 1
+        self.suspect = (event_id, closes)
+        if closes >= CLOSES_TO_SET_ASIDE:
+            self.suspect = None
+            self._set_aside(event_id, f"the broker closed the connection each time it was sent ({closes} times "
+                                      f"in a row: {closed}): larger than it takes (Mosquitto's message_size_limit "
+                                      f"or max_packet_size?), or refused")
 
     def drop(self) -> None:
         """The link's thread crashed: forget everything, mark nothing (an outbox error may be why);
@@ -258,6 +292,13 @@ class Delivery:
         client would not take it: the rest wait for the next turn). The ids sent."""
         sent = []
         for row in self.due():
+            size = len(encode(row.payload))
+            if size > self.max_payload:   # it can never go: set aside, so it holds up none behind it
+                limit = ("a check-in may be" if self.max_payload == MAX_CHECKIN_BYTES
+                         else "the broker's Maximum Packet Size leaves room for")
+                self._set_aside(row.id, f"{size} bytes, larger than {limit} ({self.max_payload} bytes)", row.seq)
+                self.sent_upto = row.seq
+                continue
             mid = publish(row)
             if mid is None:
                 break
@@ -291,14 +332,29 @@ class Delivery:
             # the broker dropped it, no consumer was listening (a consumer restarting, or a broker
             # restarted before the consumers subscribed again)
             return self._resend_after(Setback(min(max(self.backoff_min, 1.0), self.backoff_max)))
+        if refused in ROW_REFUSALS:   # this message, not the topic: the rows behind it go on
+            self.outbox.count_refused()
+            self._set_aside(event_id, f"the broker refused it: {refused}")
+            return None
         if refused is not None:
             self.outbox.count_refused()
             self.refusals += 1
             pause = backoff(self.refusals, self.backoff_min, self.backoff_max, jitter=False)
             return self._resend_after(Setback(pause, refused))
         self.refusals = 0
+        if self.suspect and self.suspect[0] == event_id:
+            self.suspect = None
         self.acked += self.rule.taken(event_id, self.clock())
         return None
+
+    def _set_aside(self, event_id: str, reason: str, seq: int | None = None) -> None:
+        """The broker will not take this check-in: set aside in the outbox (kept, counted, no longer
+        sent) and said once in the log, with what IT does about it (no personal data)."""
+        if self.outbox.set_aside(event_id, reason):
+            log.error("MQTT: check-in %s%s set aside as undeliverable: %s. It stays in the outbox and is no "
+                      "longer sent; the ones behind it go on. See 'scanner-agent queue list', then 'queue "
+                      "remove ID --export FILE' (or 'queue retry ID' once the broker takes it)",
+                      f"#{seq} " if seq is not None else "", event_id, reason)
 
     def _resend_after(self, setback: Setback) -> Setback:
         """Not delivered: send again from the oldest undelivered row, after the pause."""

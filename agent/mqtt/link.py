@@ -24,10 +24,10 @@ from agent import failpoints
 from agent.cards.sanitize import one_line
 from agent.config import MqttConfig
 from agent.faults import Fault
-from agent.mqtt.delivery import NOBODY, RESCAN_EVERY_S, Delivery
+from agent.mqtt.delivery import NOBODY, RESCAN_EVERY_S, SIZE_CLOSES, Delivery
 from agent.mqtt.messages import (NOTICE_EVERY_S, IgnoredNotices, Verdict, health_payload, ignored_notice,
                                  read_reply, status_payload, topics)
-from agent.mqtt.session import LOGIN_REFUSED, connect_properties, describe, make_client, require_tls
+from agent.mqtt.session import LOGIN_REFUSED, connect_properties, describe, make_client, max_payload, require_tls
 from agent.outbox import Outbox
 from agent.status_types import MqttStatus
 from agent.worker import Worker, backoff
@@ -83,6 +83,7 @@ class MqttLink(Worker):
         self._next_health = 0.0
         self._short_sessions = 0
         self._session_started = time.time()
+        self._closed: str | None = None   # why the connection last closed (the DISCONNECT reason)
         self.client = self._make_client()
         if not cfg.tls:
             log.warning("MQTT to %s:%d WITHOUT TLS (allow_insecure = true): patients' data crosses the "
@@ -183,8 +184,13 @@ class MqttLink(Worker):
         self.state.connected = False
 
     def _went_down(self) -> None:
-        self.state.delivered_session += self.delivery.went_down()
+        self.state.delivered_session += self.delivery.went_down(self._closed)
         self.state.connected = False
+        if self._closed in SIZE_CLOSES:
+            # paho would send its unacknowledged messages again first on the next connection, the
+            # one the broker closed it on among them: a fresh client sends only what the delivery
+            # sends (the outbox's rows, less any set aside); nothing is lost, the outbox has them all
+            self.client = self._make_client()
 
     # -- callbacks (run inside client.loop, on the link thread) -----------------------------
 
@@ -197,7 +203,8 @@ class MqttLink(Worker):
             return
         self.state = LinkState(connected=True, connected_since=time.time(), failed_total=self.state.failed_total,
                                history=self.state.history)
-        self.delivery.connected()
+        self._closed = None
+        self.delivery.connected(max_payload(self.topics["checkin"], getattr(properties, "MaximumPacketSize", None)))
         self._next_health = 0.0
         log.info("MQTT connected to %s:%d (session %s)", self.cfg.host, self.cfg.port,
                  "resumed" if flags.session_present else "new")
@@ -210,11 +217,17 @@ class MqttLink(Worker):
         client.subscribe([(self.topics[name], opts) for name in self.delivery.rule.replies])
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._closed = str(reason_code)
         if self.state.connected and not self.stopping.is_set():  # our own goodbye is no error
             self.state.last_error = one_line(f"disconnected: {reason_code}")
             lasted = time.time() - (self.state.connected_since or time.time())
             self._short_sessions = self._short_sessions + 1 if lasted < SHORT_SESSION_S else 0
-            if getattr(reason_code, "value", None) == SESSION_TAKEN_OVER or self._short_sessions >= 3:
+            if self._closed in SIZE_CLOSES:   # not another client: a packet the broker would not take
+                self._short_sessions = 0
+                self.state.last_error = one_line(f"disconnected: {reason_code} (a check-in larger than the broker "
+                                                 "takes? it is set aside if this happens again)")
+                log.warning("MQTT %s", self.state.last_error)
+            elif getattr(reason_code, "value", None) == SESSION_TAKEN_OVER or self._short_sessions >= 3:
                 # MQTT 5 says so (0x8E), or the broker keeps closing fresh connections: the usual
                 # cause is a second client using our id, each connect kicking the other off
                 self.state.last_error = (f"the broker keeps closing this station's connection soon after it "

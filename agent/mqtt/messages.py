@@ -54,7 +54,7 @@ def health_payload(station: str, stats: OutboxStats, *, uptime_s: float, deliver
     report = {"station": station, "at": now_iso(), "version": __version__, "uptime_s": round(max(0.0, uptime_s), 1),
               "queue_depth": stats.queue_depth or 0, "oldest_undelivered_age_s": stats.oldest_undelivered_age_s,
               "delivered_total": stats.delivered_total, "failed_total": stats.failed_total,
-              "delivered_on": delivered_on, "awaiting_receipt": awaiting,
+              "undeliverable": stats.undeliverable or 0, "delivered_on": delivered_on, "awaiting_receipt": awaiting,
               "oldest_awaiting_receipt_s": None if oldest_awaiting_s is None else round(oldest_awaiting_s, 1),
               "clock_synced": clock_synced(), "faults": list(faults)}
     if fault_codes is not None:

@@ -67,6 +67,24 @@ def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
     return c
 
 
+def _varint_len(n: int) -> int:
+    """Bytes of MQTT's variable byte integer for `n`."""
+    return 1 if n < 128 else 2 if n < 16_384 else 3 if n < 2_097_152 else 4
+
+
+def max_payload(topic: str, max_packet: int | None) -> int | None:
+    """The largest payload a QoS 1 PUBLISH on `topic` (no properties, as the link sends it) can
+    carry within a broker's Maximum Packet Size (MQTT 5 CONNACK); None when the broker sets none.
+    A broker drops the connection on a larger packet (Mosquitto: "oversize packet")."""
+    if not max_packet:
+        return None
+    fixed = 2 + len(topic.encode("utf-8")) + 2 + 1      # topic length and name, packet id, no properties
+    payload = max_packet - 1 - fixed - 1
+    while payload > 0 and 1 + _varint_len(fixed + payload) + fixed + payload > max_packet:
+        payload -= 1
+    return max(payload, 0)
+
+
 def connect_properties(session_expiry_s: int = SESSION_EXPIRY_S) -> Properties:
     """The station's CONNECT: a session kept a week, and no packet larger than MAX_PACKET_BYTES.
     `doctor`, which subscribes to the station's verdict topic too, keeps no session (0) but takes

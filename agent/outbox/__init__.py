@@ -3,10 +3,10 @@
 store (the queue: Outbox), errors (SQLite's errors in IT's words), files (modes, -wal/-shm, a
 damaged file moved aside), report (OutboxStats: what is reported), salvage (reading a damaged file)."""
 
-from agent.outbox.errors import OutboxBusy, OutboxError, OutboxFull, integrity
+from agent.outbox.errors import OutboxBusy, OutboxError, OutboxFull, TooLarge, integrity
 from agent.outbox.files import delete_files
 from agent.outbox.report import OutboxStats
 from agent.outbox.store import Outbox, Row, uuid7
 
-__all__ = ["Outbox", "OutboxBusy", "OutboxError", "OutboxFull", "OutboxStats", "Row", "delete_files",
-           "integrity", "uuid7"]
+__all__ = ["Outbox", "OutboxBusy", "OutboxError", "OutboxFull", "OutboxStats", "Row", "TooLarge",
+           "delete_files", "integrity", "uuid7"]

@@ -26,6 +26,11 @@ class OutboxFull(OutboxError):
     """The outbox refuses a check-in (too many undelivered, or too little disk). Nothing was dropped."""
 
 
+class TooLarge(OutboxError):
+    """The outbox refuses a check-in larger than the station publishes (agent.event.MAX_CHECKIN_BYTES):
+    stored, it could never be sent. Nothing was stored."""
+
+
 # SQLite primary result codes (sqlite3.Error.sqlite_errorcode & 0xFF).
 _PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 3, 5, 6, 8, 10, 11, 13, 14, 26
 BUSY_TIMEOUT_S = 10.0

@@ -3,7 +3,12 @@
 `put` returns only after the event is on disk: only then may the station show green. Rows are
 delivered in sequence order and marked delivered only on the broker's acknowledgement; delivered
 rows are deleted after the retention time (the station is no archive of patients' data);
-undelivered rows are never deleted automatically. When full, `put` refuses loudly.
+undelivered rows are never deleted automatically. When full, `put` refuses loudly; a check-in
+larger than the station publishes (agent.event.MAX_CHECKIN_BYTES) is never stored to be sent.
+
+A row the broker will not take is set aside as undeliverable (`set_aside`): kept, counted and
+exported like any undelivered row, but no longer sent, so it never holds up the rows behind it.
+Only IT removes a row (`remove`, after `queue remove` has written it to a file).
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ import sqlite_utils
 
 from agent import paths
 from agent.cards.model import NUMBER_FIELD
-from agent.event import envelope   # the one event builder (no decoder import: admin commands stay light)
+# the one event builder (no decoder import: admin commands stay light)
+from agent.event import MAX_CHECKIN_BYTES, encode, envelope
 from agent.outbox.files import create_private, delete_files, make_private, match_owner, move_aside, refuse_links
-from agent.outbox.errors import BUSY_TIMEOUT_S, Damaged, OutboxError, OutboxFull, damage_proof, error, is_busy
+from agent.outbox.errors import (BUSY_TIMEOUT_S, Damaged, OutboxError, OutboxFull, TooLarge, damage_proof, error,
+                                 is_busy)
 from agent.outbox.report import OutboxStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+IMPORT_BATCH = 500      # rows per transaction of an import: the station's own check-ins go in between
 
 
 def uuid7() -> str:
@@ -55,6 +63,14 @@ class Row:
     payload: dict[str, Any]
     delivered_at: float | None
     attempts: int
+    #: set aside as undeliverable (the broker will not take it): when, and why; None while queued
+    undeliverable_at: float | None = None
+    undeliverable_reason: str | None = None
+
+
+def too_large(size: int) -> str:
+    """Why a check-in of `size` bytes is not stored to be sent (no personal data in it)."""
+    return f"{size} bytes, larger than a check-in may be ({MAX_CHECKIN_BYTES} bytes, as published)"
 
 
 class Outbox:
@@ -73,6 +89,7 @@ class Outbox:
         self.max_events, self.min_free_mb, self.retention_s = max_events, min_free_mb, retention_s
         self.admin, self.readonly = admin or readonly, readonly
         self._lock = threading.RLock()
+        self._aside: bool | None = None   # the file has the undeliverable columns (older files gain them)
         self.recovered_from: Path | None = None
         self._damaged_seen: dict[tuple, list] = {}   # kept damaged file version -> [complete, ids, said]
         if self.admin and not self.path.exists():
@@ -107,6 +124,7 @@ class Outbox:
     # -- opening, damage ---------------------------------------------------------------------
 
     def _open(self) -> None:
+        self._aside = None
         if self.readonly:
             conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False,
                                    isolation_level=None, timeout=BUSY_TIMEOUT_S)
@@ -149,6 +167,9 @@ class Outbox:
             events.create_index(["delivered_at", "seq"])
         if "signalled_at" not in events.columns_dict:   # added in 0.x: outboxes made before gain it
             events.add_column("signalled_at", float)
+        if "undeliverable_at" not in events.columns_dict:   # added for issue 32: older outboxes gain them
+            events.add_column("undeliverable_at", float)
+            events.add_column("undeliverable_reason", str)
         meta = self.db["meta"]
         if not meta.exists():
             meta.create({"key": str, "value": str}, pk="key")
@@ -199,6 +220,18 @@ class Outbox:
                 return op()
             except sqlite3.DatabaseError as exc:
                 raise error(self.path, exc) from exc
+
+    def _has_aside(self) -> bool:
+        """Whether the file has the undeliverable columns: the daemon adds them when it opens an older
+        outbox; an admin command (which changes no schema) on one it has not opened yet sees none set
+        aside. Run inside an operation (its errors are _guarded's)."""
+        if self._aside is None:
+            self._aside = "undeliverable_at" in self.db["events"].columns_dict
+        return self._aside
+
+    def _queued(self) -> str:
+        """The SQL condition of a row waiting to be sent: undelivered and not set aside."""
+        return "delivered_at IS NULL AND undeliverable_at IS NULL" if self._has_aside() else "delivered_at IS NULL"
 
     def close(self) -> None:
         with self._lock:
@@ -253,10 +286,13 @@ class Outbox:
             seq = int(self._meta("next_seq"))
             event_id = uuid7()
             payload = envelope(body, event_id=event_id, seq=seq, station=self.station)
+            data = encode(payload)
+            if len(data) > MAX_CHECKIN_BYTES:   # it could never be sent: no green for it
+                raise TooLarge(f"check-in not stored: {too_large(len(data))}")
             created = time.time()
             conn.execute("INSERT INTO events (id, seq, created_at, payload, delivered_at, attempts) "
                          "VALUES (?, ?, ?, ?, NULL, 0)",
-                         [event_id, seq, created, json.dumps(payload, ensure_ascii=False)])
+                         [event_id, seq, created, data.decode("utf-8")])
             self._set_meta("next_seq", seq + 1)
         return Row(event_id, seq, created, payload, None, 0)
 
@@ -265,22 +301,52 @@ class Outbox:
         """Queue check-ins from elsewhere (a damaged outbox, a replaced station's export) for sending,
         each with its original id and payload, exactly: (id, payload, created_at, attempts).
 
-        Idempotent: an id already here is skipped. Local order follows the given order. Returns
-        (added, already present)."""
-        def run() -> tuple[int, int]:
-            added = 0
+        Idempotent: an id already here is skipped. Local order follows the given order. A row
+        larger than a check-in may be is kept, set aside as undeliverable (the daemon's own salvage
+        loses nothing; `queue import` refuses such rows before they get here; in an outbox the
+        daemon has not opened since its upgrade, the sender sets it aside). Returns (added,
+        already present)."""
+        added = already = 0
+        for start in range(0, len(rows), IMPORT_BATCH):
+            a, b, _ = self.import_batch(rows[start:start + IMPORT_BATCH], min_next_seq=min_next_seq)
+            added, already = added + a, already + b
+        return added, already
+
+    def import_batch(self, rows: list[tuple[str, dict[str, Any], float, int]], *, min_next_seq: int = 0,
+                     room: int | None = None) -> tuple[int, int, int]:
+        """import_rows for one batch, in one transaction, stopping before undelivered rows would
+        exceed `room` (None: no limit). Returns (added, already present, rows of `rows` taken):
+        fewer taken than given means the outbox reached `room`."""
+        def run() -> tuple[int, int, int]:
+            added = taken = 0
             with self._transaction() as conn:
                 seq = max(int(self._meta("next_seq") or 1), min_next_seq)
+                depth = None if room is None else conn.execute(
+                    "SELECT COUNT(*) FROM events WHERE delivered_at IS NULL").fetchone()[0]
                 for event_id, payload, created, attempts in rows:
-                    cur = conn.execute("INSERT OR IGNORE INTO events (id, seq, created_at, payload, "
-                                       "delivered_at, attempts) VALUES (?, ?, ?, ?, NULL, ?)",
-                                       [event_id, seq, created, json.dumps(payload, ensure_ascii=False),
-                                        attempts])
-                    if cur.rowcount:
-                        added += 1
-                        seq += 1
+                    if depth is not None and depth >= room:
+                        if conn.execute("SELECT 1 FROM events WHERE id = ?", [event_id]).fetchone() is None:
+                            break
+                        taken += 1       # already here: an import run again goes past what it queued
+                        continue
+                    data = encode(payload)
+                    cur = conn.execute("INSERT OR IGNORE INTO events (id, seq, created_at, payload, delivered_at, "
+                                       "attempts) VALUES (?, ?, ?, ?, NULL, ?)",
+                                       [event_id, seq, created, data.decode("utf-8"), attempts])
+                    taken += 1
+                    if not cur.rowcount:
+                        continue
+                    if len(data) > MAX_CHECKIN_BYTES and self._has_aside():   # kept, never sent
+                        conn.execute("UPDATE events SET undeliverable_at = ?, undeliverable_reason = ? WHERE id = ?",
+                                     [time.time(), too_large(len(data)), event_id])
+                        log.error("outbox: imported check-in #%d (%s) set aside as undeliverable: %s", seq,
+                                  event_id, too_large(len(data)))
+                    added += 1
+                    seq += 1
+                    if depth is not None:
+                        depth += 1
                 self._set_meta("next_seq", seq)
-            return added, len(rows) - added
+            return added, taken - added, taken
         return self._guarded(run)
 
     def mark_delivered(self, ids: list[str]) -> int:
@@ -317,9 +383,34 @@ class Outbox:
                 f"UPDATE events SET attempts = attempts + 1 WHERE id IN ({','.join('?' * len(ids))})", ids))
 
     def requeue(self, event_id: str) -> bool:
-        """Mark a delivered event undelivered again (IT's forced resend)."""
-        return self._guarded(lambda: self.db.execute(
-            "UPDATE events SET delivered_at = NULL WHERE id = ?", [event_id]).rowcount == 1)
+        """Mark a delivered event undelivered again, or put one set aside back in the queue (IT's
+        forced resend: after the broker's limit was raised, say)."""
+        def run() -> bool:
+            also = ", undeliverable_at = NULL, undeliverable_reason = NULL" if self._has_aside() else ""
+            return self.db.execute(f"UPDATE events SET delivered_at = NULL{also} WHERE id = ?",
+                                   [event_id]).rowcount == 1
+        return self._guarded(run)
+
+    def set_aside(self, event_id: str, reason: str) -> bool:
+        """Set an undelivered row aside as undeliverable (the broker will not take it, `reason` says
+        why): kept, counted, exported, no longer sent. False when it is not queued (delivered, gone,
+        already set aside)."""
+        def run() -> bool:
+            if not self._has_aside():   # an admin command on an outbox made before 0.9: nothing to do
+                return False
+            return self.db.execute(
+                "UPDATE events SET undeliverable_at = ?, undeliverable_reason = ? WHERE id = ? "
+                "AND delivered_at IS NULL AND undeliverable_at IS NULL",
+                [time.time(), reason[:300], event_id]).rowcount == 1
+        return self._guarded(run)
+
+    def remove(self, ids: list[str]) -> int:
+        """Delete these rows whatever their state (IT's `queue remove`, which has written them to a
+        file first): the only way an undelivered row leaves the outbox. Returns how many."""
+        def run() -> int:
+            with self._transaction() as conn:
+                return sum(conn.execute("DELETE FROM events WHERE id = ?", [i]).rowcount for i in ids)
+        return self._guarded(run)
 
     def purge(self, now: float | None = None) -> int:
         """Delete delivered rows older than the retention time. Undelivered rows are never touched.
@@ -330,25 +421,38 @@ class Outbox:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _rows(self, sql: str, params: list) -> list[Row]:
+    def _rows(self, sql: str | Callable[[], str], params: list) -> list[Row]:
+        """Rows selected by `sql` (or by what `sql()` returns, run inside the operation)."""
         def run() -> list[Row]:
-            cur = self.db.execute(f"SELECT id, seq, created_at, payload, delivered_at, attempts FROM events {sql}",
-                                  params)
-            return [Row(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in cur.fetchall()]
+            aside = ", undeliverable_at, undeliverable_reason" if self._has_aside() else ""
+            where = sql() if callable(sql) else sql
+            cur = self.db.execute(f"SELECT id, seq, created_at, payload, delivered_at, attempts{aside} FROM events "
+                                  f"{where}", params)
+            return [Row(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], *r[6:]) for r in cur.fetchall()]
         return self._guarded(run)
 
     def pending(self, limit: int = 100, after_seq: int = -1) -> list[Row]:
-        """Undelivered events in sequence order, after `after_seq`."""
-        return self._rows("WHERE delivered_at IS NULL AND seq > ? ORDER BY seq LIMIT ?", [after_seq, limit])
+        """Events waiting to be sent (undelivered, not set aside) in sequence order, after `after_seq`."""
+        return self._rows(lambda: f"WHERE {self._queued()} AND seq > ? ORDER BY seq LIMIT ?", [after_seq, limit])
 
     def pending_keys(self, limit: int) -> list[tuple[str, int]]:
-        """(id, seq) of the oldest undelivered events, without reading their payloads."""
+        """(id, seq) of the oldest events waiting to be sent, without reading their payloads."""
         return self._guarded(lambda: self.db.execute(
-            "SELECT id, seq FROM events WHERE delivered_at IS NULL ORDER BY seq LIMIT ?", [limit]).fetchall())
+            f"SELECT id, seq FROM events WHERE {self._queued()} ORDER BY seq LIMIT ?", [limit]).fetchall())
 
     def iter_pending(self, batch: int = 500) -> Iterator[Row]:
         after = -1
         while rows := self.pending(batch, after):
+            yield from rows
+            after = rows[-1].seq
+
+    def undelivered(self, limit: int = 100, after_seq: int = -1) -> list[Row]:
+        """Every undelivered event, set aside or not, in sequence order (what IT lists and exports)."""
+        return self._rows("WHERE delivered_at IS NULL AND seq > ? ORDER BY seq LIMIT ?", [after_seq, limit])
+
+    def iter_undelivered(self, batch: int = 500) -> Iterator[Row]:
+        after = -1
+        while rows := self.undelivered(batch, after):
             yield from rows
             after = rows[-1].seq
 
@@ -371,6 +475,7 @@ class Outbox:
         return rows[0] if rows else None
 
     def depth(self) -> int:
+        """Undelivered events, set aside or not (what `max_events` limits: they are all on disk)."""
         return self._guarded(lambda: self.db["events"].count_where("delivered_at IS NULL"))
 
     def damaged_files(self) -> list[Path]:
@@ -426,12 +531,14 @@ class Outbox:
         def run() -> tuple[Any, ...]:
             depth, oldest = self.db.execute(
                 "SELECT COUNT(*), MIN(created_at) FROM events WHERE delivered_at IS NULL").fetchone()
+            aside = self.db.execute("SELECT COUNT(*) FROM events WHERE delivered_at IS NULL AND "
+                                    "undeliverable_at IS NOT NULL").fetchone()[0] if self._has_aside() else 0
             last = self.db.execute("SELECT MAX(created_at) FROM events").fetchone()[0]
-            return (depth, oldest, last, int(self._meta("delivered_total") or 0),
+            return (depth, oldest, aside, last, int(self._meta("delivered_total") or 0),
                     int(self._meta("failed_total") or 0))
-        depth, oldest, last, delivered, failed = self._guarded(run)
+        depth, oldest, aside, last, delivered, failed = self._guarded(run)
         return OutboxStats(queue_depth=depth, oldest_undelivered_age_s=round(now - oldest, 1) if oldest else None,
-                           last_checkin_at=last, delivered_total=delivered, failed_total=failed,
+                           last_checkin_at=last, delivered_total=delivered, failed_total=failed, undeliverable=aside,
                            recovered_from=str(self.recovered_from) if self.recovered_from else None,
                            recovery=self.recovery(), damaged_files=[str(p) for p in self.damaged_files()])
 

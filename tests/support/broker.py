@@ -55,7 +55,7 @@ def link_config(port: int, **kw):
 
 class Broker:
     def __init__(self, folder: Path, *, tls: dict | None = None, users: dict[str, str] | None = None,
-                 acl: str | None = None, max_queued: int = 100000):
+                 acl: str | None = None, max_queued: int = 100000, extra: tuple[str, ...] = ()):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -78,6 +78,7 @@ class Broker:
         if acl:
             (folder / "acl").write_text(acl)
             lines += [f"acl_file {folder / 'acl'}"]
+        lines += list(extra)   # more settings, e.g. ("message_size_limit 2048",)
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n")
 
