@@ -29,6 +29,9 @@ def read(text: str):
     ("|".join(F[:3] + ["031950"] + F[4:]), "partial_birth_date", "birth_date", "1950-03"),
     ("|".join(F[:1] + ["079090001234"] + F[2:]), "unusual_old_id_number", "old_id_number", "079090001234"),
     ("|".join(F[:1] + ["12345"] + F[2:]), "unusual_old_id_number", "old_id_number", "12345"),
+    # more digits than any ID number has: not kept (the check-in schema allows 12; a consumer that
+    # validates would dead-letter the patient's check-in), the card still read
+    ("|".join(F[:1] + ["1" * 5000] + F[2:]), "unusual_old_id_number", "old_id_number", None),
     ("|".join(F[:1] + F[2:]), "no_old_id_field", "old_id_number", None),
     ("|".join([F[0], F[2], "01/01/1990", F[4], F[5], "15/06/2021"]), "no_old_id_field", "issued", "2021-06-15"),
     ("|".join(F[:3] + ["01/01/1990"] + F[4:6] + ["15/06/2021"]), "slashed_dates", "birth_date", "1990-01-01"),

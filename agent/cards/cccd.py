@@ -12,6 +12,8 @@ from agent.cards.model import Problems
 
 ID_12 = re.compile(r"^[0-9]{12}$")
 OLD_ID = re.compile(r"^[0-9]{9}$")
+#: the most digits an old-ID field is kept with (checkin.json: old_id_number maxLength)
+OLD_ID_MAX = 12
 # the shape only (any digits): a CCCD with look-alike digits is an invalid CCCD, not "not a card"
 _ID_SHAPE = re.compile(r"^\d{9,13}$")
 _DATE_SHAPE = re.compile(r"^(\d{4}|\d{6}|\d{8}|\d{1,2}/\d{1,2}/\d{4}|\d{1,2}/\d{4})$")
@@ -101,7 +103,9 @@ def parse(tokens: list[str], today: date) -> tuple[dict[str, Any], Problems]:
     if card["id_number"] is None:
         p.error("bad_id_number", "citizen ID must be 12 ASCII digits")
     old = fields[1]
-    card["old_id_number"] = old if old.isascii() and old.isdigit() else None
+    # kept when digits, at most OLD_ID_MAX of them (the check-in schema's bound: a 9-digit CMND,
+    # or a 12-digit ID number repeated there), else left out with the warning
+    card["old_id_number"] = old if old.isascii() and old.isdigit() and len(old) <= OLD_ID_MAX else None
     if old and not OLD_ID.match(old):   # nothing at the counter depends on it: a warning, kept if digits
         p.warn("unusual_old_id_number", f"old ID has {len(old)} characters (9 digits expected)")
     card["name"] = plain_text(fields[2], "name", p)
