@@ -266,7 +266,7 @@ def test_replies_go_to_the_sending_topic_and_late_check_ins_get_no_verdict(tmp_p
         assert consumer.subscribed.wait(5)
         base = checkin_body(read_card(cccd(random.Random(4))), synced=True)
         late_at = (datetime.now(timezone.utc) - timedelta(minutes=10)).isoformat(timespec="milliseconds")
-        fresh = {"schema": "1.0", "id": "018f0000-0000-7000-8000-0000000000a1", "seq": 1, "station": "counter-x", **base}
+        fresh = {"schema": "1.0", "id": "018f0000-0000-7000-8000-0000000000a1", "seq": 1, "station": "counter-y", **base}
         late = {**fresh, "id": "018f0000-0000-7000-8000-0000000000a2", "seq": 2, "read_at": late_at}
         for event in (fresh, late):
             watch.client.publish("hospital/checkin/counter-y/checkin", json.dumps(event), qos=1).wait_for_publish(5)

@@ -9,8 +9,12 @@ exactly once, and the hospital's verdict back to the station. Not part of the st
   load; a persistent session (clean start off, a week's expiry): nothing sent while it is down is
   lost (within the broker's queue limits).
 - Every event is validated against the published schema (agent/schemas/checkin.json).
+- The topic names the station (the broker's ACL vouches for it): a check-in whose `station` is
+  another is a dead letter, never stored as that station's.
 - One table keyed by the event id, `INSERT ... ON CONFLICT DO NOTHING`: the stations' at-least-once
-  delivery becomes exactly-once storage. Schema 1.1's `flags` go
+  delivery becomes exactly-once storage. An id seen again (compared as a UUID: case does not
+  matter) is a duplicate only from the same station with the same content; else it is a
+  collision: dead-lettered with the reason, logged, and never receipted. Schema 1.1's `flags` go
   in a `text[]` column of their own (empty for a 1.0 event; added to a table made before). The
   message is acknowledged only after the commit (paho's manual acks): a consumer killed before
   its commit gets the message again.
@@ -28,8 +32,8 @@ exactly once, and the hospital's verdict back to the station. Not part of the st
 - paho's network thread only hands messages to a database thread, so nothing can end it. A
   database outage is waited out: reconnect with back-off, the message tried again, none dropped.
 - After the commit, a receipt `{"ids": [id]}` on `{prefix}/{station}/receipt` (QoS 1), for new
-  check-ins, duplicates and kept dead letters (not for a dropped dead letter: the station keeps
-  it and sends it again): stations with `delivered_on = "receipt"` count a
+  check-ins, duplicates and kept dead letters (not for a collision or a dropped dead letter: the
+  station keeps those and sends them again): stations with `delivered_on = "receipt"` count a
   check-in delivered only then, and send it again otherwise, whatever the broker dropped.
 - A new check-in is checked by a pluggable `checker(event) -> (code, message)` (the national
   insurance portal needs the hospital's credentials: `rule_checker` is a stand-in) and the verdict
@@ -50,6 +54,7 @@ import signal
 import ssl
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,6 +77,7 @@ MAX_PACKET_BYTES = 1024 * 1024   # advertised in CONNECT (MQTT 5 Maximum Packet 
 MAX_NESTING = 16              # a check-in nests 3 deep (card.extra, problems[])
 ACCEPTED = ("000", "001", "002", "003", "004")   # the portal's card-check codes hospitals accept
 STATION = re.compile(r"[A-Za-z0-9_.-]{1,64}")    # checkin.json's `station` pattern, whole
+UUID_TEXT = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 BAD_TOPIC = "(bad topic)"          # the publisher of a message whose topic names no station
 OTHERS = "(other publishers)"      # drops of publishers beyond DeadLetterLimits.counter_rows
 DEAD_LETTER_LOCK = 0x5CA77E7D      # pg_advisory_xact_lock keys: instances take turns at the bounds,
@@ -199,7 +205,7 @@ class Consumer:
                                "(or rfc3339-validator)")
         self.validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text("utf-8")),
                                                          format_checker=checker_)
-        self.stored = self.duplicates = self.dead = self.dropped = 0
+        self.stored = self.duplicates = self.dead = self.dropped = self.collisions = 0
         # dropped dead letters: a line a minute at most, the rest counted and summed up on a timer
         self._drops_said = IgnoredNotices(log_every_s=60.0)
         self._met: dict[str, tuple[float, tuple[bool, str]]] = {}   # publisher ("": all) -> (until, bound met)
@@ -245,7 +251,7 @@ class Consumer:
     def counts(self) -> str:
         """What this instance did so far, for the log."""
         return (f"stored {self.stored}, duplicates suppressed {self.duplicates}, dead letters {self.dead} "
-                f"dead letters dropped over their bounds {self.dropped}")
+                f"({self.collisions} id collisions), dead letters dropped over their bounds {self.dropped}")
 
     def _connect_db(self) -> None:
         self.db = psycopg.connect(self.dsn, autocommit=False, connect_timeout=10)
@@ -378,25 +384,39 @@ class Consumer:
                         *summary)
 
     def handle(self, topic: str, payload: bytes) -> None:
+        station = topic_station(topic, self.prefix)
         try:
             event = parse_bounded(payload)
             problems = [f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}"
                         for e in self.validator.iter_errors(event)]
             if problems:
                 raise ValueError(problems[0][:300])
+            if station != event["station"]:
+                # the broker's ACL vouches for the topic, nothing for the payload
+                raise ValueError(f"station {event['station']!r} in the payload, "
+                                 + (f"{station!r} in the topic" if station else "a topic that names no station"))
+            uid = canonical_id(event["id"])
         except (UnicodeDecodeError, ValueError) as exc:
             self._dead_letter(topic, payload, one_line(exc))
             return
-        code, message = self.checker(event)
+        text = json.dumps(event, ensure_ascii=False)
         with self.db.transaction():
-            cur = self.db.execute(
-                "INSERT INTO checkins (id, station, seq, read_at, kind, verdict, result_code, payload, flags) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-                (event["id"], event["station"], event["seq"], event["read_at"], event["kind"], event["verdict"],
-                 code, json.dumps(event, ensure_ascii=False), list(event.get("flags", []))))
-            new = cur.rowcount == 1
-        self._receipt(topic, event["id"])
-        if not new:
+            seen = self._seen(uid, station, text)
+        if seen is None:
+            code, message = self.checker(event)
+            with self.db.transaction():
+                cur = self.db.execute(
+                    "INSERT INTO checkins (id, station, seq, read_at, kind, verdict, result_code, payload, flags) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                    (uid, station, event["seq"], event["read_at"], event["kind"], event["verdict"],
+                     code, text, list(event.get("flags", []))))
+                if cur.rowcount != 1:                      # another instance stored it meanwhile
+                    seen = self._seen(uid, station, text)
+        if seen is not None and seen != "duplicate":
+            self._collision(topic, payload, station, event["id"], seen)
+            return
+        self._receipt(topic, event["id"])              # the id as the station spelled it
+        if seen == "duplicate":
             self.duplicates += 1
             return
         self.stored += 1
@@ -405,6 +425,25 @@ class Consumer:
         verdict = {"id": event["id"], "result": "accepted" if code in ACCEPTED else "rejected", "code": code,
                    "message": str(message)[:500]}
         self.client.publish(reply_topic(topic, "verdict"), json.dumps(verdict), qos=1)
+
+    def _seen(self, uid: str, station: str, text: str) -> str | None:
+        """None for an id not stored yet; "duplicate" when stored from this station with this
+        content (the id's spelling aside); else why it is a collision."""
+        row = self.db.execute("SELECT station, (payload - 'id') = (%s::jsonb - 'id') FROM checkins WHERE id = %s",
+                              (text, uid)).fetchone()
+        if row is None:
+            return None
+        if row[0] != station:
+            return f"stored already from station {row[0]!r}"
+        return "duplicate" if row[1] else "stored already from this station with other content"
+
+    def _collision(self, topic: str, payload: bytes, station: str, event_id: str, why: str) -> None:
+        """An id reused for another check-in: kept aside, said, and not receipted (the station keeps
+        its check-in, and a person can see which of the two is right). Said once per dead letter
+        kept: a resend is counted on its row, and the bounds bound the lines too."""
+        self.collisions += 1
+        if self._dead_letter(topic, payload, f"id collision: {event_id} {why}", receipt=False) == "new":
+            log.warning("id collision: %s from station %s, %s: dead-lettered, no receipt", event_id, station, why)
 
     def _late(self, event: dict[str, Any]) -> bool:
         """Read longer ago than stations show verdicts for (judged only when the station's clock
@@ -455,6 +494,15 @@ def topic_station(topic: str, prefix: str) -> str | None:
         return None
     station = topic[len(head):-len(tail)]
     return station if STATION.fullmatch(station) else None
+
+
+def canonical_id(value: str) -> str:
+    """An event id as it is compared and stored: a UUID, lower case (RFC 9562: read whatever the
+    case). Other spellings Python and PostgreSQL would read (hyphens elsewhere, braces) are
+    refused (ValueError): an id has one form."""
+    if not UUID_TEXT.fullmatch(value):
+        raise ValueError(f"id: {one_line(value, 60)!r} is not a UUID of 8-4-4-4-12 hex digits")
+    return str(uuid.UUID(value))
 
 
 USAGE = """SELECT count(*) FILTER (WHERE publisher = %(p)s),
