@@ -4,6 +4,7 @@ dead letters for malformed events, and a verdict that reaches the station's LEDs
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -265,7 +266,7 @@ def test_replies_go_to_the_sending_topic_and_late_check_ins_get_no_verdict(tmp_p
         assert consumer.subscribed.wait(5)
         base = checkin_body(read_card(cccd(random.Random(4))), synced=True)
         late_at = (datetime.now(timezone.utc) - timedelta(minutes=10)).isoformat(timespec="milliseconds")
-        fresh = {"schema": "1.0", "id": "018f0000-0000-7000-8000-0000000000a1", "seq": 1, "station": "counter-x", **base}
+        fresh = {"schema": "1.0", "id": "018f0000-0000-7000-8000-0000000000a1", "seq": 1, "station": "counter-y", **base}
         late = {**fresh, "id": "018f0000-0000-7000-8000-0000000000a2", "seq": 2, "read_at": late_at}
         for event in (fresh, late):
             watch.client.publish("hospital/checkin/counter-y/checkin", json.dumps(event), qos=1).wait_for_publish(5)
@@ -300,8 +301,8 @@ def poison_messages() -> list[tuple[bytes, str]]:
         (lambda n: json.dumps(_event(n, card_name="Nguyễn\u0000Văn A")).encode(), "u0000"),
         (lambda n: json.dumps(_event(n, seq=10**20)).encode(), "range"),
         (lambda n: json.dumps(_event(n, read_at="2025-13-45T99:00:00+07:00")).encode(), "date-time"),
-        (lambda n: b"[" * 100_000, "bytes"),            # refused for its size before its nesting
-        (lambda n: b'{"id": ' + b"[" * 60_000, "nest"),
+        (lambda n: b"[" * (100_000 + n), "bytes"),      # refused for its size before its nesting
+        (lambda n: b'{"id": ' + b"[" * (60_000 + n), "nest"),
         (lambda n: json.dumps(_event(n, card_extra="@@")).replace('"@@"', "[" * 5000 + "]" * 5000).encode(),
          "nest"),
         (lambda n: json.dumps(_event(n, read_at="0000-01-01T00:00:00+07:00")).encode(), "date-time"),
@@ -346,8 +347,12 @@ def test_poison_messages_and_hostile_nesting_are_dead_lettered_acknowledged_and_
         assert sorted(stored_ids(postgres.dsn)) == sorted(e["id"] for e in good)
         letters = dead_letters(postgres.dsn)
         for (payload, word), (kept, reason) in zip(poison, letters):
-            assert kept == payload                      # kept whole, in the order they came
+            assert kept == payload[:64 * 1024]          # kept whole up to 64 kB, in the order they came
             assert word in reason.lower(), (word, reason)
+        with psycopg.connect(postgres.dsn) as conn:    # and the size and sha256 of every one
+            sizes = [(size, bytes(digest)) for size, digest in conn.execute("SELECT size, sha256 FROM dead_letters "
+                                                                          "ORDER BY n")]
+        assert sizes == [(len(p), hashlib.sha256(p).digest()) for p, _ in poison]
         assert consumer.dead == 25 and consumer.stored == 5
     finally:
         consumer.stop()

@@ -3,26 +3,38 @@ exactly once, and the hospital's verdict back to the station. Not part of the st
 
     python examples/consumer/consumer.py --broker HOST:PORT --dsn "host=... dbname=..." \\
         [--prefix hospital/checkin] [--group his] [--name consumer-1] [--tls-ca CA] \\
-        [--username hospital --password-file FILE]
+        [--username hospital --password-file FILE] [--dead-letters-per-station 1000 ...]
 
 - A shared subscription (`$share/GROUP/{prefix}/+/checkin`, MQTT 5): several instances split the
   load; a persistent session (clean start off, a week's expiry): nothing sent while it is down is
   lost (within the broker's queue limits).
 - Every event is validated against the published schema (agent/schemas/checkin.json).
+- The topic names the station (the broker's ACL vouches for it): a check-in whose `station` is
+  another is a dead letter, never stored as that station's.
 - One table keyed by the event id, `INSERT ... ON CONFLICT DO NOTHING`: the stations' at-least-once
-  delivery becomes exactly-once storage. Schema 1.1's `flags` go in a `text[]` column of their own
-  (empty for a 1.0 event; added to a table made before). The message is acknowledged only after the commit
-  (paho's manual acks): a consumer killed before its commit gets the message again.
+  delivery becomes exactly-once storage. An id seen again (compared as a UUID: case does not
+  matter) is a duplicate only from the same station with the same content; else it is a
+  collision: dead-lettered with the reason, logged, and never receipted. Schema 1.1's `flags` go
+  in a `text[]` column of their own (empty for a 1.0 event; added to a table made before). The
+  message is acknowledged only after the commit (paho's manual acks): a consumer killed before
+  its commit gets the message again.
 - Malformed events go to a dead-letter table with the reason, never lost, never a crash: those
   that fail the schema (formats included: `pip install 'scanner-agent[consumer]'` brings the
   date-time checker), are larger than 64 kB or nest deeper than 16 (both checked before parsing),
   or that PostgreSQL refuses for what they hold (a NUL, a number or date out of range). They are
   acknowledged: a poison message never holds one of the broker's in-flight slots.
+- Dead letters are bounded, so that junk can never fill the database's disk: per publisher (the
+  station the topic names; one catch-all, "(bad topic)", for topics that name none) and in total,
+  in letters and in kept bytes; a payload keeps its first 64 kB, its size and sha256 always. The
+  same message again from the same publisher is counted on its row (`repeats`). Beyond a bound a
+  dead letter is only counted in `dead_letter_drops` (a row per publisher) and logged (a line a
+  minute at most); check-ins go on being stored.
 - paho's network thread only hands messages to a database thread, so nothing can end it. A
   database outage is waited out: reconnect with back-off, the message tried again, none dropped.
 - After the commit, a receipt `{"ids": [id]}` on `{prefix}/{station}/receipt` (QoS 1), for new
-  check-ins and duplicates alike: stations with `delivered_on = "receipt"` count a check-in
-  delivered only then, and send it again otherwise, whatever the broker dropped.
+  check-ins, duplicates and kept dead letters (not for a collision or a dropped dead letter: the
+  station keeps those and sends them again): stations with `delivered_on = "receipt"` count a
+  check-in delivered only then, and send it again otherwise, whatever the broker dropped.
 - A new check-in is checked by a pluggable `checker(event) -> (code, message)` (the national
   insurance portal needs the hospital's credentials: `rule_checker` is a stand-in) and the verdict
   is published on `{prefix}/{station}/verdict` (QoS 1, not retained), unless the check-in was
@@ -32,13 +44,18 @@ exactly once, and the hospital's verdict back to the station. Not part of the st
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import queue
 import random
+import re
 import signal
 import ssl
 import threading
+import time
+import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -51,6 +68,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent import jsonbound   # the scanner-agent package: pip install 'scanner-agent[consumer]'
+from agent.mqtt.messages import IgnoredNotices
 
 log = logging.getLogger("consumer")
 SCHEMA = Path(__file__).resolve().parents[2] / "agent" / "schemas" / "checkin.json"
@@ -58,6 +76,13 @@ MAX_EVENT_BYTES = 64 * 1024   # a check-in is about 1 kB; the schema caps its te
 MAX_PACKET_BYTES = 1024 * 1024   # advertised in CONNECT (MQTT 5 Maximum Packet Size)
 MAX_NESTING = 16              # a check-in nests 3 deep (card.extra, problems[])
 ACCEPTED = ("000", "001", "002", "003", "004")   # the portal's card-check codes hospitals accept
+STATION = re.compile(r"[A-Za-z0-9_.-]{1,64}")    # checkin.json's `station` pattern, whole
+UUID_TEXT = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+BAD_TOPIC = "(bad topic)"          # the publisher of a message whose topic names no station
+OTHERS = "(other publishers)"      # drops of publishers beyond DeadLetterLimits.counter_rows
+DEAD_LETTER_LOCK = 0x5CA77E7D      # pg_advisory_xact_lock keys: instances take turns at the bounds,
+DDL_LOCK = 0x5CA77E7E              # and at the DDL (two adding the same index: one would fail)
+FULL_RECHECK_S = 5.0               # a bound met is taken as met this long (what is stored not summed again)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS checkins (
@@ -83,13 +108,72 @@ END $$;
 CREATE TABLE IF NOT EXISTS dead_letters (
     n           bigserial PRIMARY KEY,
     topic       text NOT NULL,
-    payload     bytea NOT NULL,
+    payload     bytea NOT NULL,       -- its first --dead-letter-keep-kb kB
     reason      text NOT NULL,
     stored_at   timestamptz NOT NULL DEFAULT now()
+);
+-- the publisher (the station the topic names, or '(bad topic)'), the payload's size and sha256
+-- (kept even when the payload is cut), and how often the same message came again. Added to tables
+-- made before, only when missing (as flags above: no exclusive lock at each connection), their
+-- rows filled in then; the index the same way (CREATE INDEX IF NOT EXISTS takes its lock first).
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'dead_letters' AND column_name = 'sha256') THEN
+        ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS publisher text, ADD COLUMN IF NOT EXISTS size bigint,
+            ADD COLUMN IF NOT EXISTS sha256 bytea, ADD COLUMN IF NOT EXISTS repeats bigint NOT NULL DEFAULT 0,
+            ADD COLUMN IF NOT EXISTS last_at timestamptz;
+        UPDATE dead_letters SET publisher = coalesce(substring(topic FROM '/([A-Za-z0-9_.-]{1,64})/checkin$'),
+                                                     '(bad topic)'),
+                                size = octet_length(payload), sha256 = sha256(payload);
+        ALTER TABLE dead_letters ALTER COLUMN publisher SET NOT NULL, ALTER COLUMN size SET NOT NULL,
+            ALTER COLUMN sha256 SET NOT NULL;
+    END IF;
+    IF to_regclass('dead_letters_publisher') IS NULL THEN
+        CREATE INDEX dead_letters_publisher ON dead_letters (publisher, sha256);
+    END IF;
+END $$;
+-- what was not kept, beyond the bounds: counted, per publisher
+CREATE TABLE IF NOT EXISTS dead_letter_drops (
+    publisher   text PRIMARY KEY,
+    dropped     bigint NOT NULL,
+    bytes       bigint NOT NULL,      -- their sizes as sent
+    first_at    timestamptz NOT NULL DEFAULT now(),
+    last_at     timestamptz NOT NULL DEFAULT now(),
+    last_bound  text NOT NULL,        -- the bound the last one met
+    last_reason text NOT NULL         -- why the last one was a dead letter
 );
 """
 
 Checker = Callable[[dict[str, Any]], tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class DeadLetterLimits:
+    """How much the dead letters may hold, so that junk cannot fill the database's disk (120
+    messages of 1 MB once did, and then no check-in of any station was stored): letters and kept
+    bytes per publisher and in total, and how much of a payload is kept. Beyond them a dead
+    letter is only counted (dead_letter_drops): check-ins go on being stored."""
+    per_station: int = 1000
+    per_station_bytes: int = 16 * 2**20
+    total: int = 10_000
+    total_bytes: int = 128 * 2**20
+    keep_bytes: int = MAX_EVENT_BYTES      # a check-in is never cut: a larger payload is refused anyway
+    counter_rows: int = 1000               # publishers counted apart in dead_letter_drops; the rest, together
+
+    def bound_met(self, letters: int, kept: int, all_letters: int, all_kept: int,
+                  size: int) -> tuple[bool, str] | None:
+        """The bound one more letter of `size` kept bytes would break, given what its publisher
+        (`letters`, `kept` bytes) and everyone (`all_...`) has stored: (whether it is a bound of
+        all publishers, its text); None when it fits."""
+        if letters + 1 > self.per_station:
+            return False, f"{self.per_station} letters of this publisher"
+        if kept + size > self.per_station_bytes:
+            return False, f"{self.per_station_bytes} bytes of this publisher"
+        if all_letters + 1 > self.total:
+            return True, f"{self.total} letters in all"
+        if all_kept + size > self.total_bytes:
+            return True, f"{self.total_bytes} bytes in all"
+        return None
 
 
 def rule_checker(event: dict[str, Any]) -> tuple[str, str]:
@@ -106,8 +190,9 @@ class Consumer:
     def __init__(self, host: str, port: int, dsn: str, *, prefix: str = "hospital/checkin", group: str = "his",
                  name: str = "consumer-1", checker: Checker = rule_checker, tls_ca: str | None = None,
                  username: str | None = None, password: str | None = None, verdict_max_age_s: float = 120.0,
-                 db_backoff: tuple[float, float] = (0.5, 30.0)):
+                 db_backoff: tuple[float, float] = (0.5, 30.0), dead_letters: DeadLetterLimits = DeadLetterLimits()):
         self.prefix, self.group, self.checker = prefix, group, checker
+        self.limits = dead_letters
         self.verdict_max_age_s = verdict_max_age_s
         self.dsn, self.db_backoff = dsn, db_backoff
         self.db: psycopg.Connection | None = None
@@ -120,7 +205,10 @@ class Consumer:
                                "(or rfc3339-validator)")
         self.validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text("utf-8")),
                                                          format_checker=checker_)
-        self.stored = self.duplicates = self.dead = 0
+        self.stored = self.duplicates = self.dead = self.dropped = self.collisions = 0
+        # dropped dead letters: a line a minute at most, the rest counted and summed up on a timer
+        self._drops_said = IgnoredNotices(log_every_s=60.0)
+        self._met: dict[str, tuple[float, tuple[bool, str]]] = {}   # publisher ("": all) -> (until, bound met)
         self.connected = threading.Event()
         self._inbox: queue.Queue = queue.Queue()   # bounded by the broker's in-flight window (unacked)
         self._stopping = threading.Event()
@@ -158,10 +246,17 @@ class Consumer:
             self._worker.join(10)
         if self.db is not None:
             self.db.close()
+        self._sum_up(force=True)
+
+    def counts(self) -> str:
+        """What this instance did so far, for the log."""
+        return (f"stored {self.stored}, duplicates suppressed {self.duplicates}, dead letters {self.dead} "
+                f"({self.collisions} id collisions), dead letters dropped over their bounds {self.dropped}")
 
     def _connect_db(self) -> None:
         self.db = psycopg.connect(self.dsn, autocommit=False, connect_timeout=10)
         with self.db.transaction():
+            self.db.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
             self.db.execute(DDL)
 
     def _on_connect(self, client, userdata, flags, rc, props) -> None:
@@ -191,7 +286,11 @@ class Consumer:
         dead-lettered. A database outage is waited out (reconnect with back-off); the message is
         then tried again, never dropped."""
         while True:
-            item = self._inbox.get()
+            try:
+                item = self._inbox.get(timeout=5.0)
+            except queue.Empty:
+                self._sum_up()
+                continue
             if item is None or self._stopping.is_set():
                 return
             topic, payload, mid, qos = item
@@ -252,33 +351,72 @@ class Consumer:
             log.exception("could not dead-letter a message; it stays unacknowledged")
             return False
 
-    def _dead_letter(self, topic: str, payload: bytes, reason: str) -> None:
+    def _dead_letter(self, topic: str, payload: bytes, reason: str, *, receipt: bool = True) -> str:
+        """Keep a message that is no check-in, within the bounds; a receipt once it is kept (the
+        hospital has it), unless `receipt` is False. Beyond a bound it is only counted, and gets no
+        receipt: a station keeps it and sends it again. Returns keep_dead_letter's outcome."""
+        publisher = topic_station(topic, self.prefix) or BAD_TOPIC
+        now = time.monotonic()
+        met = next((bound for until, bound in (self._met.get(key, (0.0, None)) for key in ("", publisher))
+                    if until > now), None)
         with self.db.transaction():
-            self.db.execute("INSERT INTO dead_letters (topic, payload, reason) VALUES (%s, %s, %s)",
-                            (topic, payload, reason[:500]))
+            outcome, bound = keep_dead_letter(self.db, self.limits, topic, publisher, payload, reason[:500], met)
+        if outcome == "dropped":
+            if met is None:   # taken as met a while: what is stored is not summed up for every letter
+                if len(self._met) > self.limits.counter_rows:
+                    self._met.clear()
+                self._met["" if bound[0] else publisher] = (now + FULL_RECHECK_S, bound)
+            self.dropped += 1
+            count = self._drops_said.log_now(publisher)
+            if count is not None:   # not the reason: a schema error may quote a patient's name
+                log.warning("dead letter from %s dropped, over its bound of %s: counted in dead_letter_drops "
+                            "(%d dropped since the last such line)", publisher, bound[1], count)
+            return outcome
         self.dead += 1
-        self._receipt(topic, event_id(payload))   # kept in dead_letters: the hospital has it
+        if receipt:
+            self._receipt(topic, event_id(payload))
+        return outcome
+
+    def _sum_up(self, force: bool = False) -> None:
+        """The dropped dead letters not logged one by one (a line a minute at most), on a timer."""
+        if (summary := self._drops_said.summary(force)) is not None:
+            log.warning("%d more dead letters dropped in the last %.0f s (the last from %s): see dead_letter_drops",
+                        *summary)
 
     def handle(self, topic: str, payload: bytes) -> None:
+        station = topic_station(topic, self.prefix)
         try:
             event = parse_bounded(payload)
             problems = [f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}"
                         for e in self.validator.iter_errors(event)]
             if problems:
                 raise ValueError(problems[0][:300])
+            if station != event["station"]:
+                # the broker's ACL vouches for the topic, nothing for the payload
+                raise ValueError(f"station {event['station']!r} in the payload, "
+                                 + (f"{station!r} in the topic" if station else "a topic that names no station"))
+            uid = canonical_id(event["id"])
         except (UnicodeDecodeError, ValueError) as exc:
             self._dead_letter(topic, payload, one_line(exc))
             return
-        code, message = self.checker(event)
+        text = json.dumps(event, ensure_ascii=False)
         with self.db.transaction():
-            cur = self.db.execute(
-                "INSERT INTO checkins (id, station, seq, read_at, kind, verdict, result_code, payload, flags) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-                (event["id"], event["station"], event["seq"], event["read_at"], event["kind"], event["verdict"],
-                 code, json.dumps(event, ensure_ascii=False), list(event.get("flags", []))))
-            new = cur.rowcount == 1
-        self._receipt(topic, event["id"])
-        if not new:
+            seen = self._seen(uid, station, text)
+        if seen is None:
+            code, message = self.checker(event)
+            with self.db.transaction():
+                cur = self.db.execute(
+                    "INSERT INTO checkins (id, station, seq, read_at, kind, verdict, result_code, payload, flags) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                    (uid, station, event["seq"], event["read_at"], event["kind"], event["verdict"],
+                     code, text, list(event.get("flags", []))))
+                if cur.rowcount != 1:                      # another instance stored it meanwhile
+                    seen = self._seen(uid, station, text)
+        if seen is not None and seen != "duplicate":
+            self._collision(topic, payload, station, event["id"], seen)
+            return
+        self._receipt(topic, event["id"])              # the id as the station spelled it
+        if seen == "duplicate":
             self.duplicates += 1
             return
         self.stored += 1
@@ -287,6 +425,25 @@ class Consumer:
         verdict = {"id": event["id"], "result": "accepted" if code in ACCEPTED else "rejected", "code": code,
                    "message": str(message)[:500]}
         self.client.publish(reply_topic(topic, "verdict"), json.dumps(verdict), qos=1)
+
+    def _seen(self, uid: str, station: str, text: str) -> str | None:
+        """None for an id not stored yet; "duplicate" when stored from this station with this
+        content (the id's spelling aside); else why it is a collision."""
+        row = self.db.execute("SELECT station, (payload - 'id') = (%s::jsonb - 'id') FROM checkins WHERE id = %s",
+                              (text, uid)).fetchone()
+        if row is None:
+            return None
+        if row[0] != station:
+            return f"stored already from station {row[0]!r}"
+        return "duplicate" if row[1] else "stored already from this station with other content"
+
+    def _collision(self, topic: str, payload: bytes, station: str, event_id: str, why: str) -> None:
+        """An id reused for another check-in: kept aside, said, and not receipted (the station keeps
+        its check-in, and a person can see which of the two is right). Said once per dead letter
+        kept: a resend is counted on its row, and the bounds bound the lines too."""
+        self.collisions += 1
+        if self._dead_letter(topic, payload, f"id collision: {event_id} {why}", receipt=False) == "new":
+            log.warning("id collision: %s from station %s, %s: dead-lettered, no receipt", event_id, station, why)
 
     def _late(self, event: dict[str, Any]) -> bool:
         """Read longer ago than stations show verdicts for (judged only when the station's clock
@@ -329,6 +486,60 @@ def parse_bounded(payload: bytes) -> Any:
     return jsonbound.loads(payload, max_bytes=MAX_EVENT_BYTES, max_depth=MAX_NESTING)
 
 
+def topic_station(topic: str, prefix: str) -> str | None:
+    """The station a `{prefix}/{station}/checkin` topic names; None when it names none (a level
+    that is no station id: empty, too long, spaces...)."""
+    head, tail = f"{prefix}/", "/checkin"
+    if not (topic.startswith(head) and topic.endswith(tail)):
+        return None
+    station = topic[len(head):-len(tail)]
+    return station if STATION.fullmatch(station) else None
+
+
+def canonical_id(value: str) -> str:
+    """An event id as it is compared and stored: a UUID, lower case (RFC 9562: read whatever the
+    case). Other spellings Python and PostgreSQL would read (hyphens elsewhere, braces) are
+    refused (ValueError): an id has one form."""
+    if not UUID_TEXT.fullmatch(value):
+        raise ValueError(f"id: {one_line(value, 60)!r} is not a UUID of 8-4-4-4-12 hex digits")
+    return str(uuid.UUID(value))
+
+
+USAGE = """SELECT count(*) FILTER (WHERE publisher = %(p)s),
+                  coalesce(sum(octet_length(payload)) FILTER (WHERE publisher = %(p)s), 0),
+                  count(*), coalesce(sum(octet_length(payload)), 0) FROM dead_letters"""   # the bounds' figures
+
+
+def keep_dead_letter(db: psycopg.Connection, limits: DeadLetterLimits, topic: str, publisher: str, payload: bytes,
+                     reason: str, met: tuple[bool, str] | None = None) -> tuple[str, tuple[bool, str] | None]:
+    """Store a dead letter, in the caller's transaction: its first limits.keep_bytes, its size and
+    sha256. ("new", None) when stored; ("repeat", None) for the same message again from the same
+    publisher, counted on its row; ("dropped", bound) beyond a bound (DeadLetterLimits.bound_met):
+    counted in dead_letter_drops instead (a row per publisher, up to limits.counter_rows
+    publishers; the others share one). `met`: a bound known to be met (what is stored not summed
+    up again: a flood is dropped at the cost of one index look-up and one counter update each)."""
+    digest = hashlib.sha256(payload).digest()
+    kept = payload[:limits.keep_bytes]
+    db.execute("SELECT pg_advisory_xact_lock(%s)", (DEAD_LETTER_LOCK,))   # instances in turn: bounds hold
+    again = db.execute("UPDATE dead_letters SET repeats = repeats + 1, last_at = now() WHERE n = "
+                       "(SELECT min(n) FROM dead_letters WHERE publisher = %s AND sha256 = %s)", (publisher, digest))
+    if again.rowcount:
+        return "repeat", None
+    bound = met or limits.bound_met(*db.execute(USAGE, {"p": publisher}).fetchone(), len(kept))
+    if bound is None:
+        db.execute("INSERT INTO dead_letters (topic, payload, reason, publisher, size, sha256) "
+                   "VALUES (%s, %s, %s, %s, %s, %s)", (topic, kept, reason, publisher, len(payload), digest))
+        return "new", None
+    counted, rows = db.execute("SELECT count(*) FILTER (WHERE publisher = %s), count(*) FROM dead_letter_drops",
+                               (publisher,)).fetchone()
+    db.execute("INSERT INTO dead_letter_drops (publisher, dropped, bytes, last_bound, last_reason) "
+               "VALUES (%s, 1, %s, %s, %s) ON CONFLICT (publisher) DO UPDATE SET "
+               "dropped = dead_letter_drops.dropped + 1, bytes = dead_letter_drops.bytes + excluded.bytes, "
+               "last_at = now(), last_bound = excluded.last_bound, last_reason = excluded.last_reason",
+               (publisher if counted or rows < limits.counter_rows else OTHERS, len(payload), bound[1], reason))
+    return "dropped", bound
+
+
 def reply_topic(checkin_topic: str, name: str) -> str:
     """{p}/{s}/checkin -> {p}/{s}/NAME: replies go to the station whose topic the message came on
     (the broker's ACL vouches for that), never to the payload's own `station` field."""
@@ -344,6 +555,14 @@ def event_id(payload: bytes) -> str | None:
     return value if isinstance(value, str) and len(value) == 36 else None
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
+    return value
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--broker", required=True, help="HOST:PORT")
@@ -357,24 +576,40 @@ def main() -> int:
     ap.add_argument("--username", help="the consumers' broker user (examples/mosquitto/acl: hospital)")
     ap.add_argument("--password-file", help="a file holding that user's password (not on the command line, "
                                             "where every local user could read it)")
+    bounds = DeadLetterLimits()
+    dl = ap.add_argument_group("dead-letter bounds", "beyond them a dead letter is only counted, in dead_letter_drops "
+                                                     "(a row per publisher), and gets no receipt")
+    dl.add_argument("--dead-letters-per-station", type=positive, default=bounds.per_station, metavar="N",
+                    help="letters kept per publisher: the station its topic names, or '(bad topic)' "
+                         "(default %(default)s)")
+    dl.add_argument("--dead-letter-mb-per-station", type=positive, default=bounds.per_station_bytes >> 20,
+                    metavar="MB", help="kept bytes per publisher (default %(default)s MB)")
+    dl.add_argument("--dead-letters-total", type=positive, default=bounds.total, metavar="N",
+                    help="letters kept in all (default %(default)s)")
+    dl.add_argument("--dead-letter-mb-total", type=positive, default=bounds.total_bytes >> 20, metavar="MB",
+                    help="kept bytes in all (default %(default)s MB)")
+    dl.add_argument("--dead-letter-keep-kb", type=positive, default=bounds.keep_bytes >> 10, metavar="KB",
+                    help="the first KB kept of a larger payload; its size and sha256 always (default %(default)s kB)")
     args = ap.parse_args()
+    limits = DeadLetterLimits(per_station=args.dead_letters_per_station,
+                              per_station_bytes=args.dead_letter_mb_per_station << 20,
+                              total=args.dead_letters_total, total_bytes=args.dead_letter_mb_total << 20,
+                              keep_bytes=args.dead_letter_keep_kb << 10)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host, _, port = args.broker.rpartition(":")
     password = Path(args.password_file).read_text().strip() if args.password_file else None
     consumer = Consumer(host, int(port), args.dsn, prefix=args.prefix, group=args.group, name=args.name,
                         tls_ca=args.tls_ca, username=args.username, password=password,
-                        verdict_max_age_s=args.verdict_max_age).start()
+                        verdict_max_age_s=args.verdict_max_age, dead_letters=limits).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         while not stop.wait(5):
-            log.info("stored %d, duplicates suppressed %d, dead letters %d",
-                     consumer.stored, consumer.duplicates, consumer.dead)
+            log.info("%s", consumer.counts())
     except KeyboardInterrupt:
         pass
     finally:
-        log.info("stored %d, duplicates suppressed %d, dead letters %d", consumer.stored, consumer.duplicates,
-                 consumer.dead)
+        log.info("%s", consumer.counts())
         consumer.stop()
     return 0
 
