@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from agent.capture.picam import Picamera2Source
-from agent.capture.steer import AUTO_EXPOSURE
+from agent.capture.steer import AUTO_EXPOSURE, split
 from agent.config import CameraConfig
 from agent.decode import FrameReader
 from support.payloads import BHYT10, BHYT15, CCCD
@@ -156,7 +156,8 @@ def test_a_well_behaved_camera_never_falls_back(latency, seconds):
     sets = [c for seq, t, c in cam.log.sets if seq > 0]
     assert sum("ScalerCrop" in c for c in sets) >= 3 * seconds            # crops re-aimed all along
     assert sum("ExposureTime" in c for c in sets) >= 1.5 * seconds
-    assert sum(c.get("AeEnable") is True for c in sets) >= seconds / 8   # every patient gone: AE again
+    idle_us, _ = split(src.loop.idle_cap, src.loop.frame_us)
+    assert sum(c.get("ExposureTime") == idle_us for c in sets) >= seconds / 8   # every patient gone: the idle cap
     short = np.array([f.view.short for t, f, r in out])
     assert short.sum() >= seconds and np.sum(np.diff(short.astype(int)) == 1) >= seconds / 3   # brackets alternate
     assert any(f["exposure"] % 22 == 0 and f["exposure"] != 10_000 for f in cam.log.frames)   # quantised to lines

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from agent.capture.picam import Picamera2Source
+from agent.capture.steer import CAP_MARGIN
 from agent.capture.view import Seen
 from agent.checkin import Presenter
 from agent.config import CameraConfig
@@ -140,8 +141,9 @@ def test_dim_screen_reads_with_a_longer_exposure(vcam):
     src, out = run(vcam, [ph], "auto", 2.0)
     read = first_read(out, ph.text)
     assert read is not None and read < 1.1
-    t, f, _ = next((t, f, r) for t, f, r in out if t >= read)
-    assert f.view.exposure_us > 12000 or f.view.gain > 2
+    # once located, metered on its white: longer than the idle cap, and than the camera's own AE
+    later = [f.view for t, f, _ in out if read + 0.15 <= t <= read + 0.5]
+    assert later and all(v.exposure_us * v.gain > 2 * src.loop.idle_cap for v in later), later
 
 
 @pytest.mark.slow
@@ -191,7 +193,7 @@ def test_station_shows_crop_and_exposure_and_dates_the_checkin_at_capture(vcam, 
     cfg.feedback.backend = "none"
     cfg.camera.source, cfg.camera.control = "picamera2", "auto"
     station = Station(cfg, feedback=Feedback(NoOutput()))
-    ph = phone(4, centre_px=np.array([1500.0, 1000.0]), distance=0.34)   # read once zoomed
+    ph = phone(4, centre_px=np.array([1500.0, 1000.0]), distance=0.40)   # read once zoomed
     vcam.SCENE = vcam.Scene([ph])
     src = Picamera2Source(cfg.camera, factory=vcam.Picamera2)
     station.source = src
@@ -570,7 +572,14 @@ def test_nothing_located_the_auto_frames_are_the_fixed_views(vcam):
     assert amode == "2304x1296 at 30 fps" and len(at) == len(ft)      # the mode "fixed" gets for 1280x720
     assert np.allclose(np.diff(at), 1 / 30, atol=1e-3)                 # 30 fps, not the full mode's 14
     assert all(v.crop == (0, 0, 4608, 2592) for v in aviews)
-    assert [(v.exposure_us, v.gain) for v in aviews] == [(v.exposure_us, v.gain) for v in fviews]   # the same AE
+    # the camera's own AE, but never longer than the idle cap (IDLE_BRIGHTEST_NITS): the same until
+    # the AE goes over it, then the cap; on this counter (15-90 cd/m^2) the AE settles above it
+    cap = src.loop.idle_cap
+    fp, ap = [v.exposure_us * v.gain for v in fviews], [v.exposure_us * v.gain for v in aviews]
+    first = next(i for i, p in enumerate(fp) if p > cap * CAP_MARGIN)
+    assert ap[:first + 1] == fp[:first + 1]          # the cap is asked after a frame over it
+    assert all(a <= f for a, f in zip(ap, fp)) and fp[-1] > 1.5 * cap
+    assert ap[-30:] == [pytest.approx(cap, rel=0.01)] * 30
 
 
 def dark_counter(monkeypatch, factor: float = 0.1) -> None:
@@ -590,7 +599,7 @@ def test_a_bright_phone_after_a_dark_counter_is_located_at_once_not_after_the_ae
     # the AE exposes a dark empty counter (1.5-9 cd/m^2) for 30 ms and more; a 600 cd/m^2 screen then
     # arrives some 20x over full scale, white, and was located only once the AE had come down
     # (here 0.97 s; 0.3-1.3 s on the second camera). The idle cap keeps the exposure at what suits
-    # a screen: read as soon as the phone has slid into view (0.25 s).
+    # screens: read as soon as the phone has slid into view (0.25 s).
     dark_counter(monkeypatch)
     ph = phone(10, start=1.0, duration=2.0, white_nits=600.0, glare=[], distance=0.24,
                centre_px=np.array([2100.0, 1250.0]))
@@ -604,7 +613,7 @@ def test_a_bright_phone_after_a_dark_counter_is_located_at_once_not_after_the_ae
 def test_the_idle_cap_gives_way_to_the_cameras_ae_in_a_bright_room_and_is_off_for_unknown_sensors(vcam, monkeypatch):
     from agent.capture.steer import idle_cap_for
 
-    assert idle_cap_for("imx708") == pytest.approx(15000) and idle_cap_for("ov5647") is None
+    assert idle_cap_for("imx708") == pytest.approx(5.0e6 / 650) and idle_cap_for("ov5647") is None
     # a bright counter (3x the default: 45-270 cd/m^2): the camera's own AE exposes below the cap,
     # and is left alone (a capped exposure would be the longer one)
     dark_counter(monkeypatch, factor=3.0)

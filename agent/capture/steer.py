@@ -169,14 +169,16 @@ GAMMA = 2.2      # the Y plane's tone curve, close to the Pi ISP's default
 #: 810 lux, an 18% grey card: L = E rho / pi = 46 cd/m^2, so 46 x 23202 / 0.2135 = 5.0e6). A
 #: model not listed (another sensor or lens) keeps the camera's own auto exposure at idle.
 FULL_SCALE_NIT_US = {"imx708": 5.0e6, "imx708_noir": 5.0e6}
-#: The idle cap: while no code is located, the exposure is never longer than what puts the white
-#: of a phone screen of this luminance at WHITE_TARGET. A phone screen emits its own light (about
-#: 80-650 cd/m^2 at the brightness patients use: measured maxima of 400-700 in manual mode, the
-#: slider roughly quadratic), whatever the counter's; the camera's auto exposure meters the counter
-#: (5-40 cd/m^2 on a dark top under 150-500 lux), and after it a phone arrives 5-30x over full scale
-#: and stays unlocatable while the AE comes down (0.3-1.3 s on the second camera). At the cap the
-#: brightest screens clip about 2x (the metering backs off at once) and the dimmest sit near 0.25.
-IDLE_SCREEN_NITS = 200.0
+#: The idle cap: while no code is located, the exposure is never longer than what brings the white
+#: of the brightest phone screens patients show to full scale. A phone screen emits its own light
+#: (about 80-650 cd/m^2 at the brightness patients use: measured maxima of 400-700 in manual mode,
+#: the slider roughly quadratic), whatever the counter's; the camera's auto exposure meters the
+#: counter (5-40 cd/m^2 on a dark top under 150-500 lux), and after it a phone arrived 5-30x over
+#: full scale and stayed unlocatable while the AE came down (0.3-1.3 s on the second camera). A
+#: white clipped even 1.5x is no better: the lens' blur spreads it over the dark modules of a far,
+#: dense code (2-3 pixels a module), which are then not located at all. At the cap no screen clips,
+#: an 80 cd/m^2 one sits at 0.12 of full scale (locatable; the metering then exposes it properly).
+IDLE_BRIGHTEST_NITS = 650.0
 #: hysteresis of the cap: capped when the AE goes this much over it, the AE resumed when it would
 #: stay this much under it (a bright room, where the AE itself exposes for screens)
 CAP_MARGIN = 1.25
@@ -599,7 +601,7 @@ class CaptureLoop:
         if self.normal is not None:
             self.normal = None
             if self.idle_cap is not None and self.exposure:
-                controls.update(self._controls_for(self.idle_cap))   # the next phone: see IDLE_SCREEN_NITS
+                controls.update(self._controls_for(self.idle_cap))   # the next phone: see IDLE_BRIGHTEST_NITS
                 self._capped = True
             else:
                 controls.update(AUTO_EXPOSURE)
@@ -610,7 +612,7 @@ class CaptureLoop:
 
 
     def _idle_exposure(self, gray: np.ndarray, view: View, controls: dict) -> dict:
-        """No code located: the camera's AE, but never longer than the idle cap (IDLE_SCREEN_NITS),
+        """No code located: the camera's AE, but never longer than the idle cap (IDLE_BRIGHTEST_NITS),
         from what this frame got (its metadata) and how bright it is."""
         if self.idle_cap is None or not self.exposure or self.normal is not None or "ScalerCrop" in controls:
             return controls
@@ -634,7 +636,7 @@ def idle_cap_for(model: str | None) -> float | None:
     """The idle cap's exposure x gain for a camera model (picamera2's camera_properties["Model"]),
     None for a model whose sensitivity is not known here."""
     full = FULL_SCALE_NIT_US.get(str(model or ""))
-    return None if full is None else WHITE_TARGET * full / IDLE_SCREEN_NITS
+    return None if full is None else full / IDLE_BRIGHTEST_NITS
 
 
 #: a textured patch (in the quarter-size edge mask) is code-like when at least this many pixels a
