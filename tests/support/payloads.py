@@ -21,8 +21,8 @@ def with_field(payload: str, index: int, value: str) -> str:
 #: The largest check-ins the card reader can give (issue 32: what the station stores must fit what it
 #: publishes): every text field at its cap (256 characters) in 4-byte characters, which JSON keeps
 #: as 4 bytes each (a quote or backslash takes 2). A CCCD code has 11 such fields (name, address,
-#: 9 extra), and its old-ID field keeps any run of digits: it takes the rest of the 8 192
-#: characters the reader reads. A BHYT code has 4 (name, address, guardian, issuing office) and a
+#: 9 extra), and its old-ID field takes the rest of the 8 192 characters the reader reads (digits:
+#: the code is read, the field left out beyond 12 of them). A BHYT code has 4 (name, address, guardian, issuing office) and a
 #: 64-character check string.
 WIDE = "\U00020000" * 256
 _CCCD = ["079090001234", "{old}", WIDE, "15031990", "Nam", WIDE, "01012021"] + [WIDE] * 9
