@@ -214,3 +214,65 @@ def test_the_page_scan_finds_records_around_damage_and_refuses_only_what_is_beyo
     assert [r.id for r in found] == [ids[1], ids[2]]
     assert found[1].payload["extra"]["id"] == ids[3]
 
+
+# --- 2: a station with such files beside its outbox -----------------------------------------------
+
+def _nested_text(path: Path, mb: int) -> Path:
+    """`mb` MB of `{"schema":` nested in itself after a few NUL bytes: slow to scan (seconds here;
+    the old scan took about 19 s a megabyte), with no check-in in it."""
+    unit = b'{"schema":'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0" * 100 + unit * (mb * 1024 * 1024 // len(unit)))
+    return path
+
+
+def test_the_station_never_waits_for_a_kept_file_that_is_slow_to_read(tmp_path):
+    """The camera loop (status every 2 s, faults every 10 s) asks whether a kept damaged file is
+    settled; reading one may take long, so it is read off that thread: the loop waits a second at
+    most, once, and the file is a fault until it has been read."""
+    from agent.config import Config
+    from agent.feedback import Feedback
+    from agent.feedback.player import NoOutput
+    from agent.station import Station
+
+    state = tmp_path / "state"
+    Outbox(state / "outbox.db", station="s").close()
+    slow = _nested_text(state / "outbox.db.corrupt-20261124T080000", 16)
+    cfg = Config()
+    cfg.station.state_dir = str(state)
+    cfg.feedback.backend = "none"
+    station = Station(cfg, feedback=Feedback(NoOutput()))
+    try:
+        took = []
+        for _ in range(2):
+            t0 = time.monotonic()
+            faults = _in_thread(lambda: station.faults(leds=True), 10)
+            took.append(time.monotonic() - t0)
+            assert any(str(slow) in f for f in faults), faults
+        assert took[0] < 5 and took[1] < 1, took
+    finally:
+        station.outbox.close()
+
+
+@pytest.mark.slow   # the real daemon, a few seconds of scanning
+def test_a_station_with_such_files_beside_its_outbox_scans_and_stops_on_sigterm(tmp_path):
+    """A kept file with a rowid near 2**62 made the daemon's first status write walk for ever: no
+    check-in in 36 minutes, SIGTERM ignored, the watchdog's restart the same. With it, and a file
+    that takes seconds to scan, the station records check-ins at once and stops on SIGTERM."""
+    state = tmp_path / "state"
+    huge = state / "outbox.db.corrupt-20261124T080000"
+    _damaged_with_huge_rowids(huge)
+    slow = _nested_text(state / "outbox.db.corrupt-20261124T090000", 16)
+    conf = config(tmp_path, state)
+    d = Daemon(conf)
+    try:
+        assert d.wait_for(lambda: len(d.recorded()) >= 3, 60), d.log[-3000:]
+        faults = d.status()["faults"]
+        for kept in (huge, slow):
+            assert any(f"damaged file {kept}" in f for f in faults), faults
+    finally:
+        t0 = time.monotonic()
+        code = d.stop()
+        stopped_in = time.monotonic() - t0
+    assert code == 0 and stopped_in < 10, (code, stopped_in, d.log[-3000:])
+    assert "Traceback" not in d.log
