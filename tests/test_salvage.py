@@ -107,6 +107,15 @@ def test_queue_import_of_a_file_with_a_huge_rowid_ends_and_counts_what_is_lost(t
     assert f"{len(on_page)} undelivered check-in(s) in it could not be read" in done.stdout, done.stdout
 
 
+def _nested_text(path: Path, mb: int) -> Path:
+    """`mb` MB of `{"schema":` nested in itself after a few NUL bytes: slow to scan (seconds here;
+    the old scan took about 19 s a megabyte), with no check-in in it."""
+    unit = b'{"schema":'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0" * 100 + unit * (mb * 1024 * 1024 // len(unit)))
+    return path
+
+
 # --- 6: nesting, size and time on the page scan and the read ------------------------------------
 
 def _deep_checkin(depth: int) -> tuple[str, str]:
@@ -215,16 +224,24 @@ def test_the_page_scan_finds_records_around_damage_and_refuses_only_what_is_beyo
     assert found[1].payload["extra"]["id"] == ids[3]
 
 
+def test_the_daemons_bounds_stop_a_salvage_and_say_so(tmp_path):
+    """The daemon salvages with a deadline and at most max_events rows (agent.outbox.store
+    RECOVER_S, agent.outbox.kept SETTLE_S): what is not read stays in the kept file, never counted
+    as lost, and the file is never complete (so never deleted)."""
+    from agent.outbox.salvage import salvage
+
+    slow = _nested_text(tmp_path / "nested.bin", 16)
+    t0 = time.monotonic()
+    found = _in_thread(lambda: salvage(slow, deadline_s=0.3))
+    assert time.monotonic() - t0 < 5
+    assert found.stopped == "stopped after 0.3 s" and found.lost is None and not found.complete
+    _damaged_with_huge_rowids(tmp_path / "outbox.db")
+    found = _in_thread(lambda: salvage(tmp_path / "outbox.db", max_rows=10))
+    assert len(found.rows) == 10 and found.stopped == "stopped at 10 check-ins"
+    assert found.lost is None and not found.complete
+
+
 # --- 2: a station with such files beside its outbox -----------------------------------------------
-
-def _nested_text(path: Path, mb: int) -> Path:
-    """`mb` MB of `{"schema":` nested in itself after a few NUL bytes: slow to scan (seconds here;
-    the old scan took about 19 s a megabyte), with no check-in in it."""
-    unit = b'{"schema":'
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\0" * 100 + unit * (mb * 1024 * 1024 // len(unit)))
-    return path
-
 
 def test_the_station_never_waits_for_a_kept_file_that_is_slow_to_read(tmp_path):
     """The camera loop (status every 2 s, faults every 10 s) asks whether a kept damaged file is
