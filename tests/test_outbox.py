@@ -242,6 +242,10 @@ def test_a_kept_damaged_file_with_nothing_undelivered_is_said_once_and_not_a_fau
     station = Station(cfg, feedback=Feedback(NoOutput()))
     try:
         with caplog.at_level(logging.INFO):
+            # the kept files are read off the caller's thread (agent.outbox.kept): until then, faults
+            deadline = time.monotonic() + 20
+            while any(str(kept) in f for f in station.faults(leds=True)) and time.monotonic() < deadline:
+                time.sleep(0.1)
             for _ in range(3):
                 faults = station.faults(leds=True)
         assert [f for f in faults if "damaged file" in f] == [
@@ -251,6 +255,9 @@ def test_a_kept_damaged_file_with_nothing_undelivered_is_said_once_and_not_a_fau
         assert len(said) == 1 and "no undelivered check-in" in said[0], said
         # once its check-ins are imported, the other one is settled too
         station.outbox.import_rows([(r.id, r.payload, r.created_at, 0) for r in pending])
+        deadline = time.monotonic() + 20
+        while [f for f in station.faults(leds=True) if "damaged file" in f] and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert not [f for f in station.faults(leds=True) if "damaged file" in f]
     finally:
         station.outbox.close()

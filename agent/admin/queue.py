@@ -223,8 +223,11 @@ def _read_damaged(path: Path, report: ImportReport) -> Iterator[tuple[str, Recor
     where it is ("record ID"); what is not a check-in is refused into `report`."""
     report.source = "damaged outbox"
     found = salvage(path)
-    if found.error and not found.rows:
+    if found.error and not found.rows and not found.refused:
         raise OSError(f"nothing readable in {path}: {found.error}")
+    for why in found.rejected:          # records over the bounds, refused unparsed
+        report.reject(why)
+    report.refused += found.refused - len(found.rejected)     # the rest of them, counted
     report.lost = found.lost
     report.method = found.method
     for row in found.for_import():      # a damaged file, or anyone's file with a NUL in it

@@ -36,11 +36,16 @@ from agent.event import MAX_CHECKIN_BYTES, encode, envelope
 from agent.outbox.files import create_private, delete_files, make_private, match_owner, move_aside, refuse_links
 from agent.outbox.errors import (BUSY_TIMEOUT_S, Damaged, OutboxError, OutboxFull, TooLarge, damage_proof, error,
                                  is_busy)
+from agent.outbox.kept import SETTLE_WAIT_S, KeptCheck
 from agent.outbox.report import OutboxStats
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 IMPORT_BATCH = 500      # rows per transaction of an import: the station's own check-ins go in between
+#: the most the daemon spends salvaging its damaged outbox (at start, or in a put or the sender,
+#: under the outbox's lock): what it did not read stays in the kept file, a fault until IT's
+#: `queue import`; well under the watchdog's 30 s and systemd's start timeout
+RECOVER_S = 10.0
 
 
 def uuid7() -> str:
@@ -91,7 +96,8 @@ class Outbox:
         self._lock = threading.RLock()
         self._aside: bool | None = None   # the file has the undeliverable columns (older files gain them)
         self.recovered_from: Path | None = None
-        self._damaged_seen: dict[tuple, list] = {}   # kept damaged file version -> [complete, ids, said]
+        self._damaged_seen: dict[tuple, KeptCheck] = {}   # kept damaged file version -> the look into it
+        self._seen_lock = threading.Lock()
         if self.admin and not self.path.exists():
             raise OutboxError(f"no outbox at {self.path} (is state_dir right, and has the station run?)")
         if not self.admin:
@@ -188,17 +194,18 @@ class Outbox:
         aside = move_aside(self.path)
         self.recovered_from = aside
         self._open()
-        found = salvage(aside)
+        found = salvage(aside, deadline_s=RECOVER_S, max_rows=self.max_events)
         added, _ = self.import_rows(found.for_import(), min_next_seq=(found.next_seq or 0))
         lost = found.lost
         record = {"at": time.time(), "file": str(aside), "reason": proof, "saved": added,
-                  "lost": lost, "kept": not found.complete}
+                  "lost": lost, "kept": not found.complete, "stopped": found.stopped}
         self._set_meta("last_recovery", json.dumps(record))
         if found.complete:
             delete_files(aside)
         log.error("outbox %s was damaged (%s): moved aside, %d undelivered check-in(s) salvaged into a new "
-                  "outbox, %s lost; %s", self.path, proof, added,
+                  "outbox, %s lost%s; %s", self.path, proof, added,
                   "none" if lost == 0 else "an unknown number" if lost is None else lost,
+                  f" (reading {found.stopped}: the rest is still in the kept file)" if found.stopped else "",
                   "damaged file deleted" if found.complete else
                   f"damaged file kept as {aside} for 'scanner-agent queue import'")
 
@@ -489,29 +496,28 @@ class Outbox:
 
     def _settled(self, path: Path) -> bool:
         """Whether every undelivered check-in the damaged file at `path` can hold is in this outbox
-        (its salvage complete, each id here). The file is read once per version of it."""
-        from agent.outbox.salvage import salvage
-
+        (its salvage complete, each id here). The file is read once per version of it, off the
+        caller's thread (agent.outbox.kept): until it has been read, it is not settled."""
         try:
             st = os.lstat(path)
         except OSError:
             return False
         key = (str(path), st.st_size, st.st_mtime_ns)
-        seen = self._damaged_seen
-        if key not in seen:
-            found = salvage(path)
-            seen[key] = [found.complete and not found.error, [r.id for r in found.rows], False]
-        entry = seen[key]
-        complete, ids, said = entry
-        if not complete:
+        with self._seen_lock:
+            check = self._damaged_seen.get(key)
+            first = check is None
+            if first:
+                check = self._damaged_seen[key] = KeptCheck(path, self.max_events).start()
+        if not check.ready(SETTLE_WAIT_S if first else 0) or not check.complete:
             return False
-        if not said:
+        ids = check.ids
+        if not check.said:
             here = sum(self._guarded(lambda chunk=ids[i:i + 500]: self.db.execute(
                 f"SELECT COUNT(*) FROM events WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchone()[0])
                 for i in range(0, len(ids), 500))
             if here < len(ids):
                 return False
-            entry[2] = True
+            check.said = True
             log.warning("outbox: damaged file %s holds no undelivered check-in that is not already in the "
                         "outbox (%d read from it, all here): nothing to import; it may be deleted "
                         "('sudo rm %s*')", path, len(ids), path)
