@@ -2,9 +2,10 @@
 receipts, its memory, open files and threads sampled; reports each one's slope after warm-up
 (the target is no growth: a leak of a few kB a check-in shows as MB an hour).
 
-The daemon replays the bundled demo frames in a loop with no cooldown (a check-in every second
-or so, several times a real counter's rate), delivers on receipts, and prunes delivered
-check-ins after `--retention` seconds, so the outbox's pruning is inside the hour too.
+The daemon (the fault tests' config: tests/support/daemon.py) replays the bundled demo frames in a
+loop with no cooldown (several check-ins a second, far above a real counter's rate), sends health
+every second, delivers on receipts, and prunes delivered check-ins after `--retention` seconds, so
+the outbox's pruning is inside the hour too.
 
     .venv/bin/python bench/soak.py [--minutes 60] [--warmup 10] [--every 10] [--csv FILE]
 """
@@ -29,7 +30,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: E402
 
 from support.broker import Broker  # noqa: E402
-from support.daemon import FRAMES, Daemon  # noqa: E402
+from support.daemon import Daemon, config  # noqa: E402
 
 STATION = "soak-01"
 
@@ -57,36 +58,6 @@ class Consumer:
     def stop(self) -> None:
         self.c.disconnect()
         self.c.loop_stop()
-
-
-def config(folder: Path, port: int, retention_s: int) -> Path:
-    conf = folder / "config.toml"
-    conf.write_text(f"""
-[station]
-id = "{STATION}"
-state_dir = "{folder / 'state'}"
-[camera]
-source = "replay"
-path = "{FRAMES}"
-fps = 20
-loop = true
-[checkin]
-cooldown_s = 0
-[feedback]
-backend = "none"
-[outbox]
-retention_s = {retention_s}
-min_free_mb = 0
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-tls = false
-allow_insecure = true
-delivered_on = "receipt"
-receipt_timeout_s = 10
-health_interval_s = 10
-""")
-    return conf
 
 
 def sample(pid: int) -> dict[str, float]:
@@ -121,7 +92,9 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
     broker = Broker(tmp / "broker").start()
     consumer = Consumer(broker.port)
-    daemon = Daemon(config(tmp, broker.port, args.retention))
+    daemon = Daemon(config(tmp, tmp / "state", station=STATION, port=broker.port,
+                           extra=f"retention_s = {args.retention}",
+                           mqtt_extra='delivered_on = "receipt"\nreceipt_timeout_s = 10'))
     samples: list[dict[str, float]] = []
     t0 = time.monotonic()
     try:

@@ -32,7 +32,8 @@ def replay_config(state: Path, *, station: str = "demo-station", feedback: str =
 
 
 def config(folder: Path, state: Path, *, station: str = "counter-rel", port: int | None = None,
-           extra: str = "") -> Path:
+           extra: str = "", mqtt_extra: str = "") -> Path:
+    """The daemon's config file: `extra` goes in [outbox], `mqtt_extra` in [mqtt] (with a port)."""
     conf = folder / "config.toml"
     text = f"""
 [station]
@@ -60,6 +61,7 @@ tls = false
 allow_insecure = true
 keepalive_s = 5
 health_interval_s = 1
+{mqtt_extra}
 """
     conf.write_text(text)
     return conf

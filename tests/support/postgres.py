@@ -77,3 +77,30 @@ class Postgres:
             self.proc.send_signal(signal.SIGINT)
             self.proc.wait(20)
         self.proc = None
+
+
+def consumer_waits_behind(dsn: str, statement: str, name: str = "ddl-2", timeout: float = 5.0) -> bool:
+    """Does a reference consumer starting now wait behind another client's open transaction that
+    has run `statement` (a report reading checkins, a HIS clean-up writing to a table)? Its
+    start-up DDL must take no lock that waits (ALTER TABLE, CREATE INDEX would)."""
+    import threading
+
+    import psycopg
+
+    from examples.consumer.consumer import Consumer
+
+    holder = psycopg.connect(dsn)
+    try:
+        holder.execute(statement)
+        made: list = []
+        t = threading.Thread(target=lambda: made.append(Consumer("127.0.0.1", 9, dsn, name=name)), daemon=True)
+        t.start()
+        t.join(timeout)
+        waited = t.is_alive()
+        holder.rollback()
+        t.join(10)
+        if made:
+            made[0].db.close()
+        return waited
+    finally:
+        holder.close()
