@@ -15,7 +15,7 @@ from agent.clock import clock_synced, now_iso
 SCHEMA_VERSION = "1.1"
 #: The largest check-in the station stores or publishes, as published (UTF-8 JSON, `encode`). A
 #: real one is about 1 kB. The largest the card reader accepts (8 192 characters, every text field
-#: at its cap in 4-byte characters, the rest in the old-ID field) gives about 17 kB
+#: at its cap in 4-byte characters, the rest in an old-ID field the reader leaves out) gives about 12 kB
 #: (tests/test_outbox.py); a broker set up as docs/integrating.md says takes 64 kB. So every card
 #: read can be stored, and what is stored can always be sent.
 MAX_CHECKIN_BYTES = 32_768
