@@ -192,3 +192,17 @@ def test_dg13_without_spouse_and_with_unknown_fields():
                                        + tlv.encode_oid("1.0.10646.1.0.8") + tlv.encode(0x31, body)))
     d = lds.parse_dg13(data)
     assert d == {"version": 1, "id_number": "001089012345", "name": "Trần B", "old_id": "123456789"}
+
+
+def test_a_file_shorter_than_its_length_says_where_it_ended(pki):
+    short = tlv.encode(0x6D, b"\x00" * 300)[:120]      # claims 300 bytes, holds 116
+    r = read_chip(SimChip(CARD, pki, corrupt=Corrupt(files={0x010D: short})), access_for(CARD))
+    assert r.verified == "failed" and r.reason == "reading DG13: file 010D ended at 120 of 304 bytes"
+
+
+def test_an_answer_with_a_bad_mac_fails_the_read(pki):
+    def flip(apdu: bytes, resp: bytes) -> bytes:
+        return resp[:-3] + bytes([resp[-3] ^ 1]) + resp[-2:] if apdu[1] == 0xB0 and len(resp) > 20 else resp
+
+    r = read_chip(SimChip(CARD, pki, corrupt=Corrupt(response=flip)), access_for(CARD))
+    assert r.verified == "failed" and r.reason == "reading EF.COM: answer MAC does not verify"
