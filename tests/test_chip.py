@@ -206,3 +206,26 @@ def test_an_answer_with_a_bad_mac_fails_the_read(pki):
 
     r = read_chip(SimChip(CARD, pki, corrupt=Corrupt(response=flip)), access_for(CARD))
     assert r.verified == "failed" and r.reason == "reading EF.COM: answer MAC does not verify"
+
+
+def test_pace_callable_falls_back_to_bac_when_the_chip_has_no_card_access(pki):
+    calls = []
+
+    def pace(transport, can, card_access):
+        calls.append(can)
+        raise AssertionError("not reached: the chip has no EF.CardAccess")
+
+    r = read_chip(SimChip(CARD, pki, pace=False), access_for(CARD), pace=pace)
+    assert (r.verified, r.access, calls) == ("signature", "bac:25th birthday", [])
+
+
+def test_a_refusing_pace_falls_back_to_bac(pki):
+    chip = SimChip(CARD, pki, pace=False)
+    chip.files[files.FID_CARD_ACCESS] = tlv.encode(0x31, b"")      # a CardAccess, no PACE on it
+
+    def pace(transport, can, card_access):
+        assert (can, card_access) == (CARD.id_number[-6:], b"\x31\x00")
+        raise files.ChipError("PACE refused")
+
+    r = read_chip(chip, access_for(CARD), pace=pace)
+    assert (r.verified, r.access) == ("signature", "bac:25th birthday")
