@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from agent.chip import pace as P
 from agent.chip.pace import PaceError, pace, pace_with_password
-from agent.chip.sm_aes import AesSM, SmError
+from agent.chip.sm_aes import AesSM, SmError, parse_apdu
 from agent.sim.chip_pace import PaceCard, card_access_bytes
 
 H = bytes.fromhex
@@ -199,8 +199,8 @@ def test_points_off_the_curve_are_refused():
 
 def _round_trip(terminal: AesSM, card: AesSM, apdu: bytes, answer: bytes) -> None:
     protected = terminal.wrap(apdu)
-    assert card.unwrap_command(protected) == apdu
-    assert terminal.unwrap(card.wrap_response(answer)) == answer
+    assert card.unwrap_command(protected) == parse_apdu(apdu)[:3]      # header, data, Le
+    assert terminal.unwrap(card.wrap_response(answer[:-2], answer[-2:])) == answer
 
 
 @pytest.mark.parametrize("param_id", [12, 13])
@@ -293,6 +293,15 @@ def test_card_status_words():
     assert card.handle(H("10860000027C0000"))[0][:4] == H("7C128010")
     assert card.handle(H("10860000457C438341" + G1_PK_DH_IFD + "00"))[0] == b"\x6A\x80"  # not 81
     assert card.handle(H("10860000027C0000"))[0] == b"\x69\x85"          # the attempt is over
+
+
+def test_card_takes_its_parameters_from_its_card_access():
+    """The simulated chip may be given its EF.CardAccess instead of a parameter ID."""
+    link = ToCard(PaceCard("123456", card_access_bytes(12, 32)))
+    sm = pace(link, "123456", card_access_bytes(12, 32))
+    assert link.card.param_id == 12 and len(sm._enc_key) == 32
+    with pytest.raises(ValueError):
+        PaceCard("123456", H("3100"))
 
 
 def test_card_with_unsupported_parameters_refuses_mse_set_at():
@@ -394,8 +403,8 @@ def test_sm_round_trip_and_ssc():
     for i, (apdu, answer) in enumerate(cases, start=1):
         protected = terminal.wrap(apdu)
         assert protected[0] == 0x0C and terminal.ssc == 2 * i - 1
-        assert card.unwrap_command(protected) == apdu and card.ssc == 2 * i - 1
-        assert terminal.unwrap(card.wrap_response(answer)) == answer
+        assert card.unwrap_command(protected) == parse_apdu(apdu)[:3] and card.ssc == 2 * i - 1
+        assert terminal.unwrap(card.wrap_response(answer[:-2], answer[-2:])) == answer
         assert terminal.ssc == card.ssc == 2 * i
     assert terminal.wrap(H("00B10000045402000000"))[5:7] == b"\x85\x10"   # no 01 indicator
 
@@ -409,7 +418,7 @@ def test_sm_refuses_tampering_and_replay():
 
     terminal, card = _g1_sm(), _g1_sm()
     card.unwrap_command(terminal.wrap(H("00B0000004")))
-    answer = card.wrap_response(H("60145F019000"))
+    answer = card.wrap_response(H("60145F01"), H("9000"))
     assert answer[19:21] == b"\x99\x02" and answer[23:25] == b"\x8E\x08"
     for pos in (3, 21, 30):                                         # cryptogram, DO 99, MAC
         bad = bytearray(answer)
@@ -464,7 +473,7 @@ def test_sm_unwrap_fuzz():
     samples = []
     for data in (b"", b"\x01\x02", bytes(200)):
         maker.wrap(H("00B0000004"))
-        samples.append(("answer", maker.ssc, maker.wrap_response(data + H("9000"))))
+        samples.append(("answer", maker.ssc, maker.wrap_response(data, H("9000"))))
         samples.append(("command", maker.ssc, maker.wrap(H("00D6000003") + b"abc")))
     accepted = 0
     for _ in range(3000):

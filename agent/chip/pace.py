@@ -49,8 +49,10 @@ MAX_INFOS = 32             # SecurityInfos in it
 MAX_ANSWER = 65538         # data + SW of the longest (extended) answer
 
 
-class PaceError(Exception):
-    """PACE failed: wrong CAN, parameters this reader does not do, or a malformed card answer."""
+class PaceError(ValueError):
+    """PACE failed: wrong CAN, parameters this reader does not do, or a malformed card answer.
+    A ValueError (a bad value from the card or the QR): agent/chip/terminal.py catches ChipError
+    and ValueError, so this needs no import of the transport module."""
 
 
 class Transport(Protocol):

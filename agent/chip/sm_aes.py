@@ -8,8 +8,8 @@ answer; the IV of each encryption is E(KSenc, SSC) (9.8.6.1). The MAC input is p
 (ISO/IEC 9797-1 method 2) before the CMAC as for 3DES (9.8.6.2): cards refuse unpadded input.
 
 `AesSM` implements the `SecureMessaging` protocol of agent/chip/sm.py for the terminal (`wrap`,
-`unwrap`) and also offers the card's half (`unwrap_command`, `wrap_response`) for the simulated
-chip. Every card answer is hostile: lengths are checked against the bytes that are there before
+`unwrap`) and also offers the card's half for the simulated chip, with the signatures of sm.py's
+SMBase (`unwrap_command(apdu) -> (header, data, Le)`, `wrap_response(data, sw)`). Every card answer is hostile: lengths are checked against the bytes that are there before
 they are used, and anything wrong raises `SmError` (never an IndexError or a cryptography error).
 """
 
@@ -25,8 +25,10 @@ MAC_LEN = 8
 MAX_APDU = 65544        # an extended APDU: 4 header + 3 Lc + 65535 data + 2 Le
 
 
-class SmError(Exception):
-    """A secure-messaging failure: a wrong MAC, a malformed or unexpected data object, bad padding."""
+class SmError(ValueError):
+    """A secure-messaging failure: a wrong MAC, a malformed or unexpected data object, bad padding.
+    A ValueError (a bad value from the card): agent/chip's readers and the simulated chip catch
+    ChipError and ValueError, so this needs no import of their modules."""
 
 
 def _pad(data: bytes) -> bytes:
@@ -257,9 +259,9 @@ class AesSM:
         return plain + found[0x99]
 
     # -- card side (the simulated chip) -----------------------------------------------------------
-    def unwrap_command(self, apdu: bytes) -> bytes:
-        """The card's half: check and open a protected command APDU, giving the plain APDU."""
-        header, body, _le, extended = parse_apdu(bytes(apdu))
+    def unwrap_command(self, apdu: bytes) -> tuple[bytes, bytes, int | None]:
+        """The card's half: check and open a protected command APDU -> (plain header, data, Le)."""
+        header, body, _le, _extended = parse_apdu(bytes(apdu))
         if header[0] & 0x0C != 0x0C:
             raise SmError("command APDU is not secure-messaging")
         ssc = self._next_ssc()
@@ -283,16 +285,13 @@ class AesSM:
             if len(raw) not in (1, 2):
                 raise SmError("DO'97' is not 1 or 2 bytes")
             le = int.from_bytes(raw, "big") or (256 if len(raw) == 1 else 65536)
-            extended = extended or len(raw) == 2
-        plain_header = bytes([header[0] & ~0x0C & 0xFF]) + header[1:]
-        return build_apdu(plain_header, data, le, extended)
+        return bytes([header[0] & ~0x0C & 0xFF]) + header[1:], data, le
 
-    def wrap_response(self, response: bytes) -> bytes:
-        """The card's half: protect a plain answer (data + SW1 SW2)."""
-        response = bytes(response)
-        if len(response) < 2:
-            raise SmError("answer shorter than a status word")
-        data, sw = response[:-2], response[-2:]
+    def wrap_response(self, data: bytes, sw: bytes) -> bytes:
+        """The card's half: protect a plain answer (its data and SW1 SW2)."""
+        if len(sw) != 2:
+            raise SmError("a status word is 2 bytes")
+        data, sw = bytes(data), bytes(sw)
         ssc = self._next_ssc()
         do87 = _do(0x87, b"\x01" + self._encrypt(ssc, data)) if data else b""
         do99 = _do(0x99, sw)

@@ -35,13 +35,19 @@ def card_access_bytes(param_id: int = 13, key_len: int = 16) -> bytes:
 
 
 class PaceCard:
-    """One chip's PACE: the CAN it was issued with, its parameters; `password`/`pw_ref`, `nonce`
-    and `keygen` let a test play the card of a published worked example (the MRZ password, the
-    chip's nonce s and ephemeral keys)."""
+    """One chip's PACE: the CAN it was issued with and its parameters, as a standardized parameter
+    ID (with `key_len`) or as the chip's own EF.CardAccess (its first PACEInfo). `password`/`pw_ref`,
+    `nonce` and `keygen` let a test play the card of a published worked example (the MRZ password,
+    the chip's nonce s and ephemeral keys)."""
 
-    def __init__(self, can: str, param_id: int = 13, *, key_len: int = 16,
+    def __init__(self, can: str, param_id: int | bytes = 13, *, key_len: int = 16,
                  password: bytes | None = None, pw_ref: int = P.PW_CAN,
                  nonce: bytes | None = None, keygen: Callable[[int], int] | None = None) -> None:
+        if isinstance(param_id, (bytes, bytearray)):
+            infos = P.parse_card_access(bytes(param_id))
+            if not infos or infos[0].param_id is None or not infos[0].key_len:
+                raise ValueError("the chip's EF.CardAccess has no PACEInfo it could run")
+            param_id, key_len = infos[0].param_id, infos[0].key_len
         # parameters the reader does not do (a test's card offering brainpoolP384r1, say) get
         # MSE:Set AT refused: a terminal that sent it anyway would learn nothing more
         self.curve = P.CURVES.get(param_id)
