@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import time
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -579,14 +578,13 @@ def _fuzz_terminal(cases: int, seed: int) -> dict[str, int]:
 def test_terminal_fuzz_garbage_answers():
     """Garbage at any exchange of a genuine session: PaceError (one line), never another exception,
     never a session with other keys."""
-    started = time.monotonic()
-    outcome = _fuzz_terminal(600, seed=33)
-    assert outcome["refused"] > 500, outcome
-    assert time.monotonic() - started < 60
+    outcome = _fuzz_terminal(400, seed=33)
+    assert outcome["refused"] > 330, outcome
 
 
 @pytest.mark.slow
 def test_terminal_fuzz_garbage_answers_many():
+    """The same with 4000 cases (about 25 s: most cases run the EC arithmetic of a whole session)."""
     outcome = _fuzz_terminal(4000, seed=3303)
     assert outcome["refused"] > 3500, outcome
 
