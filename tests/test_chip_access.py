@@ -69,6 +69,7 @@ NO_ISSUE = [
     ("aged 14: only a card from 12-13 (2024-07+) or 14+ -> 25", "2011-06-01", date(2026, 3, 1),
      ["360601", *LAST]),
     ("aged 8: -> 14", "2018-01-01", date(2026, 3, 1), ["320101", *LAST]),
+    ("aged 13 early in 2024: no chip card can exist yet", "2011-01-01", date(2024, 1, 1), [*LAST]),
     ("aged 66 (29/02): only no expiry; a 60 card was issued before 2021", "1960-02-29", date(2026, 3, 1),
      [*LAST]),
     ("aged 59: the 60 card valid, then no expiry (issued at 58)", "1967-05-05", date(2026, 6, 1),
@@ -138,6 +139,7 @@ def test_an_issue_date_before_birth_counts_as_missing():
     ("FEB29", ("01/03", "28/02")),        # the 29 February readings swapped
     ("CHIP_CARDS_FROM", date(2016, 1, 1)),   # cards before the chip counted
     ("UNDER_14_FROM", date(2021, 1, 23)),    # children's cards before the 2023 law
+    ("ADULT_CARD_AGE", 12),               # cards from 12 under the 2014 law
 ])
 def test_the_tables_catch_a_broken_rule(monkeypatch, mutation):
     """The tables above are what guards the rule: each of these breakages changes some row."""

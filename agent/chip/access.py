@@ -53,7 +53,9 @@ GRACE_YEARS = 2
 NO_EXPIRY = "991231"
 #: chip CCCDs (with this QR and a chip to open) exist from Thông tư 06/2021/TT-BCA, in force 23/01/2021
 CHIP_CARDS_FROM = date(2021, 1, 23)
-#: cards for children under 14 exist from Luật Căn cước 2023's entry into force
+#: the age from which a card could be had before 2024 (Luật Căn cước công dân 2014 art. 19(1): "từ đủ
+#: 14 tuổi"); younger children get one from Luật Căn cước 2023's entry into force (art. 19)
+ADULT_CARD_AGE = 14
 UNDER_14_FROM = date(2024, 7, 1)
 #: the two readings of a 29 February birthday in a year without one, the first tried first
 FEB29 = ("28/02", "01/03")
@@ -190,7 +192,7 @@ def _issue_windows() -> list[tuple[int | None, int, int | None]]:
 def _earliest_issue(birth: date, first: int, last: int | None, feb29: str) -> date | None:
     """The first day a chip card can have been issued to someone aged `first`..`last`, or None:
     under 14 from 1 July 2024 (Luật Căn cước 2023), from 14 since chip cards exist (23/01/2021)."""
-    young = MILESTONES[0]
+    young = ADULT_CARD_AGE
     if first < young:
         day = max(anniversary(birth, first, feb29), UNDER_14_FROM)
         if day < anniversary(birth, young if last is None else min(last + 1, young), feb29):
