@@ -14,7 +14,7 @@ AGENT = Path(__file__).resolve().parents[1] / "agent"
 STAGES = [
     ("agent.capture",),
     ("agent.decode",),
-    ("agent.cards",),
+    ("agent.cards", "agent.chip"),     # chip: the CCCD's chip, read with its QR's data (issue 33)
     ("agent.checkin", "agent.event"),   # event: the check-in event, built from a card read
     ("agent.feedback", "agent.outbox", "agent.outputs"),
     ("agent.mqtt",),
