@@ -149,6 +149,25 @@ class SerialOutputConfig:
     timeout_s: float = _f(5.0, min=0.1, max=120)
 
 
+#: the DG13 fields (the CCCD chip's Vietnamese data group) a check-in may carry, by the names the
+#: chip reader gives them (agent.chip.lds; the simulated card's fields, agent.sim.chip)
+DG13_FIELDS = ("id_number", "name", "birth_date", "sex", "nationality", "ethnicity", "religion",
+               "home_town", "residence", "marks", "issued", "expiry", "parents", "spouse", "old_id")
+
+
+@dataclass
+class ChipConfig:
+    reader: str = _f("none", choices=("pcsc", "pn532", "none"),
+                     doc="the NFC reader for the CCCD's chip: a PC/SC reader (pcscd), a PN532 board, or none")
+    timeout_s: float = _f(5.0, min=0.5, max=60, doc="the longest one chip read may take, every access "
+                                                     "attempt included")
+    csca_dir: str = _f("", doc="folder of the issuing country's CSCA certificates; empty: the chip's data "
+                               "is checked against its own signer only ('signature', not 'chain')")
+    read_face: bool = _f(False, doc="also read DG2, the face image (about 15-20 KB: slower)")
+    dg13_fields: list[str] = _f(("id_number", "name", "birth_date"),
+                                doc="the DG13 fields the check-in carries (the least personal data by default)")
+
+
 @dataclass
 class LoggingConfig:
     level: str = _f("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
@@ -167,13 +186,15 @@ class Config:
     #: [output.keyboard] and [output.serial]: like a USB scanner, beside MQTT (off by default)
     keyboard: KeyboardOutputConfig = field(default_factory=KeyboardOutputConfig)
     serial: SerialOutputConfig = field(default_factory=SerialOutputConfig)
+    #: [chip]: the CCCD chip reader (issue 33), off by default
+    chip: ChipConfig = field(default_factory=ChipConfig)
     path: Path | None = None
 
 
 SECTIONS: dict[str, type] = {"station": StationConfig, "camera": CameraConfig, "checkin": CheckinConfig,
             "feedback": FeedbackConfig, "outbox": OutboxConfig, "mqtt": MqttConfig,
             "logging": LoggingConfig, "output.keyboard": KeyboardOutputConfig,
-            "output.serial": SerialOutputConfig}
+            "output.serial": SerialOutputConfig, "chip": ChipConfig}
 #: the Config attribute of each section
 ATTRS = {"output.keyboard": "keyboard", "output.serial": "serial"}
 
@@ -324,7 +345,7 @@ def parse_config(text: str, path: Path | str = "<config>", *, station: bool = Tr
         errors.append(f"{where.get('camera.path', 0)}: camera.path {cfg.camera.path!r} does not exist")
     if problem := demo_feed_problem(cfg):
         errors.append(f"{where.get('camera.source', where.get('camera', 0))}: {problem}")
-    for check in (*checks, _counter_fact_problems):
+    for check in (*checks, _counter_fact_problems, _chip_problems):
         errors += [f"{where.get(key, 0)}: {message}" for key, message in check(cfg)]
     pins: dict[int, str] = {}
     for key in ("green_pin", "red_pin", "amber_pin", "buzzer_pin"):
@@ -372,6 +393,23 @@ def _counter_fact_problems(cfg: Config) -> list[tuple[str, str]]:
         if not re.fullmatch(r"[A-Za-z]{2}", group):
             out.append(("checkin.priority_groups", f"checkin.priority_groups: {group!r} is not a BHYT group "
                                                    "code (two letters, e.g. 'CC')"))
+    return out
+
+
+def _chip_problems(cfg: Config) -> list[tuple[str, str]]:
+    """[chip] values that could never work, as (config key, message)."""
+    out = []
+    seen: set[str] = set()
+    for name in cfg.chip.dg13_fields:
+        if name not in DG13_FIELDS:
+            out.append(("chip.dg13_fields", f"chip.dg13_fields: {name!r} is not a DG13 field (known: "
+                                            f"{', '.join(DG13_FIELDS)})"))
+        elif name in seen:
+            out.append(("chip.dg13_fields", f"chip.dg13_fields: {name!r} is listed twice"))
+        seen.add(name)
+    if cfg.chip.csca_dir and not Path(cfg.chip.csca_dir).is_dir():
+        out.append(("chip.csca_dir", f"chip.csca_dir {cfg.chip.csca_dir!r} is not a folder (empty: no CSCA, "
+                                     "the chip's signature is still checked)"))
     return out
 
 

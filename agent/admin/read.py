@@ -9,13 +9,29 @@ from datetime import date
 
 from agent import clock
 from agent.cards import CardRead, read_card
+from agent.cards.model import CardKind
 from agent.config import Config
 
 
-def print_read(read: CardRead, as_json: bool, flags: list[str] | None = None) -> None:
+def chip_access_of(read: CardRead, today: date) -> dict | None:
+    """A CCCD's `chip_access` (agent.chip.access): the keys the station would try on its chip, in
+    order, so IT can see why a card does not open; {"error": ...} when none can be made; None for
+    other codes."""
+    if read.kind != CardKind.CCCD:
+        return None
+    from agent.chip.access import chip_access, issued_of
+
+    try:
+        return chip_access(read.card, issued_of(read.card), today=today).to_dict()
+    except ValueError as exc:
+        return {"error": str(exc)}
+
+
+def print_read(read: CardRead, as_json: bool, flags: list[str] | None = None,
+               chip: dict | None = None) -> None:
     if as_json:
-        print(json.dumps({**read.to_dict(), **({"flags": flags} if flags is not None else {})},
-                         ensure_ascii=False))
+        print(json.dumps({**read.to_dict(), **({"flags": flags} if flags is not None else {}),
+                          **({"chip_access": chip} if chip is not None else {})}, ensure_ascii=False))
         return
     print(f"{read.kind}: {read.verdict}" + (f" [{', '.join(flags)}]" if flags else ""))
     for key, value in read.card.items():
@@ -23,6 +39,13 @@ def print_read(read: CardRead, as_json: bool, flags: list[str] | None = None) ->
             print(f"  {key}: {value}")
     for p in read.problems:
         print(f"  ! {p.code}: {p.message}")
+    if chip is not None:
+        print("  chip access, in order:" if "attempts" in chip else f"  chip access: {chip['error']}")
+        for a in chip.get("attempts", ()):
+            print(f"    PACE, CAN {a['can']}" if a["method"] == "pace-can" else
+                  f"    BAC {a['document_number']} {a['birth_yymmdd']} {a['expiry_yymmdd']}: {a['rule']}")
+        if chip.get("note"):
+            print(f"    ({chip['note']})")
 
 
 def parse(text: str, cfg: Config | None, *, today: date | None, as_json: bool) -> int:
@@ -46,7 +69,7 @@ def parse(text: str, cfg: Config | None, *, today: date | None, as_json: bool) -
     read = read_card(data, today)
     flags = card_flags(read, today, cfg.station.facility_codes if cfg else (),
                        cfg.checkin.priority_groups if cfg else LAW_PRIORITY_GROUPS)
-    print_read(read, as_json, flags)
+    print_read(read, as_json, flags, chip_access_of(read, today))
     return 0
 
 
