@@ -12,6 +12,9 @@ decoder located in it, decide the next controls:
 - **Exposure**: metered on the located code (its white modules at `WHITE_TARGET` of full scale),
   not on the room; a dim screen gets a longer exposure and more gain; exposure time is held short
   first (hand motion blurs a long one), then gain, then exposure again.
+- **Idle cap**: until a code is located, the camera's own AE, but never longer than what brings
+  the brightest phone screens to full scale (IDLE_BRIGHTEST_NITS, from the sensor's sensitivity):
+  the AE meters the counter, and a phone then arrives many times over full scale.
 - **Bracketing**: when modules inside the code are saturated (a lamp's reflection) while its white
   is well exposed, short frames (`depth` times shorter) alternate with normal ones: the decoder's
   fusion combines modules across frames of different crops and exposures (each frame carries its
