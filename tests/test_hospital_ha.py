@@ -96,3 +96,54 @@ def test_answers_published_while_the_bridge_is_down_reach_the_second_site(tmp_pa
         site.stop()
         hub.stop()
         pg.stop()
+
+
+def test_every_check_in_stored_once_and_answered_through_a_consumer_kill_and_a_hub_restart(tmp_path):
+    """bench/hospital.py scaled down: 50 stations (half at the bridged site), 20 s at 10 check-ins
+    a second, consumer c1 SIGKILLed at 6 s and started 3 s later, the hub restarted at 12 s. Every
+    check-in stored exactly once, none a dead letter, every one receipted, every one stored within
+    the verdict age answered with a verdict. The stations resend after 10 s without a receipt (as
+    in receipt mode): a check-in the brokers dropped is still stored, but must not be lost."""
+    from bench.hospital import Plan, run
+
+    r = run(Plan(stations=50, rate=10, duration=20, kill=0.3, down=3, restart=0.6, receipt_timeout=10,
+                 drain=120, folder=tmp_path / "run"))
+    assert r["problems"] == [], (r["problems"], r["events"])
+    assert r["sent"] == r["stored"] == r["rows"] == r["receipted"] == 200
+    assert r["verdicts_due"] > 0 and r["verdicts"] >= r["verdicts_due"]
+    assert any("SIGKILLed" in e for e in r["events"]) and any("hub started again" in e for e in r["events"])
+
+
+@pytest.mark.parametrize("leave", [True, False])
+def test_an_instance_stopped_hands_its_share_to_the_other(tmp_path, broker, leave):
+    """Mosquitto gives a shared subscription's messages to every member with a session, connected
+    or not: an instance stopped with its session kept holds every other check-in until it comes
+    back (leave=False, the default: nothing lost, half delayed). With --leave-on-stop it
+    unsubscribes, stores what it holds and ends its session: the other stores every check-in."""
+    pg = Postgres(tmp_path / "pg").start()
+    c1 = Consumer("127.0.0.1", broker.port, pg.dsn, name="c1").start()
+    c2 = Consumer("127.0.0.1", broker.port, pg.dsn, name="c2", leave_on_stop=leave).start()
+    pub = Subscriber(broker.port, "nothing/#", client_id="hub-07")
+    try:
+        assert c1.subscribed.wait(5) and c2.subscribed.wait(5)
+        c2.stop()
+        for n in range(20):
+            e = envelope(checkin_body(read_card(bhyt(random.Random(n))), synced=True), event_id=str(uuid.uuid4()),
+                         seq=n + 1, station="hub-07")
+            pub.client.publish(f"{PREFIX}/hub-07/checkin", json.dumps(e), qos=1).wait_for_publish(5)
+
+        def stored() -> int:
+            with psycopg.connect(pg.dsn) as conn:
+                return conn.execute("SELECT count(*) FROM checkins").fetchone()[0]
+        if leave:
+            assert Subscriber.wait_for(lambda: stored() == 20, 10), stored()
+        else:
+            assert Subscriber.wait_for(lambda: stored() == 10, 10), stored()
+            assert not Subscriber.wait_for(lambda: stored() > 10, 2)          # the rest wait for c2
+            c2 = Consumer("127.0.0.1", broker.port, pg.dsn, name="c2").start()
+            assert Subscriber.wait_for(lambda: stored() == 20, 10), stored()
+    finally:
+        pub.close()
+        c1.stop()
+        c2.stop()
+        pg.stop()
