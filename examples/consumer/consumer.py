@@ -3,11 +3,14 @@ exactly once, and the hospital's verdict back to the station. Not part of the st
 
     python examples/consumer/consumer.py --broker HOST:PORT --dsn "host=... dbname=..." \\
         [--prefix hospital/checkin] [--group his] [--name consumer-1] [--tls-ca CA] \\
-        [--username hospital --password-file FILE] [--dead-letters-per-station 1000 ...]
+        [--username hospital --password-file FILE] [--leave-on-stop] [--dead-letters-per-station 1000 ...]
 
 - A shared subscription (`$share/GROUP/{prefix}/+/checkin`, MQTT 5): several instances split the
   load; a persistent session (clean start off, a week's expiry): nothing sent while it is down is
-  lost (within the broker's queue limits).
+  lost (within the broker's queue limits). Mosquitto gives a group's messages to every member
+  with a session, connected or not: a stopped instance holds its share until it is back (run it
+  under systemd, Restart=always), unless it was stopped with --leave-on-stop (it unsubscribes,
+  stores what it holds, then ends its session: the others take every check-in).
 - Every event is validated against the published schema (agent/schemas/checkin.json).
 - The topic names the station (the broker's ACL vouches for it): a check-in whose `station` is
   another is a dead letter, never stored as that station's.
@@ -190,8 +193,10 @@ class Consumer:
     def __init__(self, host: str, port: int, dsn: str, *, prefix: str = "hospital/checkin", group: str = "his",
                  name: str = "consumer-1", checker: Checker = rule_checker, tls_ca: str | None = None,
                  username: str | None = None, password: str | None = None, verdict_max_age_s: float = 120.0,
-                 db_backoff: tuple[float, float] = (0.5, 30.0), dead_letters: DeadLetterLimits = DeadLetterLimits()):
+                 db_backoff: tuple[float, float] = (0.5, 30.0), dead_letters: DeadLetterLimits = DeadLetterLimits(),
+                 leave_on_stop: bool = False):
         self.prefix, self.group, self.checker = prefix, group, checker
+        self.leave_on_stop = leave_on_stop
         self.limits = dead_letters
         self.verdict_max_age_s = verdict_max_age_s
         self.dsn, self.db_backoff = dsn, db_backoff
@@ -224,6 +229,8 @@ class Consumer:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.subscribed = threading.Event()
+        self._left = threading.Event()
+        self.client.on_unsubscribe = lambda *_: self._left.set()
         self.client.reconnect_delay_set(0.2, 5)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 7 * 24 * 3600
@@ -238,6 +245,8 @@ class Consumer:
         return self
 
     def stop(self) -> None:
+        if self.leave_on_stop:
+            self._leave()
         self._stopping.set()
         self._inbox.put(None)
         self.client.loop_stop()
@@ -299,6 +308,35 @@ class Consumer:
                     self.client.ack(mid, qos)   # only after the commit
             except Exception:  # noqa: BLE001 - this thread must go on; the broker resends the message
                 log.exception("message left unacknowledged")
+            finally:
+                self._inbox.task_done()
+
+    def _leave(self, quiet_s: float = 1.0, timeout_s: float = 60.0) -> None:
+        """Hand this instance's share of the group over before stopping: Mosquitto gives a shared
+        subscription's messages to every member with a session, connected or not, so a stopped
+        instance that kept its session would hold every other check-in until it came back. So:
+        unsubscribe (no new ones come), store and acknowledge what the broker had already given
+        it, until none came for `quiet_s`, then disconnect ending the session. Not when the broker
+        is unreachable: then the session stays, and what it holds waits for this instance."""
+        if not self.client.is_connected():
+            log.warning("not connected: this instance's session stays, its check-ins wait for it")
+            return
+        self.client.unsubscribe(f"$share/{self.group}/{self.prefix}/+/checkin")
+        if not self._left.wait(10):
+            log.warning("the broker did not confirm the unsubscribe: this instance's session stays")
+            return
+        deadline, idle_since = time.monotonic() + timeout_s, time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - idle_since < quiet_s:
+            if self._inbox.unfinished_tasks:
+                idle_since = time.monotonic()
+            time.sleep(0.05)
+        if self._inbox.unfinished_tasks:
+            log.warning("messages still being stored after %.0f s: this instance's session stays", timeout_s)
+            return
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0
+        self.client.disconnect(properties=props)
+        log.info("left the group %s: the other instances take every check-in", self.group)
 
     def _process(self, topic: str, payload: bytes) -> bool:
         """True once the message is stored or dead-lettered; False only when stopping."""
@@ -570,6 +608,10 @@ def main() -> int:
     ap.add_argument("--prefix", default="hospital/checkin")
     ap.add_argument("--group", default="his", help="shared-subscription group: instances of a group split the load")
     ap.add_argument("--name", default="consumer-1", help="this instance's name (its client id is hospital-NAME)")
+    ap.add_argument("--leave-on-stop", action="store_true",
+                    help="on SIGTERM, hand this instance's share to the group's others (unsubscribe, store what it "
+                         "holds, end its session): only with another instance running, or the check-ins sent "
+                         "while it is stopped find no subscriber (receipt mode sends them again)")
     ap.add_argument("--tls-ca", help="CA of the broker's certificate (TLS)")
     ap.add_argument("--verdict-max-age", type=float, default=120.0,
                     help="no verdict for check-ins read longer ago than this (the stations' verdict_max_age_s)")
@@ -600,7 +642,8 @@ def main() -> int:
     password = Path(args.password_file).read_text().strip() if args.password_file else None
     consumer = Consumer(host, int(port), args.dsn, prefix=args.prefix, group=args.group, name=args.name,
                         tls_ca=args.tls_ca, username=args.username, password=password,
-                        verdict_max_age_s=args.verdict_max_age, dead_letters=limits).start()
+                        verdict_max_age_s=args.verdict_max_age, dead_letters=limits,
+                        leave_on_stop=args.leave_on_stop).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

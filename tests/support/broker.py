@@ -170,10 +170,12 @@ class Subscriber:
 
 class SampleBroker:
     """Mosquitto run from the guide's own samples (examples/mosquitto: mosquitto.conf with its TLS
-    listener, the ACL, make-passwd.sh), only the paths and the port changed for the test."""
+    listener, the ACL, make-passwd.sh), only the paths and the port changed for the test. `extra`:
+    more configuration after the sample's (a bridge: bridge_config). Restartable on its port."""
 
-    def __init__(self, folder: Path, stations: list[str], acl: str | None = None):
+    def __init__(self, folder: Path, stations: list[str], acl: str | None = None, extra: str = ""):
         folder.mkdir(parents=True)
+        self.folder = folder
         sample = ROOT / "examples" / "mosquitto"
         self.ca = make_ca(folder, "sample")
         made = subprocess.run([str(sample / "make-passwd.sh"), str(folder / "passwd"), *stations],
@@ -193,18 +195,38 @@ class SampleBroker:
             conf = conf.replace(old, new)
         # (Debian's main mosquitto.conf sets persistence; DebianBroker runs the snippet under it)
         (folder / "mosquitto.conf").write_text(f"user {getpass.getuser()}\nlog_dest file {folder}/log\n"
-                                               f"persistence true\npersistence_location {folder}/\n" + conf)
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(folder / "mosquitto.conf")],
+                                               f"persistence true\npersistence_location {folder}/\n" + conf
+                                               + extra)
+        self.start()
+
+    def start(self) -> "SampleBroker":
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.folder / "mosquitto.conf")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if not Subscriber.wait_for(self._listening, 10):
-            raise RuntimeError(f"the sample broker did not start: {(folder / 'log').read_text()[-500:]}")
+            raise RuntimeError(f"the sample broker did not start: {(self.folder / 'log').read_text()[-500:]}")
+        return self
 
     def _listening(self) -> bool:
+        if self.proc.poll() is not None:
+            return False
         try:
             socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
             return True
         except OSError:
             return False
+
+    def bridge_config(self, site: str = "bridge-site2") -> str:
+        """examples/mosquitto/bridge.conf for a site broker bridged to this one: its address, CA and
+        the bridge user's password put in (the user must be among this broker's `stations`)."""
+        conf = (ROOT / "examples" / "mosquitto" / "bridge.conf").read_text()
+        for old, new in (("address broker.hospital.lan:8883", f"address 127.0.0.1:{self.port}"),
+                         ("/etc/mosquitto/certs/hospital-ca.crt", str(self.ca["ca"])),
+                         ("remote_password CHANGE-ME", f"remote_password {self.passwords[site]}"),
+                         ("bridge-site2", site)):
+            if old not in conf:
+                raise AssertionError(f"examples/mosquitto/bridge.conf no longer has {old!r}")
+            conf = conf.replace(old, new)
+        return "\n" + conf
 
     def station_config(self, folder: Path, station: str, password: str, extra: str = "") -> Path:
         from support.daemon import config
@@ -224,8 +246,10 @@ health_interval_s = 1
         return conf
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        """SIGTERM: the broker saves its sessions and queued messages, and exits."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
 
 def debian_main_conf() -> str:
