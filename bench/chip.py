@@ -215,7 +215,8 @@ def face(kb: float, seed: int = 2) -> bytes:
 
 
 def table(pki: TestPki, *, kbps_list=(106, 212, 424), rtts=(20.0, 40.0), dg2_kb=(0, 12, 20),
-          pi_factor: float = 4.0, fsd: int = 256, chunk: int = files.SHORT_CHUNK,
+          pi_factor: float = 4.0, fsd: int = 256, block_turn_ms: float = 1.0,
+          chunk: int = files.SHORT_CHUNK,
           only: Callable[[Case], bool] | None = None) -> list[dict]:
     rows = []
     for case in cases():
@@ -226,7 +227,8 @@ def table(pki: TestPki, *, kbps_list=(106, 212, 424), rtts=(20.0, 40.0), dg2_kb=
             chip = SimChip(card, pki, pace=case.pace)
             for kbps in kbps_list:
                 for rtt in rtts:
-                    run = timed_read(chip, case.access, Link(kbps=kbps, rtt_ms=rtt, fsd=fsd),
+                    run = timed_read(chip, case.access, Link(kbps=kbps, rtt_ms=rtt, fsd=fsd,
+                                                                block_turn_ms=block_turn_ms),
                                      want_dg2=bool(kb), csca_dir=pki.csca_dir, chunk=chunk)
                     r = run.result
                     rows.append({"access": case.name, "dg2": f"{kb} kB" if kb else "no",
@@ -411,13 +413,14 @@ def keys_table() -> None:
     import test_chip_access as t                                  # noqa: E402
     rows = [(c, b, i, None) for c, b, i, _ in t.ISSUED] + [(c, b, None, d) for c, b, d, _ in t.NO_ISSUE]
     rows += [(f"partial birth date {b}", b, date(2021, 6, 15), None) for b in ("1990", "1990-05")]
-    print("| case | birth | issued (or today) | tried, in order |")
-    print("|---|---|---|---|")
+    print("| case | birth | issued (or today) | tried, in order | BAC refusals at worst |")
+    print("|---|---|---|---|---|")
     for case, birth, issued, today in rows:
         a = chip_access_mod.chip_access({"id_number": t.ID, "birth_date": birth}, issued, today=today)
         tried = [f"PACE-CAN {a.can}"] + [f"BAC {e}" for e, _ in a.expiry_candidates]
         when = issued.isoformat() if issued else f"none (today {today.isoformat() if today else 'unknown'})"
-        print(f"| {case} | {birth} | {when} | {'; '.join(tried)} |")
+        worst = max(len(a.expiry_candidates) - 1, 0) if a.birth_yymmdd else "no BAC"
+        print(f"| {case} | {birth} | {when} | {'; '.join(tried)} | {worst} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -430,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rtt", default="20,40,random",
                    help="RTTs in ms, fixed per run, or 'random' (drawn 20-40 per APDU)")
     p.add_argument("--dg2-kb", default="0,12,20", help="DG2 face JPEG sizes in kB (0: no DG2)")
-    p.add_argument("--fsd", type=int, default=256)
+    p.add_argument("--fsd", type=int, default=256, help="the reader's FSD (largest answer block)")
+    p.add_argument("--block-turn-ms", type=float, default=1.0,
+                   help="firmware turnaround per chained block (an assumption)")
     p.add_argument("--chunk", type=int, default=files.SHORT_CHUNK,
                    help="READ BINARY chunk (over 223: extended length)")
     p.add_argument("--access", default="", help="only the cases whose name contains this")
@@ -458,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         rtts = [None if x == "random" else float(x) for x in args.rtt.split(",")]
         rows = table(pki, kbps_list=[int(x) for x in args.kbps.split(",")], rtts=rtts,
                      dg2_kb=[float(x) if "." in x else int(x) for x in args.dg2_kb.split(",")],
-                     pi_factor=args.pi_factor, fsd=args.fsd, chunk=args.chunk,
+                     pi_factor=args.pi_factor, fsd=args.fsd,
+                     block_turn_ms=args.block_turn_ms, chunk=args.chunk,
                      only=(lambda c: args.access.lower() in c.name.lower()) if args.access else None)
         if args.long:
             print_table(rows, args.pi_factor)
