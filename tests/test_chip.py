@@ -10,6 +10,7 @@ import pytest
 
 from agent.chip import files, lds, tlv
 from agent.chip.terminal import read_chip
+from agent.chip.tlv import encode as tlv_encode
 from agent.chip.transport import CardLost
 from agent.sim.chip import Corrupt, SimCard, SimChip, dg13_bytes, make_pki
 
@@ -140,6 +141,25 @@ def test_active_authentication_fails_with_a_cloned_key(pki, kind):
     r = read_chip(clone, access_for(CARD), csca_dir=pki.csca_dir)
     assert (r.verified, r.clone_check) == ("chain", "failed")
     assert "active authentication" in r.reason
+
+
+def test_a_clone_whose_ef_com_hides_dg15_still_gets_the_clone_check(pki):
+    # EF.COM is not signed: a clone that lists no DG15 in it (and holds no AA key) skipped active
+    # authentication and read as chain / none; the groups to read come from the signed SOD
+    com = tlv_encode(0x60, tlv_encode(0x5F01, b"0107") + tlv_encode(0x5F36, b"040000")
+                     + tlv_encode(0x5C, bytes([0x61, 0x6D])))
+    clone = SimChip(CARD, pki, corrupt=Corrupt(files={files.FID_COM: com}, aa_wrong_key=True))
+    r = read_chip(clone, access_for(CARD), csca_dir=pki.csca_dir)
+    assert (r.verified, r.clone_check) == ("chain", "failed"), r.reason
+    honest = SimChip(CARD, pki, corrupt=Corrupt(files={files.FID_COM: com}))
+    assert read_chip(honest, access_for(CARD), csca_dir=pki.csca_dir).clone_check == "active"
+
+
+def test_a_face_too_large_to_read_leaves_the_rest_verified(pki):
+    big = dataclasses.replace(CARD, face_jpeg=b"\xff\xd8" + bytes(40_000) + b"\xff\xd9")
+    r = read_chip(SimChip(big, pki), access_for(big), csca_dir=pki.csca_dir, want_dg2=True)
+    assert (r.verified, r.clone_check, r.face_jpeg) == ("chain", "active", None)
+    assert "face not read" in r.reason
 
 
 def test_no_aa_key_means_no_clone_check(pki):

@@ -25,6 +25,10 @@ class FileNotFound(ChipError):
     """6A82: the card has no such file (an optional data group)."""
 
 
+class TooLarge(ChipError):
+    """The file's header claims more than this terminal reads of it (checked before reading)."""
+
+
 class Denied(ChipError):
     """6982: the file needs an access the session does not have."""
 
@@ -83,9 +87,9 @@ def read_file(transport: Transport, sm: SecureMessaging | None, fid: int, max_by
     _, _, vstart, n = tlv.header(head, 0)
     total = vstart + n
     if total > max_bytes:
-        raise ChipError(f"file {fid:04X} claims {total} bytes, more than {max_bytes}")
+        raise TooLarge(f"file {fid:04X} claims {total} bytes, more than {max_bytes}")
     if total > MAX_EVEN_OFFSET + chunk:
-        raise ChipError(f"file {fid:04X} claims {total} bytes, beyond READ BINARY's reach")
+        raise TooLarge(f"file {fid:04X} claims {total} bytes, beyond READ BINARY's reach")
     out = bytearray(head[:total])
     while len(out) < total:
         part = read_binary(transport, sm, len(out), min(chunk, total - len(out)))
