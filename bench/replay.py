@@ -120,8 +120,14 @@ def vcam_run(level: str, seed: int, n: int, control: str, pi_factor: float) -> l
     os.environ.update(VCAM_SEED=str(seed), VCAM_LEVEL=level, VCAM_N=str(n))
     os.environ.pop("VCAM_OUT", None)
     vcamsim._world = None                                  # a new world for this run
+    import agent.capture.picam as picam
+
     clock = vcamsim.VirtualClock()
     fake.RealClock = lambda: clock                         # the fake's pipeline on the virtual clock
+    # the source's own clock too: the landing check compares the frames' timestamps (virtual) with
+    # how long the station was away between two reads, which must count the CPU time charged
+    # (else a slow step at --pi-factor 4 reads as "frames dropped" and the loop falls back)
+    real_now, picam.now = picam.now, clock.time
     with tempfile.TemporaryDirectory(prefix="replay-vcam-") as tmp:
         cfg = Config()
         cfg.station.state_dir = str(Path(tmp) / "state")
@@ -147,6 +153,7 @@ def vcam_run(level: str, seed: int, n: int, control: str, pi_factor: float) -> l
         finally:
             src.close()
             station.outbox.close()
+            picam.now = real_now
     out = []
     used = set()
     for p in world.presentations:
