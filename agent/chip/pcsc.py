@@ -123,7 +123,11 @@ class PcscTransport:
         self._lost_at: int | None = None
         self._lock = threading.Lock()
         with self._lock:
-            self._context()   # a missing pcscd or reader is a clear error now, not at the first card
+            try:
+                self._context()   # a missing pcscd or reader is a clear error now, not at the first card
+            except ChipError:
+                self._release()
+                raise
 
     # -- context and card handles --------------------------------------------------------------
     def _call(self, fn: Callable[[], Any], what: str) -> Any:
@@ -270,12 +274,15 @@ class PcscTransport:
         """Leave the card as it is and release the context (never waits longer than timeout_s)."""
         with self._lock:
             self._drop_card()
-            ctx, self._ctx = self._ctx, None
-            if ctx is not None:
-                try:
-                    _bounded(lambda: self.scard.SCardReleaseContext(ctx), self.timeout_s)
-                except _Stuck:
-                    pass
+            self._release()
+
+    def _release(self) -> None:
+        ctx, self._ctx = self._ctx, None
+        if ctx is not None:
+            try:
+                _bounded(lambda: self.scard.SCardReleaseContext(ctx), self.timeout_s)
+            except _Stuck:
+                pass
 
     def __enter__(self) -> "PcscTransport":
         return self
