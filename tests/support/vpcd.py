@@ -195,6 +195,9 @@ class VpcdRelay:
     def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
         buf = b""
         while len(buf) < n:
+            # vpcd writes the length and the payload in two sends: without an immediate ACK of
+            # the first, Nagle holds the second for the peer's delayed ACK (40 ms an APDU)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
             chunk = sock.recv(n - len(buf))
             if not chunk:
                 return None
