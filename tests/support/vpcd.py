@@ -14,7 +14,10 @@ closed connection is a removed card (vicc_eject).
 The private pcscd does not touch a system one: it runs in its own mount namespace with a tmpfs
 over /run (so it sees no udev, hence no USB reader) and its /run/pcscd bound to a test folder;
 this process reaches it through PCSCLITE_CSOCK_NAME, which libpcsclite reads once per process:
-so one pcscd per test process (the fixture is session-scoped), on a free port pair.
+so one pcscd per test process (the fixture is session-scoped), on a free port pair. In a chroot
+(scripts/test-arm64's root), whose "/" is no mount, unshare cannot make mounts private: there
+pcscd takes the root's own /run/pcscd, which nothing else uses (the tests fail, saying so, if a
+pcscd runs there already).
 """
 
 from __future__ import annotations
@@ -84,6 +87,21 @@ class Pcscd:
                         "apt-get install pcscd vsmartcard-vpcd (.ci/run installs them)")
         if unshare is None:
             pytest.fail("the PC/SC tests need unshare (util-linux) for a private pcscd")
+        private = [unshare, "--mount", "--propagation", "private"]
+        if os.geteuid() != 0:
+            private.insert(1, "--map-root-user")
+        probe = subprocess.run([*private, "true"], capture_output=True, text=True)
+        shared_run = probe.returncode != 0
+        if shared_run:
+            # a chroot (scripts/test-arm64's root) has no mount of its own at "/", so no private
+            # namespace: pcscd takes the root's own /run/pcscd, where nothing else runs
+            if "propagation" not in probe.stderr:
+                pytest.fail(f"no private mount namespace for pcscd: {probe.stderr.strip()}")
+            self.socket = Path("/run/pcscd/pcscd.comm")
+            pid = Path("/run/pcscd/pcscd.pid")
+            if self.socket.exists() and pid.exists() and Path(f"/proc/{pid.read_text().strip()}").exists():
+                pytest.fail("a pcscd already runs on /run/pcscd, and this machine gives the tests no private "
+                            f"one ({probe.stderr.strip()}): stop it for the PC/SC tests")
         if os.environ.get("PCSCLITE_CSOCK_NAME", str(self.socket)) != str(self.socket):
             pytest.fail("PCSCLITE_CSOCK_NAME already points elsewhere in this process: one pcscd per process")
         os.environ["PCSCLITE_CSOCK_NAME"] = str(self.socket)
@@ -97,14 +115,13 @@ class Pcscd:
                 f"LIBPATH {VPCD_DRIVER}\nCHANNELID {self.port}\n")
             for stale in self.run_dir.iterdir():
                 stale.unlink()
-            inner = ('mount -t tmpfs tmpfs /run && mkdir /run/pcscd && mount --bind "$1" /run/pcscd '
-                     '&& exec "$2" --foreground --info --config "$3"')
-            cmd = [unshare, "--mount", "--propagation", "private"]
-            if os.geteuid() != 0:
-                cmd.insert(1, "--map-root-user")
-            cmd += ["sh", "-c", inner, "sh", str(self.run_dir), pcscd, str(self.conf_dir)]
+            run = [pcscd, "--foreground", "--info", "--config", str(self.conf_dir)]
+            if not shared_run:
+                inner = ('mount -t tmpfs tmpfs /run && mkdir /run/pcscd && mount --bind "$1" /run/pcscd '
+                         '&& shift && exec "$@"')
+                run = [*private, "sh", "-c", inner, "sh", str(self.run_dir), *run]
             with open(self.log, "wb") as log:
-                self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                self.proc = subprocess.Popen(run, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                              preexec_fn=_die_with_parent)
             why = self._wait_ready(10.0)
             if why is None:
