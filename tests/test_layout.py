@@ -15,6 +15,7 @@ STAGES = [
     ("agent.capture",),
     ("agent.decode",),
     ("agent.cards",),
+    ("agent.chip",),                    # the CCCD's chip, read after its QR code (issue 33)
     ("agent.checkin", "agent.event"),   # event: the check-in event, built from a card read
     ("agent.feedback", "agent.outbox", "agent.outputs"),
     ("agent.mqtt",),
