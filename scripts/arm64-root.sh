@@ -6,8 +6,10 @@
 ROOTFS=${SCANNER_AGENT_ARM64_ROOT:-/var/cache/scanner-agent/arm64-bookworm}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # what the tests need from Debian, as on the host (.ci/run); man-db: systemd-analyze verify follows Documentation=;
-# alsa-utils, espeak-ng, sox: the voice prompts (aplay to ALSA's null device, the default set, its level)
-PACKAGES=python3,python3-venv,ca-certificates,mosquitto,openssl,systemd,util-linux,libseccomp2,procps,man-db,alsa-utils,espeak-ng,sox
+# alsa-utils, espeak-ng, sox: the voice prompts (aplay to ALSA's null device, the default set, its level);
+# pcscd, vsmartcard-vpcd: the chip reader's tests (a private pcscd with a virtual reader); gcc, libc6-dev,
+# python3-dev, libpcsclite-dev: pyscard, which PyPI has as source only, is built in the root's venv
+PACKAGES=python3,python3-venv,ca-certificates,mosquitto,openssl,systemd,util-linux,libseccomp2,procps,man-db,alsa-utils,espeak-ng,sox,pcscd,vsmartcard-vpcd,gcc,libc6-dev,python3-dev,libpcsclite-dev
 
 arm64_root() {
     # 1. what the host must have: root, debootstrap, qemu-user-static, an aarch64 entry in binfmt_misc

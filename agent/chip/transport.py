@@ -1,4 +1,10 @@
-"""The link to a contactless card: what every reader (PC/SC, PN532, the simulated chip) offers."""
+"""The link to a chip: what every reader (PC/SC, PN532, the simulated chip) offers the terminal.
+
+A transport carries one command APDU to the card and brings back its response (data + SW1 SW2).
+It never hangs: each transport has its own timeout and raises CardLost on it, as it does when
+the card left the field or the reader went away, so a patient who lifts the card early costs a
+retry prompt, never a stuck station.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,16 @@ from typing import Protocol
 
 
 class CardLost(Exception):
-    """The card left the field or the link broke (also on the transport's own timeout)."""
+    """The card left the field, the reader or its link went away, or the card did not answer in time."""
 
 
 class ChipError(Exception):
-    """The card answered something that cannot be used (an error status, a malformed answer)."""
+    """A chip or reader problem that is not a lost card: no reader, a refused command, a bad answer."""
 
 
 class Transport(Protocol):
     def transmit(self, apdu: bytes) -> bytes:
-        """Sends a command APDU; returns response data + SW1 SW2. Raises CardLost, never hangs."""
+        """Send one command APDU; return the response data followed by SW1 SW2.
+
+        Raises CardLost when the card left the field, the link broke or the answer timed out."""
         ...
