@@ -121,3 +121,25 @@ def test_pyscard_missing_is_a_clear_error():
                   "open_reader('pcsc', None, 1)")
     assert "(False, \"pyscard is not installed" in r.stdout
     assert r.stderr.strip().splitlines()[-1].startswith("agent.chip.transport.ChipError: pyscard is not installed")
+
+
+@pytest.mark.parametrize("how", ["pace", "bac"])
+def test_the_simulated_cccd_chip_reads_and_verifies_through_pcscd_and_vpcd(pcscd_vpcd, tmp_path, how):
+    # the whole path a station uses: the terminal (PACE with the CAN, or BAC with the QR's data)
+    # over pyscard, pcscd and vpcd to the simulated chip, its SOD checked up to a test CSCA
+    from agent.chip import pace
+    from agent.chip.access import chip_access
+    from agent.chip.terminal import read_chip
+    from agent.sim.chip import SimCard, SimChip, make_pki
+
+    card = SimCard()
+    pki = make_pki(tmp_path / "pki")
+    access = chip_access({"id_number": card.id_number, "birth_date": card.birth_date.isoformat()},
+                         card.issued, today=card.issued)
+    chip = SimChip(card, pki, pace=how == "pace")
+    with VpcdRelay(pcscd_vpcd.port, chip) as relay, PcscTransport(pcscd_vpcd.reader, timeout_s=5) as t:
+        assert t.wait_for_card(15), pcscd_vpcd.log_tail()
+        r = read_chip(t, access, csca_dir=pki.csca_dir, pace=pace.pace if how == "pace" else None)
+    assert (r.verified, r.clone_check) == ("chain", "active"), r.reason
+    assert r.access == "pace-can" if how == "pace" else r.access.startswith("bac:"), r.access
+    assert r.dg13["id_number"] == card.id_number and relay.error is None
