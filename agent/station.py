@@ -90,7 +90,8 @@ class Station:
             from agent.mqtt.link import MqttLink
             factory = link_factory or MqttLink
             self.link = factory(cfg.mqtt, cfg.station.id, self.outbox, on_verdict=self.on_verdict,
-                                faults=self.fault_items, camera_fallback=self.camera_fallback)
+                                faults=self.fault_items, camera_fallback=self.camera_fallback,
+                                chip_reader=lambda: self.chip.health() if self.chip is not None else None)
         self.status_path = paths.status_file(cfg.station.state_dir)
         self.outputs = make_outputs(cfg)
         #: records of outputs not enabled any more: shown until acknowledged all the same
@@ -347,7 +348,8 @@ class Station:
         if self.grabber is not None and self.grabber.fault:
             out.append(Fault("camera", f"camera: {self.grabber.fault}"))
         out += [item for w in self.workers() if w is not self.grabber and (item := w.fault_item)
-                and not (leds and item.code == "mqtt_login_refused")]   # IT's to fix; the broker signal shows it
+                and not (leds and item.code in ("mqtt_login_refused", "chip_reader"))]   # IT's to fix (the broker
+        # signal shows a refused login; without the chip reader every check-in is still stored, chip "absent")
         if self.outbox_fault:
             out.append(Fault("outbox_refusing", f"outbox: {self.outbox_fault}"))
         if not leds:

@@ -32,6 +32,7 @@ from agent.chip.reader import ReaderMissing, open_reader
 from agent.chip.terminal import ChipResult, read_chip
 from agent.chip.transport import CardLost, ChipError, Transport
 from agent.faults import Fault
+from agent.status_types import ChipStatus
 from agent.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -248,8 +249,10 @@ class ChipReader(Worker):
             self.transport = self.opener(self.cfg)
         return self.transport
 
-    def read(self, card: dict[str, Any], today: date | None, deadline: float) -> ChipOutcome:
-        """One card, until `deadline` (monotonic): never raises for the card or the reader."""
+    def read(self, card: dict[str, Any], today: date | None, deadline: float,
+             limit_s: float | None = None) -> ChipOutcome:
+        """One card, until `deadline` (monotonic; `limit_s`: how long that is, for the reason,
+        default timeout_s): never raises for the card or the reader."""
         try:
             access = chip_access(card, issued_of(card), today=today)
         except ValueError as exc:
@@ -278,7 +281,7 @@ class ChipReader(Worker):
                 lifted = result                      # it was there: the better reason if it never comes back
             if self.stopping.wait(min(POLL_S, max(0.0, deadline - time.monotonic()))):
                 break
-        t = f"{self.cfg.timeout_s:g} s"
+        t = f"{self.cfg.timeout_s if limit_s is None else limit_s:g} s"
         if lifted is not None:
             return absent(f"{lifted.reason} (not laid back within {t})")
         return absent(f"no card on the reader within {t}")
@@ -292,7 +295,11 @@ class ChipReader(Worker):
             item = Fault("chip_reader", f"chip reader: {self.reader_problem}")
         return item
 
+    def status(self) -> ChipStatus:
+        return ChipStatus(**vars(super().status()), reader=self.cfg.reader, problem=self.reader_problem,
+                          reads=dict(self.reads))
+
     def health(self) -> dict[str, Any]:
-        """The health message's and status's `chip_reader`."""
-        return {"reader": self.cfg.reader, "ok": self.reader_problem is None and self.fault_item is None,
-                "problem": self.reader_problem, "reads": dict(self.reads)}
+        """The health message's `chip_reader` (agent/schemas/health.json, 1.4)."""
+        return {"reader": self.cfg.reader, "ok": self.fault_item is None, "problem": self.reader_problem,
+                "reads": dict(self.reads)}
