@@ -43,13 +43,13 @@ def pki(tmp_path_factory):
 def make(tmp_path, pki):
     made = []
 
-    def station(transport, **chip) -> tuple[Station, "Clock"]:
+    def station(transport, voice=None, **chip) -> tuple[Station, "Clock"]:
         cfg = replay_config(tmp_path / f"state{len(made)}")
         cfg.chip.reader = "pcsc"
         cfg.chip.csca_dir = str(pki.csca_dir)
         for k, v in chip.items():
             setattr(cfg.chip, k, v)
-        st = Station(cfg, feedback=Feedback(NoOutput()), chip_transport=transport)
+        st = Station(cfg, feedback=Feedback(NoOutput()), chip_transport=transport, voice=voice)
         made.append(st)
         return st, Clock()
 
@@ -294,3 +294,23 @@ def test_chip_reader_needs_no_station(pki):
         assert out.result.verified == "chain" and out.mismatch == []
     finally:
         reader.stop()
+
+
+def test_the_patient_hears_where_to_lay_the_card_then_the_staff_prompt(make, pki, tmp_path):
+    """The prompts, through the station's voice (the player records what it plays): the Vietnamese
+    request for the card, then, for another person's chip, the check-in's staff prompt."""
+    from agent.feedback.voice import PROMPTS, Voice
+    from test_voice import FakePlayer, tone
+
+    assert PROMPTS["chip_wait"] == "Mời quý khách đặt thẻ căn cước lên đầu đọc"
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    for name in PROMPTS:
+        tone(folder / f"{name}.wav", seconds=0.05)
+    player = FakePlayer()
+    other = SimCard(id_number=CARD.id_number, name="Trần Thị Bích", birth_date=CARD.birth_date,
+                    issued=CARD.issued, expiry=CARD.expiry)
+    st, clock = make(SimChip(other, pki), voice=Voice(player, folder))
+    show(st, clock, CCCD)
+    until_stored(st, clock)
+    assert [name for name, _ in player.played] == ["chip_wait", "checkin_chip_mismatch"]
