@@ -144,7 +144,7 @@ def test_no_card_on_the_reader_within_the_timeout_is_stored_absent_and_green(mak
     show(st, clock, CCCD)
     assert st.outbox.depth() == 0
     took = until_stored(st, clock)
-    assert took < 0.5 + 1.0
+    assert took < 0.5 + 2.5      # timeout_s, at most CHIP_GRACE_S and a frame more
     [event] = stored(st)
     assert event["chip"]["verified"] == "absent" and event["chip"]["fields"] == {}
     assert event["chip"]["reason"] == "no card on the reader within 0.5 s"
@@ -200,7 +200,8 @@ def test_the_camera_keeps_decoding_while_the_chip_is_read(make, pki):
         st.step(Frame(views[i % 3], clock.next()))
         slowest = max(slowest, time.monotonic() - began)
     assert st.pending_chip is not None, "the chip read was not slow enough to show anything"
-    assert st.counters.decoded - decoded >= 0.5 * FPS - 1 and slowest < 0.5
+    # no frame waited for the chip (its read takes about 3 s): slack for the emulated arm64 run
+    assert st.counters.decoded - decoded >= 0.5 * FPS - 1 and slowest < 1.5
     assert [e["kind"] for e in stored(st)] == ["bhyt"]             # stored while the chip is read
     assert signals(st) == [Signal.CHIP_WAIT, Signal.CHECKIN]
     until_stored(st, clock)
