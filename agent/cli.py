@@ -101,6 +101,12 @@ def cmd_output_test(args: argparse.Namespace) -> int:
     return hardware.output_test(admin_config(args))
 
 
+def cmd_chip_test(args: argparse.Namespace) -> int:
+    from agent.admin import hardware
+
+    return hardware.chip_test(admin_config(args), args.text, wait_s=args.wait, reveal=args.reveal)
+
+
 def cmd_output_ack(args: argparse.Namespace) -> int:
     from agent.admin import hardware
 
@@ -227,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     a = osub.add_parser("ack", help="clear the fault of lines an output dropped or typed short, once seen to")
     a.add_argument("-c", "--config", metavar="CONFIG", default=argparse.SUPPRESS, help=cfg_help)
     a.set_defaults(func=cmd_output_ack)
+
+    csub = _tool_test(sub, "chip", "CCCD chip reader tools", "read the card on the reader with the keys of its "
+                      "QR and print what was verified", cmd_chip_test, cfg_help)
+    t = csub.choices["test"]
+    t.add_argument("text", metavar="QR", help="the card's decoded QR text (as 'parse' takes it), or - for standard input")
+    t.add_argument("--wait", type=float, default=15.0, help="seconds to wait for the card (default %(default)g)")
+    t.add_argument("--reveal", action="store_true", help="print the chip's fields (default: their names only)")
 
     p = sub.add_parser("snapshot", help="save the current camera frame with codes and glare drawn on it")
     p.add_argument("-c", "--config", metavar="CONFIG", help=cfg_help)

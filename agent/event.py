@@ -11,8 +11,9 @@ from typing import Any
 from agent.cards import CardRead
 from agent.clock import clock_synced, now_iso
 
-#: 1.1 added `flags` (additive: a 1.0 consumer ignores it)
-SCHEMA_VERSION = "1.1"
+#: 1.1 added `flags` (additive: a 1.0 consumer ignores it); 1.2 `chip` (the CCCD chip's read, when
+#: the station has a reader) and the flag `chip_mismatch` (additive: a 1.1 consumer ignores them)
+SCHEMA_VERSION = "1.2"
 #: The largest check-in the station stores or publishes, as published (UTF-8 JSON, `encode`). A
 #: real one is about 1 kB. The largest the card reader accepts (8 192 characters, every text field
 #: at its cap in 4-byte characters, the rest in an old-ID field the reader leaves out) gives about 12 kB
@@ -22,11 +23,15 @@ MAX_CHECKIN_BYTES = 32_768
 
 
 def checkin_body(read: CardRead, *, synced: bool | None = None, flags: list[str] | None = None,
-                 at: float | None = None) -> dict[str, Any]:
+                 at: float | None = None, chip: dict[str, Any] | None = None) -> dict[str, Any]:
     """What is known when the card is read: read_at (`at`, the frame's capture time, default now),
-    clock_synced, the card read and the counter facts (agent.cards.flags)."""
-    return {"read_at": now_iso(at), "clock_synced": clock_synced() if synced is None else synced,
+    clock_synced, the card read and the counter facts (agent.cards.flags); `chip`: the CCCD chip's
+    read (agent.chip.counter.chip_field), left out when the station has no reader."""
+    body = {"read_at": now_iso(at), "clock_synced": clock_synced() if synced is None else synced,
             **read.to_dict(), "flags": list(flags or [])}
+    if chip is not None:
+        body["chip"] = chip
+    return body
 
 
 def envelope(body: dict[str, Any], *, event_id: str, seq: int, station: str) -> dict[str, Any]:

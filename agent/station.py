@@ -23,11 +23,13 @@ from agent.cards.flags import PRIORITY, card_flags
 from agent.cards.model import NUMBER_FIELD
 from agent.faults import Fault
 from agent.checkin import Action, Decision, Presenter, checkin_body
+from agent.chip.counter import ChipOutcome, ChipReader, absent, chip_field
 from agent.config import Config
 from agent.control import ControlServer
 from agent.decode import FrameReader
 from agent.feedback import Feedback, Signal, make_output
 from agent.feedback.voice import Voice, make_voice
+from agent.event import MAX_CHECKIN_BYTES, encode
 from agent.outbox import Outbox, OutboxError
 from agent.outputs import record as output_record
 from agent.outputs.devices import make_outputs
@@ -49,11 +51,24 @@ OUTBOX_LOCK_WAIT_S = 60.0       # at start, wait this long for another process's
 PRESENT_S = 15.0
 #: guidance reasons kept for status and snapshots
 LAST_REASONS = 5
+#: a chip read's outcome is waited for this long past `[chip] timeout_s`; then the check-in is
+#: stored without it (a reader stuck in a command, a crashed worker: never a lost check-in)
+CHIP_GRACE_S = 2.0
+
+
+@dataclasses.dataclass
+class PendingChip:
+    """A CCCD check-in waiting for its chip read (not stored yet: no green)."""
+    decision: Decision
+    flags: list[str]
+    at: float | None
+    ticket: int
+    deadline: float
 
 
 class Station:
     def __init__(self, cfg: Config, *, feedback: Feedback | None = None, outbox: Outbox | None = None,
-                 link_factory=None, voice: Voice | None = None):
+                 link_factory=None, voice: Voice | None = None, chip_transport=None):
         self.cfg = cfg
         clock.use_zone(cfg.station.timezone)   # every timestamp sent keeps this offset
         state = Path(cfg.station.state_dir)
@@ -75,7 +90,8 @@ class Station:
             from agent.mqtt.link import MqttLink
             factory = link_factory or MqttLink
             self.link = factory(cfg.mqtt, cfg.station.id, self.outbox, on_verdict=self.on_verdict,
-                                faults=self.fault_items, camera_fallback=self.camera_fallback)
+                                faults=self.fault_items, camera_fallback=self.camera_fallback,
+                                chip_reader=lambda: self.chip.health() if self.chip is not None else None)
         self.status_path = paths.status_file(cfg.station.state_dir)
         self.outputs = make_outputs(cfg)
         #: records of outputs not enabled any more: shown until acknowledged all the same
@@ -88,10 +104,14 @@ class Station:
         self.scene = SceneGate(cfg.checkin.idle_after_s, cfg.checkin.idle_fps)
         self.outbox_fault: str | None = None
         self._status_failing = False
+        #: the CCCD chip reader ([chip] reader; `chip_transport`: a card or reader given by tests)
+        self.chip = ChipReader(cfg.chip, chip_transport) if cfg.chip.reader != "none" else None
+        self.pending_chip: PendingChip | None = None
 
     # -- per frame ---------------------------------------------------------------------------
 
     def step(self, frame: Frame) -> list[Decision]:
+        self.poll_chip()
         self.counters.frames += 1
         self._frame_t = frame.t
         self.last_view = (frame.gray, [], None, frame.view)  # codes only from this very frame
@@ -136,13 +156,73 @@ class Station:
 
     def _checkin(self, d: Decision) -> None:
         flags = self.flags(d)
+        # read_at: when the camera took the frame (monotonic seconds), not when the decoder
+        # finished with it; a frame "older" than a minute is not on that clock (a test's frame
+        # numbers): read as now
+        age = time.monotonic() - self._frame_t
+        at = time.time() - age if 0.0 <= age <= 60.0 else None
+        if self.chip is not None and d.read.kind == "cccd":
+            if self.pending_chip is None:
+                self._ask_for_chip(d, flags, at)
+                return
+            # one reader, one card at a time: the card before is still being read
+            self._store(d, flags, at, absent("the reader was busy with the card before"))
+            return
+        self._store(d, flags, at, None)
+
+    # -- the CCCD chip: asked for after the QR, read by the chip worker, never in this loop -------
+
+    def _ask_for_chip(self, d: Decision, flags: list[str], at: float | None) -> None:
+        """The QR of a CCCD was read: ask for the card on the reader (amber and the prompt, no
+        green: nothing is stored yet). The check-in is stored when the read ends (poll_chip), at
+        the latest `timeout_s` + CHIP_GRACE_S from now, whatever the worker does."""
+        if not self.chip.started:
+            self.chip.start()                 # tests drive step() without run()
+        ticket = self.chip.request(d.read.card, clock.today())
+        self.pending_chip = PendingChip(d, flags, at, ticket,
+                                        time.monotonic() + self.cfg.chip.timeout_s + CHIP_GRACE_S)
+        self.feedback.signal(Signal.CHIP_WAIT, self._describe(d))
+        self._say(Signal.CHIP_WAIT, present=True)
+
+    def poll_chip(self) -> bool:
+        """Store the pending CCCD check-in once its chip read ended or its deadline passed; True
+        when one was stored (or refused by the outbox). Called every frame and every loop turn."""
+        pending = self.pending_chip
+        if pending is None:
+            return False
+        outcome = self.chip.outcome(pending.ticket)
+        if outcome is None:
+            if time.monotonic() < pending.deadline:
+                return False
+            outcome = absent(f"the chip reader did not answer within {self.cfg.chip.timeout_s:g} s")
+        self.pending_chip = None
+        self._store(pending.decision, pending.flags, pending.at, outcome)
+        return True
+
+    def _fit(self, body: dict) -> dict:
+        """A check-in over MAX_CHECKIN_BYTES would be refused by the outbox and lost: the chip's
+        face, then its fields, give way first (the reason says so). 512 bytes spare for the envelope."""
+        chip = body.get("chip")
+        for key, why in (("face_jpeg", "face image left out: the check-in would be too large"),
+                         ("fields", "chip fields left out: the check-in would be too large")):
+            if chip is None or len(encode(body)) <= MAX_CHECKIN_BYTES - 512:
+                break
+            if chip.get(key):
+                if key == "face_jpeg":
+                    del chip["face_jpeg"]
+                else:
+                    chip["fields"] = {}
+                chip["reason"] = "; ".join(x for x in (chip["reason"], why) if x)[:300]
+        return body
+
+    def _store(self, d: Decision, flags: list[str], at: float | None, outcome: ChipOutcome | None) -> None:
+        chip = None
+        if outcome is not None:
+            if outcome.mismatch:
+                flags = [*flags, "chip_mismatch"]
+            chip = chip_field(outcome, self.cfg.chip.dg13_fields, read_face=self.cfg.chip.read_face)
         try:
-            # read_at: when the camera took the frame (monotonic seconds), not when the decoder
-            # finished with it; a frame "older" than a minute is not on that clock (a test's frame
-            # numbers): read as now
-            age = time.monotonic() - self._frame_t
-            at = time.time() - age if 0.0 <= age <= 60.0 else None
-            row = self.outbox.put(checkin_body(d.read, flags=flags, at=at))
+            row = self.outbox.put(self._fit(checkin_body(d.read, flags=flags, at=at, chip=chip)))
         except OutboxError as exc:  # full, disk full, locked, unwritable: said in one line
             self._refuse(d, str(exc))
             return
@@ -156,8 +236,11 @@ class Station:
         self.counters.by_verdict[verdict] = self.counters.by_verdict.get(verdict, 0) + 1
         for flag in flags:
             self.counters.by_flag[flag] = self.counters.by_flag.get(flag, 0) + 1
+        staff_look = chip is not None and ("chip_mismatch" in flags or "failed" in (chip["verified"], chip["clone_check"]))
         if verdict != "ok":
             signal = Signal.CHECKIN_WARNING          # staff must look at the card first
+        elif staff_look:
+            signal = Signal.CHECKIN_CHIP_MISMATCH    # a printed QR of somebody else, or a chip that lies
         elif "other_facility" in flags:
             signal = Signal.CHECKIN_OTHER_FACILITY
         elif any(f in PRIORITY for f in flags):
@@ -169,11 +252,14 @@ class Station:
         card = {**d.read.card, "flags": ",".join(flags)}
         for out in self.outputs:                         # typed or sent like a USB scanner: after the commit
             out.send(d.read.kind, card, d.payload or "")
-        log.info("check-in #%d %s %s %s (%s)%s", row.seq, d.read.kind, verdict,
+        log.info("check-in #%d %s %s %s (%s)%s%s", row.seq, d.read.kind, verdict,
                  self._who(d), ", ".join(p.code for p in d.read.problems) or "no problems",
-                 f" flags {','.join(flags)}" if flags else "")
+                 f" flags {','.join(flags)}" if flags else "",
+                 f" chip {chip['verified']}/{chip['clone_check']}" if chip is not None else "")
 
     def _already_read(self, d: Decision) -> None:
+        if self.pending_chip is not None and self.pending_chip.decision.key == d.key:
+            return          # shown again while its chip is read: the check-in is on its way
         self.counters.already_read += 1
         self.feedback.signal(Signal.ALREADY_READ, self._describe(d))
         self._say(Signal.ALREADY_READ, present=True)
@@ -240,7 +326,7 @@ class Station:
 
     def workers(self) -> list:
         """Every background worker of the running station (each supervised, see agent.worker)."""
-        return [w for w in (self.grabber, self.link, self.control, self.feedback,
+        return [w for w in (self.grabber, self.link, self.control, self.feedback, self.chip,
                             *(o.writer for o in self.outputs))
                 if w is not None and hasattr(w, "healthy")]
 
@@ -262,7 +348,8 @@ class Station:
         if self.grabber is not None and self.grabber.fault:
             out.append(Fault("camera", f"camera: {self.grabber.fault}"))
         out += [item for w in self.workers() if w is not self.grabber and (item := w.fault_item)
-                and not (leds and item.code == "mqtt_login_refused")]   # IT's to fix; the broker signal shows it
+                and not (leds and item.code in ("mqtt_login_refused", "chip_reader"))]   # IT's to fix (the broker
+        # signal shows a refused login; without the chip reader every check-in is still stored, chip "absent")
         if self.outbox_fault:
             out.append(Fault("outbox_refusing", f"outbox: {self.outbox_fault}"))
         if not leds:
@@ -292,6 +379,8 @@ class Station:
             out.writer.start()
         if self.link is not None:
             self.link.start()
+        if self.chip is not None and not self.chip.started:
+            self.chip.start()
         try:
             self.control = ControlServer(paths.control_socket(self.cfg.station.state_dir),
                                          {"snapshot": self.snapshot, "status": self.status_json,
@@ -308,6 +397,8 @@ class Station:
                 frame = self.grabber.get(timeout=0.2)
                 if frame is not None:
                     self.step(frame)
+                else:
+                    self.poll_chip()
                 schedule.run_due()
         finally:
             self.shutdown()
@@ -397,6 +488,12 @@ class Station:
 
     def shutdown(self) -> None:
         notify("STOPPING=1")
+        if self.pending_chip is not None:     # never lose it: stored without the chip, saying why
+            pending, self.pending_chip = self.pending_chip, None
+            self._store(pending.decision, pending.flags, pending.at,
+                        self.chip.outcome(pending.ticket) or absent("the station stopped during the chip read"))
+        if self.chip is not None:
+            self.chip.stop()
         if self.control is not None:
             self.control.stop()
         if self.grabber is not None:

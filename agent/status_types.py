@@ -55,7 +55,8 @@ class WorkerStatus:
         """A worker's section; read as WorkerStatus, the kind of worker it is from is told by the
         fields only that kind has."""
         d = _dict(data)
-        kind = cls if cls is not WorkerStatus else MqttStatus if "broker" in d else WriterStatus if "device" in d else cls
+        kind = (cls if cls is not WorkerStatus else MqttStatus if "broker" in d else WriterStatus if "device" in d
+                else ChipStatus if "reader" in d else cls)
         return kind(**kind.fields_from(d))
 
     @staticmethod
@@ -100,6 +101,20 @@ class WriterStatus(WorkerStatus):
         return {**WorkerStatus.fields_from(d), "device": _text(d.get("device")) or "", "sent": _int(d.get("sent")),
                 "dropped": _int(d.get("dropped")), "queued": _int(d.get("queued")),
                 "device_fault": _text(d.get("device_fault"))}
+
+
+@dataclass
+class ChipStatus(WorkerStatus):
+    """The CCCD chip reader's worker (agent.chip.counter): the reader, why it cannot be used, and
+    the reads since the start by outcome (`verified`)."""
+    reader: str = ""
+    problem: str | None = None
+    reads: dict[str, int] = field(default_factory=dict)
+
+    @staticmethod
+    def fields_from(d: dict[str, Any]) -> dict[str, Any]:
+        return {**WorkerStatus.fields_from(d), "reader": _text(d.get("reader")) or "",
+                "problem": _text(d.get("problem")), "reads": _counts(d.get("reads"))}
 
 
 # -- camera ----------------------------------------------------------------------------------

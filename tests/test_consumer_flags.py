@@ -60,3 +60,33 @@ def test_reconnecting_never_waits_for_a_lock_on_checkins_when_the_column_is_ther
             "the consumer's DDL waited for a lock on checkins"
     finally:
         pg.stop()
+
+
+def test_the_chip_of_a_1_2_event_is_stored_in_its_column(tmp_path, broker):
+    """Schema 1.2's `chip` (issue 33) goes in a jsonb column; an event without one stores null."""
+    from support.payloads import CCCD
+
+    pg = Postgres(tmp_path / "pg").start()
+    consumer = Consumer("127.0.0.1", broker.port, pg.dsn, name="chip").start()
+    pub = Subscriber(broker.port, "nothing/#", client_id="station-chip")
+    chip = {"verified": "chain", "clone_check": "active", "access": "pace-can", "reason": "", "mismatch": [],
+            "fields": {"id_number": "079090001234", "name": "Nguyễn Văn An", "birth_date": "1990-01-01"}}
+    try:
+        assert consumer.subscribed.wait(5)
+        topic = "hospital/checkin/counter-x/checkin"
+        with_chip = {"schema": "1.2", "id": "018f0000-0000-7000-8000-0000000000c1", "seq": 1, "station": "counter-x",
+                     **checkin_body(read_card(CCCD), synced=True, chip=chip)}
+        without = {"schema": "1.1", "id": "018f0000-0000-7000-8000-0000000000c2", "seq": 2, "station": "counter-x",
+                   **checkin_body(read_card(CCCD), synced=True)}
+        for event in (with_chip, without):
+            pub.client.publish(topic, json.dumps(event), qos=1).wait_for_publish(5)
+
+        def rows():
+            with psycopg.connect(pg.dsn) as conn:
+                return dict(conn.execute("SELECT seq, chip FROM checkins").fetchall())
+        assert Subscriber.wait_for(lambda: len(rows()) == 2, 10), rows()
+        assert rows() == {1: chip, 2: None}
+    finally:
+        pub.close()
+        consumer.stop()
+        pg.stop()

@@ -254,7 +254,7 @@ def test_repeat_today_across_a_restart_and_across_midnight(tmp_path, monkeypatch
     try:
         clock.at("2026-11-29T16:00:00")
         event = check_in(st, card)
-        assert event["flags"] == ["repeat_today"] and event["schema"] == "1.1"
+        assert event["flags"] == ["repeat_today"] and event["schema"] == "1.2"
     finally:
         st.shutdown()
 

@@ -55,7 +55,7 @@ def test_envelope_ids_and_sequence(box):
     assert [r.seq for r in rows] == [1, 2, 3, 4, 5]
     assert all(uuid.UUID(r.id).version == 7 for r in rows)
     p = rows[0].payload
-    assert (p["schema"], p["id"], p["seq"], p["station"]) == ("1.1", rows[0].id, 1, "counter-01")
+    assert (p["schema"], p["id"], p["seq"], p["station"]) == ("1.2", rows[0].id, 1, "counter-01")
     assert p["card"]["name"] == "Nguyễn Văn An"
 
 

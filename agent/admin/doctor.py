@@ -17,6 +17,7 @@ from agent.config import Config, ConfigError
 from agent.outputs.checks import load_config   # config with the outputs' checks (templates)
 from agent.outbox import OutboxError, integrity
 from agent.outbox.files import refuse_links
+from agent.status_types import ChipStatus
 
 
 @dataclass
@@ -303,9 +304,15 @@ def _probe_health(cfg: Config) -> dict:
             stats = OutboxStats.unreadable(exc)
     running = runstate.read(paths.status_file(cfg.station.state_dir))
     controls = running.camera.controls if running is not None and running.camera is not None else None
+    chip = running.workers.get("chip") if running is not None else None
+    chip_reader = None
+    if isinstance(chip, ChipStatus) and chip.reader in ("pcsc", "pn532"):
+        chip_reader = {"reader": chip.reader, "ok": chip.fault is None and chip.problem is None,
+                       "problem": chip.problem, "reads": dict(chip.reads)}
     return health_payload(cfg.station.id, stats, uptime_s=time.time() - running.started_at if running else 0.0,
                           delivered_on=cfg.mqtt.delivered_on, faults=list(running.faults) if running else [],
-                          camera_fallback=controls.fallback if controls is not None else None)
+                          camera_fallback=controls.fallback if controls is not None else None,
+                          chip_reader=chip_reader)
 
 
 def check_outputs(cfg: Config) -> list[Check]:
@@ -326,6 +333,24 @@ def check_outputs(cfg: Config) -> list[Check]:
         else:
             out.append(Check(name, True, f"{dev} present"))
     return out
+
+
+def check_chip(cfg: Config) -> Check | None:
+    """The CCCD chip reader ([chip] reader): it opens and answers (no card needed), and whether a
+    CSCA trust store is there; None when no reader is configured."""
+    from agent.chip.reader import reader_check
+
+    if cfg.chip.reader == "none":
+        return None
+    ok, line = reader_check(cfg.chip)
+    if not ok:
+        return Check("chip", False, line, 'plug the reader in (pcsc: is pcscd running?), or [chip] reader = "none"; '
+                     'without it every CCCD check-in is stored with chip "absent"')
+    csca = Path(cfg.chip.csca_dir) if cfg.chip.csca_dir else None
+    certs = len([p for p in csca.iterdir() if p.is_file()]) if csca is not None and csca.is_dir() else 0
+    trust = (f"{certs} CSCA file(s) in {csca}" if certs else
+             "no CSCA certificates ([chip] csca_dir): chips verify as 'signature' at best, never 'chain'")
+    return Check("chip", True, f"{line}; {trust}", warning=not certs)
 
 
 def check_voice(cfg: Config) -> Check:
@@ -425,6 +450,8 @@ def run(path: Path) -> list[Check]:
     if cfg.mqtt is not None and all(c.ok for c in broker):
         checks += check_session(cfg)
     checks += check_outputs(cfg)
+    if (chip := check_chip(cfg)) is not None:
+        checks.append(chip)
     checks.append(check_voice(cfg))
     checks.append(check_unit())
     return checks

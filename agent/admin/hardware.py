@@ -117,3 +117,44 @@ def output_ack(cfg: Config) -> int:
     if not said:
         print("nothing to acknowledge: every line was typed or sent as read")
     return 0
+
+
+def chip_test(cfg: Config, text: str, *, wait_s: float = 15.0, reveal: bool = False, transport=None) -> int:
+    """`scanner-agent chip test QR`: read the card on the reader with the keys of its QR text, as
+    the station would, and print what was verified. 0 verified (chain or signature) and the same
+    person as the QR, 1 not (no card, failed, another person), 2 no reader configured or not a
+    CCCD's QR. The chip's fields are named, their values shown only with `reveal`; the face never."""
+    from agent.cards import read_card
+    from agent.chip.counter import ChipReader, chip_fields
+
+    if cfg.chip.reader == "none" and transport is None:
+        print('no chip reader configured: set [chip] reader = "pcsc" or "pn532"', file=sys.stderr)
+        return 2
+    if text == "-":
+        try:
+            text = sys.stdin.buffer.read(65536).rstrip(b"\r\n") if sys.stdin is not None else b""
+        except OSError as exc:
+            print(f"chip test -: cannot read standard input: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    read = read_card(text)
+    if read.kind != "cccd" or not read.card.get("id_number"):
+        print(f"not a CCCD's QR ({read.kind}, {read.verdict}): the chip's keys come from it", file=sys.stderr)
+        return 2
+    reader = ChipReader(cfg.chip, transport)
+    print(f"lay the card on the reader ({cfg.chip.reader}; waiting up to {wait_s:g} s)...", flush=True)
+    began = time.monotonic()
+    try:
+        out = reader.read(read.card, None, began + wait_s, wait_s)
+    finally:
+        reader.finish()
+    r = out.result
+    fields = chip_fields(r.dg13, cfg.chip.dg13_fields) if r.verified != "absent" else {}
+    rows = [("access", r.access or "-"), ("verified", r.verified), ("clone", r.clone_check),
+            ("reason", r.reason or "-"), ("mismatch", ", ".join(out.mismatch) or "none"),
+            ("fields", ", ".join(fields) + ("" if reveal or not fields else " (values: --reveal)") or "-")]
+    if reveal:
+        rows += [(f"  {k}", str(v)) for k, v in fields.items()]
+    rows.append(("took", f"{time.monotonic() - began:.2f} s"))
+    for name, value in rows:
+        print(f"{name:10s} {value}")
+    return 0 if r.verified in ("chain", "signature") and not out.mismatch else 1

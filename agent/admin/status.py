@@ -16,7 +16,7 @@ from agent.config import Config
 from agent.outbox import Outbox, OutboxError, OutboxStats
 from agent.outbox.report import NO_OUTBOX_YET
 from agent.outputs import record as output_record
-from agent.status_types import CameraStatus, Counters, MqttStatus
+from agent.status_types import CameraStatus, ChipStatus, Counters, MqttStatus
 
 SERVICE = "scanner-agent"
 
@@ -143,6 +143,13 @@ def _view(cam: CameraStatus) -> str:
     return text
 
 
+def _chip(st: ChipStatus) -> str:
+    """The CCCD chip reader's line: the reader, whether it works, the reads by outcome."""
+    state = f"NOT usable: {one_line(st.problem)}" if st.problem else "FAULT: " + one_line(st.fault) if st.fault else "ok"
+    reads = ", ".join(f"{n} {k}" for k, n in sorted(st.reads.items())) or "none yet"
+    return f"{one_line(st.reader, 20)} {state}; reads: {reads}"
+
+
 def _age(seconds: float | None) -> str:
     if not isinstance(seconds, (int, float)):
         return "-"
@@ -189,6 +196,9 @@ def render(s: dict[str, Any]) -> str:
                      f"{rec.get('saved')} salvaged, {'unknown' if rec.get('lost') is None else rec.get('lost')} lost")
     if reasons := counters.last_guidance:
         lines.append("try again    last reasons (newest last): " + ", ".join(one_line(r.get("reason")) for r in reasons))
+    chip = (s.get("workers") or {}).get("chip")
+    if isinstance(chip, dict):
+        lines.append(f"chip reader  {_chip(ChipStatus.from_dict(chip))}")
     lines += [f"WARNING      {f}" if f.startswith("voice:") else f"FAULT        {f}" for f in s["faults"]]
     if (warning := _camera_warning(s["camera"])) is not None:
         lines.append(f"WARNING      {warning}")

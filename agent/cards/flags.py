@@ -3,7 +3,8 @@ Law on Medical Examination and Treatment 2023 (15/2023/QH15, art. 3(2)), a card 
 another facility, and (added by the station from its outbox) a second check-in today.
 
 Pure functions of the card read, the date and the config: `scanner-agent parse --json` shows the
-same flags the station sends, except `repeat_today`, which needs the station's history.
+same flags the station sends, except `repeat_today`, which needs the station's history, and
+`chip_mismatch` (schema 1.2), which needs the card's chip (agent.chip.counter).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from agent.cards.model import CardKind, CardRead
 from agent.config import facility_code
 
 #: Every flag, in the order they are listed in a check-in (agent/schemas/checkin.json).
-FLAGS = ("priority_child", "priority_elderly", "priority_merit", "other_facility", "repeat_today")
+FLAGS = ("priority_child", "priority_elderly", "priority_merit", "other_facility", "repeat_today",
+         "chip_mismatch")
 PRIORITY = ("priority_child", "priority_elderly", "priority_merit")
 #: Law 15/2023/QH15 art. 3(2): children under 6, people aged 75 and over.
 CHILD_UNDER = 6

@@ -27,6 +27,8 @@ class Signal(str, Enum):
     CHECKIN_WARNING = "checkin_warning"  # recorded, but expired / not yet valid: staff should look
     CHECKIN_PRIORITY = "checkin_priority"  # recorded; a priority patient (Law 15/2023/QH15): call forward
     CHECKIN_OTHER_FACILITY = "checkin_other_facility"  # recorded; registered elsewhere: staff ask for a referral
+    CHIP_WAIT = "chip_wait"             # a CCCD's QR read: lay the card on the reader (nothing stored yet)
+    CHECKIN_CHIP_MISMATCH = "checkin_chip_mismatch"  # recorded; the chip disagrees with the QR or failed its checks
     ALREADY_READ = "already_read"
     REJECTED = "rejected"               # invalid card or not a card (bank QR, link...)
     TRY_AGAIN = "try_again"             # a code is visible but unreadable: tilt the phone
@@ -55,6 +57,11 @@ PATTERNS: dict[Signal, list[Step]] = {
                               *_blinks(3, 0.08, 0.08, green=True, amber=True, tone=HIGH)],
     Signal.CHECKIN_OTHER_FACILITY: [Step(0.15, green=True, tone=HIGH), Step(0.6, green=True),
                                     Step(0.7, green=True, amber=True)],
+    # a slow amber pulse while the card is read: no green before the check-in is stored
+    Signal.CHIP_WAIT: [Step(0.1, amber=True, tone=HIGH), *_blinks(3, 0.5, 0.5, amber=True)],
+    # the check-in's green and beep, then a long amber for the staff: look at the card
+    Signal.CHECKIN_CHIP_MISMATCH: [Step(0.15, green=True, tone=HIGH), Step(0.6, green=True),
+                                   Step(1.5, amber=True), Step(0.1), Step(0.3, amber=True, tone=LOW)],
     Signal.ALREADY_READ: _blinks(2, 0.12, 0.12, green=True, tone=HIGH) + [Step(0.6, green=True)],
     Signal.REJECTED: [Step(0.5, red=True, tone=LOW), Step(1.0, red=True)],
     Signal.TRY_AGAIN: _blinks(3, 0.3, 0.3, amber=True, red=False),
@@ -70,6 +77,8 @@ DESCRIPTIONS: dict[Signal, str] = {
     Signal.CHECKIN_WARNING: "check-in recorded, card expired or not yet valid",
     Signal.CHECKIN_PRIORITY: "check-in recorded, priority patient: call forward",
     Signal.CHECKIN_OTHER_FACILITY: "check-in recorded, card registered at another facility: ask for a referral",
+    Signal.CHIP_WAIT: "CCCD read: lay the card on the reader",
+    Signal.CHECKIN_CHIP_MISMATCH: "check-in recorded, the card's chip disagrees with the QR or failed its checks: staff look at the card",
     Signal.ALREADY_READ: "already read",
     Signal.REJECTED: "not accepted: invalid card or not a card",
     Signal.TRY_AGAIN: "code seen but unreadable: tilt the phone",

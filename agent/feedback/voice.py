@@ -30,6 +30,8 @@ PROMPTS: dict[str, str] = {
     "checkin_other_facility": "Đã nhận, mời quý khách gặp nhân viên",
     "checkin_warning": "Thẻ đã hết hạn, mời quý khách gặp nhân viên",
     "checkin_warning-not_yet_valid": "Thẻ chưa đến hạn sử dụng, mời quý khách gặp nhân viên",
+    "chip_wait": "Mời quý khách đặt thẻ căn cước lên đầu đọc",
+    "checkin_chip_mismatch": "Đã nhận, mời quý khách gặp nhân viên để kiểm tra thẻ",
     "already_read": "Thẻ đã được nhận rồi, mời quý khách chờ gọi tên",
     "rejected": "Mã này không phải thẻ, mời quý khách mở mã thẻ bảo hiểm y tế hoặc căn cước",
     "try_again-closer": "Mời quý khách đưa điện thoại lại gần",
@@ -42,7 +44,7 @@ PROMPTS: dict[str, str] = {
 
 #: Signals the patient hears; each is one stored check-in or one answer, so never rate-limited.
 ONCE_EACH = {Signal.CHECKIN, Signal.CHECKIN_PRIORITY, Signal.CHECKIN_OTHER_FACILITY, Signal.CHECKIN_WARNING,
-             Signal.VERDICT_REJECTED}
+             Signal.VERDICT_REJECTED, Signal.CHIP_WAIT, Signal.CHECKIN_CHIP_MISMATCH}
 
 
 def prompt_name(signal: Signal, reason: str | None = None) -> str | None:

@@ -65,6 +65,7 @@ class MqttLink(Worker):
                  on_verdict: Callable[[Verdict], None] | None = None,
                  faults: Callable[[], list[Fault]] = lambda: [],
                  camera_fallback: Callable[[], str | None] = lambda: None,
+                 chip_reader: Callable[[], dict[str, Any] | None] = lambda: None,
                  backoff: tuple[float, float] = (1.0, 120.0), window: int = 32,
                  started_at: float | None = None, clock: Callable[[], float] = time.monotonic,
                  notice_every_s: float = NOTICE_EVERY_S, rescan_every_s: float = RESCAN_EVERY_S):
@@ -72,6 +73,7 @@ class MqttLink(Worker):
         require_tls(cfg)
         self.cfg, self.station, self.outbox = cfg, station, outbox
         self.on_verdict, self.faults, self.camera_fallback = on_verdict, faults, camera_fallback
+        self.chip_reader = chip_reader
         self.backoff_min, self.backoff_max = backoff
         self.topics = topics(cfg.topic_prefix, station)
         self.state = LinkState()
@@ -344,4 +346,4 @@ class MqttLink(Worker):
         return health_payload(self.station, self.outbox.stats(), uptime_s=time.time() - self.started_at,
                               **vars(self.delivery.progress()),
                               faults=[f.text for f in faults], fault_codes=[f.code for f in faults],
-                              camera_fallback=self.camera_fallback())
+                              camera_fallback=self.camera_fallback(), chip_reader=self.chip_reader())

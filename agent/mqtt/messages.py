@@ -47,7 +47,8 @@ def status_payload(state: str, station: str, reason: str | None = None,
 
 def health_payload(station: str, stats: OutboxStats, *, uptime_s: float, delivered_on: str,
                    awaiting: int = 0, oldest_awaiting_s: float | None = None, faults: list[str] = (),
-                   fault_codes: list[str] | None = None, camera_fallback: str | None = None) -> dict[str, Any]:
+                   fault_codes: list[str] | None = None, camera_fallback: str | None = None,
+                   chip_reader: dict[str, Any] | None = None) -> dict[str, Any]:
     """The health message (agent/schemas/health.json), from the outbox's stats(): built here for
     the link and for doctor's probe. `fault_codes` None: unknown, left out. `camera_fallback`: why
     control "auto" went back to the fixed view (a warning, not a fault: left out when it has not)."""
@@ -61,6 +62,9 @@ def health_payload(station: str, stats: OutboxStats, *, uptime_s: float, deliver
         report["fault_codes"] = sorted(set(fault_codes))
     if camera_fallback is not None:
         report["camera_fallback"] = one_line(camera_fallback, 400)
+    if chip_reader is not None:      # [chip] reader configured (agent.chip.counter.ChipReader.health)
+        report["chip_reader"] = {**chip_reader, "problem": None if chip_reader.get("problem") is None
+                                 else one_line(chip_reader["problem"], 200)}
     return report
 
 

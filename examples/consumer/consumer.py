@@ -18,7 +18,8 @@ exactly once, and the hospital's verdict back to the station. Not part of the st
   delivery becomes exactly-once storage. An id seen again (compared as a UUID: case does not
   matter) is a duplicate only from the same station with the same content; else it is a
   collision: dead-lettered with the reason, logged, and never receipted. Schema 1.1's `flags` go
-  in a `text[]` column of their own (empty for a 1.0 event; added to a table made before). The
+  in a `text[]` column of their own (empty for a 1.0 event; added to a table made before), schema
+  1.2's `chip` in a `jsonb` column (null without one; added the same way). The
   message is acknowledged only after the commit (paho's manual acks): a consumer killed before
   its commit gets the message again.
 - Malformed events go to a dead-letter table with the reason, never lost, never a crash: those
@@ -106,6 +107,13 @@ DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
                    AND table_name = 'checkins' AND column_name = 'flags') THEN
         ALTER TABLE checkins ADD COLUMN flags text[] NOT NULL DEFAULT '{}';
+    END IF;
+END $$;
+-- schema 1.2: the CCCD chip's read (null for events without one), the same way
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'checkins' AND column_name = 'chip') THEN
+        ALTER TABLE checkins ADD COLUMN chip jsonb;
     END IF;
 END $$;
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -444,10 +452,11 @@ class Consumer:
             code, message = self.checker(event)
             with self.db.transaction():
                 cur = self.db.execute(
-                    "INSERT INTO checkins (id, station, seq, read_at, kind, verdict, result_code, payload, flags) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO checkins (id, station, seq, read_at, kind, verdict, result_code, payload, flags, chip) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
                     (uid, station, event["seq"], event["read_at"], event["kind"], event["verdict"],
-                     code, text, list(event.get("flags", []))))
+                     code, text, list(event.get("flags", [])),
+                     json.dumps(event["chip"], ensure_ascii=False) if "chip" in event else None))
                 if cur.rowcount != 1:                      # another instance stored it meanwhile
                     seen = self._seen(uid, station, text)
         if seen is not None and seen != "duplicate":
