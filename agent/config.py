@@ -159,6 +159,8 @@ DG13_FIELDS = ("id_number", "name", "birth_date", "sex", "nationality", "ethnici
 class ChipConfig:
     reader: str = _f("none", choices=("pcsc", "pn532", "none"),
                      doc="the NFC reader for the CCCD's chip: a PC/SC reader (pcscd), a PN532 board, or none")
+    device: str = _f("", doc="pcsc: the reader's name as pcscd lists it, or a part of it (empty: the first "
+                             "reader); pn532: uart:/dev/serial0@115200, /dev/ttyUSB0 or i2c:1 (empty: /dev/serial0)")
     timeout_s: float = _f(5.0, min=0.5, max=60, doc="the longest one chip read may take, every access "
                                                      "attempt included")
     csca_dir: str = _f("", doc="folder of the issuing country's CSCA certificates; empty: the chip's data "

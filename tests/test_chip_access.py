@@ -194,14 +194,15 @@ def test_chip_config_defaults_and_values():
     cfg = parse_config("", station=False).chip
     assert (cfg.reader, cfg.timeout_s, cfg.csca_dir, cfg.read_face, cfg.dg13_fields) == \
         ("none", 5.0, "", False, ("id_number", "name", "birth_date"))
-    cfg = parse_config('[chip]\nreader = "pn532"\ntimeout_s = 3\nread_face = true\n'
+    cfg = parse_config('[chip]\nreader = "pn532"\ndevice = "i2c:1"\ntimeout_s = 3\nread_face = true\n'
                        'dg13_fields = ["id_number", "residence"]\n', station=False).chip
-    assert (cfg.reader, cfg.timeout_s, cfg.read_face, cfg.dg13_fields) == ("pn532", 3.0, True, ("id_number", "residence"))
+    assert (cfg.reader, cfg.device, cfg.timeout_s, cfg.read_face, cfg.dg13_fields) == \
+        ("pn532", "i2c:1", 3.0, True, ("id_number", "residence"))
 
 
 @pytest.mark.parametrize("text,needle", [
     ('[chip]\nreader = "nfc"\n', "2: chip.reader must be one of pcsc, pn532, none, got 'nfc'"),
-    ('[chip]\ntimeout = 3\n', "2: unknown key chip.timeout (known: reader, timeout_s, csca_dir, read_face, dg13_fields)"),
+    ('[chip]\ntimeout = 3\n', "2: unknown key chip.timeout (known: reader, device, timeout_s, csca_dir, read_face, dg13_fields)"),
     ('[chip]\ntimeout_s = 0\n', "2: chip.timeout_s must be >= 0.5"),
     ('[chip]\nread_face = "yes"\n', "2: chip.read_face must be true or false"),
     ('[chip]\n\ndg13_fields = ["name", "nmae"]\n', "3: chip.dg13_fields: 'nmae' is not a DG13 field (known: id_number"),

@@ -38,7 +38,7 @@ def open_reader(cfg) -> Transport:
         raise ReaderMissing(f"chip reader {cfg.reader!r}: this build has no reader support "
                             f"(agent/chip/{cfg.reader}.py is not installed)")
     try:
-        return factory(cfg.reader, getattr(cfg, "device", None) or None, cfg.timeout_s)
+        return factory(cfg.reader, cfg.device or None, cfg.timeout_s)
     except ReaderMissing:
         raise
     except (ChipError, OSError, ImportError, ValueError) as exc:
@@ -53,7 +53,7 @@ def reader_check(cfg) -> tuple[bool, str]:
     check = _factory("reader_check")
     try:
         if check is not None:
-            ok, line = check(cfg.reader, getattr(cfg, "device", None) or None, cfg.timeout_s)
+            ok, line = check(cfg.reader, cfg.device or None, cfg.timeout_s)
             return bool(ok), f"chip reader: {line}"
         transport = open_reader(cfg)
     except ReaderMissing as exc:
