@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: E402
 
+import agent.admin.status  # noqa: E402,F401  (Daemon.status imports it at the end: load it with the rest)
 from support.broker import Broker  # noqa: E402
 from support.daemon import Daemon, config  # noqa: E402
 
@@ -108,6 +109,13 @@ def main() -> int:
                 received = len(consumer.ids)
             samples.append({"t": elapsed, **sample(daemon.proc.pid), "db_mb": size / 2**20,
                             "recorded": len(daemon.recorded()), "received": received})
+            if args.csv:                     # as it goes: a run cut short keeps its samples
+                keys = list(samples[0])
+                if len(samples) == 1:
+                    args.csv.write_text(",".join(keys) + "\n")
+                with args.csv.open("a") as f:
+                    f.write(",".join(f"{samples[-1][k]:.3f}" if isinstance(samples[-1][k], float)
+                                     else str(samples[-1][k]) for k in keys) + "\n")
             time.sleep(args.every)
         status = daemon.status()
     finally:
@@ -116,10 +124,6 @@ def main() -> int:
     consumer.stop()
     broker.stop()
     recorded = daemon.recorded()
-    if args.csv:
-        keys = list(samples[0])
-        args.csv.write_text(",".join(keys) + "\n" + "".join(
-            ",".join(f"{s[k]:.3f}" if isinstance(s[k], float) else str(s[k]) for k in keys) + "\n" for s in samples))
     after = [s for s in samples if s["t"] >= args.warmup * 60]
     print(f"soak: {args.minutes:g} min, {len(samples)} samples every {args.every:g} s, slopes over the "
           f"{len(after)} after {args.warmup:g} min of warm-up; the daemon stopped with {code}")
