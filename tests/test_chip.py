@@ -48,7 +48,8 @@ CARD = SimCard()
 def test_bac_reads_and_verifies_the_chain(pki):
     chip = SimChip(CARD, pki)
     r = read_chip(chip, access_for(CARD), csca_dir=pki.csca_dir)
-    assert (r.verified, r.clone_check, r.access, r.reason) == ("chain", "active", "bac:25th birthday", "")
+    # the default SimChip offers chip authentication (DG14) and active authentication: CA ranks first
+    assert (r.verified, r.clone_check, r.access, r.reason) == ("chain", "chip", "bac:25th birthday", "")
     assert r.dg1["document_number"] == CARD.id_number[-9:]
     assert r.dg1["id_number"] == CARD.id_number and r.dg1["check_digits_ok"]
     assert r.dg1["name"] == "NGUYEN VAN AN"
@@ -135,9 +136,9 @@ def test_a_qr_of_another_person_fails(pki):
 
 @pytest.mark.parametrize("kind", [True, "ec"])
 def test_active_authentication_fails_with_a_cloned_key(pki, kind):
-    good = read_chip(SimChip(CARD, pki, aa=kind), access_for(CARD), csca_dir=pki.csca_dir)
+    good = read_chip(SimChip(CARD, pki, aa=kind, ca=False), access_for(CARD), csca_dir=pki.csca_dir)
     assert good.clone_check == "active", good.reason
-    clone = SimChip(CARD, pki, aa=kind, corrupt=Corrupt(aa_wrong_key=True))
+    clone = SimChip(CARD, pki, aa=kind, ca=False, corrupt=Corrupt(aa_wrong_key=True))
     r = read_chip(clone, access_for(CARD), csca_dir=pki.csca_dir)
     assert (r.verified, r.clone_check) == ("chain", "failed")
     assert "active authentication" in r.reason
@@ -152,18 +153,19 @@ def test_a_clone_whose_ef_com_hides_dg15_still_gets_the_clone_check(pki):
     r = read_chip(clone, access_for(CARD), csca_dir=pki.csca_dir)
     assert (r.verified, r.clone_check) == ("chain", "failed"), r.reason
     honest = SimChip(CARD, pki, corrupt=Corrupt(files={files.FID_COM: com}))
-    assert read_chip(honest, access_for(CARD), csca_dir=pki.csca_dir).clone_check == "active"
+    # "chip": DG14, hidden from EF.COM too, is read from the SOD's list and chip authentication runs
+    assert read_chip(honest, access_for(CARD), csca_dir=pki.csca_dir).clone_check == "chip"
 
 
 def test_a_face_too_large_to_read_leaves_the_rest_verified(pki):
     big = dataclasses.replace(CARD, face_jpeg=b"\xff\xd8" + bytes(40_000) + b"\xff\xd9")
     r = read_chip(SimChip(big, pki), access_for(big), csca_dir=pki.csca_dir, want_dg2=True)
-    assert (r.verified, r.clone_check, r.face_jpeg) == ("chain", "active", None)
+    assert (r.verified, r.clone_check, r.face_jpeg) == ("chain", "chip", None)
     assert "face not read" in r.reason
 
 
 def test_no_aa_key_means_no_clone_check(pki):
-    r = read_chip(SimChip(CARD, pki, aa=False), access_for(CARD), csca_dir=pki.csca_dir)
+    r = read_chip(SimChip(CARD, pki, aa=False, ca=False), access_for(CARD), csca_dir=pki.csca_dir)
     assert (r.verified, r.clone_check) == ("chain", "none")
 
 

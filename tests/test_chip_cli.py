@@ -50,7 +50,7 @@ def test_chip_test_reads_the_card_and_says_what_it_verified(tmp_path, pki, sim, 
     sim.place(SimChip(CARD, pki))
     assert cli.main(["chip", "test", "-c", conf(tmp_path, pki), CCCD]) == 0
     out = capsys.readouterr().out
-    for line in ("access     pace-can", "verified   chain", "clone      active", "reason     -", "mismatch   none",
+    for line in ("access     pace-can", "verified   chain", "clone      chip", "reason     -", "mismatch   none",
                  "fields     id_number, name, birth_date (values: --reveal)"):
         assert line in out, out
     assert CARD.name not in out and "1990" not in out             # names only, without --reveal

@@ -110,7 +110,7 @@ def test_a_cccd_checkin_carries_the_chip_verified_to_the_csca(make, pki):
     until_stored(st, clock)
     [event] = stored(st)
     assert event["schema"] == "1.2" and event["card"]["id_number"] == CARD.id_number
-    assert event["chip"] == {"verified": "chain", "clone_check": "active", "access": "pace-can", "reason": "",
+    assert event["chip"] == {"verified": "chain", "clone_check": "chip", "access": "pace-can", "reason": "",
                              "mismatch": [], "fields": {"id_number": CARD.id_number, "name": CARD.name,
                                                         "birth_date": "1990-01-01"}}
     assert event["flags"] == []

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from agent.chip import tlv
 from agent.chip.bac import check_digit
+from agent.chip.pace import CURVES
 from agent.chip.tlv import Node, TlvError
 
 DG13_FIELDS = {1: "id_number", 2: "name", 3: "birth_date", 4: "sex", 5: "nationality",
@@ -176,6 +177,104 @@ def dg14_aa_hash(data: bytes) -> str | None:
         if s.tag == 0x30 and len(kids) >= 3 and kids[0].tag == 0x06 and tlv.oid(kids[0], "DG14") == OID_AA_INFO:
             return ecdsa.get(tlv.oid(kids[2], "DG14"))
     return None
+
+
+# 9303-11 9.2 (the SecurityInfos of chip authentication): id-CA = 0.4.0.127.0.7.2.2.3,
+# id-PK = 0.4.0.127.0.7.2.2.1 (bsi-de protocols smartcard 2 = EAC)
+_ID_CA, _ID_PK = "0.4.0.127.0.7.2.2.3.", "0.4.0.127.0.7.2.2.1."
+CA_CIPHERS = {"1": "3des", "2": "aes128", "3": "aes192", "4": "aes256"}
+CA_NAMED_CURVES = {"1.3.36.3.3.2.8.1.1.7": 13, "1.2.840.10045.3.1.7": 12}   # -> pace.CURVES id
+OID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
+MAX_SECURITY_INFOS = 16
+
+
+@dataclass
+class CaInfo:
+    """What chip authentication needs of DG14 (9303-11 6.2, 9.2): the protocol the chip
+    offers and its static key. `curve` is an agent.chip.pace.CURVES id; `point` the static
+    public key, an uncompressed point not yet checked against the curve (ca.py does that)."""
+
+    agreement: str          # "ECDH" | "DH"
+    cipher: str             # "3des" | "aes128" | "aes192" | "aes256"
+    key_id: int | None
+    curve: int | None       # None for DH or for domain parameters this terminal does not know
+    point: bytes
+
+
+def _ec_curve(alg: Node) -> int | None:
+    """The pace.CURVES id of an id-ecPublicKey AlgorithmIdentifier's parameters: a named curve,
+    or explicit ECParameters (RFC 3279 2.3.5, how many eMRTDs write them) equal to a known
+    curve; None for anything else."""
+    if len(alg.children) < 2:
+        return None
+    params = alg.children[1]
+    if params.tag == 0x06:
+        return CA_NAMED_CURVES.get(tlv.oid(params, "DG14 curve"))
+    kids = params.children
+    if params.tag != 0x30 or len(kids) < 5 or len(kids[1].children) < 2 or len(kids[2].children) < 2:
+        return None
+    p = int.from_bytes(kids[1].children[1].value, "big")
+    a = int.from_bytes(kids[2].children[0].value, "big")
+    b = int.from_bytes(kids[2].children[1].value, "big")
+    g, n = kids[3].value, int.from_bytes(kids[4].value, "big")
+    for cid, c in CURVES.items():
+        if (c.p, c.a, c.b, c.n) == (p, a, b, n) and g[1:] == c.gx.to_bytes(c.size, "big") + c.gy.to_bytes(c.size, "big"):
+            return cid
+    return None
+
+
+def parse_dg14_ca(data: bytes) -> CaInfo | None:
+    """The chip authentication of DG14 (tag 6E, a SET of SecurityInfos, 9303-11 9.2): None when
+    DG14 offers none (only active authentication's info, or unknown protocols, which 9.2 says a
+    terminal ignores); raises TlvError for a DG14 that is not DER or a CA entry it cannot use."""
+    root = tlv.parse(data, 0x6E)
+    if len(root.children) != 1 or root.children[0].tag != 0x31:
+        raise TlvError("DG14: not a SET of SecurityInfos")
+    infos = root.children[0].children
+    if len(infos) > MAX_SECURITY_INFOS:
+        raise TlvError(f"DG14: {len(infos)} SecurityInfos, more than {MAX_SECURITY_INFOS}")
+    protocols: list[tuple[str, str, int | None]] = []
+    keys: list[tuple[str, Node, int | None]] = []
+    for s in infos:
+        kids = s.children
+        if s.tag != 0x30 or not kids or kids[0].tag != 0x06:
+            raise TlvError("DG14: a SecurityInfo is not SEQUENCE { OID, ... }")
+        oid = tlv.oid(kids[0], "DG14")
+        if oid.startswith(_ID_CA) and len(kids) >= 2:
+            agreement, _, cipher = oid[len(_ID_CA):].partition(".")
+            if agreement not in ("1", "2") or cipher not in CA_CIPHERS:
+                continue                                   # a CA variant not in 9303: ignored
+            if tlv.der_int(kids[1], "DG14 ChipAuthenticationInfo version") != 1:
+                raise TlvError("DG14: ChipAuthenticationInfo version is not 1")
+            kid = tlv.der_int(kids[2], "DG14 keyId") if len(kids) > 2 else None
+            protocols.append(("ECDH" if agreement == "2" else "DH", CA_CIPHERS[cipher], kid))
+        elif oid in (_ID_PK + "1", _ID_PK + "2"):
+            if len(kids) < 2 or kids[1].tag != 0x30:
+                raise TlvError("DG14: ChipAuthenticationPublicKeyInfo without a public key")
+            kid = tlv.der_int(kids[2], "DG14 keyId") if len(kids) > 2 else None
+            keys.append(("ECDH" if oid.endswith("2") else "DH", kids[1], kid))
+    if not protocols and not keys:
+        return None
+    if not keys:
+        raise TlvError("DG14: chip authentication without a public key")
+    if not protocols:      # 9303-11 6.2/9.2: without ChipAuthenticationInfo, 3DES is implied
+        protocols = [(keys[0][0], "3des", keys[0][2])]
+    agreement, cipher, kid = protocols[0]
+    key = next((k for k in keys if k[0] == agreement and (kid is None or k[2] in (None, kid))), None)
+    if key is None:
+        raise TlvError(f"DG14: no {agreement} public key for chip authentication key {kid}")
+    spki = key[1].children
+    if len(spki) != 2 or spki[0].tag != 0x30 or not spki[0].children or spki[1].tag != 0x03:
+        raise TlvError("DG14: the chip authentication key is not a SubjectPublicKeyInfo")
+    bits = spki[1].value
+    if not bits or bits[0] != 0:
+        raise TlvError("DG14: the chip authentication key's BIT STRING is not whole bytes")
+    curve = None
+    if agreement == "ECDH":
+        if tlv.oid(spki[0].children[0], "DG14 key algorithm") != OID_EC_PUBLIC_KEY:
+            raise TlvError("DG14: an ECDH chip authentication key that is not an EC key")
+        curve = _ec_curve(spki[0])
+    return CaInfo(agreement, cipher, kid if kid is not None else key[2], curve, bits[1:])
 
 
 @dataclass

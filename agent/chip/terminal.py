@@ -1,6 +1,8 @@
 """Reading a CCCD chip end to end: access (PACE with the CAN when a `pace` callable is given,
 else or then BAC with each expiry the QR allows), the files (EF.COM, EF.SOD, DG1, DG13, DG14,
-DG15, DG2 when asked), passive authentication and active authentication.
+DG15, DG2 when asked), passive authentication, then the clone checks: active authentication
+(DG15, 9303-11 6.1) and chip authentication (DG14, 9303-11 6.2; the stronger: "chip" when it
+passes, "failed" when either fails).
 
 Whatever the card answers (nothing, garbage, a lie, or leaving mid-read) `read_chip` returns a
 ChipResult with a one-line reason; it raises only for programming errors. A deadline and a cap
@@ -18,6 +20,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from agent.chip import files, lds, passive
 from agent.chip.active import active_auth
+from agent.chip.ca import Unsupported, chip_auth
 from agent.chip.bac import AccessDenied, bac, mrz_info
 from agent.chip.sm import SecureMessaging
 from agent.chip.transport import CardLost, ChipError, Transport
@@ -161,6 +164,12 @@ def read_chip(transport: Transport, access: Access, *, want_dg2: bool = False,
             ec_hash = lds.dg14_aa_hash(groups[14]) if 14 in groups else None
             ok, why = active_auth(link, sm, lds.dg15_key(groups[15]), ec_hash)
             clone, clone_reason = ("active", "") if ok else ("failed", why)
+        if 14 in groups:
+            # last: it restarts secure messaging with the keys it agrees (9303-11 6.2)
+            step = "chip authentication"
+            clone, clone_reason, note = _chip_auth(link, sm, groups[14], clone, clone_reason)
+            if note:
+                notes.append(note)
     except CardLost as e:
         return ChipResult("absent", "none", how, f"card lifted while {step}: {e}", dg1, dg13, None)
     except (ChipError, ValueError, InvalidSignature, UnsupportedAlgorithm) as e:
@@ -174,6 +183,26 @@ def read_chip(transport: Transport, access: Access, *, want_dg2: bool = False,
         reason = "; ".join(r for r in (reason, clone_reason) if r)
     reason = "; ".join(r for r in (reason, *notes) if r)
     return ChipResult(verified, clone, how, reason, dg1, dg13, face)
+
+
+def _chip_auth(link: _Link, sm: SecureMessaging, dg14: bytes, clone: str,
+               clone_reason: str) -> tuple[str, str, str]:
+    """(clone_check, its reason, a note) after chip authentication with DG14's key, given active
+    authentication's outcome: CA passing makes "chip" unless AA failed; a DG14 the terminal
+    cannot use is a failure, one it does not support (DH) a note. CardLost passes through."""
+    try:
+        info = lds.parse_dg14_ca(dg14)
+    except ChipError as e:
+        return "failed", "; ".join(r for r in (clone_reason, f"chip authentication: {str(e)[:120]}") if r), ""
+    if info is None:
+        return clone, clone_reason, ""
+    try:
+        _, ok, why = chip_auth(link, sm, info)
+    except Unsupported as e:
+        return clone, clone_reason, str(e)
+    if not ok:
+        return "failed", "; ".join(r for r in (clone_reason, why) if r), ""
+    return ("failed", clone_reason, "") if clone == "failed" else ("chip", "", "")
 
 
 def _mismatch(access: Access, dg1: dict, dg13: dict) -> str:

@@ -2,7 +2,9 @@
 the CCCD's layout, a DG13 as public readers parse it, a small DG2, DG15 with an active
 authentication key, an EF.SOD signed by a Document Signer under a test CSCA made at test time)
 behind the APDUs a card answers: SELECT, READ BINARY (short and extended), GET CHALLENGE,
-EXTERNAL AUTHENTICATE (BAC; refused keys -> 6300), INTERNAL AUTHENTICATE, secure messaging
+EXTERNAL AUTHENTICATE (BAC; refused keys -> 6300), INTERNAL AUTHENTICATE, chip authentication
+(a static ECDH key on brainpoolP256r1 in DG14; MSE:Set KAT for 3DES, MSE:Set AT + GENERAL
+AUTHENTICATE for AES, then secure messaging under the agreed keys, 9303-11 6.2), secure messaging
 (a bad MAC -> 6988 and the session ends), 6982 for a file read without a session. It can be
 lifted from the field after N commands, answer slowly, and lie (`Corrupt`)."""
 
@@ -25,8 +27,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from agent.chip import files
+from agent.chip import ca as chip_ca
 from agent.chip.bac import check_digit, derive_key, kseed, mrz_info
 from agent.chip.sm import DesSM, SMBase, SMError, des3_decrypt, des3_encrypt, retail_mac, split_apdu
+from agent.chip.pace import read_dynamic_auth, read_tlvs
 from agent.chip.tlv import encode as T, encode_oid
 from agent.chip.transport import CardLost
 
@@ -114,6 +118,7 @@ class Corrupt:
     files: dict[int, bytes] = field(default_factory=dict)   # FID -> content served (SOD unchanged)
     bad_signature: bool = False                              # one bit of the SOD signature flipped
     aa_wrong_key: bool = False                               # AA signs with a key DG15 does not hold
+    ca_wrong_key: bool = False                               # CA with a key DG14 does not hold
     response: Callable[[bytes, bytes], bytes] | None = None  # (command, answer) -> answer sent
 
 
@@ -192,6 +197,14 @@ def sod_bytes(groups: dict[int, bytes], pki: TestPki, bad_signature: bool = Fals
     return T(0x77, T(0x30, encode_oid("1.2.840.113549.1.7.2") + T(0xA0, signed)))
 
 
+def ca_security_infos(key: ec.EllipticCurvePublicKey, cipher: str = "aes128", key_id: int | None = None) -> list[bytes]:
+    """ChipAuthenticationInfo and ChipAuthenticationPublicKeyInfo (9303-11 9.2) for DG14."""
+    kid = T(0x02, bytes([key_id])) if key_id is not None else b""
+    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return [T(0x30, encode_oid(chip_ca.CA_OIDS[cipher]) + T(0x02, b"\x01") + kid),
+            T(0x30, encode_oid("0.4.0.127.0.7.2.2.1.2") + spki + kid)]
+
+
 def _iso9796_sign(key: rsa.RSAPrivateKey, challenge: bytes) -> bytes:
     """ISO/IEC 9796-2 scheme 1, SHA-1, trailer BC, partial recovery (9303-11 6.1)."""
     n, d = key.public_key().public_numbers().n, key.private_numbers().d
@@ -205,7 +218,7 @@ class SimChip:
     """The card; `transmit` is the Transport protocol."""
 
     def __init__(self, card: SimCard, pki: TestPki, *, bac: bool = True, pace: bool = True,
-                 aa: bool | str = True, lift_after: int | None = None,
+                 aa: bool | str = True, ca: bool | str = True, lift_after: int | None = None,
                  corrupt: Corrupt | None = None, latency: float | None = None):
         self.card, self.bac_on = card, bac
         self.lift_after, self.latency = lift_after, latency
@@ -217,17 +230,28 @@ class SimChip:
         self.rnd_ic: bytes | None = None
         self.aa_key = None
         groups = {1: dg1_bytes(card), 2: dg2_bytes(card), 13: dg13_bytes(card)}
+        security_infos: list[bytes] = []
+        self.ca_key = None
+        self.ca_sm: SMBase | None = None          # the session CA agreed, started after its answer
+        self.ca_cipher: str | None = None         # the cipher MSE:Set AT chose for GENERAL AUTHENTICATE
+        if ca:
+            # ca=True: id-CA-ECDH-AES-CBC-CMAC-128; ca="3des": id-CA-ECDH-3DES-CBC-CBC
+            self.ca_key = ec.generate_private_key(ec.BrainpoolP256R1())
+            security_infos += ca_security_infos(self.ca_key.public_key(), "3des" if ca == "3des" else "aes128")
+            if self.corrupt.ca_wrong_key:
+                self.ca_key = ec.generate_private_key(ec.BrainpoolP256R1())
         if aa:
             if aa == "ec":
                 self.aa_key = ec.generate_private_key(ec.SECP256R1())
-                info = T(0x30, encode_oid("2.23.136.1.1.5") + T(0x02, b"\x01")
-                         + encode_oid("1.2.840.10045.4.3.2"))
-                groups[14] = T(0x6E, T(0x31, info))
+                security_infos.append(T(0x30, encode_oid("2.23.136.1.1.5") + T(0x02, b"\x01")
+                                        + encode_oid("1.2.840.10045.4.3.2")))
             else:
                 self.aa_key = rsa.generate_private_key(65537, 1024)
             spki = self.aa_key.public_key().public_bytes(serialization.Encoding.DER,
                                                          serialization.PublicFormat.SubjectPublicKeyInfo)
             groups[15] = T(0x6F, spki)
+        if security_infos:
+            groups[14] = T(0x6E, T(0x31, b"".join(security_infos)))
         tags = {1: 0x61, 2: 0x75, 13: 0x6D, 14: 0x6E, 15: 0x6F}
         self.files: dict[int, bytes] = {files.DG_FID[n]: d for n, d in groups.items()}
         self.files[files.FID_COM] = T(0x60, T(0x5F01, b"0107") + T(0x5F36, b"040000")
@@ -273,7 +297,10 @@ class SimChip:
                 self.sm = None
                 return b"\x69\x88"
             out, sw = self._handle(h, data, le, True)
-            return self.sm.wrap_response(out, sw) if self.sm is not None else sw
+            resp = self.sm.wrap_response(out, sw) if self.sm is not None else sw
+            if self.ca_sm is not None:            # CA's answer went under the old keys
+                self.sm, self.ca_sm = self.ca_sm, None
+            return resp
         if self.sm is not None and h[1] not in (0x22, 0x86):
             self.sm = None                  # a plain command ends the session (9303-11 9.8)
         out, sw = self._handle(h, data, le, False)
@@ -321,6 +348,8 @@ class SimChip:
                 return _iso9796_sign(self.aa_key, data), OK
             r, s = decode_dss_signature(self.aa_key.sign(data, ec.ECDSA(hashes.SHA256())))
             return r.to_bytes(32, "big") + s.to_bytes(32, "big"), OK
+        if ins in (0x22, 0x86) and protected:
+            return self._chip_authenticate(ins, p1, p2, data)
         if ins in (0x22, 0x86) and self.chip_pace is not None:
             if self.pace_card is None:
                 self.pace_card = self.chip_pace.PaceCard(self.card.id_number[-6:],
@@ -331,6 +360,34 @@ class SimChip:
                 self.sm, self.pace_card = sm, None
             return resp[:-2], resp[-2:]
         return b"", b"\x6d\x00"
+
+    def _chip_authenticate(self, ins: int, p1: int, p2: int, data: bytes) -> tuple[bytes, bytes]:
+        """9303-11 6.2 on the card: MSE:Set KAT (41 A6, 91 key) agrees at once (3DES); MSE:Set AT
+        (41 A4, 80 OID) picks the cipher and GENERAL AUTHENTICATE (7C { 80 key }) agrees."""
+        if self.ca_key is None:
+            return b"", b"\x6d\x00"
+        try:
+            objs = dict(read_dynamic_auth(data) if ins == 0x86 else read_tlvs(data))
+        except ValueError:
+            return b"", b"\x6a\x80"
+        if ins == 0x22 and (p1, p2) == (0x41, 0xA4):
+            oid = objs.get(0x80, b"")
+            self.ca_cipher = {encode_oid(o)[2:]: c for c, o in chip_ca.CA_OIDS.items()}.get(oid)
+            return b"", OK if self.ca_cipher else b"\x6a\x80"
+        if ins == 0x22 and (p1, p2) == (0x41, 0xA6):
+            cipher, key = "3des", objs.get(0x91)
+        elif ins == 0x86 and self.ca_cipher:
+            cipher, key = self.ca_cipher, objs.get(0x80)
+        else:
+            return b"", b"\x69\x85"
+        self.ca_cipher = None
+        try:
+            peer = ec.EllipticCurvePublicKey.from_encoded_point(self.ca_key.curve, key or b"")
+            shared = self.ca_key.exchange(ec.ECDH(), peer)
+        except ValueError:
+            return b"", b"\x6a\x80"
+        self.ca_sm = chip_ca.session_keys(shared, cipher)
+        return (b"\x7c\x00" if ins == 0x86 else b""), OK
 
     def _external_authenticate(self, data: bytes) -> tuple[bytes, bytes]:
         rnd_ic, self.rnd_ic = self.rnd_ic, None
