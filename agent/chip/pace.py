@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import cmac
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from agent.chip.sm_aes import AesSM
+from agent.chip.sm_aes import AesSM, read_objects
 
 PW_MRZ = 0x01
 PW_CAN = 0x02
@@ -279,33 +279,7 @@ def tlv(tag: int, value: bytes) -> bytes:
 
 def read_tlvs(data: bytes, max_items: int = 8) -> list[tuple[int, bytes]]:
     """One-byte-tag objects in sequence, each length (short, 81, 82) checked before use."""
-    out: list[tuple[int, bytes]] = []
-    i, n = 0, len(data)
-    while i < n:
-        if len(out) >= max_items:
-            raise PaceError("too many data objects")
-        tag = data[i]
-        if tag & 0x1F == 0x1F:
-            raise PaceError(f"unexpected multi-byte tag {tag:02X}")
-        if i + 1 >= n:
-            raise PaceError("data object without a length")
-        first = data[i + 1]
-        i += 2
-        if first < 0x80:
-            length = first
-        elif first in (0x81, 0x82):
-            width = first - 0x80
-            if i + width > n:
-                raise PaceError("truncated length of a data object")
-            length = int.from_bytes(data[i:i + width], "big")
-            i += width
-        else:
-            raise PaceError("bad length of a data object")
-        if length > n - i:
-            raise PaceError("data object longer than the data")
-        out.append((tag, data[i:i + length]))
-        i += length
-    return out
+    return read_objects(data, max_items=max_items, error=PaceError, what="data object")
 
 
 def dynamic_auth(inner: bytes) -> bytes:

@@ -20,6 +20,8 @@ import hmac
 from cryptography.hazmat.primitives import cmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from agent.chip.sm import build_apdu
+
 BLOCK = 16
 MAC_LEN = 8
 MAX_APDU = 65544        # an extended APDU: 4 header + 3 Lc + 65535 data + 2 Le
@@ -61,35 +63,43 @@ def _do(tag: int, value: bytes) -> bytes:
     return bytes([tag]) + _ber_len(len(value)) + value
 
 
-def _read_dos(body: bytes, allowed: set[int]) -> list[tuple[int, bytes]]:
-    """Single-byte-tag data objects of an SM body, each length checked against what remains."""
+def read_objects(data: bytes, *, max_items: int = 8, allowed: set[int] | None = None,
+                 error: type[Exception] = SmError, what: str = "secure-messaging data object") -> list[tuple[int, bytes]]:
+    """One-byte-tag data objects in sequence (secure messaging, PACE's dynamic authentication data),
+    each length (short, 81, 82) checked against what remains before it is used; `error` is raised."""
     out: list[tuple[int, bytes]] = []
-    i, n = 0, len(body)
+    i, n = 0, len(data)
     while i < n:
-        if len(out) >= 8:
-            raise SmError("too many secure-messaging data objects")
-        tag = body[i]
-        if tag not in allowed:
-            raise SmError(f"unexpected secure-messaging data object {tag:02X}")
+        if len(out) >= max_items:
+            raise error(f"too many {what}s")
+        tag = data[i]
+        if allowed is not None and tag not in allowed:
+            raise error(f"unexpected {what} {tag:02X}")
+        if tag & 0x1F == 0x1F:
+            raise error(f"unexpected multi-byte tag {tag:02X}")
         if i + 1 >= n:
-            raise SmError("secure-messaging data object without a length")
-        first = body[i + 1]
+            raise error(f"{what} without a length")
+        first = data[i + 1]
         i += 2
         if first < 0x80:
             length = first
         elif first in (0x81, 0x82):
             width = first - 0x80
             if i + width > n:
-                raise SmError("truncated length of a secure-messaging data object")
-            length = int.from_bytes(body[i:i + width], "big")
+                raise error(f"truncated length of a {what}")
+            length = int.from_bytes(data[i:i + width], "big")
             i += width
         else:
-            raise SmError("bad length of a secure-messaging data object")
+            raise error(f"bad length of a {what}")
         if length > n - i:
-            raise SmError("secure-messaging data object longer than the answer")
-        out.append((tag, body[i:i + length]))
+            raise error(f"{what} longer than the data")
+        out.append((tag, data[i:i + length]))
         i += length
     return out
+
+
+def _read_dos(body: bytes, allowed: set[int]) -> list[tuple[int, bytes]]:
+    return read_objects(body, allowed=allowed)
 
 
 def _split(dos: list[tuple[int, bytes]], order: list[int], required: set[int]) -> dict[int, bytes]:
@@ -138,23 +148,6 @@ def parse_apdu(apdu: bytes) -> tuple[bytes, bytes, int | None, bool]:
     if n == 9 + lc:
         return header, apdu[7:-2], int.from_bytes(apdu[-2:], "big") or 65536, True
     raise SmError("extended command APDU length does not match its Lc")
-
-
-def build_apdu(header: bytes, data: bytes, le: int | None, extended: bool) -> bytes:
-    """The inverse of parse_apdu."""
-    extended = extended or len(data) > 255 or (le is not None and le > 256)
-    out = bytearray(header)
-    if extended:
-        if data:
-            out += b"\x00" + len(data).to_bytes(2, "big") + data
-        if le is not None:
-            out += (b"" if data else b"\x00") + (le % 65536).to_bytes(2, "big")
-    else:
-        if data:
-            out += bytes([len(data)]) + data
-        if le is not None:
-            out += bytes([le % 256])
-    return bytes(out)
 
 
 class AesSM:
