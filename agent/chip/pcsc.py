@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from agent.chip import transport
 from agent.chip.transport import CardLost, ChipError
 
 #: SCardTransmit's limit: an extended APDU of 65,535 data bytes and its header (pcsc-lite's
@@ -256,19 +257,8 @@ class PcscTransport:
         """True once a card is on the reader (then connected), False after timeout_s without one.
         Polls with SCardConnect (an empty reader answers at once), which also finds a reader
         plugged in again."""
-        deadline = time.monotonic() + timeout_s
         with self._lock:
-            while True:
-                if self._card is not None:
-                    return True
-                try:
-                    self._connect()
-                    return True
-                except CardLost:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    time.sleep(min(poll_s, left))
+            return transport.wait_for_card(lambda: self._card is not None, self._connect, timeout_s, poll_s)
 
     def close(self) -> None:
         """Leave the card as it is and release the context (never waits longer than timeout_s)."""

@@ -27,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from agent.chip import transport
 from agent.chip.transport import CardLost, ChipError
 
 ACK = bytes.fromhex("0000FF00FF00")
@@ -407,19 +408,8 @@ class Pn532Transport:
 
     def wait_for_card(self, timeout_s: float, poll_s: float = 0.1) -> bool:
         """True once an ISO 14443-4 card is in the field (then selected), False after timeout_s."""
-        deadline = time.monotonic() + timeout_s
         with self._lock:
-            while True:
-                if self.target is not None:
-                    return True
-                try:
-                    self._select()
-                    return True
-                except CardLost:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    time.sleep(min(poll_s, left))
+            return transport.wait_for_card(lambda: self.target is not None, self._select, timeout_s, poll_s)
 
     def close(self) -> None:
         """Release the card (best effort) and close the port."""

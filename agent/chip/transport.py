@@ -8,7 +8,8 @@ retry prompt, never a stuck station.
 
 from __future__ import annotations
 
-from typing import Protocol
+import time
+from typing import Callable, Protocol
 
 
 class CardLost(Exception):
@@ -25,3 +26,21 @@ class Transport(Protocol):
 
         Raises CardLost when the card left the field, the link broke or the answer timed out."""
         ...
+
+
+def wait_for_card(present: Callable[[], bool], connect: Callable[[], None], timeout_s: float,
+                  poll_s: float) -> bool:
+    """True once `present()` or `connect()` succeeds (connect raises CardLost while the field is
+    empty), False after timeout_s: what every reader's wait_for_card does, under its own lock."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if present():
+            return True
+        try:
+            connect()
+            return True
+        except CardLost:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(poll_s, left))
