@@ -4,7 +4,6 @@ tests/support/sim_reader.py, a pad on which the simulated CCCD chip (agent/sim/c
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 
 import pytest
@@ -22,9 +21,9 @@ from agent.status_types import ChipStatus
 from support import sim_reader
 from support.daemon import config
 from support.payloads import CCCD
+from support.sim_reader import CCCD_CARD
 
-CARD = SimCard(id_number="079090001234", name="Nguyễn Văn An", birth_date=dt.date(1990, 1, 1),
-               issued=dt.date(2021, 6, 15), expiry=dt.date(2030, 1, 1))
+CARD = CCCD_CARD
 
 
 @pytest.fixture(scope="module")

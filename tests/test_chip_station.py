@@ -26,12 +26,10 @@ from agent.sim.screen import empty_scene, render
 from agent.station import Station
 from support.daemon import replay_config
 from support.payloads import CCCD
+from support.sim_reader import CCCD_CARD
 
 FPS = 30
-#: the card of the CCCD sample QR (support.payloads.CCCD): born 01/01/1990, issued 15/06/2021 at
-#: 31, so it runs to the 40th birthday (agent.chip.access)
-CARD = SimCard(id_number="079090001234", name="Nguyễn Văn An", birth_date=dt.date(1990, 1, 1),
-               issued=dt.date(2021, 6, 15), expiry=dt.date(2030, 1, 1))
+CARD = CCCD_CARD
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from agent.chip.transport import ChipError
+from agent.sim.chip import SimCard
 from agent.sim.pad import SimPad
+
+#: the chip of the CCCD sample QR (support.payloads.CCCD): born 01/01/1990, issued 15/06/2021 at
+#: 31, so it runs to the 40th birthday (agent.chip.access)
+CCCD_CARD = SimCard(id_number="079090001234", name="Nguyễn Văn An", birth_date=dt.date(1990, 1, 1),
+                    issued=dt.date(2021, 6, 15), expiry=dt.date(2030, 1, 1))
 
 PAD = SimPad()
 MISSING: str | None = None
