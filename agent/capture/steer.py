@@ -189,8 +189,9 @@ CAP_MARGIN = 1.25
 AE_TARGET = 0.16
 
 
-def linear(level: float) -> float:
-    return (min(max(level, 0.0), 255.0) / 255.0) ** GAMMA
+def linear(level):
+    """Light from a Y level (a number or an array of them), through the tone curve."""
+    return (np.clip(level, 0.0, 255.0) / 255.0) ** GAMMA
 
 
 def split(product: float, frame_us: float) -> tuple[int, float]:
@@ -323,7 +324,7 @@ class CaptureLoop:
         light = vals[vals > (lo + hi) / 2]
         if light.size < 16 or hi - lo < 8:
             return None, saturated, False, clipped
-        return linear(float(np.median(light))) / product, saturated, False, clipped
+        return float(linear(np.median(light))) / product, saturated, False, clipped
 
     def _controls_for(self, product: float) -> dict:
         t, g = split(product, self.frame_us)
@@ -628,7 +629,7 @@ class CaptureLoop:
                 self._capped = True
         elif product <= self.idle_cap * CAP_MARGIN:
             # what the AE would choose here: a room bright enough to expose screens by itself
-            mean = float(np.mean((gray[::8, ::8].astype(np.float32) / 255.0) ** GAMMA))
+            mean = float(np.mean(linear(gray[::8, ::8].astype(np.float32))))
             if product * AE_TARGET / max(mean, 1e-4) < self.idle_cap / CAP_MARGIN:
                 controls.update(AUTO_EXPOSURE)
                 self._capped = False
