@@ -96,6 +96,23 @@ def test_no_code_no_read():
         assert decode(frame).codes == [] and decode(frame, gate=False).codes == []
 
 
+@pytest.mark.parametrize("reader", [decode, baseline], ids=["cascade", "baseline"])
+def test_control_characters_are_read_as_the_code_holds_them(reader):
+    """Not zxing-cpp's default rendering of a binary content ('<ESC>', '<HT>'): five characters the
+    card never had would reach the check-in and the HIS; judging them is the station's job."""
+    import zxingcpp
+
+    text = "DN4790123456789|\x1bNguy\u1ec5n\tV\u0103n|01/01/1990\r\n|\x7f"
+    symbol = zxingcpp.create_barcode(text, zxingcpp.BarcodeFormat.QRCode)
+    frame = np.full((480, 640), 255, np.uint8)
+    img = np.array(symbol.to_image(scale=5, add_quiet_zones=True))
+    frame[40:40 + img.shape[0], 100:100 + img.shape[1]] = img
+    result = reader(frame)
+    codes = result.codes if hasattr(result, "codes") else result
+    assert [c.text for c in codes] == [text]
+    assert codes[0].raw == text.encode()
+
+
 def test_a_micro_qr_is_located_never_read():
     """An M1 Micro QR has no error correction (two codewords of error detection): the corner of a
     card half out of the frame, rectified, "read" as one (bench/miscorrect.py). No card or payment

@@ -27,6 +27,11 @@ QR = zxingcpp.BarcodeFormat.QRCode
 #: as a few digits: a red while a card is shown (bench/miscorrect.py: 2 in 10,000 frames of
 #: texture and damaged codes, both M1, both through rectification).
 READ_FORMATS = frozenset({QR, getattr(zxingcpp.BarcodeFormat, "QRCodeModel2", QR)})
+#: The text as the code holds it (bytes transcoded by their ECI or guessed charset). zxing-cpp's
+#: default (HRI) writes a control character as its name when the content is binary: a QR with an
+#: ESC or a tab read 'AB<ESC>CD', five characters the card never had, into the check-in and the
+#: HIS. Control characters are the station's to judge (agent.cards, agent.outputs), not the reader's.
+TEXT = zxingcpp.TextMode.Plain
 Corners = tuple[tuple[float, float], tuple[float, float], tuple[float, float], tuple[float, float]]
 
 #: Cascade budget, in multiples of this frame's own plain zxing-cpp time (machine independent;
@@ -137,7 +142,8 @@ def _read(image: np.ndarray, binarizer=zxingcpp.Binarizer.LocalAverage, invert: 
     # and rectifying that candidate reads it (model 2 alone: bright spots 17 -> 13 of 49 codes).
     # Only model 2 reads are texts (READ_FORMATS); the others are located candidates.
     out = zxingcpp.read_barcodes(image, formats=QR, binarizer=binarizer, return_errors=True,
-                                 try_rotate=False, try_invert=invert, try_downscale=downscale)
+                                 try_rotate=False, try_invert=invert, try_downscale=downscale,
+                                 text_mode=TEXT)
     read = [b for b in out if b.valid and b.format in READ_FORMATS]
     return read, [b for b in out if not (b.valid and b.format in READ_FORMATS)]
 
@@ -152,7 +158,7 @@ def as_gray(frame: np.ndarray) -> np.ndarray:
 def baseline(frame: np.ndarray) -> list[Code]:
     """Plain zxing-cpp, QR only: the reference every benchmark ratio is taken against."""
     gray = as_gray(frame)
-    return [_code(b, _corners(b), "baseline") for b in zxingcpp.read_barcodes(gray, formats=QR)]
+    return [_code(b, _corners(b), "baseline") for b in zxingcpp.read_barcodes(gray, formats=QR, text_mode=TEXT)]
 
 
 #: Located codes smaller than this (pixels) are cropped and enlarged before any warping.
