@@ -62,7 +62,7 @@ from agent.chip import access as chip_access_mod  # noqa: E402
 from agent.chip import files, pace, tlv  # noqa: E402
 from agent.chip.terminal import ChipResult, read_chip  # noqa: E402
 from agent.chip.transport import CardLost  # noqa: E402
-from agent.sim.chip import TINY_JPEG, SimCard, SimChip, TestPki, make_pki  # noqa: E402
+from agent.sim.chip import TINY_JPEG, SimCard, SimChip, TestPki, damage, make_pki  # noqa: E402
 
 FC = 13.56e6
 DIVISOR = {106: 128, 212: 64, 424: 32}     # bit time = divisor / fc (ISO/IEC 14443-2)
@@ -270,36 +270,16 @@ def print_table(rows: list[dict], pi_factor: float) -> None:
 
 # --- fuzz: hostile answers through read_chip ----------------------------------------------------
 
-def _damage(rng: random.Random, data: bytes) -> bytes:
-    b = bytearray(data)
-    for _ in range(rng.randint(1, 3)):
-        op = rng.randrange(6)
-        i = rng.randrange(len(b)) if b else 0
-        if op == 0 and b:
-            b[i] = rng.randrange(256)
-        elif op == 1 and b:
-            b[i] = rng.choice([0x80, 0x81, 0x82, 0x83, 0x84, 0xFF, 0x00, 0x7F])   # lengths
-        elif op == 2:
-            del b[i:i + rng.randint(1, 16)]
-        elif op == 3:
-            b[i:i] = rng.randbytes(rng.randint(1, 16))
-        elif op == 4:
-            b = b[:rng.randrange(len(b) + 1)]
-        else:
-            b += rng.randbytes(rng.randint(1, 8))
-    return bytes(b)
-
-
 def _damage_file(rng: random.Random, data: bytes) -> bytes:
     """Half the time inside the outer TLV with its length made right again, so the damage
     reaches the nested structure; else anywhere."""
     if rng.random() < 0.5:
         try:
             outer = tlv.parse(data)
-            return tlv.encode(outer.tag, _damage(rng, outer.value))
+            return tlv.encode(outer.tag, damage(rng, outer.value))
         except tlv.TlvError:
             pass
-    return _damage(rng, data)
+    return damage(rng, data)
 
 
 def _as_read(data: bytes) -> bytes:
@@ -339,7 +319,7 @@ class _AnswerFault:
             return resp[:i] + bytes([resp[i] ^ (1 << rng.randrange(8))]) + resp[i + 1:]
         if kind == "status":
             return (resp[:-2] if rng.random() < 0.5 else b"") + rng.choice(SW_POOL + [rng.randbytes(2)])
-        return _damage(rng, resp)
+        return damage(rng, resp)
 
 
 KINDS = ["file", "garbage", "truncated", "long", "bad mac", "status", "damaged answer", "lifted"]

@@ -11,7 +11,7 @@ import pytest
 from agent.chip import lds, passive, tlv
 from agent.chip.terminal import ChipResult, read_chip
 from agent.chip.transport import ChipError
-from agent.sim.chip import SimCard, SimChip, make_pki
+from agent.sim.chip import SimCard, SimChip, damage, make_pki
 from test_chip import access_for
 
 CARD = SimCard(spouse="Lê Thị Dung")
@@ -38,8 +38,8 @@ def _mutate(rng: random.Random, data: bytes) -> bytes:
     if outer is not None and pick < 0.4:
         return _restructure(rng, outer)
     if outer is not None and pick < 0.7:
-        return tlv.encode(outer.tag, _damage(rng, outer.value))
-    return _damage(rng, data)
+        return tlv.encode(outer.tag, damage(rng, outer.value, 4))
+    return damage(rng, data, 4)
 
 
 def _restructure(rng: random.Random, root: tlv.Node) -> bytes:
@@ -76,26 +76,6 @@ def _restructure(rng: random.Random, root: tlv.Node) -> bytes:
         return n.raw
 
     return build(root)
-
-
-def _damage(rng: random.Random, data: bytes) -> bytes:
-    b = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(6)
-        i = rng.randrange(len(b)) if b else 0
-        if op == 0 and b:
-            b[i] = rng.randrange(256)                        # any byte
-        elif op == 1 and b:
-            b[i] = rng.choice([0x80, 0x81, 0x82, 0x84, 0x85, 0xFF, 0x00, 0x7F])   # lengths
-        elif op == 2:
-            del b[i:i + rng.randint(1, 16)]                  # truncate inside
-        elif op == 3:
-            b[i:i] = rng.randbytes(rng.randint(1, 16))       # insert
-        elif op == 4:
-            b = b[:rng.randrange(len(b) + 1)]                # cut the end
-        else:
-            b += rng.randbytes(rng.randint(1, 8))            # trailing garbage
-    return bytes(b)
 
 
 PARSERS = {0x0101: lds.parse_dg1, 0x010D: lds.parse_dg13, 0x0102: lds.dg2_image,

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import importlib
 import os
+import random
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -120,6 +121,29 @@ class Corrupt:
     aa_wrong_key: bool = False                               # AA signs with a key DG15 does not hold
     ca_wrong_key: bool = False                               # CA with a key DG14 does not hold
     response: Callable[[bytes, bytes], bytes] | None = None  # (command, answer) -> answer sent
+
+
+def damage(rng: random.Random, data: bytes, max_ops: int = 3) -> bytes:
+    """`data` damaged 1 to `max_ops` times, the way a hostile or failing chip's answers are: a
+    byte changed, a length byte set to one that misleads a TLV parser, a run cut out or put in,
+    the end cut, garbage appended. The fuzzers' one mutator (bench/chip.py, tests/test_chip_fuzz.py)."""
+    b = bytearray(data)
+    for _ in range(rng.randint(1, max_ops)):
+        op = rng.randrange(6)
+        i = rng.randrange(len(b)) if b else 0
+        if op == 0 and b:
+            b[i] = rng.randrange(256)                        # any byte
+        elif op == 1 and b:
+            b[i] = rng.choice([0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0xFF, 0x00, 0x7F])   # lengths
+        elif op == 2:
+            del b[i:i + rng.randint(1, 16)]                  # a run cut out
+        elif op == 3:
+            b[i:i] = rng.randbytes(rng.randint(1, 16))       # a run put in
+        elif op == 4:
+            b = b[:rng.randrange(len(b) + 1)]                # the end cut
+        else:
+            b += rng.randbytes(rng.randint(1, 8))            # trailing garbage
+    return bytes(b)
 
 
 def _mrz_name(name: str) -> str:
