@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.capture import picam
 from agent.capture.picam import Picamera2Source
 from agent.capture.steer import CAP_MARGIN
 from agent.capture.view import Seen
@@ -32,6 +33,10 @@ def vcam(monkeypatch):
     mod = importlib.import_module("picamera2")
     assert mod.__file__.startswith(VCAM)
     monkeypatch.setattr(mod, "CLOCK", "virtual")
+    # the source reads the camera's clock, not the machine's: under arm64 emulation a frame takes
+    # about a second to decode, the real time between reads looked like dropped frames, and the
+    # frames' timestamps fell over a minute behind and were replaced by the time they were read
+    monkeypatch.setattr(picam, "now", mod.now)
     yield mod
     sys.modules.pop("picamera2", None)
 

@@ -53,6 +53,15 @@ AE_SPEED = 0.2          # share of the log-exposure error corrected per frame
 AE_TARGET = 0.16        # linear mean of the metered region (libcamera's default Y target)
 AE_MAX_EXPOSURE_US = 33_000
 _EPOCH: list[float] = []
+_NOW: list[float] = [0.0]       # CLOCK = "virtual": the time of the last frame handed over
+
+
+def now() -> float:
+    """The present on the virtual clock (CLOCK = "virtual"): the moment the last frame was handed
+    over. A test gives it to the source as its clock, so that the time between reads and the
+    frames' timestamps are the camera's, whatever the machine's speed (an emulated arm64 run
+    decodes a frame in about a second of real time)."""
+    return _NOW[0]
 
 
 @dataclass
@@ -224,6 +233,7 @@ class Picamera2:
         dur = self._frame_s()
         if CLOCK != "wall":
             self._virtual_t += dur
+            _NOW[0] = self._virtual_t
             return self._seq + 1, self._virtual_t
         k = max(self._seq + 1, math.ceil((time.monotonic() - self._t0) / dur))
         t = self._t0 + k * dur
