@@ -1,5 +1,6 @@
-"""Read what a USB keyboard types, from its evdev device, as the counter PC would see it (run in
-the test VM by scripts/test-vm; Python's standard library only).
+"""Read what a USB keyboard types, from its evdev device or a raw recording of it (`cat
+/dev/input/eventN > FILE`: what scripts/test-vm records in its VM and decodes on the host), as the
+counter PC would see it. Python's standard library only.
 
 Each line typed (up to an Enter) is written to OUT as one JSON string. Keypad emulation is read as
 Windows does: the keypad digits typed while Alt is held make one character, Alt+0nnn from code
@@ -7,9 +8,9 @@ page 1252 (ASCII is the same there), when Alt is released. A key the station mus
 (Escape, Backspace, Delete, a Ctrl chord...) is written as {"control": CODE}; autorepeats are
 counted, not typed (the kernel's, when a release comes late under emulation). Events the kernel
 dropped because this reader fell behind (SYN_DROPPED) are written as {"dropped": N}: then the
-reader, not the station, lost keys, and the test says so.
+reader (or recorder), not the station, lost keys, and the test says so.
 
-    python3 evdev_keys.py /dev/input/eventN OUT
+    python3 evdev_keys.py /dev/input/eventN|FILE OUT
 """
 
 from __future__ import annotations
