@@ -50,6 +50,7 @@ class LinkState:
     next_retry_at: float | None = None
     history: list[float] = field(default_factory=list)  # connection attempt times (last 20)
     login_refused: str | None = None  # the broker's reason while it refuses our login: a fault
+    subscribed: bool = False          # the last connection's SUBACK granted the replies (read with connected)
 
 
 class MqttLink(Worker):
@@ -241,6 +242,7 @@ class MqttLink(Worker):
         self.state.connected = False
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self.state.subscribed = not any(rc.is_failure for rc in reason_codes)
         for rc in reason_codes:
             if rc.is_failure:
                 log.error("MQTT: subscribing to %s refused: %s (verdicts%s will not arrive; check the "
