@@ -12,13 +12,13 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from support.broker import link_config
 from support.daemon import cli
+from support.wait import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL = ROOT / "systemd" / "install.sh"
@@ -164,11 +164,10 @@ backend = "none"
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     status = tmp_path / "state" / "run" / "status.json"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if status.exists() and json.loads(status.read_text())["counters"]["checkins"] >= 4:
-            break
-        time.sleep(0.2)
+    started = wait_for(lambda: status.exists() and json.loads(status.read_text())["counters"]["checkins"] >= 4, 90)
+    if not started:
+        proc.kill()
+        pytest.fail(f"the station recorded fewer than 4 check-ins in 90 s: {proc.communicate(timeout=10)[1][-2000:]}")
     yield conf, proc
     proc.terminate()
     proc.wait(10)

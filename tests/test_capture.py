@@ -1,6 +1,7 @@
 """Frame sources and the newest-frame-wins grabber. picamera2 cannot run here: a stand-in object
 records how we drive it."""
 
+import threading
 import time
 
 import cv2
@@ -11,6 +12,7 @@ from agent.capture import Frame, Grabber, SourceError
 from agent.capture.picam import Picamera2Source, camera_controls
 from agent.capture.replay import ReplaySource
 from agent.config import CameraConfig
+from support.wait import wait_for
 
 
 def write_images(folder, n, size=(64, 48)):
@@ -62,18 +64,26 @@ def test_replay_bad_paths_are_source_errors(tmp_path, make):
 
 
 class CountingSource:
-    """Produces frames as fast as asked; fails on demand."""
+    """Produces frames as fast as asked; fails on demand. With `pause_at`, the read after frame
+    `pause_at` waits for `resume` (so a test knows exactly which frame is the newest); the opens
+    after the failing ones wait for `ready` when one is given (so a test sees the fault first)."""
 
-    def __init__(self, fail_opens=0, fail_after=None):
-        self.fail_opens, self.fail_after = fail_opens, fail_after
+    def __init__(self, fail_opens=0, fail_after=None, pause_at=None, ready=None):
+        self.fail_opens, self.fail_after, self.pause_at, self.ready = fail_opens, fail_after, pause_at, ready
         self.opens = self.closes = self.i = 0
+        self.paused, self.resume = threading.Event(), threading.Event()
 
     def open(self):
         self.opens += 1
         if self.opens <= self.fail_opens:
             raise SourceError("camera unplugged")
+        if self.ready is not None:
+            self.ready.wait(30)
 
     def read(self):
+        if self.pause_at is not None and self.i >= self.pause_at:
+            self.paused.set()
+            self.resume.wait(30)
         self.i += 1
         if self.fail_after is not None and self.i == self.fail_after:
             raise SourceError("capture failed")
@@ -85,31 +95,30 @@ class CountingSource:
 
 
 def test_newest_frame_wins():
-    src = CountingSource()
+    src = CountingSource(pause_at=50)
     g = Grabber(src).start()
     try:
-        time.sleep(0.2)  # consumer is slow: many frames arrive meanwhile
-        f1 = g.get()
-        time.sleep(0.05)
-        f2 = g.get()
-        assert f2.index > f1.index + 3        # not the next queued frame: the newest
-        assert g.dropped > 10
-        assert f2.index >= src.i - 3
+        assert src.paused.wait(30)   # a slow consumer: 50 frames arrived and none was taken
+        f = g.get()
+        assert f.index == 50          # not the oldest queued frame: the newest
+        assert g.dropped == 49 and g.get(0.05) is None   # the older ones were replaced, not queued
     finally:
+        src.resume.set()
         g.stop()
 
 
 def test_failing_camera_retried_with_backoff_and_reported():
-    src = CountingSource(fail_opens=3)
+    ready = threading.Event()
+    src = CountingSource(fail_opens=3, ready=ready)
     g = Grabber(src, backoff=(0.05, 0.2)).start()
     try:
-        time.sleep(0.06)
-        assert g.fault == "camera unplugged"
-        deadline = time.time() + 5
-        while g.get(0.1) is None and time.time() < deadline:
-            pass
+        assert wait_for(lambda: g.fault == "camera unplugged", 30)   # reported while it fails
+        assert wait_for(lambda: src.opens == 4, 30)                   # retried after each failure
+        ready.set()
+        assert wait_for(lambda: g.get(0.1) is not None, 30)
         assert g.fault is None and src.opens == 4 and src.closes >= 3
     finally:
+        ready.set()
         g.stop()
 
 

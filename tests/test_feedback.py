@@ -12,6 +12,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from agent.config import FeedbackConfig
 from agent.feedback import PATTERNS, ConsoleOutput, Feedback, GpioOutput, Signal, duration
 from support.clock import FakeClock
+from support.wait import wait_for
 
 
 @pytest.fixture
@@ -138,6 +139,6 @@ def test_console_backend_prints_one_line_per_signal():
     with redirect_stdout(out):
         fb = Feedback(ConsoleOutput())
         fb.signal(Signal.CHECKIN, "BHYT Ng*** V** A* (ok)")
-        time.sleep(0.1)
+        assert wait_for(out.getvalue, 10)
         fb.close()
     assert out.getvalue().strip() == "[GREEN + beep]   check-in recorded  BHYT Ng*** V** A* (ok)"

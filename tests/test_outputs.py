@@ -18,6 +18,7 @@ from agent.outputs import hid
 from agent.outputs.template import render
 from support.daemon import ROOT, Daemon, cli, config
 from support.payloads import BHYT15
+from support.wait import wait_for
 
 GADGET = ROOT / "systemd" / "usb-gadget.sh"
 
@@ -295,13 +296,6 @@ def typed(host: Host) -> str:
     return hid.decode([bytes(host.data[i:i + 8]) for i in range(0, len(host.data), 8)])
 
 
-def wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_a_letter_the_keyboard_cannot_type_is_left_out_and_shown_until_it_is_acknowledged(tmp_path):
     """A BHYT code with a non-ASCII letter in an opaque field is checked in green, but `{raw}{enter}`
     was dropped whole: the HIS got nothing, and the warning cleared with the next good line. Now the
@@ -318,14 +312,14 @@ def test_a_letter_the_keyboard_cannot_type_is_left_out_and_shown_until_it_is_ack
         assert [d.action for d in station.step(Frame(qr_frame(ODD_BHYT), 0.0))] == ["checkin"]
         assert station.feedback.history[-1][1] == Signal.CHECKIN and station.outbox.depth() == 1   # green
         want = ODD_BHYT.replace("ễ", "") + "\n"
-        assert wait(lambda: typed(host) == want), typed(host)
+        assert wait_for(lambda: typed(host) == want, 10), typed(host)
         faults = [f for f in station.fault_items() if f.code == "output_keyboard"]
         assert len(faults) == 1 and "1 line(s) typed without 'ễ' U+1EC5" in faults[0].text, faults
         assert "scanner-agent output ack" in faults[0].text and len(faults[0].text) <= 400
         assert station.fault_items(leds=True) == []              # IT's, like the output's other faults
 
         assert [d.action for d in station.step(Frame(qr_frame(BHYT10), 1.0))] == ["checkin"]
-        assert wait(lambda: typed(host) == want + BHYT10 + "\n"), typed(host)
+        assert wait_for(lambda: typed(host) == want + BHYT10 + "\n", 10), typed(host)
         time.sleep(0.1)
         assert [f.text for f in station.fault_items() if f.code == "output_keyboard"] == [faults[0].text]
     finally:
@@ -357,11 +351,11 @@ def test_a_dropped_line_stays_a_fault_after_the_host_reads_again(tmp_path):
     writer = make_outputs(cfg)[0].writer.start()
     try:
         writer.send("7901234567\n")                              # no device: dropped
-        assert wait(lambda: writer.dropped == 1) and "hidg0" in writer.warning
+        assert wait_for(lambda: writer.dropped == 1, 10) and "hidg0" in writer.warning
         host = Host(tmp_path / "hidg0")                           # the PC reads again
         writer.send("7901234568\n")
-        assert wait(lambda: writer.sent == 1) and writer.warning is None
-        assert wait(lambda: typed(host) == "7901234568\n")
+        assert wait_for(lambda: writer.sent == 1, 10) and writer.warning is None
+        assert wait_for(lambda: typed(host) == "7901234568\n", 10)
         host.close()
         lost = writer.unacknowledged
         assert lost and "1 line(s) not typed (last: " in lost and "hidg0" in lost, lost

@@ -12,6 +12,7 @@ import pytest
 from agent.config import MqttConfig
 from support.broker import Subscriber
 from support.daemon import replay_config
+from support.wait import wait_for
 
 
 # --- supervision: the worker base and the watchdog ------------------------------------------------
@@ -74,10 +75,11 @@ def test_watchdog_pings_stop_while_a_worker_is_stuck(tmp_path, broker, monkeypat
                 pass
         return n
     try:
+        assert wait_for(lambda: station.link.state.connected, 30)   # the failpoint is in the connected pump
         assert count_pings(1.5) >= 3                           # all healthy: pings flow
         failpoints.arm("mqtt.pump", 1, action=release.wait)    # the sender hangs in a call
-        time.sleep(1.5)
-        count_pings(0.3)
+        assert wait_for(lambda: any("mqtt-link worker stuck" in f for f in station.faults()), 30)
+        count_pings(0.3)                                       # (pings sent before it was found stuck)
         assert count_pings(1.5) == 0                           # systemd would restart the service
         assert any("mqtt-link worker stuck" in f for f in station.faults())
         release.set()

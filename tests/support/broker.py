@@ -17,6 +17,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from support import wait
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,14 +156,7 @@ class Subscriber:
         with self.lock:
             return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix)]
 
-    @staticmethod
-    def wait_for(predicate, timeout: float) -> bool:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return predicate()
+    wait_for = staticmethod(wait.wait_for)
 
     def close(self) -> None:
         self.client.loop_stop()
