@@ -71,6 +71,26 @@ def damage(db: Path, pages: list[int], size: int = 4096) -> None:
             os.fsync(f.fileno())
 
 
+def damage_live(db: Path, page: int, size: int = 4096) -> None:
+    """Damage one page of a file the daemon has open, so that the daemon sees it. Its connection
+    may hold the page's good copy in its cache, read just before (a check-in's repeat_today scan
+    reads the oldest rows), and SQLite keeps that cache until the WAL changes under it: the
+    damage would go unseen, and the good page would be written back when the rows are delivered.
+    A checkpoint from another connection after the damage restarts the WAL, so every connection
+    reads the page from the file again; the page on the file must then still be the garbage."""
+    for _ in range(5):
+        damage(db, [page], size)
+        with open(db, "rb") as f:
+            f.seek((page - 1) * size)
+            garbage = f.read(size)
+        checkpoint(db)
+        with open(db, "rb") as f:
+            f.seek((page - 1) * size)
+            if f.read(size) == garbage:
+                return
+    raise AssertionError(f"page {page} of {db} was written over after each of 5 damages")
+
+
 # --- 1 and 3: damaged live pages, salvage, rows moved aside are never stranded --------------------
 
 def test_live_pages_damaged_mid_run_every_checkin_delivered_or_counted_lost(tmp_path):
@@ -91,7 +111,7 @@ def test_live_pages_damaged_mid_run_every_checkin_delivered_or_counted_lost(tmp_
         # one table page of the oldest rows: a few rows. Not one near the end, where the daemon
         # still inserts: rebalancing rewrites the last leaves and their siblings into the WAL,
         # whose good copy SQLite then reads instead of the damaged page (seen on a loaded machine)
-        damage(db, [leaves[0]])
+        damage_live(db, leaves[0])
         broker.start()
         sub = Subscriber(broker.port, TOPICS)
         # the link reads the damaged page, SQLite proves it damaged, the rows are salvaged, the
