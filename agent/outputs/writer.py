@@ -26,12 +26,16 @@ from agent.worker import Worker
 
 log = logging.getLogger(__name__)
 
+#: Lines waiting for a device that types slower than check-ins come (a 307-character BHYT line
+#: takes over 3 s at key_delay_ms = 5); beyond it the oldest is dropped and counted.
+QUEUE_SIZE = 32
+
 
 class DeviceWriter(Worker):
     stall_s = None   # it idles on its queue
 
     def __init__(self, name: str, device: str, encode: Callable[[str], list[bytes]], *, timeout_s: float = 5.0,
-                 delay_s: float = 0.0, queue_size: int = 32, record_path: Path | None = None):
+                 delay_s: float = 0.0, queue_size: int = QUEUE_SIZE, record_path: Path | None = None):
         super().__init__(f"output-{name}")
         self.kind, self.device, self.encode = name, device, encode
         self.timeout_s, self.delay_s = timeout_s, delay_s

@@ -7,7 +7,12 @@ station replays them slowly: its camera loop keeps only the latest frame). The
 expected lines are what the station's keyboard output makes of each, as the template says (the
 default "{raw}{enter}"), Enter left off: the reader splits lines there.
 
-    python usb_frames.py DIR COUNT      writes DIR/frames/NNNN.png and DIR/expected.json
+The frames come in batches, each smaller than the station's output queue, replayed one after the
+other once the last is typed: a line takes over 3 s to type and a frame comes every 2 s, so one
+run of 109 frames filled the queue and the station rightly dropped the oldest lines (one run of
+scripts/test-vm typed 82 of 109). A batch can never fill it, however slow the emulated keyboard.
+
+    python usb_frames.py DIR COUNT      writes DIR/batch-K/NNNN.png (K = 0, 1...) and DIR/expected.json
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ import zxingcpp
 from agent.cards import read_card
 from agent.config import Config
 from agent.outputs.devices import Output
+from agent.outputs.writer import QUEUE_SIZE
 from agent.sim.demo import BHYT15
 
+BATCH = QUEUE_SIZE - 4    # frames replayed at a time (the queue, less a margin)
 HOSTILE = ["\n", "\t", "\r\n", "\r", "\x1b", "\x7f", "\x85", "\u2028", "\u202e"]
 
 
@@ -47,8 +54,6 @@ def codes(count: int) -> list[str]:
 
 
 def main(folder: Path, count: int) -> None:
-    frames = folder / "frames"
-    frames.mkdir(parents=True)
     keyboard = Output(Config().keyboard, None)
     expected = []
     for i, code in enumerate(codes(count)):
@@ -57,7 +62,9 @@ def main(folder: Path, count: int) -> None:
         typed = keyboard.text("bhyt", read.card, code)
         assert typed.endswith("\n") and typed.count("\n") == 1, typed
         expected.append(typed[:-1])
-        cv2.imwrite(str(frames / f"{i:04d}.png"), frame(code))
+        batch = folder / f"batch-{i // BATCH}"
+        batch.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(batch / f"{i:04d}.png"), frame(code))
     (folder / "expected.json").write_text(json.dumps(expected))
 
 
