@@ -61,14 +61,17 @@ def event_leaf_pages(db: Path) -> list[int]:
         conn.close()
 
 
-def damage(db: Path, pages: list[int], size: int = 4096) -> None:
-    """A failing SD card: whole pages of the live file turn to garbage."""
+def damage(db: Path, pages: list[int], size: int = 4096) -> list[bytes]:
+    """A failing SD card: whole pages of the live file turn to garbage (returned, page by page)."""
+    written = []
     with open(db, "r+b") as f:
         for page in pages:
+            written.append(os.urandom(size))
             f.seek((page - 1) * size)
-            f.write(os.urandom(size))
+            f.write(written[-1])
             f.flush()
             os.fsync(f.fileno())
+    return written
 
 
 def damage_live(db: Path, page: int, size: int = 4096) -> None:
@@ -79,10 +82,7 @@ def damage_live(db: Path, page: int, size: int = 4096) -> None:
     A checkpoint from another connection after the damage restarts the WAL, so every connection
     reads the page from the file again; the page on the file must then still be the garbage."""
     for _ in range(5):
-        damage(db, [page], size)
-        with open(db, "rb") as f:
-            f.seek((page - 1) * size)
-            garbage = f.read(size)
+        garbage = damage(db, [page], size)[0]
         checkpoint(db)
         with open(db, "rb") as f:
             f.seek((page - 1) * size)
